@@ -1,0 +1,297 @@
+"""SQLAlchemy 2 typed models: the whole dreamrate schema.
+
+Only Alembic migrations change the schema (``db/migrations``); a test checks
+that models and migrations never drift apart.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from db.types import BigId, JSONType, Snowflake, UTCDateTime, utcnow
+
+__all__ = [
+    "Base",
+    "Embedding",
+    "Flag",
+    "GuildSettings",
+    "Image",
+    "Job",
+    "JobStatus",
+    "Predictor",
+    "Rating",
+    "RatingEvent",
+    "RatingEventKind",
+    "User",
+]
+
+# Deterministic constraint names, so migrations can refer to them on both backends.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Stored as the lowercase value in a VARCHAR with a CHECK: no native PG
+    # enum type, so adding a status later is a plain migration on both backends.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda e: [m.value for m in e],
+        validate_strings=True,
+    )
+
+
+class JobStatus(enum.StrEnum):
+    """Where a generation job is in its life."""
+
+    QUEUED = "queued"  #: waiting for a worker
+    RUNNING = "running"  #: claimed by a worker holding a lease
+    DONE = "done"  #: images stored (delivery to Discord is tracked by ``delivered_at``)
+    FAILED = "failed"  #: gave up; ``error`` says why
+    CANCELLED = "cancelled"  #: cancelled by its requester or a moderator
+
+
+class RatingEventKind(enum.StrEnum):
+    """What a raw rating event did."""
+
+    ADD = "add"  #: a rating emoji was added (gateway event)
+    REMOVE = "remove"  #: a rating emoji was removed (gateway event)
+    BACKFILL_ADD = "backfill_add"  #: found on Discord by backfill, missing here
+    BACKFILL_REMOVE = "backfill_remove"  #: recorded here, gone from Discord
+    IMPORT = "import"  #: brought in from a file
+
+
+class User(Base):
+    """A community member (or an operator using the CLI, with no Discord id)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    discord_id: Mapped[int | None] = mapped_column(Snowflake, unique=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    banned: Mapped[bool] = mapped_column(Boolean, default=False)
+    opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: When the user erased their ratings; their data stays out of every dataset.
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Round-robin fairness: the last time a batch served this user.
+    last_served_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class GuildSettings(Base):
+    """Per-server configuration set by moderators with ``/admin``."""
+
+    __tablename__ = "guild_settings"
+
+    guild_id: Mapped[int] = mapped_column(Snowflake, primary_key=True, autoincrement=False)
+    #: Channel ids where ``/dream`` is allowed; empty means everywhere.
+    allowed_channel_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
+    feed_channel_id: Mapped[int | None] = mapped_column(Snowflake)
+    feed_interval_minutes: Mapped[int | None] = mapped_column(Integer)
+    moderator_role_id: Mapped[int | None] = mapped_column(Snowflake)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Job(Base):
+    """One ``/dream`` request: a prompt and its parameters, queued for a worker."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_queue", "status", "priority", "created_at"),
+        Index("ix_jobs_requester_status", "requester_id", "status"),
+        CheckConstraint("num_images >= 1", name="num_images_positive"),
+        CheckConstraint("width > 0 AND height > 0", name="size_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    requester_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    guild_id: Mapped[int | None] = mapped_column(Snowflake)
+    channel_id: Mapped[int | None] = mapped_column(Snowflake)
+
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str | None] = mapped_column(Text)
+    # The fields a batch must share are columns, so a claim can group on them.
+    model: Mapped[str] = mapped_column(String(300))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int] = mapped_column(Integer)
+    guidance: Mapped[float] = mapped_column(Float)
+    scheduler: Mapped[str] = mapped_column(String(64), default="default")
+    num_images: Mapped[int] = mapped_column(Integer, default=1)
+    #: Seed of image 0; image i uses ``seed + i`` (always recorded).
+    seed: Mapped[int] = mapped_column(Snowflake)
+    #: Anything else the request carried (kept for ``/job`` and the dataset export).
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+    status: Mapped[JobStatus] = mapped_column(
+        _enum(JobStatus, "job_status"), default=JobStatus.QUEUED
+    )
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    #: Discord interaction token for follow-ups; valid 15 minutes, then plain messages.
+    interaction_token: Mapped[str | None] = mapped_column(Text)
+    interaction_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reply_message_id: Mapped[int | None] = mapped_column(Snowflake)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    requester: Mapped[User] = relationship(lazy="raise")
+    images: Mapped[list[Image]] = relationship(
+        back_populates="job", order_by="Image.index", lazy="raise"
+    )
+
+
+class Image(Base):
+    """One generated image, stored content-addressed and posted as its own message."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        # A late, lease-less worker completing a job again can never add a second copy.
+        UniqueConstraint("job_id", "index", name="uq_images_job_index"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Snowflake)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    #: Relative to the data directory, e.g. ``images/ab/<sha256>.png``.
+    path: Mapped[str] = mapped_column(String(500))
+    discord_channel_id: Mapped[int | None] = mapped_column(Snowflake)
+    discord_message_id: Mapped[int | None] = mapped_column(Snowflake, unique=True)
+    #: Flagged by the safety checker: stored, never posted.
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Removed by a moderator: out of every dataset.
+    removed: Mapped[bool] = mapped_column(Boolean, default=False)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="images", lazy="raise")
+
+
+class Rating(Base):
+    """A user's current rating of an image (one per user and image)."""
+
+    __tablename__ = "ratings"
+    __table_args__ = (UniqueConstraint("user_id", "image_id", name="uq_ratings_user_image"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    value: Mapped[float] = mapped_column(Float)
+    #: Name of the rating scale in force when the rating was made (e.g. ``numbers-10``).
+    scale: Mapped[str] = mapped_column(String(64))
+    #: ``reaction``, ``backfill`` or ``import``.
+    source: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RatingEvent(Base):
+    """Append-only log of every raw rating event, written before ``ratings`` changes."""
+
+    __tablename__ = "rating_events"
+    __table_args__ = (Index("ix_rating_events_message_user", "message_id", "discord_user_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[RatingEventKind] = mapped_column(_enum(RatingEventKind, "rating_event_kind"))
+    discord_user_id: Mapped[int | None] = mapped_column(Snowflake)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"))
+    guild_id: Mapped[int | None] = mapped_column(Snowflake)
+    channel_id: Mapped[int | None] = mapped_column(Snowflake)
+    message_id: Mapped[int | None] = mapped_column(Snowflake)
+    emoji: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float | None] = mapped_column(Float)
+    scale: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Flag(Base):
+    """A report of an image for moderators (the flag emoji or the safety checker)."""
+
+    __tablename__ = "flags"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    #: Who flagged it; None for the automatic safety checker.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    resolution: Mapped[str | None] = mapped_column(String(32))
+
+
+class Embedding(Base):
+    """A CLIP embedding of an image: L2-normalised float32 bytes, one per (image, model)."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (UniqueConstraint("image_id", "model", name="uq_embeddings_image_model"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    #: open_clip model name and pretrained tag, e.g. ``ViT-L-14/openai``.
+    model: Mapped[str] = mapped_column(String(300))
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Predictor(Base):
+    """A trained or imported aesthetic predictor artifact on disk."""
+
+    __tablename__ = "predictors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    path: Mapped[str] = mapped_column(String(1000))
+    embedding_model: Mapped[str] = mapped_column(String(300))
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,64 @@
+"""The ``dreamrate`` command line: one group per package, every user error one line and exit 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from dreamrate import __version__
+from dreamrate.cli import config_cmd, db_cmd, models_cmd
+from dreamrate.cli.context import state
+from dreamrate.errors import DreamrateError
+
+__all__ = ["app", "main"]
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="dreamrate",
+    help="Community Stable Diffusion ratings turned into aesthetic filters for training data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(db_cmd.app, name="db")
+app.add_typer(models_cmd.app, name="models")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dreamrate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Load settings once and set up logging before any command runs."""
+    state.load()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dreamrate`` script; returns the exit code.
+
+    Usage errors are click's (exit 2); a :class:`DreamrateError` from any command
+    becomes one ``error: ...`` line on stderr with its exit code (2), never a traceback.
+    """
+    try:
+        app(args=argv, prog_name="dreamrate")
+    except DreamrateError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        return exc.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Logging set-up: rich console output, and secrets scrubbed from every record."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+__all__ = ["SecretFilter", "configure_logging"]
+
+
+class SecretFilter(logging.Filter):
+    """Replace every occurrence of the given secrets in a record with ``***``.
+
+    Installed on the root handlers, so a token that slips into an exception
+    message or a library's debug line still never reaches the output.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 8]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        text = message
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        if record.exc_info and record.exc_info[1] is not None:
+            # Render the traceback now, scrubbed, so the formatter does not re-render it.
+            formatter = logging.Formatter()
+            rendered = formatter.formatException(record.exc_info)
+            for secret in self.secrets:
+                rendered = rendered.replace(secret, "***")
+            text = f"{text}\n{rendered}"
+            record.exc_info = None
+            record.exc_text = None
+        if text != message or not record.args:
+            record.msg, record.args = text, ()
+        return True
+
+
+def _drop_bare_library_info(record: logging.LogRecord) -> bool:
+    # Some libraries (open_clip) log progress with bare logging.info() on the root
+    # logger; dreamrate's own modules always use named loggers.
+    return record.name != "root" or record.levelno >= logging.WARNING
+
+
+def configure_logging(level: str = "INFO", *, secrets: Iterable[str] = ()) -> None:
+    """Send logs to stderr through rich, with ``secrets`` scrubbed."""
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    handler = RichHandler(
+        console=Console(stderr=True),
+        show_path=False,
+        rich_tracebacks=False,
+        log_time_format="[%X]",
+    )
+    handler.addFilter(SecretFilter(secrets))
+    handler.addFilter(_drop_bare_library_info)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Libraries that are chatty at INFO.
+    for name in ("discord.gateway", "httpx", "urllib3", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(max(logging.getLevelName(level), logging.WARNING))
