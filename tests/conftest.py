@@ -1,0 +1,114 @@
+"""Shared fixtures: a fresh database on SQLite and on PostgreSQL, and tiny offline models."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+# huggingface_hub reads this once, at import: tests stand for a machine without internet.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+DEFAULT_TEST_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's own dreamrate settings or a hub connection."""
+    for name in list(os.environ):
+        if (
+            name.startswith("DREAMRATE_")
+            and not name.startswith(("DREAMRATE_TEST_", "DREAMRATE_REQUIRE_"))
+        ) or name == "DISCORD_TOKEN":
+            monkeypatch.delenv(name)
+
+
+def _postgres_admin_url() -> str:
+    return os.environ.get("DREAMRATE_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES_URL)
+
+
+async def _pg_execute(sql: str) -> None:
+    import asyncpg
+
+    url = make_url(_postgres_admin_url())
+    conn = await asyncpg.connect(
+        host=url.host or "127.0.0.1",
+        port=url.port or 5432,
+        user=url.username or "postgres",
+        password=url.password,
+        database=url.database or "postgres",
+        timeout=5,
+    )
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> bool:
+    """Whether the test PostgreSQL answers; CI sets DREAMRATE_REQUIRE_POSTGRES=1 so it must."""
+    try:
+        asyncio.run(_pg_execute("SELECT 1"))
+    except Exception as exc:
+        message = (
+            f"PostgreSQL at {make_url(_postgres_admin_url()).render_as_string(hide_password=True)} "
+            f"is unreachable ({exc}); start it or set DREAMRATE_TEST_POSTGRES_URL to run these tests"
+        )
+        if os.environ.get("DREAMRATE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message + " (DREAMRATE_REQUIRE_POSTGRES=1 forbids skipping)")
+        pytest.skip(message)
+    return True
+
+
+@pytest.fixture
+def postgres_url(postgres_available: bool) -> Iterator[str]:
+    """A brand-new PostgreSQL database for one test, dropped afterwards."""
+    name = f"dreamrate_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_execute(f'CREATE DATABASE "{name}"'))
+    url = make_url(_postgres_admin_url()).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'dreamrate.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The same test on both backends: SQLite (embedded) and PostgreSQL (scale-up)."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[object]:
+    """An engine on a fresh database migrated to the newest schema."""
+    from db.engine import create_engine
+    from db.migrate import upgrade
+
+    eng = create_engine(database_url)
+    await upgrade(eng)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(tiny-sd, tiny-clip)`` written once per test session by ``make-tiny``'s own code."""
+    from dreamrate.cli.models_cmd import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("models"))
