@@ -203,6 +203,17 @@ class GenerationSettings(_Section):
         default=1024, ge=8, description="Largest width/height in pixels (multiple of 8)."
     )
     max_steps: int = Field(default=50, ge=1, le=1000, description="Most denoising steps per job.")
+    default_steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Steps when a member gives none; default: the model's own (sd-turbo: set 1).",
+    )
+    default_guidance: float | None = Field(
+        default=None,
+        ge=0,
+        description="Guidance when a member gives none; default: the model's own (sd-turbo: set 0).",
+    )
     max_guidance: float = Field(
         default=20.0, ge=0, description="Largest classifier-free guidance scale."
     )
@@ -230,6 +241,11 @@ class GenerationSettings(_Section):
                 raise ValueError(
                     f"DREAMRATE_GENERATION_{name.upper()}: must be a multiple of 8, got {getattr(self, name)}"
                 )
+        if self.default_steps is not None and self.default_steps > self.max_steps:
+            raise ValueError(
+                f"DREAMRATE_GENERATION_DEFAULT_STEPS ({self.default_steps}) must not exceed "
+                f"DREAMRATE_GENERATION_MAX_STEPS ({self.max_steps})"
+            )
         if self.min_size > self.max_size:
             raise ValueError(
                 f"DREAMRATE_GENERATION_MIN_SIZE ({self.min_size}) must not exceed "

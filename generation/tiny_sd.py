@@ -8,52 +8,18 @@ exactly like ``stabilityai/sd-turbo``.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
-from functools import lru_cache
-from importlib.resources import files
 from pathlib import Path
 
-__all__ = ["TINY_SD_SIZE", "clip_bpe_vocab", "write_clip_tokenizer", "write_tiny_sd"]
+from generation.tokens import CLIP_VOCAB_SIZE, clip_bpe_vocab
+
+__all__ = ["TINY_SD_SIZE", "write_clip_tokenizer", "write_tiny_sd"]
 
 logger = logging.getLogger(__name__)
 
 #: Default image size of the tiny pipeline (UNet sample 32 x VAE scale 2).
 TINY_SD_SIZE = 64
-#: CLIP's vocabulary: 256 bytes, their end-of-word forms, 48,894 merges, 2 specials.
-CLIP_VOCAB_SIZE = 49_408
-_MERGES = CLIP_VOCAB_SIZE - 256 - 256 - 2
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    # GPT-2/CLIP's reversible byte -> printable character table.
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in codes), strict=True))
-
-
-@lru_cache(maxsize=1)
-def clip_bpe_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """CLIP's token -> id table and BPE merges, from open_clip's bundled vocabulary file."""
-    path = files("open_clip") / "bpe_simple_vocab_16e6.txt.gz"
-    lines = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : _MERGES + 1]]
-    byte_chars = list(_bytes_to_unicode().values())
-    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    assert len(tokens) == CLIP_VOCAB_SIZE
-    return {t: i for i, t in enumerate(tokens)}, [(a, b) for a, b in merges]
 
 
 def write_clip_tokenizer(directory: Path) -> None:

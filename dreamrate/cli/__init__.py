@@ -8,7 +8,7 @@ import sys
 import typer
 
 from dreamrate import __version__
-from dreamrate.cli import config_cmd, db_cmd, models_cmd
+from dreamrate.cli import config_cmd, db_cmd, generation_cmd, models_cmd
 from dreamrate.cli.context import state
 from dreamrate.errors import DreamrateError
 
@@ -26,6 +26,8 @@ app = typer.Typer(
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(models_cmd.app, name="models")
+app.command("worker")(generation_cmd.worker_cmd)
+app.command("generate")(generation_cmd.generate_cmd)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,50 @@
+"""Finding or creating the user row behind a Discord id (or the CLI operator)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.models import User
+
+__all__ = ["CLI_USER_NAME", "ensure_user"]
+
+#: The user that jobs enqueued from the command line belong to.
+CLI_USER_NAME = "cli"
+
+
+async def ensure_user(
+    sessions: async_sessionmaker[AsyncSession], discord_id: int | None, name: str
+) -> User:
+    """The user with ``discord_id`` (created if new; name kept current).
+
+    ``discord_id=None`` stands for the command-line operator, one shared row.
+    Safe under concurrency: a lost insert race re-reads the winner's row.
+    """
+    for _ in range(2):
+        async with sessions() as session:
+            query = select(User).where(
+                User.discord_id == discord_id
+                if discord_id is not None
+                else User.discord_id.is_(None),
+                *(() if discord_id is not None else (User.name == CLI_USER_NAME,)),
+            )
+            user = (await session.execute(query.limit(1))).scalar_one_or_none()
+            if user is not None:
+                if discord_id is not None and name and user.name != name:
+                    user.name = name[:100]
+                    await session.commit()
+                return user
+            user = User(
+                discord_id=discord_id,
+                name=(name if discord_id is not None else CLI_USER_NAME)[:100],
+            )
+            session.add(user)
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                continue
+            return user
+    raise RuntimeError("could not create user row")  # pragma: no cover - two lost races in a row

@@ -1,0 +1,140 @@
+"""``dreamrate worker`` and ``dreamrate generate``: serve the queue, or render from the shell."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from db.users import ensure_user
+from dreamrate.app import open_database
+from dreamrate.cli.context import state
+from dreamrate.errors import DreamrateError
+
+__all__ = ["generate_cmd", "worker_cmd"]
+
+
+class GenerationFailed(DreamrateError):
+    """The job did not produce images."""
+
+    exit_code = 1
+
+
+def _on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def worker_cmd(
+    worker_id: Annotated[
+        str | None, typer.Option("--id", help="Worker name (default host:pid:random).")
+    ] = None,
+) -> None:
+    """Serve the generation queue until SIGTERM/SIGINT (finishes the step, then releases its batch)."""
+    from dreamrate.services import build_repository, build_worker
+
+    async def run() -> None:
+        settings = state.settings
+        engine = await open_database(settings)
+        try:
+            worker = build_worker(settings, build_repository(settings, engine), worker_id=worker_id)
+            _on_signals(worker.stop)
+            await worker.run()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def generate_cmd(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    negative: Annotated[str | None, typer.Option(help="What to avoid.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of image 0 (image i uses seed+i); random if absent.")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Denoising steps (default: the model's).")
+    ] = None,
+    guidance: Annotated[
+        float | None, typer.Option(help="Guidance scale (default: the model's).")
+    ] = None,
+    size: Annotated[
+        str | None, typer.Option(help="N or WxH in pixels (default: the model's).")
+    ] = None,
+    images: Annotated[int, typer.Option(help="Images to make.")] = 1,
+    model: Annotated[
+        str | None, typer.Option(help="Model (default DREAMRATE_GENERATION_MODEL).")
+    ] = None,
+    no_worker: Annotated[
+        bool,
+        typer.Option("--no-worker", help="Only enqueue and wait; another worker serves the queue."),
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the images.")] = 600.0,
+) -> None:
+    """Enqueue one job with /dream's options and limits, wait, print one image path per line."""
+    from db.models import JobStatus
+    from dreamrate.services import build_repository, build_worker
+    from generation.model_info import model_defaults
+    from generation.request import GenerationLimits, RequestInput, parse_size, validate_request
+
+    settings = state.settings
+    limits = GenerationLimits.from_settings(settings.generation)
+    width, height = parse_size(size) if size else (None, None)
+    chosen_model = model or limits.default_model
+    request = validate_request(
+        RequestInput(
+            prompt=prompt,
+            negative=negative,
+            seed=seed,
+            steps=steps,
+            guidance=guidance,
+            width=width,
+            height=height,
+            images=images,
+            model=chosen_model,
+        ),
+        limits,
+        model_defaults(chosen_model),
+    )
+    for note in request.notes:
+        typer.echo(f"note: {note}", err=True)
+
+    async def run() -> list[str]:
+        engine = await open_database(settings)
+        try:
+            repo = build_repository(settings, engine)
+            user = await ensure_user(repo._read, None, "cli")
+            job = await repo.enqueue(request, requester_id=user.id, enforce_caps=False)
+            typer.echo(
+                f"job {job.id}: seed {job.seed}, {job.width}x{job.height}, {job.steps} steps",
+                err=True,
+            )
+            worker = None if no_worker else build_worker(settings, repo)
+            deadline = time.monotonic() + timeout
+            while True:
+                current = await repo.get(job.id)
+                assert current is not None
+                if current.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED):
+                    break
+                if time.monotonic() > deadline:
+                    raise GenerationFailed(
+                        f"job {job.id} still {current.status.value} after {timeout:.0f}s"
+                    )
+                if worker is None or await worker.run_once() is None:
+                    await asyncio.sleep(0.2)
+            if current.status != JobStatus.DONE:
+                raise GenerationFailed(
+                    f"job {job.id} {current.status.value}: {current.error or 'no reason given'}"
+                )
+            rows = await repo.images(job.id)
+            return [str((settings.images_dir / image.path).resolve()) for image in rows]
+        finally:
+            await engine.dispose()
+
+    for path in asyncio.run(run()):
+        sys.stdout.write(path + "\n")

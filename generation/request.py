@@ -1,0 +1,269 @@
+"""Validating a generation request: pure functions, no I/O, one clear sentence per refusal."""
+
+from __future__ import annotations
+
+import random
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from dreamrate.errors import DreamrateError
+from generation.model_info import ModelDefaults
+from generation.tokens import CLIP_CONTEXT_TOKENS
+
+if TYPE_CHECKING:
+    from dreamrate.settings import GenerationSettings
+
+__all__ = [
+    "MAX_SEED",
+    "GenerationLimits",
+    "GenerationRequest",
+    "RequestError",
+    "RequestInput",
+    "clean_text",
+    "parse_size",
+    "validate_request",
+]
+
+MAX_SEED = 2**32 - 1
+#: Characters that reorder text on display (bidi overrides/isolates): a prompt could spoof what others see.
+_BIDI_CONTROLS = dict.fromkeys(
+    [0x200E, 0x200F, 0x061C, *range(0x202A, 0x202F), *range(0x2066, 0x206A)], None
+)
+
+
+class RequestError(DreamrateError, ValueError):
+    """The request was refused."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        self.field = field_name
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestInput:
+    """What a member typed; every field but the prompt optional."""
+
+    prompt: str
+    negative: str | None = None
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    width: int | None = None
+    height: int | None = None
+    images: int | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GenerationLimits:
+    """The bounds a request must respect (from :class:`GenerationSettings`)."""
+
+    default_model: str
+    allowed_models: tuple[str, ...] = ()
+    max_prompt_chars: int = 1000
+    max_images: int = 4
+    min_size: int = 64
+    max_size: int = 1024
+    max_steps: int = 50
+    max_guidance: float = 20.0
+    blocked_terms: tuple[str, ...] = ()
+    default_steps: int | None = None
+    default_guidance: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: GenerationSettings) -> GenerationLimits:
+        return cls(
+            default_model=settings.model,
+            allowed_models=tuple(settings.allowed_models),
+            max_prompt_chars=settings.max_prompt_chars,
+            max_images=settings.max_images,
+            min_size=settings.min_size,
+            max_size=settings.max_size,
+            max_steps=settings.max_steps,
+            max_guidance=settings.max_guidance,
+            blocked_terms=tuple(settings.blocked_terms),
+            default_steps=settings.default_steps,
+            default_guidance=settings.default_guidance,
+        )
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (self.default_model, *(m for m in self.allowed_models if m != self.default_model))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GenerationRequest:
+    """A valid request, every parameter resolved (the seed too), ready to queue."""
+
+    prompt: str
+    negative_prompt: str | None
+    seed: int
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    num_images: int
+    model: str
+    scheduler: str = "default"
+    #: Things the member should know that are not errors (e.g. truncation at 77 tokens).
+    notes: tuple[str, ...] = field(default=())
+
+
+def clean_text(text: str) -> str:
+    """Strip control and display-reordering characters, collapse whitespace, trim.
+
+    Zero-width joiners stay: emoji sequences need them.
+    """
+    text = unicodedata.normalize("NFC", text).translate(_BIDI_CONTROLS)
+    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"512"`` -> (512, 512); ``"768x512"`` -> (768, 512).
+
+    Raises
+    ------
+    RequestError
+        when the text is neither form.
+    """
+    match = re.fullmatch(r"\s*(\d{1,5})\s*(?:[xX×]\s*(\d{1,5}))?\s*", text)
+    if not match:
+        raise RequestError(
+            "size", f"size: give N or WxH in pixels (e.g. 512 or 768x512), not {text!r}."
+        )
+    width = int(match.group(1))
+    return width, int(match.group(2) or width)
+
+
+def _in_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise RequestError(name, f"{name}: must be between {low:g} and {high:g}, got {value:g}.")
+
+
+def _blocked(prompt: str, terms: Sequence[str]) -> str | None:
+    folded = unicodedata.normalize("NFKC", prompt).casefold()
+    for term in terms:
+        pattern = r"(?<!\w)" + re.escape(unicodedata.normalize("NFKC", term).casefold()) + r"(?!\w)"
+        if term.strip() and re.search(pattern, folded):
+            return term
+    return None
+
+
+def validate_request(
+    raw: RequestInput,
+    limits: GenerationLimits,
+    defaults: ModelDefaults,
+    *,
+    rng: random.Random | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+) -> GenerationRequest:
+    """Check every field against ``limits`` and fill in what was left out.
+
+    Parameters
+    ----------
+    raw
+        The member's input.
+    limits
+        Bounds from settings.
+    defaults
+        The chosen model's own size, steps and guidance (used when absent).
+    rng
+        Source of random seeds (default: the system's).
+    count_tokens
+        Counts CLIP tokens of the prompt (default: the real CLIP tokenizer).
+
+    Raises
+    ------
+    RequestError
+        one sentence naming the field and what is allowed.
+    """
+    # 1. Model
+    model = raw.model or limits.default_model
+    if model not in limits.models:
+        raise RequestError(
+            "model",
+            f"model: {model!r} is not available; choose one of: {', '.join(limits.models)}.",
+        )
+
+    # 2. Prompt and negative prompt
+    prompt = clean_text(raw.prompt or "")
+    if not prompt:
+        raise RequestError("prompt", "prompt: must not be empty.")
+    if len(prompt) > limits.max_prompt_chars:
+        raise RequestError(
+            "prompt",
+            f"prompt: must be at most {limits.max_prompt_chars} characters, got {len(prompt)}.",
+        )
+    term = _blocked(prompt, limits.blocked_terms)
+    if term is not None:
+        raise RequestError(
+            "prompt", f"prompt: contains the blocked term {term!r}; please rephrase."
+        )
+    negative = clean_text(raw.negative) if raw.negative else None
+    if negative is not None and len(negative) > limits.max_prompt_chars:
+        raise RequestError(
+            "negative",
+            f"negative: must be at most {limits.max_prompt_chars} characters, got {len(negative)}.",
+        )
+
+    # 3. Numbers
+    seed = raw.seed if raw.seed is not None else (rng or random.SystemRandom()).randint(0, MAX_SEED)
+    _in_range("seed", seed, 0, MAX_SEED)
+    steps = (
+        raw.steps
+        if raw.steps is not None
+        else (limits.default_steps or min(defaults.steps, limits.max_steps))
+    )
+    _in_range("steps", steps, 1, limits.max_steps)
+    guidance = (
+        raw.guidance
+        if raw.guidance is not None
+        else (limits.default_guidance if limits.default_guidance is not None else defaults.guidance)
+    )
+    if guidance != guidance:  # NaN
+        raise RequestError(
+            "guidance", f"guidance: must be a number between 0 and {limits.max_guidance:g}."
+        )
+    _in_range("guidance", guidance, 0, limits.max_guidance)
+    images = raw.images if raw.images is not None else 1
+    _in_range("images", images, 1, limits.max_images)
+    width = raw.width if raw.width is not None else defaults.width
+    height = raw.height if raw.height is not None else defaults.height
+    for name, value in (("width", width), ("height", height)):
+        if value % 8 or not limits.min_size <= value <= limits.max_size:
+            raise RequestError(
+                name,
+                f"{name}: must be a multiple of 8 between {limits.min_size} and {limits.max_size}, got {value}.",
+            )
+
+    # 4. Notes that are not refusals
+    notes: list[str] = []
+    if raw.seed is None:
+        notes.append(f"seed {seed} chosen at random")
+    counter = count_tokens
+    if counter is None:
+        from generation.tokens import clip_token_count
+
+        counter = clip_token_count
+    tokens = counter(prompt)
+    if tokens > CLIP_CONTEXT_TOKENS:
+        notes.append(
+            f"the prompt is {tokens - 2} tokens; the text encoder reads only the first "
+            f"{CLIP_CONTEXT_TOKENS - 2}, the rest is ignored"
+        )
+    return GenerationRequest(
+        prompt=prompt,
+        negative_prompt=negative or None,
+        seed=int(seed),
+        steps=int(steps),
+        guidance=float(guidance),
+        width=int(width),
+        height=int(height),
+        num_images=int(images),
+        model=model,
+        notes=tuple(notes),
+    )

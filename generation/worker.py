@@ -1,0 +1,298 @@
+"""The generation worker: claim a fair batch, render it, store the images, complete the jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from dreamrate.devices import DevicePreference
+from dreamrate.errors import ModelError, StorageError
+from generation.pipeline import load_text2image
+from generation.queue import JobRecord, JobRepository, StoredImage
+from generation.render import ImageSpec, render_images
+from generation.store import ImageStore
+
+__all__ = ["GenerationWorker", "PipelineCache", "default_worker_id"]
+
+logger = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    """``host:pid:random``: unique across hosts and restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class PipelineCache:
+    """Loads each model once and keeps the most recent ones warm.
+
+    A model that failed to load is not retried for ``retry_after`` seconds, so
+    a bad model fails its jobs quickly while other models keep being served.
+    """
+
+    def __init__(
+        self,
+        loader: Callable[..., Any] = load_text2image,
+        *,
+        device: DevicePreference = "auto",
+        max_models: int = 1,
+        retry_after: float = 60.0,
+    ) -> None:
+        self._loader = loader
+        self._device = device
+        self._max_models = max_models
+        self._retry_after = retry_after
+        self._warm: OrderedDict[str, Any] = OrderedDict()
+        self._failed: dict[str, tuple[float, ModelError]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model: str) -> Any:
+        """The pipeline for ``model``, loading it if needed (blocking; call from a thread)."""
+        with self._lock:
+            if model in self._warm:
+                self._warm.move_to_end(model)
+                return self._warm[model]
+            failed = self._failed.get(model)
+            if failed is not None and time.monotonic() - failed[0] < self._retry_after:
+                raise failed[1]
+            while len(self._warm) >= self._max_models:
+                self._warm.popitem(last=False)
+            try:
+                pipeline = self._loader(model, device=self._device)
+            except ModelError as exc:
+                self._failed[model] = (time.monotonic(), exc)
+                raise
+            self._failed.pop(model, None)
+            self._warm[model] = pipeline
+            return pipeline
+
+
+@dataclass
+class _BatchState:
+    """Shared between the rendering thread and the heartbeat task."""
+
+    total_steps: int
+    steps_done: int = 0
+    interrupt: threading.Event = field(default_factory=threading.Event)
+    cancelled: set[int] = field(default_factory=set)
+    lost: set[int] = field(default_factory=set)
+    stopping: bool = False
+
+    def on_step(self) -> bool:
+        self.steps_done += 1
+        return not self.interrupt.is_set()
+
+
+class GenerationWorker:
+    """Serves the queue: one batch at a time, heartbeating while the GPU works.
+
+    Parameters
+    ----------
+    repo
+        The job queue.
+    store
+        Where images are written.
+    pipelines
+        Warm diffusers pipelines by model.
+    worker_id
+        Unique name of this worker (lease owner).
+    max_batch
+        Most images in one pipeline call.
+    progress_interval
+        Seconds between progress writes (each also renews the lease).
+    safety_checker
+        Optional callable flagging unsafe images; flagged images are stored as flagged.
+    """
+
+    def __init__(
+        self,
+        *,
+        repo: JobRepository,
+        store: ImageStore,
+        pipelines: PipelineCache,
+        worker_id: str | None = None,
+        max_batch: int = 4,
+        progress_interval: float = 1.0,
+        poll_interval: float = 0.5,
+        safety_checker: Callable[[list[Any]], list[bool]] | None = None,
+    ) -> None:
+        self.repo = repo
+        self.store = store
+        self.pipelines = pipelines
+        self.worker_id = worker_id or default_worker_id()
+        self.max_batch = max_batch
+        self.progress_interval = min(progress_interval, repo.lease.total_seconds() / 3)
+        self.poll_interval = poll_interval
+        self.safety_checker = safety_checker
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        """Serve until :attr:`stop` is set; database outages are retried with backoff."""
+        logger.info("worker %s serving the queue", self.worker_id)
+        backoff = 1.0
+        while not self.stop.is_set():
+            try:
+                made = await self.run_once()
+                backoff = 1.0
+            except (SQLAlchemyError, OSError) as exc:
+                reason = (str(getattr(exc, "orig", None) or exc).splitlines() or ["?"])[0][:200]
+                logger.warning("database unavailable (%s); retrying in %.0fs", reason, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            if made is None:
+                await self._sleep(self.poll_interval)
+        logger.info("worker %s stopped", self.worker_id)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+
+    async def run_once(self) -> int | None:
+        """Claim and process one batch; the number of images made, None when the queue was empty."""
+        jobs = await self.repo.claim_batch(self.worker_id, max_images=self.max_batch)
+        if not jobs:
+            return None
+        return await self.process(jobs)
+
+    async def process(self, jobs: list[JobRecord]) -> int:
+        """Run one claimed batch to its end: done, failed, cancelled or released."""
+        lead = jobs[0]
+        started = time.perf_counter()
+        # 1. Pipeline (loaded once, kept warm)
+        try:
+            pipeline = await asyncio.to_thread(self.pipelines.get, lead.model)
+        except ModelError as exc:
+            for job in jobs:
+                await self.repo.fail(self.worker_id, job.id, exc.message, retry=False)
+            logger.error(
+                "model %s failed to load; failed job(s) %s", lead.model, [j.id for j in jobs]
+            )
+            return 0
+        loaded = time.perf_counter()
+
+        # 2. Render, heartbeating meanwhile
+        specs = [
+            ImageSpec(job.prompt, job.negative_prompt, seed) for job in jobs for seed in job.seeds
+        ]
+        chunks = [specs[i : i + self.max_batch] for i in range(0, len(specs), self.max_batch)]
+        state = _BatchState(total_steps=lead.steps * len(chunks))
+        beat = asyncio.create_task(self._heartbeat(jobs, state))
+        try:
+            images = await asyncio.to_thread(self._render, pipeline, lead, chunks, state)
+        except Exception as exc:
+            beat.cancel()
+            reason = f"generation failed: {type(exc).__name__}: {exc}"[:500]
+            logger.exception("batch %s failed", [j.id for j in jobs])
+            for job in jobs:
+                await self.repo.fail(self.worker_id, job.id, reason, retry=True)
+            return 0
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+        rendered = time.perf_counter()
+        if state.stopping:
+            released = await self.repo.release(self.worker_id, [j.id for j in jobs])
+            logger.info("shutting down: released %d job(s) back to the queue", released)
+            return 0
+
+        # 3. Safety check
+        flags = [False] * len(images)
+        if self.safety_checker is not None:
+            flags = await asyncio.to_thread(self.safety_checker, images)
+
+        # 4. Persist, job by job
+        made = 0
+        offset = 0
+        for job in jobs:
+            mine = list(
+                zip(
+                    images[offset : offset + job.num_images],
+                    flags[offset : offset + job.num_images],
+                    strict=True,
+                )
+            )
+            offset += job.num_images
+            if job.id in state.cancelled or job.id in state.lost:
+                await self.repo.complete(
+                    self.worker_id, job.id, []
+                )  # ends as cancelled, or is a no-op
+                continue
+            try:
+                stored = await asyncio.to_thread(self._store, job, mine)
+            except StorageError as exc:
+                status = await self.repo.fail(self.worker_id, job.id, exc.message, retry=True)
+                logger.error("job %s: %s (now %s)", job.id, exc.message, status)
+                continue
+            if await self.repo.complete(self.worker_id, job.id, stored):
+                made += len(stored)
+        logger.info(
+            "batch of %d job(s), %d image(s) %dx%d, %d steps: load %.2fs, render %.2fs, store %.2fs",
+            len(jobs),
+            len(images),
+            lead.width,
+            lead.height,
+            lead.steps,
+            loaded - started,
+            rendered - loaded,
+            time.perf_counter() - rendered,
+        )
+        return made
+
+    def _render(
+        self, pipeline: Any, lead: JobRecord, chunks: list[list[ImageSpec]], state: _BatchState
+    ) -> list[Any]:
+        images: list[Any] = []
+        for chunk in chunks:
+            if state.interrupt.is_set():
+                break
+            images += render_images(
+                pipeline,
+                chunk,
+                width=lead.width,
+                height=lead.height,
+                steps=lead.steps,
+                guidance=lead.guidance,
+                on_step=state.on_step,
+            )
+        return images
+
+    def _store(self, job: JobRecord, images: list[tuple[Any, bool]]) -> list[StoredImage]:
+        stored = []
+        for index, ((image, flagged), seed) in enumerate(zip(images, job.seeds, strict=True)):
+            digest, path = self.store.save(image)
+            stored.append(
+                StoredImage(index, seed, image.width, image.height, digest, path, flagged)
+            )
+        return stored
+
+    async def _heartbeat(self, jobs: list[JobRecord], state: _BatchState) -> None:
+        ids = {job.id for job in jobs}
+        while True:
+            await asyncio.sleep(self.progress_interval)
+            if self.stop.is_set():
+                state.stopping = True
+                state.interrupt.set()
+            active = ids - state.lost
+            progress = min(state.steps_done / max(state.total_steps, 1), 0.99)
+            try:
+                beat = await self.repo.heartbeat(self.worker_id, active, progress=progress)
+            except (SQLAlchemyError, OSError) as exc:
+                logger.warning("heartbeat failed (%s); will retry", type(exc).__name__)
+                continue
+            state.lost |= active - beat.owned
+            state.cancelled |= beat.cancel
+            if not (ids - state.cancelled - state.lost):
+                state.interrupt.set()  # nobody wants this batch any more
