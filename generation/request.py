@@ -139,9 +139,15 @@ def parse_size(text: str) -> tuple[int, int]:
     return width, int(match.group(2) or width)
 
 
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _in_range(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
-        raise RequestError(name, f"{name}: must be between {low:g} and {high:g}, got {value:g}.")
+        raise RequestError(
+            name, f"{name}: must be between {_num(low)} and {_num(high)}, got {_num(value)}."
+        )
 
 
 def _blocked(prompt: str, terms: Sequence[str]) -> str | None:

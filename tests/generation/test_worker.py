@@ -1,0 +1,230 @@
+"""The worker with the real tiny diffusers pipeline: batching, seeds, store, cancel, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from db.models import JobStatus
+from generation.queue import JobRepository
+from generation.render import ImageSpec, render_images
+from generation.store import ImageStore
+from generation.worker import GenerationWorker, PipelineCache
+from tests.generation.conftest import enqueue
+
+
+@pytest.fixture(scope="module")
+def pipelines(tiny_models) -> PipelineCache:  # type: ignore[no-untyped-def]
+    cache = PipelineCache(device="cpu", max_models=2)
+    cache.get(str(tiny_models[0]))
+    return cache
+
+
+@pytest.fixture
+def tiny(tiny_models) -> str:  # type: ignore[no-untyped-def]
+    return str(tiny_models[0])
+
+
+def make_worker(
+    repo: JobRepository, pipelines: PipelineCache, root: Path, **kwargs: object
+) -> GenerationWorker:
+    return GenerationWorker(
+        repo=repo,
+        store=ImageStore(root),
+        pipelines=pipelines,
+        worker_id="w1",
+        max_batch=4,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def pixels(store_root: Path, path: str) -> np.ndarray:
+    return np.asarray(Image.open(store_root / path)).astype(np.int16)
+
+
+async def test_a_seed_gives_the_same_image_alone_or_in_a_batch(
+    repo, user_factory, pipelines, tiny, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    users = [await user_factory(i) for i in range(1, 5)]
+    worker = make_worker(repo, pipelines, tmp_path)
+    alone = await enqueue(repo, users[0], "a red fox", model=tiny, seed=77)
+    assert await worker.run_once() == 1
+    batched = [
+        await enqueue(repo, users[i], f"prompt {i}", model=tiny, seed=10 * i) for i in range(1, 4)
+    ]
+    again = await enqueue(repo, users[0], "a red fox", model=tiny, seed=77)
+    assert await worker.run_once() == 4  # one pipeline call for four jobs
+    for j in [*batched, again]:
+        current = await repo.get(j.id)
+        assert current is not None and current.status is JobStatus.DONE
+    (first,), (second,) = await repo.images(alone.id), await repo.images(again.id)
+    diff = np.abs(pixels(tmp_path, first.path) - pixels(tmp_path, second.path)).max()
+    assert diff <= 2, f"seed 77 differs by {diff}/255 between batch sizes 1 and 4"
+    others = [(await repo.images(j.id))[0] for j in batched]
+    assert len({image.sha256 for image in others} | {first.sha256}) == 4
+
+
+async def test_images_are_stored_and_recorded(
+    repo, user_factory, pipelines, tiny, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    job = await enqueue(
+        repo, await user_factory(1), "three", model=tiny, seed=2**32 - 2, num_images=3
+    )
+    assert await make_worker(repo, pipelines, tmp_path).run_once() == 3
+    rows = await repo.images(job.id)
+    assert [r.index for r in rows] == [0, 1, 2]
+    assert [r.seed for r in rows] == [2**32 - 2, 2**32 - 1, 0]  # seed + i, wrapping
+    for row in rows:
+        data = (tmp_path / row.path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row.sha256
+        assert row.path == f"{row.sha256[:2]}/{row.sha256}.png"
+        assert (row.width, row.height) == Image.open(tmp_path / row.path).size == (64, 64)
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+async def test_render_stops_at_the_step_the_callback_says(pipelines, tiny) -> None:  # type: ignore[no-untyped-def]
+    steps_seen = []
+
+    def on_step() -> bool:
+        steps_seen.append(1)
+        return len(steps_seen) < 3
+
+    render_images(
+        pipelines.get(tiny),
+        [ImageSpec("x", None, 1)],
+        width=64,
+        height=64,
+        steps=20,
+        guidance=0.0,
+        on_step=on_step,
+    )
+    assert len(steps_seen) == 3
+
+
+async def test_cancelling_a_running_job_stops_it(
+    repo, user_factory, pipelines, tiny, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    owner = await user_factory(1)
+    job = await enqueue(repo, owner, "slow", model=tiny, steps=400, width=128, height=128)
+    worker = make_worker(repo, pipelines, tmp_path, progress_interval=0.05)
+    task = asyncio.create_task(worker.run_once())
+    for _ in range(200):
+        current = await repo.get(job.id)
+        if current is not None and current.progress > 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await repo.cancel(job.id, by_user_id=owner) is JobStatus.RUNNING
+    assert await asyncio.wait_for(task, timeout=60) == 0
+    final = await repo.get(job.id)
+    assert final is not None and final.status is JobStatus.CANCELLED and final.progress < 0.9
+    assert await repo.images(job.id) == [] and not list(tmp_path.rglob("*.png"))
+
+
+async def test_a_model_that_fails_to_load_fails_its_jobs_only(
+    repo, user_factory, pipelines, tiny, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    a, b = await user_factory(1), await user_factory(2)
+    bad = await enqueue(repo, a, "bad", model=str(tmp_path / "missing-model"))
+    good = await enqueue(repo, b, "good", model=tiny)
+    worker = make_worker(repo, pipelines, tmp_path / "images")
+    await worker.run_once()
+    await worker.run_once()
+    failed, done = await repo.get(bad.id), await repo.get(good.id)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.error is not None and "missing-model does not exist" in failed.error
+    assert done is not None and done.status is JobStatus.DONE
+
+
+async def test_unwritable_store_retries_then_fails_cleanly(
+    engine, user_factory, pipelines, tiny, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    repo = JobRepository(engine, max_attempts=2)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    job = await enqueue(repo, await user_factory(1), "x", model=tiny)
+    worker = make_worker(repo, pipelines, blocker / "images")
+    await worker.run_once()
+    retried = await repo.get(job.id)
+    assert (
+        retried is not None
+        and retried.status is JobStatus.QUEUED
+        and "cannot write" in (retried.error or "")
+    )
+    await worker.run_once()
+    final = await repo.get(job.id)
+    assert final is not None and final.status is JobStatus.FAILED
+    assert await repo.images(job.id) == []
+
+
+async def test_flagged_images_are_stored_flagged(
+    repo, user_factory, pipelines, tiny, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    job = await enqueue(repo, await user_factory(1), "x", model=tiny, num_images=2)
+    worker = make_worker(
+        repo, pipelines, tmp_path, safety_checker=lambda images: [True, False][: len(images)]
+    )
+    await worker.run_once()
+    assert [image.flagged for image in await repo.images(job.id)] == [True, False]
+
+
+def test_diffusers_safety_checker_flags(tmp_path: Path) -> None:
+    """The real diffusers safety checker path, with a tiny checker whose thresholds flag everything."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=32,
+    )
+    checker = StableDiffusionSafetyChecker(config)
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(-2.0)  # cosine - threshold > 0 for every image
+    checker.save_pretrained(tmp_path)
+    CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(tmp_path)
+
+    from generation.safety import load_safety_checker
+
+    flags = load_safety_checker(str(tmp_path))([Image.new("RGB", (64, 64), "red")] * 2)
+    assert flags == [True, True]
+
+
+async def test_database_outage_is_retried_with_backoff(pipelines, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from db.engine import create_engine
+
+    engine = create_engine(
+        "postgresql+asyncpg://postgres@127.0.0.1:1/gone", connect_args={"timeout": 2}
+    )
+    worker = make_worker(JobRepository(engine), pipelines, tmp_path)
+    caplog.set_level(logging.WARNING, logger="generation.worker")
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(3.5)
+    worker.stop.set()
+    await asyncio.wait_for(task, timeout=10)  # stops cleanly, never crashed
+    await engine.dispose()
+    lines = [r.getMessage() for r in caplog.records if "database unavailable" in r.getMessage()]
+    assert 2 <= len(lines) <= 4, lines
+    assert "retrying in 1s" in lines[0] and "retrying in 2s" in lines[1]
+    assert all("\n" not in line for line in lines)
