@@ -52,5 +52,5 @@ def test_crash_before_rename_leaves_no_real_name(
         store.save(image)
     monkeypatch.undo()
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
-    digest, relative = store.save(image)  # and the retry works
+    _, relative = store.save(image)  # and the retry works
     assert (tmp_path / relative).read_bytes() == encode_png(image)
