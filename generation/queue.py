@@ -3,25 +3,28 @@
 Claims are atomic on both backends. PostgreSQL: ``SELECT ... FOR UPDATE SKIP
 LOCKED``, so any number of workers on any number of hosts share one queue.
 SQLite: the claim runs inside ``BEGIN IMMEDIATE`` (one writer at a time) and
-marks its rows with ``UPDATE ... RETURNING``.
+marks its rows with ``UPDATE ... RETURNING``. The hot path (claim, heartbeat,
+complete) is SQLAlchemy Core on one connection: a few statements per call.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Select, func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import Select, bindparam, case, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.models import Image, Job, JobStatus, User
-from db.types import utcnow
+from db.types import UTCDateTime, utcnow
 from dreamrate.errors import DreamrateError
 from generation.request import GenerationRequest
+from generation.scheduling import fill_batch, jobs_ahead
 
 __all__ = [
     "BatchKey",
@@ -38,6 +41,64 @@ logger = logging.getLogger(__name__)
 
 BatchKey = tuple[str, int, int, int, float, str]
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+JOBS = Job.__table__
+_CLAIM_COLUMNS = (
+    Job.id,
+    Job.requester_id,
+    Job.num_images,
+    Job.model,
+    Job.width,
+    Job.height,
+    Job.steps,
+    Job.guidance,
+    Job.scheduler,
+)
+
+
+# The hot path's statements are built once: building them costs as much as running them.
+_NOW = bindparam("now", type_=UTCDateTime())
+_LEAD = (
+    select(*_CLAIM_COLUMNS)
+    .join(User, User.id == Job.requester_id)
+    .where(Job.status == JobStatus.QUEUED)
+    .order_by(Job.priority.desc(), User.last_served_at.asc().nulls_first(), Job.created_at, Job.id)
+    .limit(1)
+)
+_CLAIM = (
+    update(Job)
+    .where(Job.id.in_(bindparam("ids", expanding=True)), Job.status == JobStatus.QUEUED)
+    .values(
+        status=JobStatus.RUNNING,
+        lease_owner=bindparam("worker"),
+        lease_expires_at=bindparam("expires", type_=UTCDateTime()),
+        heartbeat_at=_NOW,
+        attempts=Job.attempts + 1,
+        started_at=func.coalesce(Job.started_at, _NOW),
+        progress=0.0,
+        updated_at=_NOW,
+    )
+    .returning(*JOBS.c)
+)
+_SERVED = (
+    update(User).where(User.id.in_(bindparam("users", expanding=True))).values(last_served_at=_NOW)
+)
+_COMPLETE = (
+    update(Job)
+    .where(
+        Job.id == bindparam("job"),
+        Job.lease_owner == bindparam("worker"),
+        Job.status == JobStatus.RUNNING,
+    )
+    .values(
+        status=case((Job.cancel_requested, JobStatus.CANCELLED.value), else_=JobStatus.DONE.value),
+        progress=case((Job.cancel_requested, Job.progress), else_=1.0),
+        lease_owner=None,
+        lease_expires_at=None,
+        finished_at=_NOW,
+        updated_at=_NOW,
+    )
+    .returning(Job.cancel_requested)
+)
 
 
 class JobError(DreamrateError):
@@ -77,8 +138,10 @@ class JobRecord:
     finished_at: datetime | None
 
     @classmethod
-    def from_row(cls, job: Job) -> JobRecord:
-        return cls(**{name: getattr(job, name) for name in cls.__slots__})  # type: ignore[attr-defined]
+    def from_row(cls, row: Mapping[str, Any] | Job) -> JobRecord:
+        """From a Core row mapping or an ORM ``Job``."""
+        get = row.__getitem__ if isinstance(row, Mapping) else row.__getattribute__
+        return cls(**{name: get(name) for name in cls.__slots__})  # type: ignore[attr-defined]
 
     @property
     def seeds(self) -> list[int]:
@@ -131,7 +194,8 @@ class JobRepository:
     lease_seconds
         How long a claim lasts without a heartbeat.
     per_user_cap, global_cap
-        Most active (queued or running) jobs per user and in total, enforced at enqueue.
+        Most active (queued or running) jobs per user, and queued jobs in total,
+        enforced at enqueue.
     """
 
     def __init__(
@@ -149,19 +213,23 @@ class JobRepository:
         self.per_user_cap = per_user_cap
         self.global_cap = global_cap
         self._is_pg = engine.dialect.name == "postgresql"
+        self._next_reap = 0.0
         self._read = async_sessionmaker(engine, expire_on_commit=False)
         # SQLite: take the write lock at BEGIN, so check-then-write is atomic.
-        self._write_sessions = async_sessionmaker(
-            engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False
-        )
+        self._write_engine = engine.execution_options(sqlite_begin="IMMEDIATE")
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        """ORM sessions on the same engine (for reads by callers)."""
+        return self._read
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncSession]:
-        async with self._write_sessions() as session, session.begin():
-            yield session
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write_engine.begin() as conn:
+            yield conn
 
-    def _locked(self, query: Select, *, skip_locked: bool = False) -> Select:  # type: ignore[type-arg]
-        return query.with_for_update(of=Job, skip_locked=skip_locked) if self._is_pg else query
+    def _locked(self, query: Select[Any], *, skip_locked: bool = False) -> Select[Any]:
+        return query.with_for_update(of=JOBS, skip_locked=skip_locked) if self._is_pg else query
 
     # -- enqueue ----------------------------------------------------------------------
 
@@ -185,165 +253,172 @@ class JobRepository:
             when the requester already has ``per_user_cap`` active jobs or the
             queue holds ``global_cap``.
         """
-        async with self._write() as session:
+        async with self._write() as conn:
             if enforce_caps:
                 if self._is_pg:
-                    # Serialise enqueues of one user so two parallel /dream cannot both pass the cap.
-                    await session.execute(
+                    # Serialise one user's enqueues so two parallel /dream cannot both pass the cap.
+                    await conn.execute(
                         select(User.id).where(User.id == requester_id).with_for_update()
                     )
-                mine = await session.scalar(
+                mine = await conn.scalar(
                     select(func.count()).where(
                         Job.requester_id == requester_id, Job.status.in_(ACTIVE)
                     )
                 )
                 if (mine or 0) >= self.per_user_cap:
                     raise QueueFullError(
-                        f"You already have {mine} jobs waiting or running (the limit is {self.per_user_cap}); "
-                        "wait for one to finish."
+                        f"You already have {mine} jobs waiting or running (the limit is "
+                        f"{self.per_user_cap}); wait for one to finish."
                     )
-                total = await session.scalar(
+                total = await conn.scalar(
                     select(func.count()).where(Job.status == JobStatus.QUEUED)
                 )
                 if (total or 0) >= self.global_cap:
                     raise QueueFullError(
                         f"The queue is full ({total} jobs waiting); try again in a few minutes."
                     )
-            job = Job(
-                requester_id=requester_id,
-                guild_id=guild_id,
-                channel_id=channel_id,
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt,
-                model=request.model,
-                width=request.width,
-                height=request.height,
-                steps=request.steps,
-                guidance=request.guidance,
-                scheduler=request.scheduler,
-                num_images=request.num_images,
-                seed=request.seed,
-                params={"notes": list(request.notes)},
-                priority=priority,
-                interaction_token=interaction_token,
-                interaction_token_expires_at=interaction_token_expires_at,
-            )
-            session.add(job)
-            await session.flush()
-            return JobRecord.from_row(job)
+            row = (
+                await conn.execute(
+                    insert(Job)
+                    .values(
+                        requester_id=requester_id,
+                        guild_id=guild_id,
+                        channel_id=channel_id,
+                        prompt=request.prompt,
+                        negative_prompt=request.negative_prompt,
+                        model=request.model,
+                        width=request.width,
+                        height=request.height,
+                        steps=request.steps,
+                        guidance=request.guidance,
+                        scheduler=request.scheduler,
+                        num_images=request.num_images,
+                        seed=request.seed,
+                        params={"notes": list(request.notes)},
+                        priority=priority,
+                        interaction_token=interaction_token,
+                        interaction_token_expires_at=interaction_token_expires_at,
+                    )
+                    .returning(*JOBS.c)
+                )
+            ).one()
+            return JobRecord.from_row(row._mapping)
 
     # -- claim ------------------------------------------------------------------------
 
     async def claim_batch(self, worker_id: str, *, max_images: int) -> list[JobRecord]:
         """Claim the next batch: the least recently served user's oldest job, plus
-        compatible jobs from other users (round-robin) up to ``max_images`` images.
+        compatible jobs of other users (round-robin) up to ``max_images`` images.
 
         A job larger than ``max_images`` is claimed alone. Expired leases are
-        reaped first. Returns ``[]`` when nothing is queued.
+        reaped first (at most every few seconds). Returns ``[]`` when nothing is queued.
         """
         now = utcnow()
-        async with self._write() as session:
-            await self._reap(session, now)
-            order = (
-                Job.priority.desc(),
-                User.last_served_at.asc().nulls_first(),
-                Job.created_at.asc(),
-                Job.id.asc(),
-            )
-            lead_query = (
-                select(Job)
-                .join(User, User.id == Job.requester_id)
-                .where(Job.status == JobStatus.QUEUED)
-            )
-            lead = (
-                await session.execute(
-                    self._locked(lead_query.order_by(*order).limit(1), skip_locked=True)
-                )
-            ).scalar_one_or_none()
+        async with self._write() as conn:
+            if time.monotonic() >= self._next_reap:
+                await self._reap(conn, now)
+                self._next_reap = time.monotonic() + min(self.lease.total_seconds() / 4, 5.0)
+            lead = (await conn.execute(self._locked(_LEAD, skip_locked=True))).one_or_none()
             if lead is None:
                 return []
             capacity = max(max_images, lead.num_images)
             chosen = [lead]
             if lead.num_images < capacity:
-                candidates_query = lead_query.where(
-                    Job.id != lead.id,
-                    Job.model == lead.model,
-                    Job.width == lead.width,
-                    Job.height == lead.height,
-                    Job.steps == lead.steps,
-                    Job.guidance == lead.guidance,
-                    Job.scheduler == lead.scheduler,
-                    Job.num_images <= capacity - lead.num_images,
-                )
-                candidates = (
-                    await session.execute(
-                        self._locked(
-                            candidates_query.order_by(*order).limit(capacity * 4), skip_locked=True
-                        )
-                    )
-                ).scalars()
-                chosen += _round_robin(list(candidates), first=lead, capacity=capacity)
+                candidates = await self._candidates(conn, lead, capacity)
+                chosen += fill_batch(candidates, first=lead, capacity=capacity)
             ids = [job.id for job in chosen]
-            claimed = (
-                await session.execute(
-                    update(Job)
-                    .where(Job.id.in_(ids), Job.status == JobStatus.QUEUED)
-                    .values(
-                        status=JobStatus.RUNNING,
-                        lease_owner=worker_id,
-                        lease_expires_at=now + self.lease,
-                        heartbeat_at=now,
-                        attempts=Job.attempts + 1,
-                        started_at=func.coalesce(Job.started_at, now),
-                        progress=0.0,
-                        updated_at=now,
-                    )
-                    .returning(Job.id)
-                    .execution_options(synchronize_session=False)
-                )
-            ).scalars()
-            claimed_ids = set(claimed)
-            await session.execute(
-                update(User)
-                .where(User.id.in_({job.requester_id for job in chosen if job.id in claimed_ids}))
-                .values(last_served_at=now)
-                .execution_options(synchronize_session=False)
+            rows = await conn.execute(
+                _CLAIM, {"ids": ids, "worker": worker_id, "expires": now + self.lease, "now": now}
             )
-            rows = (
-                await session.execute(
-                    select(Job)
-                    .where(Job.id.in_(claimed_ids))
-                    .execution_options(populate_existing=True)
+            claimed = {row.id: JobRecord.from_row(row._mapping) for row in rows}
+            served = sorted({job.requester_id for job in claimed.values()})
+            if self._is_pg and len(served) > 1:
+                # Lock users in id order: concurrent claims serving overlapping users
+                # would otherwise deadlock on the UPDATE below.
+                await conn.execute(
+                    select(User.id).where(User.id.in_(served)).order_by(User.id).with_for_update()
+                )
+            await conn.execute(_SERVED, {"users": served, "now": now})
+        return [claimed[i] for i in ids if i in claimed]
+
+    async def _candidates(self, conn: AsyncConnection, lead: Any, capacity: int) -> list[Any]:
+        """Queued jobs that can share ``lead``'s pipeline call, each user's oldest first.
+
+        Ranking within each user (a window function) keeps one user's long
+        queue from crowding everyone else out of the candidate list.
+        """
+        rank = (
+            func.row_number()
+            .over(partition_by=Job.requester_id, order_by=(Job.created_at, Job.id))
+            .label("rank")
+        )
+        ranked = (
+            select(Job.id, Job.priority, Job.created_at, User.last_served_at, rank)
+            .join(User, User.id == Job.requester_id)
+            .where(
+                Job.status == JobStatus.QUEUED,
+                Job.id != lead.id,
+                Job.model == lead.model,
+                Job.width == lead.width,
+                Job.height == lead.height,
+                Job.steps == lead.steps,
+                Job.guidance == lead.guidance,
+                Job.scheduler == lead.scheduler,
+                Job.num_images <= capacity - lead.num_images,
+            )
+            .subquery()
+        )
+        ids = list(
+            (
+                await conn.execute(
+                    select(ranked.c.id)
+                    .where(ranked.c.rank <= capacity)
+                    .order_by(
+                        ranked.c.priority.desc(),
+                        ranked.c.rank,
+                        ranked.c.last_served_at.asc().nulls_first(),
+                        ranked.c.created_at,
+                        ranked.c.id,
+                    )
+                    .limit(capacity * 4)
                 )
             ).scalars()
-            by_id = {job.id: JobRecord.from_row(job) for job in rows}
-        return [by_id[i] for i in ids if i in by_id]
+        )
+        if not ids:
+            return []
+        # PostgreSQL cannot lock the rows of a windowed query: lock the chosen ids
+        # now, skipping any that another worker took meanwhile.
+        rows = (
+            await conn.execute(
+                self._locked(
+                    select(*_CLAIM_COLUMNS).where(Job.id.in_(ids), Job.status == JobStatus.QUEUED),
+                    skip_locked=True,
+                )
+            )
+        ).all()
+        position = {job_id: i for i, job_id in enumerate(ids)}
+        return sorted(rows, key=lambda row: position[row.id])
 
-    async def _reap(self, session: AsyncSession, now: datetime) -> None:
+    async def _reap(self, conn: AsyncConnection, now: datetime) -> None:
         expired = (Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
-        await session.execute(
+        released = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+        await conn.execute(
             update(Job)
             .where(*expired, Job.cancel_requested.is_(True))
-            .values(
-                status=JobStatus.CANCELLED, finished_at=now, lease_owner=None, lease_expires_at=None
-            )
-            .execution_options(synchronize_session=False)
+            .values(status=JobStatus.CANCELLED, finished_at=now, **released)
         )
         failed = (
             (
-                await session.execute(
+                await conn.execute(
                     update(Job)
                     .where(*expired, Job.attempts >= self.max_attempts)
                     .values(
                         status=JobStatus.FAILED,
                         error=f"a worker stopped responding {self.max_attempts} times while running this job",
                         finished_at=now,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        updated_at=now,
+                        **released,
                     )
                     .returning(Job.id)
-                    .execution_options(synchronize_session=False)
                 )
             )
             .scalars()
@@ -351,18 +426,11 @@ class JobRepository:
         )
         requeued = (
             (
-                await session.execute(
+                await conn.execute(
                     update(Job)
                     .where(*expired)
-                    .values(
-                        status=JobStatus.QUEUED,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        progress=0.0,
-                        updated_at=now,
-                    )
+                    .values(status=JobStatus.QUEUED, progress=0.0, **released)
                     .returning(Job.id)
-                    .execution_options(synchronize_session=False)
                 )
             )
             .scalars()
@@ -370,17 +438,15 @@ class JobRepository:
         )
         if failed or requeued:
             logger.warning(
-                "reaped expired leases: %d job(s) requeued %s, %d failed %s",
-                len(requeued),
-                list(requeued),
-                len(failed),
-                list(failed),
+                "expired leases: requeued job(s) %s, failed job(s) %s",
+                list(requeued) or "none",
+                list(failed) or "none",
             )
 
     async def reap_expired(self) -> None:
         """Requeue (or fail, after ``max_attempts``) jobs whose lease ran out."""
-        async with self._write() as session:
-            await self._reap(session, utcnow())
+        async with self._write() as conn:
+            await self._reap(conn, utcnow())
 
     # -- while running ----------------------------------------------------------------
 
@@ -395,9 +461,9 @@ class JobRepository:
         values: dict[str, object] = {"lease_expires_at": now + self.lease, "heartbeat_at": now}
         if progress is not None:
             values["progress"] = max(0.0, min(1.0, progress))
-        async with self._write() as session:
+        async with self._write() as conn:
             rows = (
-                await session.execute(
+                await conn.execute(
                     update(Job)
                     .where(
                         Job.id.in_(ids),
@@ -406,26 +472,14 @@ class JobRepository:
                     )
                     .values(**values)
                     .returning(Job.id, Job.cancel_requested)
-                    .execution_options(synchronize_session=False)
                 )
             ).all()
         return HeartbeatResult(
-            owned=frozenset(r[0] for r in rows), cancel=frozenset(r[0] for r in rows if r[1])
+            owned=frozenset(r.id for r in rows),
+            cancel=frozenset(r.id for r in rows if r.cancel_requested),
         )
 
     # -- finishing --------------------------------------------------------------------
-
-    async def _owned(self, session: AsyncSession, worker_id: str, job_id: int) -> Job | None:
-        job = (
-            await session.execute(
-                self._locked(select(Job).where(Job.id == job_id)).execution_options(
-                    populate_existing=True
-                )
-            )
-        ).scalar_one_or_none()
-        if job is None or job.status != JobStatus.RUNNING or job.lease_owner != worker_id:
-            return None
-        return job
 
     async def complete(self, worker_id: str, job_id: int, images: Sequence[StoredImage]) -> bool:
         """Record the job's images and mark it done; idempotent.
@@ -436,32 +490,40 @@ class JobRepository:
         cancellation was requested ends as cancelled instead.
         """
         now = utcnow()
-        async with self._write() as session:
-            job = await self._owned(session, worker_id, job_id)
-            if job is None:
+        async with self._write() as conn:
+            row = (
+                await conn.execute(_COMPLETE, {"job": job_id, "worker": worker_id, "now": now})
+            ).one_or_none()
+            if row is None:
                 logger.warning(
                     "job %s: not held by %s any more; its result is dropped", job_id, worker_id
                 )
                 return False
-            job.lease_owner, job.lease_expires_at, job.finished_at = None, None, now
-            if job.cancel_requested:
-                job.status = JobStatus.CANCELLED
+            if row.cancel_requested:
                 return False
-            for image in images:
-                session.add(
-                    Image(
-                        job_id=job_id,
-                        index=image.index,
-                        seed=image.seed,
-                        width=image.width,
-                        height=image.height,
-                        sha256=image.sha256,
-                        path=image.path,
-                        flagged=image.flagged,
-                    )
+            if images:
+                await conn.execute(
+                    insert(Image),
+                    [
+                        {
+                            "job_id": job_id,
+                            "index": image.index,
+                            "seed": image.seed,
+                            "width": image.width,
+                            "height": image.height,
+                            "sha256": image.sha256,
+                            "path": image.path,
+                            "flagged": image.flagged,
+                        }
+                        for image in images
+                    ],
                 )
-            job.status, job.progress, job.error = JobStatus.DONE, 1.0, None
         return True
+
+    async def _lock_job(self, conn: AsyncConnection, job_id: int) -> Any:
+        return (
+            await conn.execute(self._locked(select(*JOBS.c).where(Job.id == job_id)))
+        ).one_or_none()
 
     async def fail(
         self, worker_id: str, job_id: int, error: str, *, retry: bool
@@ -469,24 +531,35 @@ class JobRepository:
         """Give a held job back after an error: requeued when ``retry`` and attempts
         remain, else failed with ``error`` stored. None if the job is not held."""
         now = utcnow()
-        async with self._write() as session:
-            job = await self._owned(session, worker_id, job_id)
-            if job is None:
+        async with self._write() as conn:
+            job = await self._lock_job(conn, job_id)
+            if job is None or job.status != JobStatus.RUNNING or job.lease_owner != worker_id:
                 return None
-            job.error = error[:2000]
-            job.lease_owner, job.lease_expires_at, job.progress = None, None, 0.0
             if job.cancel_requested:
-                job.status, job.finished_at = JobStatus.CANCELLED, now
+                status = JobStatus.CANCELLED
             elif retry and job.attempts < self.max_attempts:
-                job.status = JobStatus.QUEUED
+                status = JobStatus.QUEUED
             else:
-                job.status, job.finished_at = JobStatus.FAILED, now
-            return job.status
+                status = JobStatus.FAILED
+            await conn.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(
+                    status=status,
+                    error=error[:2000],
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    progress=0.0,
+                    finished_at=None if status is JobStatus.QUEUED else now,
+                    updated_at=now,
+                )
+            )
+            return status
 
     async def release(self, worker_id: str, job_ids: Iterable[int]) -> int:
         """Hand held jobs back to the queue untouched (graceful shutdown); the attempt is not counted."""
-        async with self._write() as session:
-            result = await session.execute(
+        async with self._write() as conn:
+            result = await conn.execute(
                 update(Job)
                 .where(
                     Job.id.in_(list(job_ids)),
@@ -501,9 +574,8 @@ class JobRepository:
                     attempts=Job.attempts - 1,
                     updated_at=utcnow(),
                 )
-                .execution_options(synchronize_session=False)
             )
-            return result.rowcount or 0  # type: ignore[attr-defined]
+            return result.rowcount or 0
 
     async def cancel(
         self, job_id: int, *, by_user_id: int, is_moderator: bool = False
@@ -516,53 +588,53 @@ class JobRepository:
             when the job does not exist, is not the caller's (and the caller is
             no moderator), or is already finished.
         """
-        async with self._write() as session:
-            job = (
-                await session.execute(self._locked(select(Job).where(Job.id == job_id)))
-            ).scalar_one_or_none()
+        now = utcnow()
+        async with self._write() as conn:
+            job = await self._lock_job(conn, job_id)
             if job is None:
                 raise JobError(f"There is no job {job_id}.")
             if job.requester_id != by_user_id and not is_moderator:
                 raise JobError("Only the requester or a moderator can cancel this job.")
             if job.status == JobStatus.QUEUED:
-                job.status, job.finished_at, job.cancel_requested = (
+                status, values = (
                     JobStatus.CANCELLED,
-                    utcnow(),
-                    True,
+                    {"status": JobStatus.CANCELLED, "finished_at": now},
                 )
             elif job.status == JobStatus.RUNNING:
-                job.cancel_requested = True
+                status, values = JobStatus.RUNNING, {}
             else:
                 raise JobError(f"Job {job_id} is already {job.status.value}.")
-            return job.status
+            await conn.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(cancel_requested=True, updated_at=now, **values)
+            )
+            return status
 
     # -- reading ----------------------------------------------------------------------
 
     async def get(self, job_id: int) -> JobRecord | None:
-        async with self._read() as session:
-            job = await session.get(Job, job_id)
-            return JobRecord.from_row(job) if job is not None else None
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(*JOBS.c).where(Job.id == job_id))).one_or_none()
+        return JobRecord.from_row(row._mapping) if row is not None else None
 
     async def images(self, job_id: int) -> list[Image]:
         async with self._read() as session:
-            return list(
-                (
-                    await session.execute(
-                        select(Image).where(Image.job_id == job_id).order_by(Image.index)
-                    )
-                ).scalars()
-            )
+            query = select(Image).where(Image.job_id == job_id).order_by(Image.index)
+            return list((await session.execute(query)).scalars())
 
     async def queue_info(self, job_id: int) -> QueueInfo:
         """Position in the queue under round-robin service, and an ETA from recent throughput."""
-        async with self._read() as session:
-            job = await session.get(Job, job_id)
+        async with self.engine.connect() as conn:
+            job = (
+                await conn.execute(select(Job.status, Job.num_images).where(Job.id == job_id))
+            ).one_or_none()
             if job is None:
                 raise JobError(f"There is no job {job_id}.")
             if job.status != JobStatus.QUEUED:
                 return QueueInfo(job.status, None, None)
-            rows = (
-                await session.execute(
+            queued = (
+                await conn.execute(
                     select(
                         Job.id, Job.requester_id, Job.num_images, Job.priority, User.last_served_at
                     )
@@ -571,92 +643,29 @@ class JobRepository:
                     .order_by(Job.created_at, Job.id)
                 )
             ).all()
-            running = await session.scalar(
+            running = await conn.scalar(
                 select(func.coalesce(func.sum(Job.num_images), 0)).where(
                     Job.status == JobStatus.RUNNING
                 )
             )
-            rate = await self._images_per_second(session)
-        ahead, images_ahead = _ahead_of(job_id, rows)
+            rate = await self._images_per_second(conn)
+        ahead, images_ahead = jobs_ahead(job_id, [tuple(row) for row in queued])
         eta = None if rate is None else (images_ahead + (running or 0) + job.num_images) / rate
         return QueueInfo(JobStatus.QUEUED, ahead + 1, eta)
 
     async def _images_per_second(
-        self, session: AsyncSession, window: timedelta = timedelta(minutes=15)
+        self, conn: AsyncConnection, window: timedelta = timedelta(minutes=15)
     ) -> float | None:
-        since = utcnow() - window
-        row = (
-            await session.execute(
-                select(
-                    func.sum(Job.num_images), func.min(Job.started_at), func.max(Job.finished_at)
-                ).where(Job.status == JobStatus.DONE, Job.finished_at >= since)
+        """Images finished per second over recent jobs; None without recent work."""
+        rows = (
+            await conn.execute(
+                select(Job.num_images, Job.started_at, Job.finished_at).where(
+                    Job.status == JobStatus.DONE, Job.finished_at >= utcnow() - window
+                )
             )
-        ).one()
-        images, first, last = row
-        if not images or first is None or last is None:
+        ).all()
+        if not rows:
             return None
-        first = first if isinstance(first, datetime) else datetime.fromisoformat(str(first))
-        last = last if isinstance(last, datetime) else datetime.fromisoformat(str(last))
-        seconds = max((last.replace(tzinfo=None) - first.replace(tzinfo=None)).total_seconds(), 1.0)
-        return float(images) / seconds
-
-
-def _round_robin(candidates: list[Job], *, first: Job, capacity: int) -> list[Job]:
-    """Fill a batch taking one job per user per round, users in the candidates' fair order."""
-    per_user: dict[int, list[Job]] = defaultdict(list)
-    for job in candidates:
-        per_user[job.requester_id].append(job)
-    users = list(per_user)
-    # The lead's user already has a job in this round: they come last.
-    if first.requester_id in per_user:
-        users.remove(first.requester_id)
-        users.append(first.requester_id)
-    used = first.num_images
-    chosen: list[Job] = []
-    while users and used < capacity:
-        for user in list(users):
-            queue = per_user[user]
-            while queue and used + queue[0].num_images > capacity:
-                queue.pop(0)  # too big for what is left; it leads a later batch
-            if not queue:
-                users.remove(user)
-                continue
-            job = queue.pop(0)
-            chosen.append(job)
-            used += job.num_images
-    return chosen
-
-
-def _ahead_of(
-    job_id: int, rows: Sequence[tuple[int, int, int, int, datetime | None]]
-) -> tuple[int, int]:
-    """Jobs and images served before ``job_id`` under priority + round-robin, FIFO per user."""
-    by_user: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
-    served: dict[int, datetime | None] = {}
-    for jid, user, images, priority, last_served in rows:
-        by_user[user].append((jid, images, priority))
-        served[user] = last_served
-    target_user = next(user for jid, user, *_ in rows if jid == job_id)
-    mine = by_user[target_user]
-    rank = next(i for i, (jid, _, _) in enumerate(mine) if jid == job_id)
-    target_priority = mine[rank][2]
-    never = datetime.min
-    mine_key = served[target_user] or never
-    jobs = images = 0
-    for user, queue in by_user.items():
-        if user == target_user:
-            ahead = queue[:rank]
-        else:
-            higher = [q for q in queue if q[2] > target_priority]
-            equal = [q for q in queue if q[2] == target_priority]
-            other_key = served[user] or never
-            turns = rank + (
-                1
-                if (other_key.replace(tzinfo=None), user)
-                < (mine_key.replace(tzinfo=None), target_user)
-                else 0
-            )
-            ahead = higher + equal[:turns]
-        jobs += len(ahead)
-        images += sum(q[1] for q in ahead)
-    return jobs, images
+        first = min(r.started_at or r.finished_at for r in rows)
+        last = max(r.finished_at for r in rows)
+        return sum(r.num_images for r in rows) / max((last - first).total_seconds(), 1.0)
