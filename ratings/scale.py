@@ -1,0 +1,61 @@
+"""The rating scale: which emoji mean which rating (pure, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dreamrate.settings import RatingSettings
+
+__all__ = ["RatingScale"]
+
+
+@dataclass(frozen=True, slots=True)
+class RatingScale:
+    """Emoji, lowest first, with the value each stands for; the name is stored with every rating."""
+
+    name: str
+    emojis: tuple[str, ...]
+    values: tuple[float, ...]
+    flag_emoji: str = "🚩"
+
+    def __post_init__(self) -> None:
+        if len(self.emojis) != len(self.values) or not self.emojis:
+            raise ValueError("a rating scale needs as many values as emoji, and at least one")
+        if len(set(self.emojis)) != len(self.emojis) or self.flag_emoji in self.emojis:
+            raise ValueError("rating emoji must be distinct and differ from the flag emoji")
+
+    @classmethod
+    def from_settings(cls, settings: RatingSettings) -> RatingScale:
+        return cls(
+            settings.scale, tuple(settings.emojis), tuple(settings.values), settings.flag_emoji
+        )
+
+    def value_of(self, emoji: str) -> float | None:
+        """The rating ``emoji`` stands for; None for any other emoji (the flag included)."""
+        try:
+            return self.values[self.emojis.index(_normalise(emoji))]
+        except ValueError:
+            return None
+
+    def emoji_for(self, value: float) -> str:
+        """The emoji whose value is closest to ``value``."""
+        return min(
+            zip(self.emojis, self.values, strict=True), key=lambda pair: abs(pair[1] - value)
+        )[0]
+
+    @property
+    def low(self) -> float:
+        return min(self.values)
+
+    @property
+    def high(self) -> float:
+        return max(self.values)
+
+
+def _normalise(emoji: str) -> str:
+    # Discord sends keycaps with or without the variation selector (U+FE0F), e.g. "1\u20e3".
+    if len(emoji) == 2 and emoji[1] == "\u20e3":
+        return emoji[0] + "\ufe0f\u20e3"
+    return emoji
