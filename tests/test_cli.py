@@ -143,3 +143,14 @@ def test_help_does_not_import_torch() -> None:
     code = "import sys; from dreamrate.cli import main; main(['--help']) if False else None; import dreamrate.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_ratings_export_cli(tmp_path: Path) -> None:
+    env = {"DREAMRATE_DATA_DIR": str(tmp_path)}
+    result = run_cli("ratings", "export", "--out", str(tmp_path / "r.jsonl"), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 0 ratings" in result.stdout and (tmp_path / "r.jsonl").read_text() == ""
+    _one_error_line(
+        run_cli("ratings", "export", "--out", str(tmp_path / "r.csv"), env=env),
+        "must end in .parquet or .jsonl",
+    )

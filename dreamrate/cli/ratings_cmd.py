@@ -1,0 +1,33 @@
+"""``dreamrate ratings``: export the community's current ratings."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dreamrate.app import open_database
+from dreamrate.cli.context import state
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Ratings recorded from reactions.", no_args_is_help=True)
+
+
+@app.command("export")
+def export_cmd(
+    out: Annotated[Path, typer.Option("--out", help="File to write: .parquet or .jsonl.")],
+) -> None:
+    """Write one row per current rating: image_id, job_id, message_id, rater_id, value, scale, source, updated_at."""
+    from ratings.export import export_ratings
+
+    async def run() -> int:
+        engine = await open_database(state.settings)
+        try:
+            return await export_ratings(engine, out)
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"wrote {asyncio.run(run())} ratings to {out}")

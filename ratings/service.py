@@ -1,0 +1,310 @@
+"""Recording rating events: the append-only log first, then the current rating, in one transaction.
+
+A member's rating of an image is their most recent rating emoji on it.
+Removing that emoji falls back to another rating emoji of theirs still on
+the message, or removes the rating. Both follow from replaying the member's
+events on that message, so the log is the single source of truth and a
+replay after any crash gives the same answer.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from db.models import Flag, Image, Rating, RatingEvent, RatingEventKind, User
+from db.types import utcnow
+from ratings.scale import RatingScale
+
+__all__ = ["Outcome", "RatingService", "ReactionEvent", "present_emojis"]
+
+logger = logging.getLogger(__name__)
+
+_ADDS = (RatingEventKind.ADD, RatingEventKind.BACKFILL_ADD, RatingEventKind.IMPORT)
+
+
+class Outcome(enum.StrEnum):
+    """What recording one reaction did."""
+
+    RATED = "rated"  #: the member's current rating was set or changed
+    UNRATED = "unrated"  #: the member has no rating of the image any more
+    UNCHANGED = "unchanged"  #: logged; the current rating stays as it was
+    FLAGGED = "flagged"  #: the flag emoji: a report for moderators
+    NOT_AN_IMAGE = "not_an_image"  #: the message is not a generated image
+    NOT_A_RATING = "not_a_rating"  #: some other emoji
+    BOT = "bot"  #: the bot's own reaction
+    BANNED = "banned"  #: banned members are not recorded
+    OPTED_OUT = "opted_out"  #: members who opted out are not recorded
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReactionEvent:
+    """A raw reaction add or remove, as the gateway (or backfill) reports it."""
+
+    added: bool
+    discord_user_id: int
+    message_id: int
+    emoji: str
+    channel_id: int | None = None
+    guild_id: int | None = None
+    user_name: str = ""
+
+
+def present_emojis(events: Iterable[tuple[RatingEventKind, str]]) -> list[str]:
+    """Replay a member's events on one message: rating emoji still on it, most recent last."""
+    present: dict[str, None] = {}
+    for kind, emoji in events:
+        present.pop(emoji, None)
+        if kind in _ADDS:
+            present[emoji] = None
+    return list(present)
+
+
+class RatingService:
+    """Turns reactions into the rating log and current ratings.
+
+    Parameters
+    ----------
+    engine
+        Async engine (SQLite or PostgreSQL).
+    scale
+        The rating scale in force; its name is stored with each rating.
+    bot_user_id
+        The bot's own Discord id: its seeded reactions are ignored.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, scale: RatingScale, *, bot_user_id: int | None = None
+    ) -> None:
+        self.engine = engine
+        self.scale = scale
+        self.bot_user_id = bot_user_id
+        self._is_pg = engine.dialect.name == "postgresql"
+        self._write_engine = engine.execution_options(sqlite_begin="IMMEDIATE")
+
+    async def record(self, event: ReactionEvent, *, source: str = "reaction") -> Outcome:
+        """Log ``event`` and update the member's current rating, atomically."""
+        if self.bot_user_id is not None and event.discord_user_id == self.bot_user_id:
+            return Outcome.BOT
+        is_flag = event.emoji == self.scale.flag_emoji
+        value = self.scale.value_of(event.emoji)
+        if value is None and not is_flag:
+            return Outcome.NOT_A_RATING
+        async with self._write_engine.begin() as conn:
+            image = (
+                await conn.execute(
+                    select(Image.id, Image.removed).where(
+                        Image.discord_message_id == event.message_id
+                    )
+                )
+            ).one_or_none()
+            if image is None or image.removed:
+                return Outcome.NOT_AN_IMAGE
+            user = await self._user(conn, event.discord_user_id, event.user_name)
+            if user.banned:
+                return Outcome.BANNED
+            if user.opted_out:
+                return Outcome.OPTED_OUT
+            if is_flag:
+                return await self._flag(conn, event, image.id, user.id)
+            kind = RatingEventKind.ADD if event.added else RatingEventKind.REMOVE
+            if source == "backfill":
+                kind = (
+                    RatingEventKind.BACKFILL_ADD if event.added else RatingEventKind.BACKFILL_REMOVE
+                )
+            return await self._apply(conn, [(kind, event.emoji)], event, image.id, user.id, source)
+
+    async def reconcile(
+        self,
+        message_id: int,
+        on_discord: Mapping[str, Iterable[tuple[int, str]]],
+        *,
+        channel_id: int | None = None,
+        guild_id: int | None = None,
+    ) -> tuple[int, int]:
+        """Make the log agree with the rating reactions Discord shows on one message.
+
+        ``on_discord`` maps each rating emoji to the ``(user id, user name)``
+        pairs reacting with it. Missing reactions are logged as backfill adds,
+        vanished ones as backfill removes. Idempotent. Returns ``(added, removed)``.
+        """
+        wanted: dict[int, set[str]] = {}
+        names: dict[int, str] = {}
+        for emoji, users in on_discord.items():
+            if self.scale.value_of(emoji) is None:
+                continue
+            for user_id, name in users:
+                if user_id != self.bot_user_id:
+                    wanted.setdefault(user_id, set()).add(emoji)
+                    names[user_id] = name
+        added = removed = 0
+        async with self._write_engine.begin() as conn:
+            image = (
+                await conn.execute(
+                    select(Image.id, Image.removed).where(Image.discord_message_id == message_id)
+                )
+            ).one_or_none()
+            if image is None or image.removed:
+                return 0, 0
+            known = (
+                await conn.execute(
+                    select(RatingEvent.discord_user_id)
+                    .where(RatingEvent.message_id == message_id)
+                    .distinct()
+                )
+            ).scalars()
+            for user_id in sorted(set(wanted) | set(known)):
+                if user_id is None:
+                    continue
+                user = await self._user(conn, user_id, names.get(user_id, ""))
+                if user.banned or user.opted_out:
+                    continue
+                have = set(await self._present(conn, user_id, message_id))
+                target = wanted.get(user_id, set())
+                events = [(RatingEventKind.BACKFILL_REMOVE, e) for e in sorted(have - target)]
+                events += [(RatingEventKind.BACKFILL_ADD, e) for e in sorted(target - have)]
+                if events:
+                    event = ReactionEvent(
+                        added=True,
+                        discord_user_id=user_id,
+                        message_id=message_id,
+                        emoji="",
+                        channel_id=channel_id,
+                        guild_id=guild_id,
+                    )
+                    await self._apply(conn, events, event, image.id, user.id, "backfill")
+                    added += len(target - have)
+                    removed += len(have - target)
+        return added, removed
+
+    # -- inside a transaction -----------------------------------------------------------
+
+    async def _user(self, conn: AsyncConnection, discord_id: int, name: str) -> Any:
+        """The member's row, created if new, locked on PostgreSQL so one member's events apply in order."""
+        query = select(User.id, User.banned, User.opted_out).where(User.discord_id == discord_id)
+        if self._is_pg:
+            query = query.with_for_update()
+        row = (await conn.execute(query)).one_or_none()
+        if row is not None:
+            return row
+        insert = pg_insert if self._is_pg else sqlite_insert
+        now = utcnow()
+        await conn.execute(
+            insert(User)
+            .values(
+                discord_id=discord_id,
+                name=name[:100],
+                banned=False,
+                opted_out=False,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["discord_id"])
+        )
+        return (await conn.execute(query)).one()
+
+    async def _present(
+        self, conn: AsyncConnection, discord_user_id: int, message_id: int
+    ) -> list[str]:
+        rows = await conn.execute(
+            select(RatingEvent.kind, RatingEvent.emoji)
+            .where(
+                RatingEvent.message_id == message_id, RatingEvent.discord_user_id == discord_user_id
+            )
+            .order_by(RatingEvent.id)
+        )
+        return present_emojis((row.kind, row.emoji) for row in rows)
+
+    async def _apply(
+        self,
+        conn: AsyncConnection,
+        events: Sequence[tuple[RatingEventKind, str]],
+        event: ReactionEvent,
+        image_id: int,
+        user_id: int,
+        source: str,
+    ) -> Outcome:
+        now = utcnow()
+        await conn.execute(
+            RatingEvent.__table__.insert(),
+            [
+                {
+                    "kind": kind,
+                    "discord_user_id": event.discord_user_id,
+                    "user_id": user_id,
+                    "image_id": image_id,
+                    "guild_id": event.guild_id,
+                    "channel_id": event.channel_id,
+                    "message_id": event.message_id,
+                    "emoji": emoji,
+                    "value": self.scale.value_of(emoji),
+                    "scale": self.scale.name,
+                    "received_at": now,
+                }
+                for kind, emoji in events
+            ],
+        )
+        present = await self._present(conn, event.discord_user_id, event.message_id)
+        current = (
+            await conn.execute(
+                select(Rating.value).where(Rating.user_id == user_id, Rating.image_id == image_id)
+            )
+        ).scalar_one_or_none()
+        if not present:
+            if current is None:
+                return Outcome.UNCHANGED
+            await conn.execute(
+                delete(Rating).where(Rating.user_id == user_id, Rating.image_id == image_id)
+            )
+            return Outcome.UNRATED
+        value = self.scale.value_of(present[-1])
+        assert value is not None
+        if current is None:
+            await conn.execute(
+                Rating.__table__.insert().values(
+                    user_id=user_id,
+                    image_id=image_id,
+                    value=value,
+                    scale=self.scale.name,
+                    source=source,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            return Outcome.RATED
+        if current == value:
+            return Outcome.UNCHANGED
+        await conn.execute(
+            update(Rating)
+            .where(Rating.user_id == user_id, Rating.image_id == image_id)
+            .values(value=value, scale=self.scale.name, source=source, updated_at=now)
+        )
+        return Outcome.RATED
+
+    async def _flag(
+        self, conn: AsyncConnection, event: ReactionEvent, image_id: int, user_id: int
+    ) -> Outcome:
+        if not event.added:
+            return Outcome.UNCHANGED  # a flag stays raised until a moderator reviews it
+        exists = (
+            await conn.execute(
+                select(Flag.id).where(
+                    Flag.image_id == image_id, Flag.user_id == user_id, Flag.resolved_at.is_(None)
+                )
+            )
+        ).first()
+        if exists is None:
+            await conn.execute(
+                Flag.__table__.insert().values(
+                    image_id=image_id, user_id=user_id, reason="flag emoji", created_at=utcnow()
+                )
+            )
+        return Outcome.FLAGGED

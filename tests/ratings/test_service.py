@@ -1,0 +1,231 @@
+"""Ratings from reactions on SQLite and PostgreSQL: the rules, the log, backfill, privacy, export."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, insert, select, update
+
+from db.engine import create_engine
+from db.models import Flag, Image, Job, Rating, RatingEvent, User
+from dreamrate.errors import DreamrateError
+from ratings.export import EXPORT_COLUMNS, export_ratings
+from ratings.privacy import erase, export_mine, set_opted_out
+from ratings.scale import RatingScale
+from ratings.service import Outcome, RatingService, ReactionEvent, present_emojis
+
+SCALE = RatingScale(
+    "numbers-10",
+    ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7️⃣", "8️⃣", "9️⃣", "🔟"),
+    tuple(float(v) for v in range(1, 11)),
+)
+BOT = 999
+MESSAGES = (5001, 5002, 5003)
+
+
+@pytest.fixture
+async def service(engine) -> RatingService:  # type: ignore[no-untyped-def]
+    async with engine.begin() as conn:
+        user_id = (
+            await conn.execute(insert(User).values(discord_id=BOT, name="bot").returning(User.id))
+        ).scalar_one()
+        job_id = (
+            await conn.execute(
+                insert(Job)
+                .values(
+                    requester_id=user_id,
+                    prompt="p",
+                    model="m",
+                    width=8,
+                    height=8,
+                    steps=1,
+                    guidance=0,
+                    seed=1,
+                    num_images=3,
+                )
+                .returning(Job.id)
+            )
+        ).scalar_one()
+        for index, message in enumerate(MESSAGES):
+            await conn.execute(
+                insert(Image).values(
+                    job_id=job_id,
+                    index=index,
+                    seed=1,
+                    width=8,
+                    height=8,
+                    sha256="a" * 64,
+                    path="p",
+                    discord_message_id=message,
+                )
+            )
+    return RatingService(engine, SCALE, bot_user_id=BOT)
+
+
+def react(user: int, emoji: str, added: bool = True, message: int = MESSAGES[0]) -> ReactionEvent:
+    return ReactionEvent(
+        added=added, discord_user_id=user, message_id=message, emoji=emoji, user_name=f"u{user}"
+    )
+
+
+async def ratings(engine) -> dict[tuple[int, int], float]:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(User.discord_id, Image.discord_message_id, Rating.value)
+            .join(User)
+            .join(Image, Image.id == Rating.image_id)
+        )
+        return {(r[0], r[1]): r[2] for r in rows}
+
+
+async def events(engine) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        return await conn.scalar(select(func.count()).select_from(RatingEvent))
+
+
+def test_present_emojis_replay() -> None:
+    from db.models import RatingEventKind as K
+
+    assert present_emojis([(K.ADD, "a"), (K.ADD, "b"), (K.REMOVE, "b")]) == ["a"]
+    assert present_emojis([(K.ADD, "a"), (K.ADD, "b"), (K.ADD, "a")]) == ["b", "a"]
+    assert present_emojis([(K.BACKFILL_ADD, "a"), (K.BACKFILL_REMOVE, "a")]) == []
+
+
+def test_scale_accepts_keycaps_without_variation_selector() -> None:
+    assert SCALE.value_of("7\u20e3") == 7.0 and SCALE.value_of("🔟") == 10.0
+    assert SCALE.value_of("👍") is None and SCALE.value_of("🚩") is None
+    assert SCALE.emoji_for(6.6) == "7️⃣"
+
+
+async def test_most_recent_rating_emoji_wins_and_removal_falls_back(service, engine) -> None:  # type: ignore[no-untyped-def]
+    assert await service.record(react(1, "7️⃣")) is Outcome.RATED
+    assert await ratings(engine) == {(1, MESSAGES[0]): 7.0}
+    assert await service.record(react(1, "9️⃣")) is Outcome.RATED
+    assert await ratings(engine) == {(1, MESSAGES[0]): 9.0}
+    assert (
+        await service.record(react(1, "9️⃣", added=False)) is Outcome.RATED
+    )  # back to 7, still on the message
+    assert await ratings(engine) == {(1, MESSAGES[0]): 7.0}
+    assert await service.record(react(1, "3️⃣")) is Outcome.RATED
+    assert await service.record(react(1, "7️⃣", added=False)) is Outcome.UNCHANGED  # 3 is the latest
+    assert await ratings(engine) == {(1, MESSAGES[0]): 3.0}
+    assert await service.record(react(1, "3️⃣", added=False)) is Outcome.UNRATED
+    assert await ratings(engine) == {}
+    assert await events(engine) == 6  # every raw event logged
+
+
+async def test_what_is_ignored(service, engine) -> None:  # type: ignore[no-untyped-def]
+    assert await service.record(react(BOT, "5️⃣")) is Outcome.BOT
+    assert await service.record(react(1, "👍")) is Outcome.NOT_A_RATING
+    assert await service.record(react(1, "5️⃣", message=424242)) is Outcome.NOT_AN_IMAGE
+    async with engine.begin() as conn:
+        await conn.execute(insert(User).values(discord_id=2, name="banned", banned=True))
+        await conn.execute(insert(User).values(discord_id=3, name="quiet", opted_out=True))
+        await conn.execute(
+            update(Image).where(Image.discord_message_id == MESSAGES[1]).values(removed=True)
+        )
+    assert await service.record(react(2, "5️⃣")) is Outcome.BANNED
+    assert await service.record(react(3, "5️⃣")) is Outcome.OPTED_OUT
+    assert await service.record(react(1, "5️⃣", message=MESSAGES[1])) is Outcome.NOT_AN_IMAGE
+    assert await ratings(engine) == {} and await events(engine) == 0
+
+
+async def test_flag_emoji_reports_once(service, engine) -> None:  # type: ignore[no-untyped-def]
+    assert await service.record(react(1, "🚩")) is Outcome.FLAGGED
+    assert await service.record(react(1, "🚩", added=False)) is Outcome.UNCHANGED
+    assert await service.record(react(1, "🚩")) is Outcome.FLAGGED
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(Flag)) == 1
+
+
+async def test_backfill_reconciles_both_ways_idempotently(service, engine) -> None:  # type: ignore[no-untyped-def]
+    await service.record(react(1, "3️⃣"))
+    await service.record(react(2, "8️⃣"))
+    # While the bot was away: 1 changed 3 -> 6, 2 removed theirs, 4 rated 10.
+    on_discord = {"6️⃣": [(1, "u1")], "🔟": [(4, "u4")], "3️⃣": [(BOT, "bot")], "👍": [(5, "u5")]}
+    assert await service.reconcile(MESSAGES[0], on_discord) == (2, 2)
+    assert await ratings(engine) == {(1, MESSAGES[0]): 6.0, (4, MESSAGES[0]): 10.0}
+    before = await events(engine)
+    assert await service.reconcile(MESSAGES[0], on_discord) == (0, 0)
+    assert await events(engine) == before
+
+
+async def test_concurrent_events_leave_ratings_equal_to_the_log(
+    database_url: str, service, engine
+) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(3)
+    emojis = list(SCALE.emojis[:4])
+    script = [
+        react(rng.randint(1, 4), rng.choice(emojis), rng.random() < 0.7, rng.choice(MESSAGES))
+        for _ in range(200)
+    ]
+    engines = [create_engine(database_url) for _ in range(4)]
+    services = [RatingService(e, SCALE, bot_user_id=BOT) for e in engines]
+    try:
+        await asyncio.gather(*(services[i % 4].record(event) for i, event in enumerate(script)))
+    finally:
+        for e in engines:
+            await e.dispose()
+    assert await events(engine) == 200
+    async with engine.connect() as conn:
+        log = (
+            await conn.execute(
+                select(
+                    RatingEvent.discord_user_id,
+                    RatingEvent.message_id,
+                    RatingEvent.kind,
+                    RatingEvent.emoji,
+                ).order_by(RatingEvent.id)
+            )
+        ).all()
+    expected = {}
+    for key in {(r[0], r[1]) for r in log}:
+        present = present_emojis((r[2], r[3]) for r in log if (r[0], r[1]) == key)
+        if present:
+            expected[key] = SCALE.value_of(present[-1])
+    assert await ratings(engine) == expected
+
+
+async def test_privacy_and_export(service, engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    await service.record(react(1, "7️⃣"))
+    await service.record(react(2, "2️⃣"))
+    await service.record(react(2, "5️⃣", message=MESSAGES[1]))
+    await set_opted_out(engine, 1, True)
+    assert await service.record(react(1, "9️⃣")) is Outcome.OPTED_OUT
+    await set_opted_out(engine, 1, False)
+    mine = await export_mine(engine, 2)
+    assert [r["value"] for r in mine["ratings"]] == [2.0, 5.0]
+    json.dumps(mine)
+    assert await erase(engine, 2) == 2
+    assert await export_mine(engine, 2) | {"erased_at": None} == {
+        **mine,
+        "ratings": [],
+        "erased_at": None,
+    }
+
+    count = await export_ratings(engine, tmp_path / "r.parquet")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "r.parquet")
+    assert count == 1 and tuple(table.column_names) == EXPORT_COLUMNS
+    row = table.to_pylist()[0]
+    assert (row["rater_id"], row["message_id"], row["value"], row["scale"], row["source"]) == (
+        "1",
+        str(MESSAGES[0]),
+        7.0,
+        "numbers-10",
+        "reaction",
+    )
+    assert await export_ratings(engine, tmp_path / "r.jsonl") == 1
+    line = json.loads((tmp_path / "r.jsonl").read_text())
+    assert list(line) == list(EXPORT_COLUMNS) and line["rater_id"] == "1"
+    with pytest.raises(DreamrateError, match=r"--out: the file must end in \.parquet or \.jsonl"):
+        await export_ratings(engine, tmp_path / "r.csv")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".r", "r"))) == [
+        "r.jsonl",
+        "r.parquet",
+    ]
