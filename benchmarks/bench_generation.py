@@ -22,7 +22,7 @@ from benchmarks.common import (
     sqlite_database,
     tiny_models,
 )
-from db.engine import create_engine, create_sessionmaker
+from db.engine import create_engine
 from db.models import Job
 from db.users import ensure_user
 from generation.queue import JobRepository, StoredImage
@@ -60,8 +60,7 @@ async def batching(
             async with sqlite_database() as url:
                 engine = create_engine(url)
                 repo = JobRepository(engine, per_user_cap=10_000, global_cap=10_000)
-                sessions = create_sessionmaker(engine)
-                users = [(await ensure_user(sessions, i, f"u{i}")).id for i in range(jobs)]
+                users = [(await ensure_user(engine, i, f"u{i}")).id for i in range(jobs)]
                 with tempfile.TemporaryDirectory() as folder:
                     worker = GenerationWorker(
                         repo=repo,
@@ -95,8 +94,7 @@ async def batching(
 async def fairness(url: str) -> int:
     engine = create_engine(url)
     repo = JobRepository(engine, per_user_cap=10_000, global_cap=10_000)
-    sessions = create_sessionmaker(engine)
-    a, b = (await ensure_user(sessions, 1, "A")).id, (await ensure_user(sessions, 2, "B")).id
+    a, b = (await ensure_user(engine, 1, "A")).id, (await ensure_user(engine, 2, "B")).id
     for i in range(50):
         await repo.enqueue(request(f"a{i}", model="m", size=64, steps=1, seed=i), requester_id=a)
     b_job = await repo.enqueue(request("b", model="m", size=64, steps=1, seed=0), requester_id=b)
@@ -113,8 +111,7 @@ async def fairness(url: str) -> int:
 
 async def _bulk_jobs(url: str, count: int) -> None:
     engine = create_engine(url)
-    sessions = create_sessionmaker(engine)
-    users = [(await ensure_user(sessions, i, f"u{i}")).id for i in range(1, 51)]
+    users = [(await ensure_user(engine, i, f"u{i}")).id for i in range(1, 51)]
     rows = [
         {
             "requester_id": users[i % len(users)],
@@ -131,9 +128,9 @@ async def _bulk_jobs(url: str, count: int) -> None:
         }
         for i in range(count)
     ]
-    async with sessions() as session, session.begin():
+    async with engine.begin() as conn:
         for start in range(0, count, 1000):
-            await session.execute(insert(Job), rows[start : start + 1000])
+            await conn.execute(insert(Job), rows[start : start + 1000])
     await engine.dispose()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.models import User
 
@@ -14,14 +14,17 @@ __all__ = ["CLI_USER_NAME", "ensure_user"]
 CLI_USER_NAME = "cli"
 
 
-async def ensure_user(
-    sessions: async_sessionmaker[AsyncSession], discord_id: int | None, name: str
-) -> User:
+async def ensure_user(engine: AsyncEngine, discord_id: int | None, name: str) -> User:
     """The user with ``discord_id`` (created if new; name kept current).
 
     ``discord_id=None`` stands for the command-line operator, one shared row.
     Safe under concurrency: a lost insert race re-reads the winner's row.
     """
+    # Read-then-write: on SQLite take the write lock at BEGIN, or a concurrent
+    # writer makes the upgrade fail at once with "database is locked".
+    sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
+        engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False
+    )
     for _ in range(2):
         async with sessions() as session:
             query = select(User).where(

@@ -108,7 +108,7 @@ def generate_cmd(
         engine = await open_database(settings)
         try:
             repo = build_repository(settings, engine)
-            user = await ensure_user(repo.sessions, None, "cli")
+            user = await ensure_user(engine, None, "cli")
             job = await repo.enqueue(request, requester_id=user.id, enforce_caps=False)
             typer.echo(
                 f"job {job.id}: seed {job.seed}, {job.width}x{job.height}, {job.steps} steps",

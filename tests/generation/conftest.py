@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 import pytest
 
-from db.engine import create_sessionmaker
 from db.users import ensure_user
 from generation.queue import JobRecord, JobRepository
 from generation.request import GenerationRequest
@@ -37,10 +36,9 @@ def repo(engine) -> JobRepository:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def user_factory(engine) -> Callable[[int], object]:  # type: ignore[no-untyped-def]
-    sessions = create_sessionmaker(engine)
 
     async def make(discord_id: int) -> int:
-        return (await ensure_user(sessions, discord_id, f"user{discord_id}")).id
+        return (await ensure_user(engine, discord_id, f"user{discord_id}")).id
 
     return make
 

@@ -1,0 +1,336 @@
+"""The Discord bot: slash commands, delivery of images, reactions into ratings, backfill."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from sqlalchemy import select, update
+
+from bot.commands import register_commands
+from bot.embeds import image_embed, job_status_text
+from db.models import Image, Job, JobStatus, User
+from db.types import utcnow
+from db.users import ensure_user
+from dreamrate.errors import DreamrateError
+from generation.model_info import model_defaults
+from generation.queue import JobRecord, JobRepository
+from generation.request import GenerationLimits, RequestInput, parse_size, validate_request
+from ratings.scale import RatingScale
+from ratings.service import RatingService, ReactionEvent
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from dreamrate.settings import Settings
+    from generation.worker import GenerationWorker
+
+__all__ = ["DreamrateBot"]
+
+logger = logging.getLogger(__name__)
+
+#: Interaction tokens last 15 minutes; leave a margin for the last follow-up.
+TOKEN_LIFETIME = timedelta(minutes=14)
+PROGRESS_EVERY_S = 2.0
+
+
+class DreamrateBot(discord.Client):
+    """A discord.py client wired to the queue and the rating log.
+
+    Parameters
+    ----------
+    settings
+        Effective settings (limits, scale, guilds to sync to).
+    engine
+        Database engine, already migrated.
+    repo
+        The generation queue.
+    worker
+        An in-process worker, or None when other workers serve the queue.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: AsyncEngine,
+        repo: JobRepository,
+        worker: GenerationWorker | None = None,
+        delivery_interval: float = 0.5,
+    ) -> None:
+        # Guilds and guild reactions only: no privileged intents needed.
+        intents = discord.Intents.none()
+        intents.guilds = True
+        intents.guild_reactions = True
+        super().__init__(intents=intents)
+        self.settings = settings
+        self.engine = engine
+        self.repo = repo
+        self.worker = worker
+        self.scale = RatingScale.from_settings(settings.rating)
+        self.ratings: RatingService | None = None
+        self.limits = GenerationLimits.from_settings(settings.generation)
+        self.tree = app_commands.CommandTree(self)
+        self.delivery_interval = delivery_interval
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_progress: dict[int, tuple[float, str]] = {}
+        register_commands(self)
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    async def setup_hook(self) -> None:
+        assert self.user is not None
+        self.ratings = RatingService(self.engine, self.scale, bot_user_id=self.user.id)
+        guilds = [discord.Object(id=g) for g in self.settings.discord.guilds]
+        for guild in guilds:
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+        if not guilds:
+            await self.tree.sync()
+        self._tasks.append(asyncio.create_task(self._deliver_forever(), name="delivery"))
+        if self.worker is not None:
+            self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
+
+    async def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop.set()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await super().close()
+
+    async def on_ready(self) -> None:
+        logger.info("connected as %s to %d guild(s)", self.user, len(self.guilds))
+        await self.backfill()
+
+    async def on_resumed(self) -> None:
+        await self.backfill()
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def _dream(
+        self, interaction: discord.Interaction, raw: RequestInput, size: str | None
+    ) -> None:
+        # Validate first (pure, fast): refusals are ephemeral and enqueue nothing.
+        model = self.limits.default_model
+        width, height = parse_size(size) if size else (None, None)
+        request = validate_request(
+            RequestInput(
+                prompt=raw.prompt,
+                negative=raw.negative,
+                seed=raw.seed,
+                steps=raw.steps,
+                guidance=raw.guidance,
+                images=raw.images,
+                width=width,
+                height=height,
+                model=model,
+            ),
+            self.limits,
+            model_defaults(model),
+        )
+        user = await ensure_user(self.engine, interaction.user.id, interaction.user.name)
+        if user.banned:
+            raise DreamrateError("You are banned from generating images here.")
+        await interaction.response.defer(thinking=True)
+        record = await self.repo.enqueue(
+            request,
+            requester_id=user.id,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            interaction_token=interaction.token,
+            interaction_token_expires_at=utcnow() + TOKEN_LIFETIME,
+        )
+        info = await self.repo.queue_info(record.id)
+        notes = "".join(f"\n-# {note}" for note in request.notes)
+        await interaction.edit_original_response(content=job_status_text(record, info) + notes)
+
+    # -- delivery -------------------------------------------------------------------------
+
+    async def _deliver_forever(self) -> None:
+        await self.wait_until_ready()
+        while not self.is_closed():
+            try:
+                await self.deliver_once()
+            except Exception:
+                logger.exception("delivery pass failed; retrying")
+            await asyncio.sleep(self.delivery_interval)
+
+    async def deliver_once(self) -> None:
+        """Post finished jobs (one message per image) and refresh progress lines."""
+        async with self.engine.connect() as conn:
+            pending = (
+                (
+                    await conn.execute(
+                        select(Job.id)
+                        .where(Job.delivered_at.is_(None), Job.channel_id.is_not(None))
+                        .order_by(Job.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for job_id in pending:
+            job = await self.repo.get(job_id)
+            if job is None:
+                continue
+            if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                await self._show_progress(job)
+            else:
+                await self._deliver(job)
+
+    async def _token(self, job_id: int) -> str | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(Job.interaction_token, Job.interaction_token_expires_at).where(
+                        Job.id == job_id
+                    )
+                )
+            ).one()
+        return (
+            row.interaction_token
+            if row.interaction_token_expires_at and row.interaction_token_expires_at > utcnow()
+            else None
+        )
+
+    def _webhook(self, token: str) -> discord.Webhook:
+        assert self.application_id is not None
+        return discord.Webhook.partial(self.application_id, token, client=self)
+
+    async def _show_progress(self, job: JobRecord) -> None:
+        text = job_status_text(
+            job, await self.repo.queue_info(job.id) if job.status is JobStatus.QUEUED else None
+        )
+        last = self._last_progress.get(job.id)
+        now = asyncio.get_running_loop().time()
+        if last is not None and (last[1] == text or now - last[0] < PROGRESS_EVERY_S):
+            return
+        token = await self._token(job.id)
+        if token is None:
+            return
+        self._last_progress[job.id] = (now, text)
+        with contextlib.suppress(discord.HTTPException):
+            await self._webhook(token).edit_message("@original", content=text)
+
+    async def _deliver(self, job: JobRecord) -> None:
+        token = await self._token(job.id)
+        if token is not None:
+            with contextlib.suppress(discord.HTTPException):
+                await self._webhook(token).edit_message("@original", content=job_status_text(job))
+        if job.status is JobStatus.DONE:
+            images = await self.repo.images(job.id)
+            requester = await self._requester_name(job.requester_id)
+            channel = self.get_channel(job.channel_id or 0) or await self.fetch_channel(
+                job.channel_id or 0
+            )
+            for image in images:
+                if image.flagged or image.removed or image.discord_message_id is not None:
+                    continue
+                path = self.settings.images_dir / image.path
+                file = discord.File(path, filename=f"dreamrate-{job.id}-{image.index + 1}.png")
+                embed = image_embed(job, image.index, image.seed, requester)
+                token = await self._token(job.id)
+                if token is not None:
+                    message = await self._webhook(token).send(file=file, embed=embed, wait=True)
+                else:
+                    message = await channel.send(file=file, embed=embed)  # type: ignore[union-attr]
+                async with self.engine.begin() as conn:
+                    await conn.execute(
+                        update(Image)
+                        .where(Image.id == image.id)
+                        .values(
+                            discord_message_id=message.id, discord_channel_id=message.channel.id
+                        )
+                    )
+                partial = self.get_partial_messageable(message.channel.id).get_partial_message(
+                    message.id
+                )
+                for emoji in (*self.scale.emojis, self.scale.flag_emoji):
+                    await partial.add_reaction(emoji)
+        async with self.engine.begin() as conn:
+            await conn.execute(update(Job).where(Job.id == job.id).values(delivered_at=utcnow()))
+        self._last_progress.pop(job.id, None)
+
+    async def _requester_name(self, user_id: int) -> str:
+        async with self.engine.connect() as conn:
+            return (
+                await conn.execute(select(User.name).where(User.id == user_id))
+            ).scalar_one_or_none() or "someone"
+
+    # -- reactions ------------------------------------------------------------------------
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        await self._reaction(payload, added=True)
+
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        await self._reaction(payload, added=False)
+
+    async def _reaction(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
+        if self.ratings is None or payload.emoji.id is not None:
+            return  # custom emoji are never rating emoji
+        event = ReactionEvent(
+            added=added,
+            discord_user_id=payload.user_id,
+            message_id=payload.message_id,
+            emoji=str(payload.emoji.name),
+            channel_id=payload.channel_id,
+            guild_id=payload.guild_id,
+            user_name=payload.member.name if payload.member is not None else "",
+        )
+        await self.ratings.record(event)
+
+    # -- backfill -------------------------------------------------------------------------
+
+    async def backfill(self) -> tuple[int, int, int]:
+        """Re-read the rating reactions on recent image messages and reconcile both ways."""
+        if self.ratings is None:
+            return 0, 0, 0
+        since = utcnow() - timedelta(days=self.settings.discord.backfill_days)
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(Image.discord_message_id, Image.discord_channel_id)
+                    .where(
+                        Image.discord_message_id.is_not(None),
+                        Image.removed.is_(False),
+                        Image.created_at >= since,
+                    )
+                    .order_by(Image.id)
+                )
+            ).all()
+        checked = added = removed = 0
+        for message_id, channel_id in rows:
+            try:
+                message = await self.get_partial_messageable(channel_id).fetch_message(message_id)
+            except discord.NotFound:
+                continue
+            on_discord: dict[str, list[tuple[int, str]]] = {}
+            for reaction in message.reactions:
+                if (
+                    isinstance(reaction.emoji, str)
+                    and self.scale.value_of(reaction.emoji) is not None
+                ):
+                    on_discord[reaction.emoji] = [
+                        (u.id, u.name) async for u in reaction.users(limit=None)
+                    ]
+            a, r = await self.ratings.reconcile(
+                message_id,
+                on_discord,
+                channel_id=channel_id,
+                guild_id=message.guild.id if message.guild else None,
+            )
+            checked, added, removed = checked + 1, added + a, removed + r
+        logger.info(
+            "backfill: %d message(s) checked, %d rating reaction(s) added, %d removed",
+            checked,
+            added,
+            removed,
+        )
+        return checked, added, removed

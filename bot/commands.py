@@ -1,0 +1,132 @@
+"""The slash commands.
+
+No ``from __future__ import annotations`` here: discord.py reads the option
+types, with ranges taken from settings, from the callbacks' annotations at runtime.
+"""
+
+import io
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+
+from dreamrate.errors import DreamrateError
+from generation.request import RequestInput
+from ratings.privacy import erase, export_mine, set_opted_out
+
+if TYPE_CHECKING:
+    from bot.client import DreamrateBot
+
+__all__ = ["register_commands"]
+
+logger = logging.getLogger(__name__)
+
+
+def register_commands(bot: "DreamrateBot") -> None:
+    """Add every command to ``bot.tree``, with option ranges from the settings."""
+    g = bot.settings.generation
+
+    @bot.tree.command(
+        name="dream",
+        description="Render a prompt with Stable Diffusion; rate the images with emoji.",
+    )
+    @app_commands.describe(
+        prompt="What to draw.",
+        negative="What to avoid.",
+        seed="Seed of the first image (random if empty).",
+        steps=f"Denoising steps (1-{g.max_steps}).",
+        guidance=f"Guidance scale (0-{g.max_guidance:g}).",
+        size=f"N or WxH in pixels, multiples of 8 from {g.min_size} to {g.max_size}.",
+        images=f"How many images (1-{g.max_images}).",
+    )
+    async def dream(
+        interaction: discord.Interaction,
+        prompt: str,
+        negative: str | None = None,
+        seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
+        steps: app_commands.Range[int, 1, g.max_steps] | None = None,
+        guidance: app_commands.Range[float, 0.0, g.max_guidance] | None = None,
+        size: str | None = None,
+        images: app_commands.Range[int, 1, g.max_images] | None = None,
+    ) -> None:
+        await bot._dream(
+            interaction,
+            RequestInput(
+                prompt=prompt,
+                negative=negative,
+                seed=seed,
+                steps=steps,
+                guidance=guidance,
+                images=images,
+            ),
+            size,
+        )
+
+    @bot.tree.command(name="job", description="Show the full parameters and seed of a job.")
+    async def job(interaction: discord.Interaction, id: int) -> None:
+        record = await bot.repo.get(id)
+        if record is None:
+            raise DreamrateError(f"There is no job {id}.")
+        text = (
+            f"Job {record.id}: {discord.utils.escape_markdown(record.prompt)}\n"
+            f"negative: {record.negative_prompt or '-'} · seed {record.seed} · {record.width}x{record.height} · "
+            f"{record.steps} steps · guidance {record.guidance:g} · {record.num_images} image(s) · {record.status.value}"
+        )
+        await interaction.response.send_message(text[:1900], ephemeral=True)
+
+    privacy = app_commands.Group(name="privacy", description="Your data: opt out, erase, export.")
+
+    @privacy.command(name="optout", description="Stop recording my ratings.")
+    async def optout(interaction: discord.Interaction) -> None:
+        await set_opted_out(bot.engine, interaction.user.id, True, name=interaction.user.name)
+        await interaction.response.send_message(
+            "Your reactions will no longer be recorded.", ephemeral=True
+        )
+
+    @privacy.command(name="optin", description="Record my ratings again.")
+    async def optin(interaction: discord.Interaction) -> None:
+        await set_opted_out(bot.engine, interaction.user.id, False, name=interaction.user.name)
+        await interaction.response.send_message(
+            "Your reactions are recorded again.", ephemeral=True
+        )
+
+    @privacy.command(
+        name="erase", description="Erase all my ratings; they are kept out of every dataset."
+    )
+    async def erase_cmd(interaction: discord.Interaction) -> None:
+        count = await erase(bot.engine, interaction.user.id)
+        await interaction.response.send_message(f"Erased {count} rating(s).", ephemeral=True)
+
+    @privacy.command(name="export", description="Send me my data as a JSON file.")
+    async def export(interaction: discord.Interaction) -> None:
+        data = json.dumps(
+            await export_mine(bot.engine, interaction.user.id), indent=2, ensure_ascii=False
+        )
+        file = discord.File(io.BytesIO(data.encode()), filename="dreamrate-my-data.json")
+        await interaction.response.send_message("Your data:", file=file, ephemeral=True)
+
+    bot.tree.add_command(privacy)
+
+    @bot.tree.error
+    async def on_error(
+        interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        cause = getattr(error, "original", error)
+        message = cause.message if isinstance(cause, DreamrateError) else None
+        if message is None and isinstance(
+            error, app_commands.TransformerError | app_commands.CheckFailure
+        ):
+            message = str(error)
+        if message is None:
+            logger.error(
+                "command %s failed",
+                interaction.command and interaction.command.name,
+                exc_info=cause,
+            )
+            message = "Something went wrong on our side; the moderators can see the log."
+        if interaction.response.is_done():
+            await interaction.followup.send(message, ephemeral=True)
+        else:
+            await interaction.response.send_message(message, ephemeral=True)

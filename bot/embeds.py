@@ -1,0 +1,41 @@
+"""What the bot's messages say: pure functions from records to text and embeds."""
+
+from __future__ import annotations
+
+import discord
+
+from db.models import JobStatus
+from generation.queue import JobRecord, QueueInfo
+
+__all__ = ["image_embed", "job_status_text"]
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def job_status_text(job: JobRecord, info: QueueInfo | None = None) -> str:
+    """One line for the job's reply: queue position and ETA, progress, or the outcome."""
+    if job.status is JobStatus.QUEUED:
+        where = f"#{info.position} in the queue" if info and info.position else "queued"
+        eta = f", about {max(1, round(info.eta_seconds))} s" if info and info.eta_seconds else ""
+        return f"Job {job.id}: {where}{eta}."
+    if job.status is JobStatus.RUNNING:
+        return f"Job {job.id}: rendering, {round(job.progress * 100)}%."
+    if job.status is JobStatus.DONE:
+        return (
+            f"Job {job.id}: done, {job.num_images} image(s) below. Rate them with the number emoji!"
+        )
+    if job.status is JobStatus.CANCELLED:
+        return f"Job {job.id}: cancelled."
+    return f"Job {job.id}: failed ({_short(job.error or 'unknown error', 200)})."
+
+
+def image_embed(job: JobRecord, index: int, seed: int, requester: str) -> discord.Embed:
+    """The compact card under each image: prompt, seed, size, steps, job, requester."""
+    embed = discord.Embed(description=_short(discord.utils.escape_markdown(job.prompt), 1000))
+    embed.add_field(name="seed", value=str(seed))
+    embed.add_field(name="size", value=f"{job.width}x{job.height}")
+    embed.add_field(name="steps", value=str(job.steps))
+    embed.set_footer(text=_short(f"job {job.id} #{index + 1} · by {requester}", 200))
+    return embed

@@ -1,0 +1,86 @@
+"""A running bot against the local Discord-compatible server, with an in-process worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.discord_server.server import GUILD_ID, FakeDiscord
+
+TOKEN = "MTEwMDAwMDAwMDAwMDAwMDAwMw.fake.bot-token-never-printed"
+
+
+@dataclass
+class Running:
+    discord: FakeDiscord
+    bot: object
+    engine: object
+    settings: object
+    data_dir: Path
+
+
+async def start_bot(
+    discord_server: FakeDiscord, database_url: str, data_dir: Path, tiny_sd: Path, **env: str
+) -> Running:
+    from bot.client import DreamrateBot
+    from bot.connection import point_discord_at
+    from db.engine import create_engine
+    from db.migrate import upgrade
+    from dreamrate.services import build_repository, build_worker
+    from dreamrate.settings import load_settings
+
+    settings = load_settings(
+        data_dir=data_dir,
+        database={"url": database_url},
+        discord={
+            "api_base": discord_server.api_base,
+            "gateway_url": discord_server.gateway_url,
+            "guilds": [GUILD_ID],
+        },
+        generation={
+            "model": str(tiny_sd),
+            "default_steps": 2,
+            "device": "cpu",
+            "blocked_terms": ["gore"],
+            **env,
+        },
+    )
+    point_discord_at(settings.discord.api_base, settings.discord.gateway_url)
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    repo = build_repository(settings, engine)
+    worker = build_worker(settings, repo)
+    worker.poll_interval = 0.1
+    bot = DreamrateBot(
+        settings=settings, engine=engine, repo=repo, worker=worker, delivery_interval=0.1
+    )
+    asyncio.get_running_loop().create_task(bot.start(TOKEN))
+    await discord_server.wait_connected()
+    await discord_server.wait_for(lambda: discord_server.commands and bot.is_ready())
+    return Running(discord_server, bot, engine, settings, data_dir)
+
+
+async def stop_bot(running: Running) -> None:
+    await running.bot.close()  # type: ignore[attr-defined]
+    await running.engine.dispose()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def discord_server() -> AsyncIterator[FakeDiscord]:
+    server = FakeDiscord()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def running(
+    discord_server: FakeDiscord, database_url: str, tmp_path: Path, tiny_models
+) -> AsyncIterator[Running]:  # type: ignore[no-untyped-def]
+    bot = await start_bot(discord_server, database_url, tmp_path / "data", tiny_models[0])
+    yield bot
+    await stop_bot(bot)

@@ -1,0 +1,640 @@
+"""A small Discord-compatible server (REST + gateway) for end-to-end tests of the bot.
+
+An unmodified discord.py client talks to it over HTTP and a websocket when
+``discord.http.Route.BASE`` and ``DiscordWebSocket.DEFAULT_GATEWAY`` point here
+(dreamrate sets them from ``DREAMRATE_DISCORD_API_BASE`` / ``..._GATEWAY_URL``).
+Payloads follow Discord's documented shapes, as far as discord.py reads them.
+Tests drive it: inject interactions and reactions, read what the bot sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import WSMsgType, web
+
+__all__ = ["FakeDiscord", "Member"]
+
+_ids = itertools.count(1_100_000_000_000_000_000)
+GUILD_ID = 1_000_000_000_000_000_001
+CHANNEL_ID = 1_000_000_000_000_000_002
+APP_ID = 1_000_000_000_000_000_003
+BOT_ID = APP_ID
+#: Permission bits of a member with "Manage Server" (plus the basics).
+MANAGE_GUILD = 1 << 5
+BASIC = (1 << 10) | (1 << 11) | (1 << 6) | (1 << 15) | (1 << 14) | (1 << 16)
+
+
+def snowflake() -> str:
+    return str(next(_ids))
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class Member:
+    id: int
+    name: str
+    permissions: int = BASIC
+    roles: list[str] = field(default_factory=list)
+
+    def user(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "username": self.name,
+            "discriminator": "0",
+            "global_name": self.name,
+            "avatar": None,
+        }
+
+    def member(self) -> dict[str, Any]:
+        return {
+            "user": self.user(),
+            "roles": self.roles,
+            "joined_at": "2024-01-01T00:00:00+00:00",
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "permissions": str(self.permissions),
+        }
+
+
+BOT_USER = {
+    "id": str(BOT_ID),
+    "username": "dreamrate",
+    "discriminator": "0",
+    "global_name": None,
+    "avatar": None,
+    "bot": True,
+}
+
+
+class FakeDiscord:
+    """The server; ``await start()``, then point the bot at ``api_base`` / ``gateway_url``."""
+
+    def __init__(self) -> None:
+        self.messages: dict[int, dict[str, Any]] = {}
+        self.reactions: dict[
+            int, dict[str, list[int]]
+        ] = {}  # message -> emoji -> user ids, in order
+        self.commands: list[dict[str, Any]] = []
+        self.callbacks: dict[str, list[dict[str, Any]]] = {}  # interaction id -> responses
+        self.originals: dict[
+            str, dict[str, Any]
+        ] = {}  # interaction token -> original response message
+        self.edits: dict[str, list[dict[str, Any]]] = {}  # token -> each edit of the original
+        self.followups: dict[str, list[int]] = {}  # token -> message ids
+        self.files: dict[int, list[bytes]] = {}
+        self.identifies = 0
+        self.resumes = 0
+        self._ws: web.WebSocketResponse | None = None
+        self._seq = 0
+        self._session = "session-" + snowflake()
+        self._runner: web.AppRunner | None = None
+        self._connected = asyncio.Event()
+        self.port = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        app.router.add_get("/gateway", self._gateway)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    async def wait_connected(self, timeout: float = 30) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def drop_connection(self) -> None:
+        """Close the gateway socket as a network failure would (the bot resumes)."""
+        self._connected.clear()
+        if self._ws is not None:
+            await self._ws.close(code=4000)
+
+    # -- gateway --------------------------------------------------------------------------
+
+    async def _send(self, op: int, d: Any, t: str | None = None) -> None:
+        assert self._ws is not None
+        payload: dict[str, Any] = {"op": op, "d": d, "s": None, "t": t}
+        if op == 0:
+            self._seq += 1
+            payload["s"] = self._seq
+        await self._ws.send_str(json.dumps(payload))
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        await self._send(0, data, event)
+
+    def guild_payload(self) -> dict[str, Any]:
+        return {
+            "id": str(GUILD_ID),
+            "name": "dreamers",
+            "icon": None,
+            "owner_id": "1",
+            "afk_timeout": 300,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "roles": [
+                {
+                    "id": str(GUILD_ID),
+                    "name": "@everyone",
+                    "permissions": str(BASIC),
+                    "position": 0,
+                    "color": 0,
+                    "hoist": False,
+                    "managed": False,
+                    "mentionable": False,
+                    "flags": 0,
+                }
+            ],
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "mfa_level": 0,
+            "system_channel_flags": 0,
+            "premium_tier": 0,
+            "preferred_locale": "en-US",
+            "nsfw_level": 0,
+            "unavailable": False,
+            "member_count": 2,
+            "large": False,
+            "joined_at": now_iso(),
+            "members": [
+                {
+                    "user": BOT_USER,
+                    "roles": [],
+                    "joined_at": now_iso(),
+                    "deaf": False,
+                    "mute": False,
+                    "flags": 0,
+                }
+            ],
+            "channels": [
+                {
+                    "id": str(CHANNEL_ID),
+                    "type": 0,
+                    "name": "dreams",
+                    "position": 0,
+                    "permission_overwrites": [],
+                    "nsfw": False,
+                    "guild_id": str(GUILD_ID),
+                }
+            ],
+            "threads": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "voice_states": [],
+            "presences": [],
+        }
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._ws = ws
+        await self._send(10, {"heartbeat_interval": 41250})
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                break
+            data = json.loads(msg.data)
+            op = data["op"]
+            if op == 1:
+                await self._send(11, None)
+            elif op == 2:
+                self.identifies += 1
+                self._seq = 0
+                await self.dispatch(
+                    "READY",
+                    {
+                        "v": 10,
+                        "user": BOT_USER,
+                        "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+                        "session_id": self._session,
+                        "resume_gateway_url": self.gateway_url,
+                        "application": {"id": str(APP_ID), "flags": 0},
+                        "private_channels": [],
+                    },
+                )
+                await self.dispatch("GUILD_CREATE", self.guild_payload())
+                self._connected.set()
+            elif op == 6:
+                self.resumes += 1
+                await self.dispatch("RESUMED", {})
+                self._connected.set()
+        return ws
+
+    # -- REST -----------------------------------------------------------------------------
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["tail"]
+        method = request.method
+        for pattern, handler in self._routes():
+            if pattern[0] == method and _match(pattern[1], path) is not None:
+                return await handler(request, *_match(pattern[1], path))  # type: ignore[misc]
+        return _json({"message": f"fake server: no route {method} {path}", "code": 0}, status=404)
+
+    def _routes(self) -> list[tuple[tuple[str, str], Callable[..., Any]]]:
+        return [
+            (("GET", "/users/@me"), self._me),
+            (("GET", "/oauth2/applications/@me"), self._app),
+            (("GET", "/applications/@me"), self._app),
+            (("PUT", "/applications/*/guilds/*/commands"), self._put_commands),
+            (("PUT", "/applications/*/commands"), self._put_commands),
+            (("GET", "/applications/*/guilds/*/commands"), self._get_commands),
+            (("POST", "/interactions/*/*/callback"), self._callback),
+            (("PATCH", "/webhooks/*/*/messages/@original"), self._edit_original),
+            (("GET", "/webhooks/*/*/messages/@original"), self._get_original),
+            (("POST", "/webhooks/*/*"), self._followup),
+            (("POST", "/channels/*/messages"), self._post_message),
+            (("GET", "/channels/*/messages"), self._history),
+            (("GET", "/channels/*/messages/*"), self._get_message),
+            (("PATCH", "/channels/*/messages/*"), self._edit_message),
+            (("DELETE", "/channels/*/messages/*"), self._delete_message),
+            (("PUT", "/channels/*/messages/*/reactions/*/@me"), self._bot_react),
+            (("GET", "/channels/*/messages/*/reactions/*"), self._reaction_users),
+            (("GET", "/channels/*"), self._channel),
+        ]
+
+    async def _me(self, request: web.Request) -> web.Response:
+        return _json(BOT_USER)
+
+    async def _app(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                "id": str(APP_ID),
+                "name": "dreamrate",
+                "description": "",
+                "icon": None,
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "owner": {**BOT_USER, "bot": False},
+                "team": None,
+                "verify_key": "0" * 64,
+                "flags": 0,
+                "summary": "",
+                "rpc_origins": [],
+            }
+        )
+
+    async def _put_commands(self, request: web.Request, *_: str) -> web.Response:
+        body = await request.json()
+        self.commands = [
+            {
+                **c,
+                "id": snowflake(),
+                "application_id": str(APP_ID),
+                "version": "1",
+                "default_member_permissions": c.get("default_member_permissions"),
+            }
+            for c in body
+        ]
+        return _json(self.commands)
+
+    async def _get_commands(self, request: web.Request, *_: str) -> web.Response:
+        return _json(self.commands)
+
+    async def _read_message_body(
+        self, request: web.Request
+    ) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+        if request.content_type.startswith("multipart/"):
+            payload: dict[str, Any] = {}
+            files: list[tuple[str, bytes]] = []
+            reader = await request.multipart()
+            async for part in reader:
+                if part.name == "payload_json":
+                    payload = json.loads(await part.text())
+                else:
+                    files.append((part.filename or "file", bytes(await part.read())))
+            return payload, files
+        text = await request.text()
+        return (json.loads(text) if text else {}), []
+
+    def _store_message(
+        self, channel_id: int, payload: dict[str, Any], files: list[tuple[str, bytes]], **extra: Any
+    ) -> dict[str, Any]:
+        message_id = int(snowflake())
+        attachments = [
+            {
+                "id": snowflake(),
+                "filename": name,
+                "size": len(data),
+                "url": f"http://127.0.0.1:{self.port}/files/{message_id}/{name}",
+                "proxy_url": "",
+                "content_type": "image/" + name.rsplit(".", 1)[-1],
+            }
+            for name, data in files
+        ]
+        message = {
+            "id": str(message_id),
+            "channel_id": str(channel_id),
+            "guild_id": str(GUILD_ID),
+            "author": BOT_USER,
+            "content": payload.get("content") or "",
+            "timestamp": now_iso(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": attachments,
+            "embeds": payload.get("embeds") or [],
+            "pinned": False,
+            "type": 0,
+            "flags": payload.get("flags") or 0,
+            "components": payload.get("components") or [],
+            **extra,
+        }
+        self.messages[message_id] = message
+        self.files[message_id] = [data for _, data in files]
+        self.reactions[message_id] = {}
+        return message
+
+    async def _callback(
+        self, request: web.Request, interaction_id: str, token: str
+    ) -> web.Response:
+        body, files = await self._read_message_body(request)
+        self.callbacks.setdefault(interaction_id, []).append(body)
+        data = body.get("data") or {}
+        kind = body.get("type")
+        message = None
+        if kind in (4, 5):
+            message = self._store_message(CHANNEL_ID, data, files, application_id=str(APP_ID))
+            self.originals[token] = message
+        # discord.py asks ?with_response=1 and reads an interaction callback response.
+        return _json(
+            {
+                "interaction": {
+                    "id": interaction_id,
+                    "type": 2,
+                    "response_message_id": message and message["id"],
+                    "response_message_loading": kind == 5,
+                    "response_message_ephemeral": bool(data.get("flags", 0) & 64),
+                },
+                "resource": {"type": kind, **({"message": message} if message else {})},
+            }
+        )
+
+    async def _edit_original(self, request: web.Request, app_id: str, token: str) -> web.Response:
+        body, _ = await self._read_message_body(request)
+        original = self.originals[token]
+        original.update({k: v for k, v in body.items() if k in ("content", "embeds", "components")})
+        original["edited_timestamp"] = now_iso()
+        self.edits.setdefault(token, []).append(body)
+        return _json(original)
+
+    async def _get_original(self, request: web.Request, app_id: str, token: str) -> web.Response:
+        return _json(self.originals[token])
+
+    async def _followup(self, request: web.Request, app_id: str, token: str) -> web.Response:
+        body, files = await self._read_message_body(request)
+        message = self._store_message(
+            CHANNEL_ID, body, files, webhook_id=str(APP_ID), application_id=str(APP_ID)
+        )
+        self.followups.setdefault(token, []).append(int(message["id"]))
+        return _json(message)
+
+    async def _post_message(self, request: web.Request, channel_id: str) -> web.Response:
+        body, files = await self._read_message_body(request)
+        return _json(self._store_message(int(channel_id), body, files))
+
+    async def _get_message(
+        self, request: web.Request, channel_id: str, message_id: str
+    ) -> web.Response:
+        message = self.messages.get(int(message_id))
+        if message is None:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        return _json(self._with_reactions(message))
+
+    async def _edit_message(
+        self, request: web.Request, channel_id: str, message_id: str
+    ) -> web.Response:
+        body, _ = await self._read_message_body(request)
+        message = self.messages[int(message_id)]
+        message.update({k: v for k, v in body.items() if k in ("content", "embeds", "components")})
+        return _json(self._with_reactions(message))
+
+    async def _delete_message(
+        self, request: web.Request, channel_id: str, message_id: str
+    ) -> web.Response:
+        self.messages.pop(int(message_id), None)
+        return web.Response(status=204)
+
+    async def _history(self, request: web.Request, channel_id: str) -> web.Response:
+        limit = int(request.query.get("limit", 50))
+        before = int(request.query.get("before", 1 << 63))
+        after = int(request.query.get("after", 0))
+        found = sorted(
+            (
+                m
+                for mid, m in self.messages.items()
+                if int(m["channel_id"]) == int(channel_id) and after < mid < before
+            ),
+            key=lambda m: int(m["id"]),
+            reverse="after" not in request.query,
+        )[:limit]
+        return _json([self._with_reactions(m) for m in found])
+
+    async def _channel(self, request: web.Request, channel_id: str) -> web.Response:
+        return _json(
+            {
+                "id": channel_id,
+                "type": 0,
+                "name": "dreams",
+                "guild_id": str(GUILD_ID),
+                "position": 0,
+                "permission_overwrites": [],
+            }
+        )
+
+    def _with_reactions(self, message: dict[str, Any]) -> dict[str, Any]:
+        reactions = self.reactions.get(int(message["id"]), {})
+        return {
+            **message,
+            "reactions": [
+                {
+                    "emoji": {"id": None, "name": emoji},
+                    "count": len(users),
+                    "me": BOT_ID in users,
+                    "count_details": {"burst": 0, "normal": len(users)},
+                    "me_burst": False,
+                    "burst_colors": [],
+                }
+                for emoji, users in reactions.items()
+                if users
+            ],
+        }
+
+    async def _bot_react(
+        self, request: web.Request, channel_id: str, message_id: str, emoji: str
+    ) -> web.Response:
+        users = self.reactions.setdefault(int(message_id), {}).setdefault(unquote(emoji), [])
+        if BOT_ID not in users:
+            users.append(BOT_ID)
+            await self._reaction_event(True, BOT_ID, int(message_id), unquote(emoji))
+        return web.Response(status=204)
+
+    async def _reaction_users(
+        self, request: web.Request, channel_id: str, message_id: str, emoji: str
+    ) -> web.Response:
+        limit = int(request.query.get("limit", 25))
+        after = int(request.query.get("after", 0))
+        users = sorted(
+            u for u in self.reactions.get(int(message_id), {}).get(unquote(emoji), []) if u > after
+        )[:limit]
+        return _json(
+            [
+                BOT_USER
+                if u == BOT_ID
+                else {
+                    "id": str(u),
+                    "username": f"user{u}",
+                    "discriminator": "0",
+                    "global_name": None,
+                    "avatar": None,
+                }
+                for u in users
+            ]
+        )
+
+    # -- what tests do ----------------------------------------------------------------------
+
+    async def _reaction_event(self, added: bool, user_id: int, message_id: int, emoji: str) -> None:
+        if self._ws is None or self._ws.closed or not self._connected.is_set():
+            return  # the bot is away; backfill must find it
+        data: dict[str, Any] = {
+            "user_id": str(user_id),
+            "channel_id": self.messages[message_id]["channel_id"],
+            "message_id": str(message_id),
+            "guild_id": str(GUILD_ID),
+            "emoji": {"id": None, "name": emoji},
+            "burst": False,
+            "type": 0,
+        }
+        if added:
+            data["member"] = (
+                Member(user_id, f"user{user_id}").member() if user_id != BOT_ID else None
+            )
+            data["message_author_id"] = str(BOT_ID)
+            data["burst_colors"] = []
+            if data["member"] is None:
+                data.pop("member")
+        await self.dispatch("MESSAGE_REACTION_ADD" if added else "MESSAGE_REACTION_REMOVE", data)
+
+    async def react(self, member: Member, message_id: int, emoji: str) -> None:
+        users = self.reactions.setdefault(message_id, {}).setdefault(emoji, [])
+        if member.id not in users:
+            users.append(member.id)
+        await self._reaction_event(True, member.id, message_id, emoji)
+
+    async def unreact(self, member: Member, message_id: int, emoji: str) -> None:
+        users = self.reactions.setdefault(message_id, {}).setdefault(emoji, [])
+        if member.id in users:
+            users.remove(member.id)
+        await self._reaction_event(False, member.id, message_id, emoji)
+
+    async def slash(
+        self,
+        member: Member,
+        name: str,
+        options: list[dict[str, Any]] | None = None,
+        *,
+        subcommand: str | None = None,
+    ) -> tuple[str, str]:
+        """Send a slash command as ``member``; returns ``(interaction id, token)``."""
+        command = next(c for c in self.commands if c["name"] == name)
+        opts = options or []
+        if subcommand is not None:
+            opts = [{"type": 1, "name": subcommand, "options": opts}]
+        interaction_id, token = snowflake(), "tok-" + snowflake()
+        await self.dispatch(
+            "INTERACTION_CREATE",
+            {
+                "id": interaction_id,
+                "application_id": str(APP_ID),
+                "type": 2,
+                "token": token,
+                "version": 1,
+                "data": {
+                    "id": command["id"],
+                    "name": name,
+                    "type": 1,
+                    "options": opts,
+                    "guild_id": str(GUILD_ID),
+                },
+                "guild_id": str(GUILD_ID),
+                "channel_id": str(CHANNEL_ID),
+                "channel": {
+                    "id": str(CHANNEL_ID),
+                    "type": 0,
+                    "name": "dreams",
+                    "guild_id": str(GUILD_ID),
+                    "position": 0,
+                    "permission_overwrites": [],
+                },
+                "member": member.member(),
+                "app_permissions": str(BASIC),
+                "locale": "en-US",
+                "guild_locale": "en-US",
+                "entitlements": [],
+                "authorizing_integration_owners": {"0": str(GUILD_ID)},
+                "context": 0,
+                "attachment_size_limit": 8 * 1024 * 1024,
+            },
+        )
+        return interaction_id, token
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("timed out waiting for the bot")
+            await asyncio.sleep(0.05)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    # Discord sends exactly "application/json" (discord.py compares the header verbatim).
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
+    )
+
+
+def _match(pattern: str, path: str) -> tuple[str, ...] | None:
+    want, have = pattern.strip("/").split("/"), path.strip("/").split("/")
+    if len(want) != len(have):
+        return None
+    captured = []
+    for w, h in zip(want, have, strict=True):
+        if w == "*":
+            captured.append(h)
+        elif w != h:
+            return None
+    return tuple(captured)
