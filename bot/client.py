@@ -79,6 +79,8 @@ class DreamrateBot(discord.Client):
         self.delivery_interval = delivery_interval
         self._tasks: list[asyncio.Task[None]] = []
         self._last_progress: dict[int, tuple[float, str]] = {}
+        # Gateway order is rating order: one consumer records events as they came.
+        self._reactions: asyncio.Queue[ReactionEvent] = asyncio.Queue()
         register_commands(self)
 
     # -- life cycle -----------------------------------------------------------------------
@@ -93,6 +95,7 @@ class DreamrateBot(discord.Client):
         if not guilds:
             await self.tree.sync()
         self._tasks.append(asyncio.create_task(self._deliver_forever(), name="delivery"))
+        self._tasks.append(asyncio.create_task(self._record_forever(), name="ratings"))
         if self.worker is not None:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
 
@@ -284,7 +287,27 @@ class DreamrateBot(discord.Client):
             guild_id=payload.guild_id,
             user_name=payload.member.name if payload.member is not None else "",
         )
-        await self.ratings.record(event)
+        self._reactions.put_nowait(event)
+
+    async def _record_forever(self) -> None:
+        """Record queued reaction events in order; a failing one is retried, never dropped."""
+        assert self.ratings is not None
+        while True:
+            event = await self._reactions.get()
+            delay = 0.5
+            while True:
+                try:
+                    await self.ratings.record(event)
+                    break
+                except Exception as exc:
+                    logger.warning(
+                        "recording a reaction failed (%s); retrying in %.1fs",
+                        type(exc).__name__,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+            self._reactions.task_done()
 
     # -- backfill -------------------------------------------------------------------------
 

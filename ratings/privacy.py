@@ -44,7 +44,7 @@ async def erase(engine: AsyncEngine, discord_id: int) -> int:
 
     Returns the number of current ratings deleted.
     """
-    async with engine.begin() as conn:
+    async with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as conn:
         user_id = (
             await conn.execute(select(User.id).where(User.discord_id == discord_id))
         ).scalar_one_or_none()

@@ -24,7 +24,13 @@ class Running:
 
 
 async def start_bot(
-    discord_server: FakeDiscord, database_url: str, data_dir: Path, tiny_sd: Path, **env: str
+    discord_server: FakeDiscord,
+    database_url: str,
+    data_dir: Path,
+    tiny_sd: Path,
+    *,
+    with_worker: bool = True,
+    **env: object,
 ) -> Running:
     from bot.client import DreamrateBot
     from bot.connection import point_discord_at
@@ -53,8 +59,9 @@ async def start_bot(
     engine = create_engine(database_url)
     await upgrade(engine)
     repo = build_repository(settings, engine)
-    worker = build_worker(settings, repo)
-    worker.poll_interval = 0.1
+    worker = build_worker(settings, repo) if with_worker else None
+    if worker is not None:
+        worker.poll_interval = 0.1
     bot = DreamrateBot(
         settings=settings, engine=engine, repo=repo, worker=worker, delivery_interval=0.1
     )
