@@ -8,7 +8,7 @@ import sys
 import typer
 
 from dreamrate import __version__
-from dreamrate.cli import config_cmd, db_cmd, generation_cmd, models_cmd, ratings_cmd
+from dreamrate.cli import bot_cmd, config_cmd, db_cmd, generation_cmd, models_cmd, ratings_cmd
 from dreamrate.cli.context import state
 from dreamrate.errors import DreamrateError
 
@@ -27,6 +27,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(ratings_cmd.app, name="ratings")
+app.command("bot")(bot_cmd.bot_cmd)
 app.command("worker")(generation_cmd.worker_cmd)
 app.command("generate")(generation_cmd.generate_cmd)
 

@@ -69,3 +69,59 @@ async def test_dream_posts_each_image_as_its_own_message_with_rating_emoji(runni
             "🔟",
             "🚩",
         ]
+
+
+async def test_dreamrate_bot_process_logs_in_and_keeps_the_token_secret(
+    discord_server, tmp_path, tiny_models
+) -> None:  # type: ignore[no-untyped-def]
+    """`dreamrate bot` as operators run it: connects, syncs commands, stops on SIGTERM; the token never prints."""
+    import asyncio
+    import os
+    import signal
+    import sys
+    from pathlib import Path
+
+    from tests.bot.conftest import TOKEN
+    from tests.discord_server.server import GUILD_ID
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DREAMRATE_")}
+    env.update(
+        DISCORD_TOKEN=TOKEN,
+        DREAMRATE_DATA_DIR=str(tmp_path / "data"),
+        DREAMRATE_DISCORD_API_BASE=discord_server.api_base,
+        DREAMRATE_DISCORD_GATEWAY_URL=discord_server.gateway_url,
+        DREAMRATE_DISCORD_GUILDS=str(GUILD_ID),
+        DREAMRATE_GENERATION_MODEL=str(tiny_models[0]),
+        DREAMRATE_LOG_LEVEL="DEBUG",
+    )
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "dreamrate"),
+        "bot",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await discord_server.wait_connected(timeout=60)
+        await discord_server.wait_for(
+            lambda: {c["name"] for c in discord_server.commands} >= {"dream", "job", "privacy"}
+        )
+        await asyncio.sleep(3.5)  # discord.py waits 2 s after the last GUILD_CREATE before on_ready
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = (await asyncio.wait_for(process.communicate(), timeout=60))[0].decode()
+    assert process.returncode == 0, output
+    assert TOKEN not in output
+    flat = " ".join(output.split())
+    assert "connected as dreamrate" in flat and "backfill: 0 message(s) checked" in flat
+
+
+def test_bot_without_token_is_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_cli import run_cli
+
+    result = run_cli("bot", env={"DREAMRATE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == "error: set DISCORD_TOKEN (or DREAMRATE_DISCORD_TOKEN_FILE) to the bot's token"
+    )
