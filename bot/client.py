@@ -21,6 +21,7 @@ from dreamrate.errors import DreamrateError
 from generation.model_info import model_defaults
 from generation.queue import JobRecord, JobRepository
 from generation.request import GenerationLimits, RequestInput, parse_size, validate_request
+from ratings.moderation import get_guild_settings
 from ratings.scale import RatingScale
 from ratings.service import RatingService, ReactionEvent
 
@@ -141,6 +142,15 @@ class DreamrateBot(discord.Client):
         user = await ensure_user(self.engine, interaction.user.id, interaction.user.name)
         if user.banned:
             raise DreamrateError("You are banned from generating images here.")
+        if interaction.guild_id is not None:
+            guild = await get_guild_settings(self.engine, interaction.guild_id)
+            if (
+                guild is not None
+                and guild.allowed_channel_ids
+                and interaction.channel_id not in guild.allowed_channel_ids
+            ):
+                where = ", ".join(f"<#{c}>" for c in guild.allowed_channel_ids)
+                raise DreamrateError(f"/dream is not allowed in this channel; use {where}.")
         await interaction.response.defer(thinking=True)
         record = await self.repo.enqueue(
             request,

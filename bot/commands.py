@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
+from bot.admin import register_admin
 from dreamrate.errors import DreamrateError
 from generation.request import RequestInput
 from ratings.privacy import erase, export_mine, set_opted_out
+from ratings.stats import rating_stats
 
 if TYPE_CHECKING:
     from bot.client import DreamrateBot
@@ -108,6 +110,25 @@ def register_commands(bot: "DreamrateBot") -> None:
         await interaction.response.send_message("Your data:", file=file, ephemeral=True)
 
     bot.tree.add_command(privacy)
+
+    @bot.tree.command(
+        name="stats", description="Your ratings, the server's totals and the top raters."
+    )
+    async def stats(interaction: discord.Interaction) -> None:
+        found = await rating_stats(bot.engine, interaction.user.id)
+        spread = (
+            " ".join(f"{value:g}×{count}" for value, count in found.distribution.items())
+            or "none yet"
+        )
+        leaders = ", ".join(f"{name} ({count})" for name, count in found.top) or "nobody yet"
+        text = (
+            f"You have rated {found.mine} image(s): {spread}.\n"
+            f"Server: {found.total_ratings} rating(s) of {found.total_images} image(s) by {found.raters} member(s).\n"
+            f"Top raters: {leaders}."
+        )
+        await interaction.response.send_message(text, ephemeral=True)
+
+    register_admin(bot)
 
     @bot.tree.error
     async def on_error(

@@ -572,6 +572,22 @@ class FakeDiscord:
         if subcommand is not None:
             opts = [{"type": 1, "name": subcommand, "options": opts}]
         interaction_id, token = snowflake(), "tok-" + snowflake()
+        resolved: dict[str, dict[str, Any]] = {}
+        for option in options or []:
+            if option["type"] == 6:  # USER
+                other = Member(int(option["value"]), f"user{option['value']}")
+                resolved.setdefault("users", {})[str(other.id)] = other.user()
+                resolved.setdefault("members", {})[str(other.id)] = {
+                    k: v for k, v in other.member().items() if k != "user"
+                }
+            elif option["type"] == 7:  # CHANNEL
+                resolved.setdefault("channels", {})[str(option["value"])] = {
+                    "id": str(option["value"]),
+                    "type": 0,
+                    "name": "dreams",
+                    "permissions": str(BASIC),
+                    "guild_id": str(GUILD_ID),
+                }
         await self.dispatch(
             "INTERACTION_CREATE",
             {
@@ -586,6 +602,7 @@ class FakeDiscord:
                     "type": 1,
                     "options": opts,
                     "guild_id": str(GUILD_ID),
+                    "resolved": resolved,
                 },
                 "guild_id": str(GUILD_ID),
                 "channel_id": str(CHANNEL_ID),

@@ -1,0 +1,134 @@
+"""The /admin commands for moderators (Manage Server, or the configured moderator role).
+
+No ``from __future__ import annotations``: discord.py reads option types at runtime.
+"""
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+
+from dreamrate.errors import DreamrateError
+from ratings.moderation import (
+    get_guild_settings,
+    open_flags,
+    remove_image,
+    set_banned,
+    update_guild_settings,
+)
+
+if TYPE_CHECKING:
+    from bot.client import DreamrateBot
+
+__all__ = ["is_moderator", "register_admin"]
+
+logger = logging.getLogger(__name__)
+
+
+def is_moderator(interaction: discord.Interaction, role_name: str | None) -> bool:
+    """Manage Server permission, or the moderator role named in settings."""
+    if interaction.permissions.manage_guild:
+        return True
+    roles = getattr(interaction.user, "roles", [])
+    return bool(role_name) and any(role.name == role_name for role in roles)
+
+
+def register_admin(bot: "DreamrateBot") -> None:
+    """Add the /admin group to ``bot.tree``."""
+
+    async def moderators_only(interaction: discord.Interaction) -> bool:
+        if not is_moderator(interaction, bot.settings.discord.moderator_role):
+            raise app_commands.CheckFailure("Only moderators (Manage Server) can use /admin.")
+        return True
+
+    admin = app_commands.Group(
+        name="admin",
+        description="Moderation: channels, feed, bans, images, flags.",
+        guild_only=True,
+    )
+    admin.interaction_check = moderators_only  # type: ignore[method-assign]
+
+    @admin.command(name="allow", description="Allow /dream in a channel (or stop allowing it).")
+    async def allow(
+        interaction: discord.Interaction, channel: app_commands.AppCommandChannel
+    ) -> None:
+        assert interaction.guild_id is not None
+        current = await get_guild_settings(bot.engine, interaction.guild_id)
+        allowed = list(current.allowed_channel_ids) if current else []
+        if channel.id in allowed:
+            allowed.remove(channel.id)
+            text = f"/dream is no longer allowed in {channel.mention}."
+        else:
+            allowed.append(channel.id)
+            text = f"/dream is allowed in {channel.mention}."
+        await update_guild_settings(bot.engine, interaction.guild_id, allowed_channel_ids=allowed)
+        suffix = "" if allowed else " No channel is listed now, so /dream works everywhere."
+        await interaction.response.send_message(text + suffix, ephemeral=True)
+
+    @admin.command(
+        name="feed", description="Post an image needing ratings to a channel every N minutes."
+    )
+    async def feed(
+        interaction: discord.Interaction,
+        channel: app_commands.AppCommandChannel,
+        minutes: app_commands.Range[int, 1, 10080] = 60,
+    ) -> None:
+        assert interaction.guild_id is not None
+        await update_guild_settings(
+            bot.engine,
+            interaction.guild_id,
+            feed_channel_id=channel.id,
+            feed_interval_minutes=minutes,
+        )
+        await interaction.response.send_message(
+            f"Rating feed: {channel.mention} every {minutes} min.", ephemeral=True
+        )
+
+    @admin.command(name="ban", description="Ban a member from generating and rating.")
+    async def ban(interaction: discord.Interaction, member: discord.User) -> None:
+        await set_banned(bot.engine, member.id, True, name=member.name)
+        await interaction.response.send_message(
+            f"{member.mention} is banned from generating and rating.", ephemeral=True
+        )
+
+    @admin.command(name="unban", description="Lift a ban.")
+    async def unban(interaction: discord.Interaction, member: discord.User) -> None:
+        await set_banned(bot.engine, member.id, False, name=member.name)
+        await interaction.response.send_message(
+            f"{member.mention} may generate and rate again.", ephemeral=True
+        )
+
+    @admin.command(
+        name="remove",
+        description="Remove an image (deletes its message, keeps it out of datasets).",
+    )
+    async def remove(interaction: discord.Interaction, message_id: str) -> None:
+        if not message_id.isdigit():
+            raise DreamrateError("message_id: give the image message's id (a number).")
+        image = await remove_image(bot.engine, int(message_id))
+        if image is None:
+            raise DreamrateError(f"Message {message_id} is not a generated image.")
+        if image.discord_channel_id is not None:
+            partial = bot.get_partial_messageable(image.discord_channel_id).get_partial_message(
+                int(message_id)
+            )
+            with contextlib.suppress(discord.NotFound):
+                await partial.delete()
+        await interaction.response.send_message(f"Image {image.id} removed.", ephemeral=True)
+
+    @admin.command(name="flags", description="Images members reported with the flag emoji.")
+    async def flags(interaction: discord.Interaction) -> None:
+        found = await open_flags(bot.engine)
+        if not found:
+            await interaction.response.send_message("No open reports.", ephemeral=True)
+            return
+        guild = interaction.guild_id
+        lines = [
+            f"image {f.image_id}: {f.reports} report(s) https://discord.com/channels/{guild}/{f.channel_id}/{f.message_id}"
+            for f in found
+        ]
+        await interaction.response.send_message("\n".join(lines)[:1900], ephemeral=True)
+
+    bot.tree.add_command(admin)

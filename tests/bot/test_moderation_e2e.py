@@ -1,0 +1,116 @@
+"""Moderators and members through the local Discord-compatible server: /admin, bans, /stats."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import func, select
+
+from db.models import Job
+from ratings.export import current_ratings
+from tests.bot.test_ratings_e2e import dream
+from tests.discord_server.server import BASIC, CHANNEL_ID, MANAGE_GUILD, FakeDiscord, Member
+
+MOD = Member(31, "mod", permissions=BASIC | MANAGE_GUILD)
+EVE, FAY = Member(32, "eve"), Member(33, "fay")
+
+
+async def reply(server: FakeDiscord, interaction_id: str) -> dict:  # type: ignore[type-arg]
+    callbacks = await server.wait_for(lambda: server.callbacks.get(interaction_id))
+    return callbacks[0]
+
+
+async def test_non_moderators_cannot_use_any_admin_command(running) -> None:  # type: ignore[no-untyped-def]
+    server = running.discord
+    calls = [
+        ("allow", [{"name": "channel", "type": 7, "value": str(CHANNEL_ID)}]),
+        ("feed", [{"name": "channel", "type": 7, "value": str(CHANNEL_ID)}]),
+        ("ban", [{"name": "member", "type": 6, "value": str(FAY.id)}]),
+        ("unban", [{"name": "member", "type": 6, "value": str(FAY.id)}]),
+        ("remove", [{"name": "message_id", "type": 3, "value": "123"}]),
+        ("flags", []),
+    ]
+    for sub, options in calls:
+        interaction_id, _ = await server.slash(EVE, "admin", options, subcommand=sub)
+        answer = await reply(server, interaction_id)
+        assert answer["data"]["flags"] & 64
+        assert answer["data"]["content"] == "Only moderators (Manage Server) can use /admin.", sub
+
+
+async def test_a_banned_member_can_neither_generate_nor_rate(running) -> None:  # type: ignore[no-untyped-def]
+    server = running.discord
+    (message,) = await dream(server, EVE, "a windmill")
+    interaction_id, _ = await server.slash(
+        MOD, "admin", [{"name": "member", "type": 6, "value": str(FAY.id)}], subcommand="ban"
+    )
+    assert "is banned" in (await reply(server, interaction_id))["data"]["content"]
+    interaction_id, _ = await server.slash(
+        FAY, "dream", [{"name": "prompt", "type": 3, "value": "let me in"}]
+    )
+    answer = await reply(server, interaction_id)
+    assert (
+        answer["data"]["content"] == "You are banned from generating images here."
+        and answer["data"]["flags"] & 64
+    )
+    await server.react(FAY, message, "9️⃣")
+    await server.react(EVE, message, "4️⃣")
+    for _ in range(100):
+        if await current_ratings(running.engine):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    assert [(r["rater_id"], r["value"]) for r in await current_ratings(running.engine)] == [
+        ("32", 4.0)
+    ]
+    async with running.engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(Job)) == 1
+
+
+async def test_moderator_removes_an_image_and_reviews_flags(running) -> None:  # type: ignore[no-untyped-def]
+    server = running.discord
+    first, second = await dream(server, EVE, "two boats", images=2)
+    await server.react(FAY, first, "🚩")
+    await server.react(EVE, first, "🚩")
+    await server.react(FAY, second, "8️⃣")
+    await asyncio.sleep(0.5)
+    interaction_id, _ = await server.slash(MOD, "admin", subcommand="flags")
+    content = (await reply(server, interaction_id))["data"]["content"]
+    assert "2 report(s)" in content and str(first) in content
+    interaction_id, _ = await server.slash(
+        MOD, "admin", [{"name": "message_id", "type": 3, "value": str(first)}], subcommand="remove"
+    )
+    assert "removed" in (await reply(server, interaction_id))["data"]["content"]
+    assert first not in server.messages  # the message was deleted on Discord
+    interaction_id, _ = await server.slash(MOD, "admin", subcommand="flags")
+    assert (await reply(server, interaction_id))["data"]["content"] == "No open reports."
+    assert {r["message_id"] for r in await current_ratings(running.engine)} == {str(second)}
+
+
+async def test_allowed_channels_and_stats(running) -> None:  # type: ignore[no-untyped-def]
+    server = running.discord
+    (message,) = await dream(server, EVE, "a meadow")
+    await server.react(EVE, message, "7️⃣")
+    await server.react(FAY, message, "5️⃣")
+    await asyncio.sleep(0.5)
+    interaction_id, _ = await server.slash(EVE, "stats")
+    text = (await reply(server, interaction_id))["data"]["content"]
+    assert (
+        "You have rated 1 image(s): 7×1." in text
+        and "2 rating(s) of 1 image(s) by 2 member(s)" in text
+    )
+    other_channel = CHANNEL_ID + 1
+    interaction_id, _ = await server.slash(
+        MOD,
+        "admin",
+        [{"name": "channel", "type": 7, "value": str(other_channel)}],
+        subcommand="allow",
+    )
+    assert "is allowed" in (await reply(server, interaction_id))["data"]["content"]
+    interaction_id, _ = await server.slash(
+        EVE, "dream", [{"name": "prompt", "type": 3, "value": "elsewhere"}]
+    )
+    answer = await reply(server, interaction_id)
+    assert (
+        answer["data"]["content"]
+        == f"/dream is not allowed in this channel; use <#{other_channel}>."
+    )
