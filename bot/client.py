@@ -300,24 +300,29 @@ class DreamrateBot(discord.Client):
         self._reactions.put_nowait(event)
 
     async def _record_forever(self) -> None:
-        """Record queued reaction events in order; a failing one is retried, never dropped."""
+        """Record queued reaction events in gateway order, in batches of whatever has arrived;
+        a failing batch is retried, never dropped."""
         assert self.ratings is not None
         while True:
-            event = await self._reactions.get()
+            batch = [await self._reactions.get()]
+            while len(batch) < 1000 and not self._reactions.empty():
+                batch.append(self._reactions.get_nowait())
             delay = 0.5
             while True:
                 try:
-                    await self.ratings.record(event)
+                    await self.ratings.record_many(batch)
                     break
                 except Exception as exc:
                     logger.warning(
-                        "recording a reaction failed (%s); retrying in %.1fs",
+                        "recording %d reaction(s) failed (%s); retrying in %.1fs",
+                        len(batch),
                         type(exc).__name__,
                         delay,
                     )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
-            self._reactions.task_done()
+            for _ in batch:
+                self._reactions.task_done()
 
     # -- backfill -------------------------------------------------------------------------
 

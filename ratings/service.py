@@ -15,13 +15,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.models import Flag, Image, Rating, RatingEvent, RatingEventKind, User
-from db.types import utcnow
+from db.types import UTCDateTime, utcnow
 from ratings.scale import RatingScale
 
 __all__ = ["Outcome", "RatingService", "ReactionEvent", "present_emojis"]
@@ -29,6 +29,16 @@ __all__ = ["Outcome", "RatingService", "ReactionEvent", "present_emojis"]
 logger = logging.getLogger(__name__)
 
 _ADDS = (RatingEventKind.ADD, RatingEventKind.BACKFILL_ADD, RatingEventKind.IMPORT)
+_UPDATE_RATING = (
+    update(Rating)
+    .where(Rating.user_id == bindparam("u"), Rating.image_id == bindparam("i"))
+    .values(
+        value=bindparam("v"),
+        scale=bindparam("s"),
+        source=bindparam("src"),
+        updated_at=bindparam("now", type_=UTCDateTime()),
+    )
+)
 
 
 class Outcome(enum.StrEnum):
@@ -92,35 +102,77 @@ class RatingService:
 
     async def record(self, event: ReactionEvent, *, source: str = "reaction") -> Outcome:
         """Log ``event`` and update the member's current rating, atomically."""
-        if self.bot_user_id is not None and event.discord_user_id == self.bot_user_id:
-            return Outcome.BOT
-        is_flag = event.emoji == self.scale.flag_emoji
-        value = self.scale.value_of(event.emoji)
-        if value is None and not is_flag:
-            return Outcome.NOT_A_RATING
+        return (await self.record_many([event], source=source))[0]
+
+    async def record_many(
+        self, events: Sequence[ReactionEvent], *, source: str = "reaction"
+    ) -> list[Outcome]:
+        """Record ``events`` in order, in one transaction, with a fixed number of statements.
+
+        Each event is appended to the log; then the current rating of every
+        (member, image) the batch touched is derived by replaying that
+        member's events on the message. Equivalent to recording them one by one.
+        """
+        outcomes: list[Outcome | None] = [None] * len(events)
+        wanted: list[int] = []
+        for i, event in enumerate(events):
+            if self.bot_user_id is not None and event.discord_user_id == self.bot_user_id:
+                outcomes[i] = Outcome.BOT
+            elif event.emoji != self.scale.flag_emoji and self.scale.value_of(event.emoji) is None:
+                outcomes[i] = Outcome.NOT_A_RATING
+            else:
+                wanted.append(i)
+        if not wanted:
+            return [o or Outcome.UNCHANGED for o in outcomes]
         async with self._write_engine.begin() as conn:
-            image = (
-                await conn.execute(
-                    select(Image.id, Image.removed).where(
-                        Image.discord_message_id == event.message_id
+            # 1. The images and members involved
+            message_ids = sorted({events[i].message_id for i in wanted})
+            images = {
+                row.discord_message_id: row.id
+                for row in await conn.execute(
+                    select(Image.discord_message_id, Image.id).where(
+                        Image.discord_message_id.in_(message_ids), Image.removed.is_(False)
                     )
                 )
-            ).one_or_none()
-            if image is None or image.removed:
-                return Outcome.NOT_AN_IMAGE
-            user = await self._user(conn, event.discord_user_id, event.user_name)
-            if user.banned:
-                return Outcome.BANNED
-            if user.opted_out:
-                return Outcome.OPTED_OUT
-            if is_flag:
-                return await self._flag(conn, event, image.id, user.id)
-            kind = RatingEventKind.ADD if event.added else RatingEventKind.REMOVE
-            if source == "backfill":
-                kind = (
-                    RatingEventKind.BACKFILL_ADD if event.added else RatingEventKind.BACKFILL_REMOVE
-                )
-            return await self._apply(conn, [(kind, event.emoji)], event, image.id, user.id, source)
+            }
+            names = {events[i].discord_user_id: events[i].user_name for i in wanted}
+            users = await self._users(conn, names)
+            # 2. Decide each event; log the ratings
+            log: list[dict[str, Any]] = []
+            touched: dict[
+                tuple[int, int], tuple[int, int]
+            ] = {}  # (discord user, message) -> (user id, image id)
+            now = utcnow()
+            for i in wanted:
+                event = events[i]
+                image_id = images.get(event.message_id)
+                user = users[event.discord_user_id]
+                if image_id is None:
+                    outcomes[i] = Outcome.NOT_AN_IMAGE
+                elif user.banned:
+                    outcomes[i] = Outcome.BANNED
+                elif user.opted_out:
+                    outcomes[i] = Outcome.OPTED_OUT
+                elif event.emoji == self.scale.flag_emoji:
+                    outcomes[i] = await self._flag(conn, event, image_id, user.id)
+                else:
+                    kind = RatingEventKind.ADD if event.added else RatingEventKind.REMOVE
+                    if source == "backfill":
+                        kind = (
+                            RatingEventKind.BACKFILL_ADD
+                            if event.added
+                            else RatingEventKind.BACKFILL_REMOVE
+                        )
+                    log.append(self._event_row(kind, event.emoji, event, user.id, image_id, now))
+                    touched[(event.discord_user_id, event.message_id)] = (user.id, image_id)
+            if log:
+                await conn.execute(RatingEvent.__table__.insert(), log)
+                changed = await self._settle(conn, touched, source, now)
+                for i in wanted:
+                    if outcomes[i] is None:
+                        key = (events[i].discord_user_id, events[i].message_id)
+                        outcomes[i] = changed.get(key, Outcome.UNCHANGED)
+        return [o or Outcome.UNCHANGED for o in outcomes]
 
     async def reconcile(
         self,
@@ -187,29 +239,145 @@ class RatingService:
 
     # -- inside a transaction -----------------------------------------------------------
 
-    async def _user(self, conn: AsyncConnection, discord_id: int, name: str) -> Any:
-        """The member's row, created if new, locked on PostgreSQL so one member's events apply in order."""
-        query = select(User.id, User.banned, User.opted_out).where(User.discord_id == discord_id)
+    async def _users(self, conn: AsyncConnection, names: Mapping[int, str]) -> dict[int, Any]:
+        """Members by Discord id, created if new; locked on PostgreSQL so one member's events apply in order."""
+        query = (
+            select(User.id, User.discord_id, User.banned, User.opted_out)
+            .where(User.discord_id.in_(sorted(names)))
+            .order_by(User.discord_id)
+        )
         if self._is_pg:
             query = query.with_for_update()
-        row = (await conn.execute(query)).one_or_none()
-        if row is not None:
-            return row
-        insert = pg_insert if self._is_pg else sqlite_insert
-        now = utcnow()
-        await conn.execute(
-            insert(User)
-            .values(
-                discord_id=discord_id,
-                name=name[:100],
-                banned=False,
-                opted_out=False,
-                created_at=now,
-                updated_at=now,
+        found = {row.discord_id: row for row in await conn.execute(query)}
+        missing = [d for d in names if d not in found]
+        if missing:
+            insert = pg_insert if self._is_pg else sqlite_insert
+            now = utcnow()
+            await conn.execute(
+                insert(User).on_conflict_do_nothing(index_elements=["discord_id"]),
+                [
+                    {
+                        "discord_id": d,
+                        "name": names[d][:100],
+                        "banned": False,
+                        "opted_out": False,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for d in missing
+                ],
             )
-            .on_conflict_do_nothing(index_elements=["discord_id"])
+            found = {row.discord_id: row for row in await conn.execute(query)}
+        return found
+
+    async def _user(self, conn: AsyncConnection, discord_id: int, name: str) -> Any:
+        return (await self._users(conn, {discord_id: name}))[discord_id]
+
+    def _event_row(
+        self,
+        kind: RatingEventKind,
+        emoji: str,
+        event: ReactionEvent,
+        user_id: int,
+        image_id: int,
+        now: Any,
+    ) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "discord_user_id": event.discord_user_id,
+            "user_id": user_id,
+            "image_id": image_id,
+            "guild_id": event.guild_id,
+            "channel_id": event.channel_id,
+            "message_id": event.message_id,
+            "emoji": emoji,
+            "value": self.scale.value_of(emoji),
+            "scale": self.scale.name,
+            "received_at": now,
+        }
+
+    async def _settle(
+        self,
+        conn: AsyncConnection,
+        touched: Mapping[tuple[int, int], tuple[int, int]],
+        source: str,
+        now: Any,
+    ) -> dict[tuple[int, int], Outcome]:
+        """Set the current rating of every touched (member, message) from its replayed log."""
+        discord_ids = sorted({d for d, _ in touched})
+        messages = sorted({m for _, m in touched})
+        history: dict[tuple[int, int], list[tuple[RatingEventKind, str]]] = {}
+        rows = await conn.execute(
+            select(
+                RatingEvent.discord_user_id,
+                RatingEvent.message_id,
+                RatingEvent.kind,
+                RatingEvent.emoji,
+            )
+            .where(
+                RatingEvent.message_id.in_(messages), RatingEvent.discord_user_id.in_(discord_ids)
+            )
+            .order_by(RatingEvent.id)
         )
-        return (await conn.execute(query)).one()
+        for row in rows:
+            key = (row.discord_user_id, row.message_id)
+            if key in touched:
+                history.setdefault(key, []).append((row.kind, row.emoji))
+        user_ids = sorted({u for u, _ in touched.values()})
+        image_ids = sorted({i for _, i in touched.values()})
+        current = {
+            (row.user_id, row.image_id): row.value
+            for row in await conn.execute(
+                select(Rating.user_id, Rating.image_id, Rating.value).where(
+                    Rating.user_id.in_(user_ids), Rating.image_id.in_(image_ids)
+                )
+            )
+        }
+        inserts, updates, deletes = [], [], []
+        outcome: dict[tuple[int, int], Outcome] = {}
+        for key, (user_id, image_id) in touched.items():
+            present = present_emojis(history.get(key, []))
+            before = current.get((user_id, image_id))
+            if not present:
+                if before is not None:
+                    deletes.append((user_id, image_id))
+                    outcome[key] = Outcome.UNRATED
+                continue
+            value = self.scale.value_of(present[-1])
+            if before is None:
+                inserts.append(
+                    {
+                        "user_id": user_id,
+                        "image_id": image_id,
+                        "value": value,
+                        "scale": self.scale.name,
+                        "source": source,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+                outcome[key] = Outcome.RATED
+            elif before != value:
+                updates.append(
+                    {
+                        "u": user_id,
+                        "i": image_id,
+                        "v": value,
+                        "s": self.scale.name,
+                        "src": source,
+                        "now": now,
+                    }
+                )
+                outcome[key] = Outcome.RATED
+        if inserts:
+            await conn.execute(Rating.__table__.insert(), inserts)
+        if updates:
+            await conn.execute(_UPDATE_RATING, updates)
+        for user_id, image_id in deletes:
+            await conn.execute(
+                delete(Rating).where(Rating.user_id == user_id, Rating.image_id == image_id)
+            )
+        return outcome
 
     async def _present(
         self, conn: AsyncConnection, discord_user_id: int, message_id: int
@@ -235,59 +403,12 @@ class RatingService:
         now = utcnow()
         await conn.execute(
             RatingEvent.__table__.insert(),
-            [
-                {
-                    "kind": kind,
-                    "discord_user_id": event.discord_user_id,
-                    "user_id": user_id,
-                    "image_id": image_id,
-                    "guild_id": event.guild_id,
-                    "channel_id": event.channel_id,
-                    "message_id": event.message_id,
-                    "emoji": emoji,
-                    "value": self.scale.value_of(emoji),
-                    "scale": self.scale.name,
-                    "received_at": now,
-                }
-                for kind, emoji in events
-            ],
+            [self._event_row(kind, emoji, event, user_id, image_id, now) for kind, emoji in events],
         )
-        present = await self._present(conn, event.discord_user_id, event.message_id)
-        current = (
-            await conn.execute(
-                select(Rating.value).where(Rating.user_id == user_id, Rating.image_id == image_id)
-            )
-        ).scalar_one_or_none()
-        if not present:
-            if current is None:
-                return Outcome.UNCHANGED
-            await conn.execute(
-                delete(Rating).where(Rating.user_id == user_id, Rating.image_id == image_id)
-            )
-            return Outcome.UNRATED
-        value = self.scale.value_of(present[-1])
-        assert value is not None
-        if current is None:
-            await conn.execute(
-                Rating.__table__.insert().values(
-                    user_id=user_id,
-                    image_id=image_id,
-                    value=value,
-                    scale=self.scale.name,
-                    source=source,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            return Outcome.RATED
-        if current == value:
-            return Outcome.UNCHANGED
-        await conn.execute(
-            update(Rating)
-            .where(Rating.user_id == user_id, Rating.image_id == image_id)
-            .values(value=value, scale=self.scale.name, source=source, updated_at=now)
+        key = (event.discord_user_id, event.message_id)
+        return (await self._settle(conn, {key: (user_id, image_id)}, source, now)).get(
+            key, Outcome.UNCHANGED
         )
-        return Outcome.RATED
 
     async def _flag(
         self, conn: AsyncConnection, event: ReactionEvent, image_id: int, user_id: int

@@ -209,3 +209,23 @@ async def test_bad_input_is_refused_ephemerally_and_enqueues_nothing(
             assert await conn.scalar(select(func.count()).select_from(Job)) == 1
     finally:
         await stop_bot(bot)
+
+
+async def test_gateway_drop_resumes_and_backfill_repairs_the_gap(running) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    server = running.discord
+    (message,) = await dream(server, ADA, "stormy sea")
+    await server.react(BOB, message, "3️⃣")
+    await server.drop_connection()
+    # Reactions while the socket is down never reach the bot as events.
+    await server.react(CY, message, "9️⃣")
+    await server.unreact(BOB, message, "3️⃣")
+    await server.wait_for(lambda: server.resumes + server.identifies >= 2)
+    expected = {(str(message), "23", 9.0)}
+    for _ in range(200):
+        if await exported(running.engine) == expected:
+            break
+        await asyncio.sleep(0.05)
+    assert await exported(running.engine) == expected
+    assert server.resumes >= 1  # it resumed the session rather than starting over

@@ -229,3 +229,50 @@ async def test_privacy_and_export(service, engine, tmp_path: Path) -> None:  # t
         "r.jsonl",
         "r.parquet",
     ]
+
+
+async def test_batches_equal_one_by_one(service, engine) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(11)
+    emojis = [*SCALE.emojis[:3], "👍", "🚩"]
+    script = [
+        react(
+            rng.choice([1, 2, 3, BOT]),
+            rng.choice(emojis),
+            rng.random() < 0.6,
+            rng.choice([*MESSAGES, 4242]),
+        )
+        for _ in range(300)
+    ]
+    outcomes = []
+    for start in range(0, len(script), 37):
+        outcomes += await service.record_many(script[start : start + 37])
+    assert (
+        Outcome.BOT in outcomes
+        and Outcome.NOT_A_RATING in outcomes
+        and Outcome.NOT_AN_IMAGE in outcomes
+    )
+    async with engine.connect() as conn:
+        log = (
+            await conn.execute(
+                select(
+                    RatingEvent.discord_user_id,
+                    RatingEvent.message_id,
+                    RatingEvent.kind,
+                    RatingEvent.emoji,
+                ).order_by(RatingEvent.id)
+            )
+        ).all()
+    logged = [
+        e
+        for e in script
+        if e.discord_user_id != BOT and e.message_id != 4242 and SCALE.value_of(e.emoji) is not None
+    ]
+    assert [(r[0], r[1], r[3]) for r in log] == [
+        (e.discord_user_id, e.message_id, e.emoji) for e in logged
+    ]
+    expected = {}
+    for key in {(e.discord_user_id, e.message_id) for e in logged}:
+        present = present_emojis((r[2], r[3]) for r in log if (r[0], r[1]) == key)
+        if present:
+            expected[key] = SCALE.value_of(present[-1])
+    assert await ratings(engine) == expected
