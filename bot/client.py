@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -12,15 +13,23 @@ import discord
 from discord import app_commands
 from sqlalchemy import select, update
 
+from bot.admin import is_moderator
 from bot.commands import register_commands
-from bot.embeds import image_embed, job_status_text
+from bot.embeds import image_embed, job_status_text, job_view
 from db.models import Image, Job, JobStatus, User
 from db.types import utcnow
 from db.users import ensure_user
 from dreamrate.errors import DreamrateError
 from generation.model_info import model_defaults
 from generation.queue import JobRecord, JobRepository
-from generation.request import GenerationLimits, RequestInput, parse_size, validate_request
+from generation.request import (
+    MAX_SEED,
+    GenerationLimits,
+    GenerationRequest,
+    RequestInput,
+    parse_size,
+    validate_request,
+)
 from ratings.moderation import get_guild_settings
 from ratings.scale import RatingScale
 from ratings.service import RatingService, ReactionEvent
@@ -139,6 +148,10 @@ class DreamrateBot(discord.Client):
             self.limits,
             model_defaults(model),
         )
+        await self._enqueue(interaction, request)
+
+    async def _enqueue(self, interaction: discord.Interaction, request: GenerationRequest) -> None:
+        """Checks that need the database, then defer, queue, and show the position."""
         user = await ensure_user(self.engine, interaction.user.id, interaction.user.name)
         if user.banned:
             raise DreamrateError("You are banned from generating images here.")
@@ -162,7 +175,58 @@ class DreamrateBot(discord.Client):
         )
         info = await self.repo.queue_info(record.id)
         notes = "".join(f"\n-# {note}" for note in request.notes)
-        await interaction.edit_original_response(content=job_status_text(record, info) + notes)
+        await interaction.edit_original_response(
+            content=job_status_text(record, info) + notes, view=job_view(record.id, running=True)
+        )
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Reroll and cancel buttons (custom ids ``dreamrate:<action>:<job id>``)."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        custom_id = str((interaction.data or {}).get("custom_id", ""))
+        parts = custom_id.split(":")
+        if len(parts) != 3 or parts[0] != "dreamrate" or not parts[2].isdigit():
+            return
+        try:
+            await self._button(interaction, parts[1], int(parts[2]))
+        except DreamrateError as exc:
+            if interaction.response.is_done():
+                await interaction.followup.send(exc.message, ephemeral=True)
+            else:
+                await interaction.response.send_message(exc.message, ephemeral=True)
+
+    async def _button(self, interaction: discord.Interaction, action: str, job_id: int) -> None:
+        job = await self.repo.get(job_id)
+        if job is None:
+            raise DreamrateError(f"There is no job {job_id}.")
+        if action == "cancel":
+            user = await ensure_user(self.engine, interaction.user.id, interaction.user.name)
+            moderator = is_moderator(interaction, self.settings.discord.moderator_role)
+            status = await self.repo.cancel(job_id, by_user_id=user.id, is_moderator=moderator)
+            text = (
+                f"Job {job_id} cancelled."
+                if status is JobStatus.CANCELLED
+                else f"Job {job_id} will stop at its next step."
+            )
+            await interaction.response.send_message(text, ephemeral=True)
+        elif action == "reroll":
+            seed = random.SystemRandom().randint(0, MAX_SEED)
+            await self._enqueue(
+                interaction,
+                GenerationRequest(
+                    prompt=job.prompt,
+                    negative_prompt=job.negative_prompt,
+                    seed=seed,
+                    steps=job.steps,
+                    guidance=job.guidance,
+                    width=job.width,
+                    height=job.height,
+                    num_images=job.num_images,
+                    model=job.model,
+                    scheduler=job.scheduler,
+                    notes=(f"reroll of job {job.id}, seed {seed}",),
+                ),
+            )
 
     # -- delivery -------------------------------------------------------------------------
 
@@ -236,7 +300,9 @@ class DreamrateBot(discord.Client):
         token = await self._token(job.id)
         if token is not None:
             with contextlib.suppress(discord.HTTPException):
-                await self._webhook(token).edit_message("@original", content=job_status_text(job))
+                await self._webhook(token).edit_message(
+                    "@original", content=job_status_text(job), view=job_view(job.id, running=False)
+                )
         if job.status is JobStatus.DONE:
             images = await self.repo.images(job.id)
             requester = await self._requester_name(job.requester_id)

@@ -7,7 +7,7 @@ import discord
 from db.models import JobStatus
 from generation.queue import JobRecord, QueueInfo
 
-__all__ = ["image_embed", "job_status_text"]
+__all__ = ["image_embed", "job_status_text", "job_view"]
 
 
 def _short(text: str, limit: int) -> str:
@@ -39,3 +39,23 @@ def image_embed(job: JobRecord, index: int, seed: int, requester: str) -> discor
     embed.add_field(name="steps", value=str(job.steps))
     embed.set_footer(text=_short(f"job {job.id} #{index + 1} · by {requester}", 200))
     return embed
+
+
+def job_view(job_id: int, *, running: bool) -> discord.ui.View:
+    """Buttons under a job's reply: reroll (same settings, new seed) and, while it runs, cancel.
+
+    Custom ids carry the job id, so the buttons work across restarts without stored views.
+    """
+    view = discord.ui.View(timeout=None)
+    view.add_item(
+        discord.ui.Button(label="Reroll", emoji="🎲", custom_id=f"dreamrate:reroll:{job_id}")
+    )
+    if running:
+        view.add_item(
+            discord.ui.Button(
+                label="Cancel",
+                style=discord.ButtonStyle.danger,
+                custom_id=f"dreamrate:cancel:{job_id}",
+            )
+        )
+    return view

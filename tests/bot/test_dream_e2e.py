@@ -125,3 +125,39 @@ def test_bot_without_token_is_one_line(tmp_path) -> None:  # type: ignore[no-unt
         result.stderr.strip()
         == "error: set DISCORD_TOKEN (or DREAMRATE_DISCORD_TOKEN_FILE) to the bot's token"
     )
+
+
+async def test_reroll_and_cancel_buttons(running) -> None:  # type: ignore[no-untyped-def]
+    server = running.discord
+    ada, bob = Member(41, "ada"), Member(42, "bob")
+    _, token = await server.slash(
+        ada,
+        "dream",
+        [
+            {"name": "prompt", "type": 3, "value": "a paper crane"},
+            {"name": "seed", "type": 4, "value": 5},
+        ],
+    )
+    await server.wait_for(lambda: "done" in server.originals.get(token, {}).get("content", ""))
+    original = server.originals[token]
+    buttons = [c["custom_id"] for row in original["components"] for c in row["components"]]
+    assert buttons == [buttons[0]] and buttons[0].startswith(
+        "dreamrate:reroll:"
+    )  # cancel gone once done
+    # Cancel by someone else is refused; the owner's reroll makes a new job with the same prompt.
+    job_id = buttons[0].rsplit(":", 1)[1]
+    refused_id, _ = await server.click(bob, int(original["id"]), f"dreamrate:cancel:{job_id}")
+    refusal = await server.wait_for(lambda: server.callbacks.get(refused_id))
+    assert refusal[0]["data"]["content"] in (
+        "Only the requester or a moderator can cancel this job.",
+        f"Job {job_id} is already done.",
+    )
+    _, reroll_token = await server.click(ada, int(original["id"]), buttons[0])
+    images = await server.wait_for(
+        lambda: [
+            m for m in server.followups.get(reroll_token, []) if server.messages[m]["attachments"]
+        ]
+    )
+    embed = server.messages[images[0]]["embeds"][0]
+    assert embed["description"] == "a paper crane"
+    assert next(f["value"] for f in embed["fields"] if f["name"] == "seed") != "5"

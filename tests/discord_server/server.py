@@ -626,6 +626,41 @@ class FakeDiscord:
         )
         return interaction_id, token
 
+    async def click(self, member: Member, message_id: int, custom_id: str) -> tuple[str, str]:
+        """Press a button on a message as ``member``; returns ``(interaction id, token)``."""
+        interaction_id, token = snowflake(), "tok-" + snowflake()
+        await self.dispatch(
+            "INTERACTION_CREATE",
+            {
+                "id": interaction_id,
+                "application_id": str(APP_ID),
+                "type": 3,
+                "token": token,
+                "version": 1,
+                "data": {"custom_id": custom_id, "component_type": 2},
+                "message": self._with_reactions(self.messages[message_id]),
+                "guild_id": str(GUILD_ID),
+                "channel_id": str(CHANNEL_ID),
+                "channel": {
+                    "id": str(CHANNEL_ID),
+                    "type": 0,
+                    "name": "dreams",
+                    "guild_id": str(GUILD_ID),
+                    "position": 0,
+                    "permission_overwrites": [],
+                },
+                "member": member.member(),
+                "app_permissions": str(BASIC),
+                "locale": "en-US",
+                "guild_locale": "en-US",
+                "entitlements": [],
+                "authorizing_integration_owners": {"0": str(GUILD_ID)},
+                "context": 0,
+                "attachment_size_limit": 8 * 1024 * 1024,
+            },
+        )
+        return interaction_id, token
+
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
