@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from bot.admin import is_moderator
 from bot.commands import register_commands
 from bot.embeds import image_embed, job_status_text, job_view
-from db.models import Image, Job, JobStatus, User
+from db.models import GuildSettings, Image, ImagePost, Job, JobStatus, User
 from db.types import utcnow
 from db.users import ensure_user
 from dreamrate.errors import DreamrateError
@@ -32,6 +34,7 @@ from generation.request import (
 )
 from ratings.moderation import get_guild_settings
 from ratings.scale import RatingScale
+from ratings.selection import images_needing_ratings
 from ratings.service import RatingService, ReactionEvent
 
 if TYPE_CHECKING:
@@ -90,7 +93,9 @@ class DreamrateBot(discord.Client):
         self._tasks: list[asyncio.Task[None]] = []
         self._last_progress: dict[int, tuple[float, str]] = {}
         # Gateway order is rating order: one consumer records events as they came.
-        self._reactions: asyncio.Queue[ReactionEvent] = asyncio.Queue()
+        # Backfill runs in the same queue, after every event that arrived before it:
+        # otherwise a stale queued event could be applied after the reconciliation.
+        self._reactions: asyncio.Queue[ReactionEvent | None] = asyncio.Queue()
         register_commands(self)
 
     # -- life cycle -----------------------------------------------------------------------
@@ -106,6 +111,7 @@ class DreamrateBot(discord.Client):
             await self.tree.sync()
         self._tasks.append(asyncio.create_task(self._deliver_forever(), name="delivery"))
         self._tasks.append(asyncio.create_task(self._record_forever(), name="ratings"))
+        self._tasks.append(asyncio.create_task(self._feed_forever(), name="feed"))
         if self.worker is not None:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
 
@@ -120,10 +126,10 @@ class DreamrateBot(discord.Client):
 
     async def on_ready(self) -> None:
         logger.info("connected as %s to %d guild(s)", self.user, len(self.guilds))
-        await self.backfill()
+        self._reactions.put_nowait(None)  # None: backfill here
 
     async def on_resumed(self) -> None:
-        await self.backfill()
+        self._reactions.put_nowait(None)
 
     # -- commands -------------------------------------------------------------------------
 
@@ -337,6 +343,77 @@ class DreamrateBot(discord.Client):
             await conn.execute(update(Job).where(Job.id == job.id).values(delivered_at=utcnow()))
         self._last_progress.pop(job.id, None)
 
+    async def post_for_rating(
+        self, channel_id: int, image_ids: list[int], *, kind: str
+    ) -> list[int]:
+        """Show images again in ``channel_id`` with the rating emoji; reactions there rate them."""
+        posted = []
+        channel = self.get_partial_messageable(channel_id)
+        for image_id in image_ids:
+            async with self.engine.connect() as conn:
+                image = (
+                    await conn.execute(select(Image.__table__).where(Image.id == image_id))
+                ).one()
+            job = await self.repo.get(image.job_id)
+            assert job is not None
+            file = discord.File(
+                self.settings.images_dir / image.path,
+                filename=f"dreamrate-{job.id}-{image.index + 1}.png",
+            )
+            embed = image_embed(
+                job, image.index, image.seed, await self._requester_name(job.requester_id)
+            )
+            message = await channel.send(file=file, embed=embed)
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    ImagePost.__table__.insert().values(
+                        message_id=message.id,
+                        image_id=image_id,
+                        channel_id=channel_id,
+                        kind=kind,
+                        posted_at=utcnow(),
+                    )
+                )
+            for emoji in (*self.scale.emojis, self.scale.flag_emoji):
+                await message.add_reaction(emoji)
+            posted.append(message.id)
+        return posted
+
+    async def _feed_forever(self, every: float = 30.0) -> None:
+        """Post one image needing ratings to each guild's feed channel at its interval."""
+        await self.wait_until_ready()
+        while not self.is_closed():
+            try:
+                await self.feed_once()
+            except Exception:
+                logger.exception("rating feed pass failed; retrying")
+            await asyncio.sleep(every)
+
+    async def feed_once(self) -> int:
+        """Post to every feed channel whose interval has passed; returns the number of posts."""
+        async with self.engine.connect() as conn:
+            feeds = (
+                await conn.execute(
+                    select(
+                        GuildSettings.feed_channel_id, GuildSettings.feed_interval_minutes
+                    ).where(GuildSettings.feed_channel_id.is_not(None))
+                )
+            ).all()
+            posts = 0
+            for channel_id, minutes in feeds:
+                last = await conn.scalar(
+                    select(func.max(ImagePost.posted_at)).where(
+                        ImagePost.channel_id == channel_id, ImagePost.kind == "feed"
+                    )
+                )
+                interval = timedelta(minutes=minutes or self.settings.discord.feed_interval)
+                if last is not None and utcnow() - last < interval:
+                    continue
+                chosen = await images_needing_ratings(self.engine, 1)
+                if chosen:
+                    posts += len(await self.post_for_rating(channel_id, chosen, kind="feed"))
+        return posts
+
     async def _requester_name(self, user_id: int) -> str:
         async with self.engine.connect() as conn:
             return (
@@ -366,29 +443,42 @@ class DreamrateBot(discord.Client):
         self._reactions.put_nowait(event)
 
     async def _record_forever(self) -> None:
-        """Record queued reaction events in gateway order, in batches of whatever has arrived;
-        a failing batch is retried, never dropped."""
+        """Record queued reaction events in gateway order, in batches of whatever has arrived,
+        and run backfills where they were queued; a failing step is retried, never dropped."""
         assert self.ratings is not None
+        ratings = self.ratings
         while True:
-            batch = [await self._reactions.get()]
-            while len(batch) < 1000 and not self._reactions.empty():
-                batch.append(self._reactions.get_nowait())
-            delay = 0.5
-            while True:
-                try:
-                    await self.ratings.record_many(batch)
-                    break
-                except Exception as exc:
-                    logger.warning(
-                        "recording %d reaction(s) failed (%s); retrying in %.1fs",
-                        len(batch),
-                        type(exc).__name__,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-            for _ in batch:
+            first = await self._reactions.get()
+            batch: list[ReactionEvent] = []
+            if first is not None:
+                batch.append(first)
+                while len(batch) < 1000 and not self._reactions.empty():
+                    if self._reactions._queue[0] is None:  # type: ignore[attr-defined]
+                        break  # a backfill comes next, after this batch
+                    item = self._reactions.get_nowait()
+                    assert item is not None
+                    batch.append(item)
+            if batch:
+                await self._retrying(
+                    functools.partial(ratings.record_many, batch), "recording reactions"
+                )
+            else:
+                await self._retrying(self.backfill, "backfill")
+            for _ in range(len(batch) or 1):
                 self._reactions.task_done()
+
+    @staticmethod
+    async def _retrying(step: Callable[[], Awaitable[Any]], what: str) -> None:
+        """Run ``step`` until it succeeds, backing off: nothing recorded is ever dropped."""
+        delay = 0.5
+        while True:
+            try:
+                await step()
+                return
+            except Exception as exc:
+                logger.warning("%s failed (%s); retrying in %.1fs", what, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     # -- backfill -------------------------------------------------------------------------
 
@@ -398,17 +488,17 @@ class DreamrateBot(discord.Client):
             return 0, 0, 0
         since = utcnow() - timedelta(days=self.settings.discord.backfill_days)
         async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(Image.discord_message_id, Image.discord_channel_id)
-                    .where(
-                        Image.discord_message_id.is_not(None),
-                        Image.removed.is_(False),
-                        Image.created_at >= since,
-                    )
-                    .order_by(Image.id)
-                )
-            ).all()
+            own = select(Image.discord_message_id, Image.discord_channel_id).where(
+                Image.discord_message_id.is_not(None),
+                Image.removed.is_(False),
+                Image.created_at >= since,
+            )
+            reposts = (
+                select(ImagePost.message_id, ImagePost.channel_id)
+                .join(Image, Image.id == ImagePost.image_id)
+                .where(Image.removed.is_(False), ImagePost.posted_at >= since)
+            )
+            rows = (await conn.execute(own.union_all(reposts))).all()
         checked = added = removed = 0
         for message_id, channel_id in rows:
             try:

@@ -16,6 +16,7 @@ from bot.admin import register_admin
 from dreamrate.errors import DreamrateError
 from generation.request import RequestInput
 from ratings.privacy import erase, export_mine, set_opted_out
+from ratings.selection import images_needing_ratings
 from ratings.stats import rating_stats
 
 if TYPE_CHECKING:
@@ -127,6 +128,25 @@ def register_commands(bot: "DreamrateBot") -> None:
             f"Top raters: {leaders}."
         )
         await interaction.response.send_message(text, ephemeral=True)
+
+    @bot.tree.command(
+        name="rate",
+        description="Post the images that most need ratings here, with the rating emoji.",
+    )
+    @app_commands.describe(count="How many images (1-10).")
+    async def rate(
+        interaction: discord.Interaction, count: app_commands.Range[int, 1, 10] = 3
+    ) -> None:
+        chosen = await images_needing_ratings(bot.engine, count)
+        if not chosen:
+            await interaction.response.send_message(
+                "No images to rate yet: try /dream!", ephemeral=True
+            )
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        assert interaction.channel_id is not None
+        posted = await bot.post_for_rating(interaction.channel_id, chosen, kind="rate")
+        await interaction.followup.send(f"Posted {len(posted)} image(s) to rate.", ephemeral=True)
 
     register_admin(bot)
 

@@ -34,6 +34,7 @@ __all__ = [
     "Flag",
     "GuildSettings",
     "Image",
+    "ImagePost",
     "Job",
     "JobStatus",
     "Predictor",
@@ -211,6 +212,19 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="images", lazy="raise")
+
+
+class ImagePost(Base):
+    """A further message showing an image (``/rate``, the rating feed); reactions on it rate the image."""
+
+    __tablename__ = "image_posts"
+
+    message_id: Mapped[int] = mapped_column(Snowflake, primary_key=True, autoincrement=False)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[int] = mapped_column(Snowflake)
+    #: ``rate`` or ``feed``.
+    kind: Mapped[str] = mapped_column(String(16))
+    posted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Rating(Base):

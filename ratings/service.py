@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from db.models import Flag, Image, Rating, RatingEvent, RatingEventKind, User
+from db.models import Flag, Image, ImagePost, Rating, RatingEvent, RatingEventKind, User
 from db.types import UTCDateTime, utcnow
 from ratings.scale import RatingScale
 
@@ -68,9 +68,9 @@ class ReactionEvent:
     user_name: str = ""
 
 
-def present_emojis(events: Iterable[tuple[RatingEventKind, str]]) -> list[str]:
-    """Replay a member's events on one message: rating emoji still on it, most recent last."""
-    present: dict[str, None] = {}
+def present_emojis(events: Iterable[tuple[RatingEventKind, Any]]) -> list[Any]:
+    """Replay a member's events: the rating emoji (or (message, emoji) keys) still present, most recent last."""
+    present: dict[Any, None] = {}
     for kind, emoji in events:
         present.pop(emoji, None)
         if kind in _ADDS:
@@ -127,21 +127,14 @@ class RatingService:
         async with self._write_engine.begin() as conn:
             # 1. The images and members involved
             message_ids = sorted({events[i].message_id for i in wanted})
-            images = {
-                row.discord_message_id: row.id
-                for row in await conn.execute(
-                    select(Image.discord_message_id, Image.id).where(
-                        Image.discord_message_id.in_(message_ids), Image.removed.is_(False)
-                    )
-                )
-            }
+            images = await self._images(conn, message_ids)
             names = {events[i].discord_user_id: events[i].user_name for i in wanted}
             users = await self._users(conn, names)
             # 2. Decide each event; log the ratings
             log: list[dict[str, Any]] = []
             touched: dict[
                 tuple[int, int], tuple[int, int]
-            ] = {}  # (discord user, message) -> (user id, image id)
+            ] = {}  # (discord user, image) -> (user id, image id)
             now = utcnow()
             for i in wanted:
                 event = events[i]
@@ -164,13 +157,13 @@ class RatingService:
                             else RatingEventKind.BACKFILL_REMOVE
                         )
                     log.append(self._event_row(kind, event.emoji, event, user.id, image_id, now))
-                    touched[(event.discord_user_id, event.message_id)] = (user.id, image_id)
+                    touched[(event.discord_user_id, image_id)] = (user.id, image_id)
             if log:
                 await conn.execute(RatingEvent.__table__.insert(), log)
                 changed = await self._settle(conn, touched, source, now)
                 for i in wanted:
                     if outcomes[i] is None:
-                        key = (events[i].discord_user_id, events[i].message_id)
+                        key = (events[i].discord_user_id, images[events[i].message_id])
                         outcomes[i] = changed.get(key, Outcome.UNCHANGED)
         return [o or Outcome.UNCHANGED for o in outcomes]
 
@@ -199,12 +192,8 @@ class RatingService:
                     names[user_id] = name
         added = removed = 0
         async with self._write_engine.begin() as conn:
-            image = (
-                await conn.execute(
-                    select(Image.id, Image.removed).where(Image.discord_message_id == message_id)
-                )
-            ).one_or_none()
-            if image is None or image.removed:
+            image_id = (await self._images(conn, [message_id])).get(message_id)
+            if image_id is None:
                 return 0, 0
             known = (
                 await conn.execute(
@@ -232,12 +221,24 @@ class RatingService:
                         channel_id=channel_id,
                         guild_id=guild_id,
                     )
-                    await self._apply(conn, events, event, image.id, user.id, "backfill")
+                    await self._apply(conn, events, event, image_id, user.id, "backfill")
                     added += len(target - have)
                     removed += len(have - target)
         return added, removed
 
     # -- inside a transaction -----------------------------------------------------------
+
+    async def _images(self, conn: AsyncConnection, message_ids: Sequence[int]) -> dict[int, int]:
+        """Image id by message id, for the image's own message and its reposts (removed images left out)."""
+        own = select(Image.discord_message_id.label("message_id"), Image.id).where(
+            Image.discord_message_id.in_(message_ids), Image.removed.is_(False)
+        )
+        reposts = (
+            select(ImagePost.message_id, Image.id)
+            .join(Image, Image.id == ImagePost.image_id)
+            .where(ImagePost.message_id.in_(message_ids), Image.removed.is_(False))
+        )
+        return {row[0]: row[1] for row in await conn.execute(own.union_all(reposts))}
 
     async def _users(self, conn: AsyncConnection, names: Mapping[int, str]) -> dict[int, Any]:
         """Members by Discord id, created if new; locked on PostgreSQL so one member's events apply in order."""
@@ -303,26 +304,32 @@ class RatingService:
         source: str,
         now: Any,
     ) -> dict[tuple[int, int], Outcome]:
-        """Set the current rating of every touched (member, message) from its replayed log."""
+        """Set the current rating of every touched (member, image) from its replayed log.
+
+        Replay keys are (message, emoji): an image shown in several messages is
+        rated by the member's latest rating emoji on any of them.
+        """
         discord_ids = sorted({d for d, _ in touched})
-        messages = sorted({m for _, m in touched})
-        history: dict[tuple[int, int], list[tuple[RatingEventKind, str]]] = {}
+        image_ids_touched = sorted({i for _, i in touched})
+        history: dict[tuple[int, int], list[tuple[RatingEventKind, tuple[int | None, str]]]] = {}
         rows = await conn.execute(
             select(
                 RatingEvent.discord_user_id,
+                RatingEvent.image_id,
                 RatingEvent.message_id,
                 RatingEvent.kind,
                 RatingEvent.emoji,
             )
             .where(
-                RatingEvent.message_id.in_(messages), RatingEvent.discord_user_id.in_(discord_ids)
+                RatingEvent.image_id.in_(image_ids_touched),
+                RatingEvent.discord_user_id.in_(discord_ids),
             )
             .order_by(RatingEvent.id)
         )
         for row in rows:
-            key = (row.discord_user_id, row.message_id)
+            key = (row.discord_user_id, row.image_id)
             if key in touched:
-                history.setdefault(key, []).append((row.kind, row.emoji))
+                history.setdefault(key, []).append((row.kind, (row.message_id, row.emoji)))
         user_ids = sorted({u for u, _ in touched.values()})
         image_ids = sorted({i for _, i in touched.values()})
         current = {
@@ -343,7 +350,7 @@ class RatingService:
                     deletes.append((user_id, image_id))
                     outcome[key] = Outcome.UNRATED
                 continue
-            value = self.scale.value_of(present[-1])
+            value = self.scale.value_of(present[-1][1])
             if before is None:
                 inserts.append(
                     {
@@ -405,7 +412,7 @@ class RatingService:
             RatingEvent.__table__.insert(),
             [self._event_row(kind, emoji, event, user_id, image_id, now) for kind, emoji in events],
         )
-        key = (event.discord_user_id, event.message_id)
+        key = (event.discord_user_id, image_id)
         return (await self._settle(conn, {key: (user_id, image_id)}, source, now)).get(
             key, Outcome.UNCHANGED
         )

@@ -114,3 +114,51 @@ async def test_allowed_channels_and_stats(running) -> None:  # type: ignore[no-u
         answer["data"]["content"]
         == f"/dream is not allowed in this channel; use <#{other_channel}>."
     )
+
+
+async def test_rate_and_feed_repost_images_and_their_reactions_count(running) -> None:  # type: ignore[no-untyped-def]
+    server, bot = running.discord, running.bot
+    first, second = await dream(server, EVE, "twin peaks", images=2)
+    await server.react(FAY, first, "8️⃣")
+    for _ in range(100):
+        if await current_ratings(running.engine):
+            break
+        await asyncio.sleep(0.05)
+    before = set(server.messages)
+    interaction_id, token = await server.slash(
+        FAY, "rate", [{"name": "count", "type": 4, "value": 1}]
+    )
+    await server.wait_for(
+        lambda: any(
+            "Posted 1 image(s)" in server.messages[m]["content"]
+            for m in server.followups.get(token, [])
+        )
+    )
+    (repost,) = [m for m in set(server.messages) - before if server.messages[m]["attachments"]]
+    assert server.messages[repost]["embeds"][0]["description"] == "twin peaks"
+    await server.wait_for(lambda: len(server.reactions[repost]) == 11)
+    await server.react(EVE, repost, "6️⃣")  # rating the repost rates the image shown in `second`
+    expected = {(str(first), "33", 8.0), (str(second), "32", 6.0)}
+    for _ in range(100):
+        if {
+            (r["message_id"], r["rater_id"], r["value"])
+            for r in await current_ratings(running.engine)
+        } == expected:
+            break
+        await asyncio.sleep(0.05)
+    assert {
+        (r["message_id"], r["rater_id"], r["value"]) for r in await current_ratings(running.engine)
+    } == expected
+
+    interaction_id, _ = await server.slash(
+        MOD,
+        "admin",
+        [
+            {"name": "channel", "type": 7, "value": str(CHANNEL_ID)},
+            {"name": "minutes", "type": 4, "value": 30},
+        ],
+        subcommand="feed",
+    )
+    assert "every 30 min" in (await reply(server, interaction_id))["data"]["content"]
+    assert await bot.feed_once() == 1
+    assert await bot.feed_once() == 0  # not again before the interval

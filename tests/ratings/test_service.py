@@ -276,3 +276,25 @@ async def test_batches_equal_one_by_one(service, engine) -> None:  # type: ignor
         if present:
             expected[key] = SCALE.value_of(present[-1])
     assert await ratings(engine) == expected
+
+
+async def test_an_image_shown_twice_takes_the_latest_emoji_on_either_message(
+    service, engine
+) -> None:  # type: ignore[no-untyped-def]
+    from db.models import ImagePost
+
+    async with engine.begin() as conn:
+        image_id = (
+            await conn.execute(select(Image.id).where(Image.discord_message_id == MESSAGES[0]))
+        ).scalar_one()
+        await conn.execute(
+            insert(ImagePost).values(message_id=6001, image_id=image_id, channel_id=1, kind="rate")
+        )
+    await service.record(react(1, "4️⃣", message=6001))
+    assert await ratings(engine) == {(1, MESSAGES[0]): 4.0}
+    await service.record(react(1, "8️⃣", message=MESSAGES[0]))
+    assert await ratings(engine) == {(1, MESSAGES[0]): 8.0}
+    await service.record(react(1, "8️⃣", added=False, message=MESSAGES[0]))
+    assert await ratings(engine) == {(1, MESSAGES[0]): 4.0}  # still on the repost
+    assert await service.reconcile(6001, {}) == (0, 1)  # gone from the repost while we were away
+    assert await ratings(engine) == {}
