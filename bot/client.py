@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from sqlalchemy import func, select, update
 from bot.admin import is_moderator
 from bot.commands import register_commands
 from bot.embeds import image_embed, job_status_text, job_view
+from bot.uploads import fit_for_upload
 from db.models import GuildSettings, Image, ImagePost, Job, JobStatus, User
 from db.types import utcnow
 from db.users import ensure_user
@@ -319,7 +321,13 @@ class DreamrateBot(discord.Client):
                 if image.flagged or image.removed or image.discord_message_id is not None:
                     continue
                 path = self.settings.images_dir / image.path
-                file = discord.File(path, filename=f"dreamrate-{job.id}-{image.index + 1}.png")
+                limit = (
+                    channel.guild.filesize_limit
+                    if getattr(channel, "guild", None)
+                    else 10 * 1024 * 1024
+                )  # type: ignore[union-attr]
+                data, name = fit_for_upload(path, limit, f"dreamrate-{job.id}-{image.index + 1}")
+                file = discord.File(io.BytesIO(data), filename=name)
                 embed = image_embed(job, image.index, image.seed, requester)
                 token = await self._token(job.id)
                 if token is not None:

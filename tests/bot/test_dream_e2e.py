@@ -161,3 +161,46 @@ async def test_reroll_and_cancel_buttons(running) -> None:  # type: ignore[no-un
     embed = server.messages[images[0]]["embeds"][0]
     assert embed["description"] == "a paper crane"
     assert next(f["value"] for f in embed["fields"] if f["name"] == "seed") != "5"
+
+
+async def test_after_the_interaction_token_expires_images_go_to_the_channel(
+    discord_server, database_url, tmp_path, tiny_models
+) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from db.models import Job
+    from db.types import utcnow
+    from tests.bot.conftest import start_bot, stop_bot
+
+    running = await start_bot(
+        discord_server, database_url, tmp_path / "data", tiny_models[0], with_worker=False
+    )
+    try:
+        _, token = await discord_server.slash(
+            Member(51, "late"), "dream", [{"name": "prompt", "type": 3, "value": "slow night"}]
+        )
+        await discord_server.wait_for(
+            lambda: "in the queue" in discord_server.originals.get(token, {}).get("content", "")
+        )
+        async with running.engine.begin() as conn:
+            await conn.execute(
+                update(Job).values(interaction_token_expires_at=utcnow() - timedelta(minutes=1))
+            )
+        from dreamrate.services import build_worker
+
+        worker = build_worker(running.settings, running.bot.repo)
+        before = set(discord_server.messages)
+        assert await worker.run_once() == 1
+        posted = await discord_server.wait_for(
+            lambda: [
+                m
+                for m in set(discord_server.messages) - before
+                if discord_server.messages[m]["attachments"]
+            ]
+        )
+        assert posted[0] not in discord_server.followups.get(token, [])  # a plain channel message
+        assert discord_server.messages[posted[0]]["embeds"][0]["description"] == "slow night"
+    finally:
+        await stop_bot(running)

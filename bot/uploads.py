@@ -1,0 +1,31 @@
+"""Fitting an image under Discord's upload limit (PNG if it fits, else WebP, then JPEG)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+__all__ = ["fit_for_upload"]
+
+
+def fit_for_upload(path: Path, limit: int, stem: str) -> tuple[bytes, str]:
+    """The image's bytes and file name, re-encoded smaller when the PNG exceeds ``limit`` bytes.
+
+    Raises
+    ------
+    ValueError
+        when even a low-quality JPEG does not fit.
+    """
+    data = path.read_bytes()
+    if len(data) <= limit:
+        return data, f"{stem}.png"
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    for fmt, quality in (("WEBP", 90), ("WEBP", 75), ("JPEG", 85), ("JPEG", 60), ("JPEG", 40)):
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, quality=quality)
+        if buffer.tell() <= limit:
+            return buffer.getvalue(), f"{stem}.{'webp' if fmt == 'WEBP' else 'jpg'}"
+    raise ValueError(f"{path.name} does not fit in {limit} bytes even as a JPEG")
