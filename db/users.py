@@ -7,8 +7,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.models import User
+from db.types import utcnow
 
-__all__ = ["CLI_USER_NAME", "ensure_user"]
+__all__ = ["CLI_USER_NAME", "dialect_insert", "ensure_user", "set_user_flags"]
 
 #: The user that jobs enqueued from the command line belong to.
 CLI_USER_NAME = "cli"
@@ -51,3 +52,30 @@ async def ensure_user(engine: AsyncEngine, discord_id: int | None, name: str) ->
                 continue
             return user
     raise RuntimeError("could not create user row")  # pragma: no cover - two lost races in a row
+
+
+def dialect_insert(engine: AsyncEngine):  # type: ignore[no-untyped-def]
+    """``insert`` with ``on_conflict_do_*`` for the engine's backend (PostgreSQL or SQLite)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+
+
+async def set_user_flags(
+    engine: AsyncEngine, discord_id: int, *, name: str = "", **flags: bool
+) -> None:
+    """Set ``banned`` and/or ``opted_out`` for a member, creating their row if new."""
+    now = utcnow()
+    async with engine.begin() as conn:
+        await conn.execute(
+            dialect_insert(engine)(User)
+            .values(
+                discord_id=discord_id,
+                name=name[:100],
+                **{"banned": False, "opted_out": False, **flags},
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_update(index_elements=["discord_id"], set_={**flags, "updated_at": now})
+        )

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.models import Flag, GuildSettings, Image, User
+from db.models import Flag, GuildSettings, Image
 from db.types import utcnow
+from db.users import dialect_insert, set_user_flags
 
 __all__ = [
     "OpenFlag",
@@ -22,28 +21,9 @@ __all__ = [
 ]
 
 
-def _insert(engine: AsyncEngine):  # type: ignore[no-untyped-def]
-    return pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
-
-
 async def set_banned(engine: AsyncEngine, discord_id: int, banned: bool, *, name: str = "") -> None:
     """Ban (or unban) a member from generating and rating."""
-    now = utcnow()
-    async with engine.begin() as conn:
-        await conn.execute(
-            _insert(engine)(User)
-            .values(
-                discord_id=discord_id,
-                name=name[:100],
-                banned=banned,
-                opted_out=False,
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_update(
-                index_elements=["discord_id"], set_={"banned": banned, "updated_at": now}
-            )
-        )
+    await set_user_flags(engine, discord_id, name=name, banned=banned)
 
 
 async def get_guild_settings(engine: AsyncEngine, guild_id: int) -> GuildSettings | None:
@@ -69,7 +49,7 @@ async def update_guild_settings(engine: AsyncEngine, guild_id: int, **values: ob
     }
     async with engine.begin() as conn:
         await conn.execute(
-            _insert(engine)(GuildSettings)
+            dialect_insert(engine)(GuildSettings)
             .values(guild_id=guild_id, updated_at=now, **{**defaults, **values})
             .on_conflict_do_update(index_elements=["guild_id"], set_={**values, "updated_at": now})
         )

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.models import Image, Job, Rating, RatingEvent, User
 from db.types import utcnow
+from db.users import set_user_flags
 
 __all__ = ["erase", "export_mine", "set_opted_out"]
 
@@ -17,26 +18,7 @@ async def set_opted_out(
     engine: AsyncEngine, discord_id: int, opted_out: bool, *, name: str = ""
 ) -> None:
     """Stop (or resume) recording the member's ratings; existing ones stay unless erased."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
-    now = utcnow()
-    async with engine.begin() as conn:
-        await conn.execute(
-            insert(User)
-            .values(
-                discord_id=discord_id,
-                name=name[:100],
-                banned=False,
-                opted_out=opted_out,
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_update(
-                index_elements=["discord_id"], set_={"opted_out": opted_out, "updated_at": now}
-            )
-        )
+    await set_user_flags(engine, discord_id, name=name, opted_out=opted_out)
 
 
 async def erase(engine: AsyncEngine, discord_id: int) -> int:

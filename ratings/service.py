@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.models import Flag, Image, ImagePost, Rating, RatingEvent, RatingEventKind, User
 from db.types import UTCDateTime, utcnow
+from db.users import dialect_insert
 from ratings.scale import RatingScale
 
 __all__ = ["Outcome", "RatingService", "ReactionEvent", "present_emojis"]
@@ -252,7 +251,7 @@ class RatingService:
         found = {row.discord_id: row for row in await conn.execute(query)}
         missing = [d for d in names if d not in found]
         if missing:
-            insert = pg_insert if self._is_pg else sqlite_insert
+            insert = dialect_insert(self.engine)
             now = utcnow()
             await conn.execute(
                 insert(User).on_conflict_do_nothing(index_elements=["discord_id"]),

@@ -588,67 +588,55 @@ class FakeDiscord:
                     "permissions": str(BASIC),
                     "guild_id": str(GUILD_ID),
                 }
-        await self.dispatch(
-            "INTERACTION_CREATE",
-            {
-                "id": interaction_id,
-                "application_id": str(APP_ID),
-                "type": 2,
-                "token": token,
-                "version": 1,
-                "data": {
-                    "id": command["id"],
-                    "name": name,
-                    "type": 1,
-                    "options": opts,
-                    "guild_id": str(GUILD_ID),
-                    "resolved": resolved,
-                },
-                "guild_id": str(GUILD_ID),
-                "channel_id": str(CHANNEL_ID),
-                "channel": {
-                    "id": str(CHANNEL_ID),
-                    "type": 0,
-                    "name": "dreams",
-                    "guild_id": str(GUILD_ID),
-                    "position": 0,
-                    "permission_overwrites": [],
-                },
-                "member": member.member(),
-                "app_permissions": str(BASIC),
-                "locale": "en-US",
-                "guild_locale": "en-US",
-                "entitlements": [],
-                "authorizing_integration_owners": {"0": str(GUILD_ID)},
-                "context": 0,
-                "attachment_size_limit": 8 * 1024 * 1024,
-            },
-        )
+        data = {
+            "id": command["id"],
+            "name": name,
+            "type": 1,
+            "options": opts,
+            "guild_id": str(GUILD_ID),
+            "resolved": resolved,
+        }
+        await self._interaction(member, 2, interaction_id, token, data)
         return interaction_id, token
 
     async def click(self, member: Member, message_id: int, custom_id: str) -> tuple[str, str]:
         """Press a button on a message as ``member``; returns ``(interaction id, token)``."""
         interaction_id, token = snowflake(), "tok-" + snowflake()
+        data = {"custom_id": custom_id, "component_type": 2}
+        message = self._with_reactions(self.messages[message_id])
+        await self._interaction(member, 3, interaction_id, token, data, message=message)
+        return interaction_id, token
+
+    async def _interaction(
+        self,
+        member: Member,
+        kind: int,
+        interaction_id: str,
+        token: str,
+        data: dict[str, Any],
+        **extra: Any,
+    ) -> None:
+        """Dispatch INTERACTION_CREATE in Discord's shape (2: slash command, 3: component)."""
+        channel = {
+            "id": str(CHANNEL_ID),
+            "type": 0,
+            "name": "dreams",
+            "guild_id": str(GUILD_ID),
+            "position": 0,
+            "permission_overwrites": [],
+        }
         await self.dispatch(
             "INTERACTION_CREATE",
             {
                 "id": interaction_id,
                 "application_id": str(APP_ID),
-                "type": 3,
+                "type": kind,
                 "token": token,
                 "version": 1,
-                "data": {"custom_id": custom_id, "component_type": 2},
-                "message": self._with_reactions(self.messages[message_id]),
+                "data": data,
                 "guild_id": str(GUILD_ID),
                 "channel_id": str(CHANNEL_ID),
-                "channel": {
-                    "id": str(CHANNEL_ID),
-                    "type": 0,
-                    "name": "dreams",
-                    "guild_id": str(GUILD_ID),
-                    "position": 0,
-                    "permission_overwrites": [],
-                },
+                "channel": channel,
                 "member": member.member(),
                 "app_permissions": str(BASIC),
                 "locale": "en-US",
@@ -657,9 +645,9 @@ class FakeDiscord:
                 "authorizing_integration_owners": {"0": str(GUILD_ID)},
                 "context": 0,
                 "attachment_size_limit": 8 * 1024 * 1024,
+                **extra,
             },
         )
-        return interaction_id, token
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
         deadline = asyncio.get_running_loop().time() + timeout
