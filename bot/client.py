@@ -139,7 +139,7 @@ class DreamrateBot(discord.Client):
         self, interaction: discord.Interaction, raw: RequestInput, size: str | None
     ) -> None:
         # Validate first (pure, fast): refusals are ephemeral and enqueue nothing.
-        model = self.limits.default_model
+        model = raw.model or self.limits.default_model
         width, height = parse_size(size) if size else (None, None)
         request = validate_request(
             RequestInput(

@@ -43,6 +43,10 @@ def register_commands(bot: "DreamrateBot") -> None:
         guidance=f"Guidance scale (0-{g.max_guidance:g}).",
         size=f"N or WxH in pixels, multiples of 8 from {g.min_size} to {g.max_size}.",
         images=f"How many images (1-{g.max_images}).",
+        model="Which model renders it.",
+    )
+    @app_commands.choices(
+        model=[app_commands.Choice(name=m[-100:], value=m) for m in bot.limits.models][:25]
     )
     async def dream(
         interaction: discord.Interaction,
@@ -53,6 +57,7 @@ def register_commands(bot: "DreamrateBot") -> None:
         guidance: app_commands.Range[float, 0.0, g.max_guidance] | None = None,
         size: str | None = None,
         images: app_commands.Range[int, 1, g.max_images] | None = None,
+        model: str | None = None,
     ) -> None:
         await bot._dream(
             interaction,
@@ -63,6 +68,7 @@ def register_commands(bot: "DreamrateBot") -> None:
                 steps=steps,
                 guidance=guidance,
                 images=images,
+                model=model,
             ),
             size,
         )

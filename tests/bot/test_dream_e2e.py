@@ -34,6 +34,10 @@ async def test_dream_posts_each_image_as_its_own_message_with_rating_emoji(runni
             and len(image_messages(server, bob_token)) == 1
         )
     )
+    dream_command = next(c for c in server.commands if c["name"] == "dream")
+    options = {o["name"]: o for o in dream_command["options"]}
+    assert options["images"]["max_value"] == 4 and options["steps"]["max_value"] == 50
+    assert [c["value"] for c in options["model"]["choices"]] == [running.settings.generation.model]
     # Deferred first, then the queue position, then the outcome.
     assert server.callbacks and all(c[0]["type"] == 5 for c in server.callbacks.values())
     edits = [e.get("content", "") for e in server.edits[ada_token]]
