@@ -290,12 +290,13 @@ class DreamrateBot(discord.Client):
         return discord.Webhook.partial(self.application_id, token, client=self)
 
     async def _show_progress(self, job: JobRecord) -> None:
-        text = job_status_text(
-            job, await self.repo.queue_info(job.id) if job.status is JobStatus.QUEUED else None
-        )
         last = self._last_progress.get(job.id)
         now = asyncio.get_running_loop().time()
-        if last is not None and (last[1] == text or now - last[0] < PROGRESS_EVERY_S):
+        if last is not None and now - last[0] < PROGRESS_EVERY_S:
+            return  # throttled before any query: this runs every delivery pass
+        info = await self.repo.queue_info(job.id) if job.status is JobStatus.QUEUED else None
+        text = job_status_text(job, info)
+        if last is not None and last[1] == text:
             return
         token = await self._token(job.id)
         if token is None:

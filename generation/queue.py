@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, bindparam, case, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from db.models import Image, Job, JobStatus, User
 from db.types import UTCDateTime, utcnow
@@ -27,7 +27,6 @@ from generation.request import GenerationRequest
 from generation.scheduling import fill_batch, jobs_ahead
 
 __all__ = [
-    "BatchKey",
     "HeartbeatResult",
     "JobError",
     "JobRecord",
@@ -39,7 +38,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BatchKey = tuple[str, int, int, int, float, str]
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 JOBS = Job.__table__
 _CLAIM_COLUMNS = (
@@ -148,11 +146,6 @@ class JobRecord:
         """Image i of a job uses seed + i (wrapping at 2**32), as Automatic1111 and others do."""
         return [(self.seed + i) % 2**32 for i in range(self.num_images)]
 
-    @property
-    def batch_key(self) -> BatchKey:
-        """Jobs with equal keys can share one pipeline call."""
-        return (self.model, self.width, self.height, self.steps, self.guidance, self.scheduler)
-
 
 @dataclass(frozen=True, slots=True)
 class StoredImage:
@@ -217,11 +210,6 @@ class JobRepository:
         self._read = async_sessionmaker(engine, expire_on_commit=False)
         # SQLite: take the write lock at BEGIN, so check-then-write is atomic.
         self._write_engine = engine.execution_options(sqlite_begin="IMMEDIATE")
-
-    @property
-    def sessions(self) -> async_sessionmaker[AsyncSession]:
-        """ORM sessions on the same engine (for reads by callers)."""
-        return self._read
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -442,11 +430,6 @@ class JobRepository:
                 list(requeued) or "none",
                 list(failed) or "none",
             )
-
-    async def reap_expired(self) -> None:
-        """Requeue (or fail, after ``max_attempts``) jobs whose lease ran out."""
-        async with self._write() as conn:
-            await self._reap(conn, utcnow())
 
     # -- while running ----------------------------------------------------------------
 

@@ -10,15 +10,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-__all__ = ["QueuedJob", "fill_batch", "jobs_ahead"]
-
-
-class QueuedJob(Protocol):
-    id: int
-    requester_id: int
-    num_images: int
+__all__ = ["fill_batch", "jobs_ahead"]
 
 
 def fill_batch(candidates: Sequence[Any], *, first: Any, capacity: int) -> list[Any]:

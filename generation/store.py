@@ -35,9 +35,6 @@ class ImageStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def path_of(self, relative: str) -> Path:
-        return self.root / relative
-
     def save(self, image: Image.Image) -> tuple[str, str]:
         """Store ``image``; return ``(sha256, path relative to the root)``.
 

@@ -45,14 +45,6 @@ class RatingScale:
             zip(self.emojis, self.values, strict=True), key=lambda pair: abs(pair[1] - value)
         )[0]
 
-    @property
-    def low(self) -> float:
-        return min(self.values)
-
-    @property
-    def high(self) -> float:
-        return max(self.values)
-
 
 def _normalise(emoji: str) -> str:
     # Discord sends keycaps with or without the variation selector (U+FE0F), e.g. "1\u20e3".

@@ -201,10 +201,10 @@ class RatingService:
                     .distinct()
                 )
             ).scalars()
-            for user_id in sorted(set(wanted) | set(known)):
-                if user_id is None:
-                    continue
-                user = await self._user(conn, user_id, names.get(user_id, ""))
+            involved = {u: names.get(u, "") for u in set(wanted) | set(known) if u is not None}
+            users = await self._users(conn, involved) if involved else {}
+            for user_id in sorted(involved):
+                user = users[user_id]
                 if user.banned or user.opted_out:
                     continue
                 have = set(await self._present(conn, user_id, message_id))
@@ -269,9 +269,6 @@ class RatingService:
             )
             found = {row.discord_id: row for row in await conn.execute(query)}
         return found
-
-    async def _user(self, conn: AsyncConnection, discord_id: int, name: str) -> Any:
-        return (await self._users(conn, {discord_id: name}))[discord_id]
 
     def _event_row(
         self,

@@ -87,6 +87,25 @@ async def events(engine) -> int:  # type: ignore[no-untyped-def]
         return await conn.scalar(select(func.count()).select_from(RatingEvent))
 
 
+async def event_log(engine) -> list:  # type: ignore[no-untyped-def, type-arg]
+    """(discord user, message, kind, emoji) of every logged event, in order."""
+    async with engine.connect() as conn:
+        query = select(
+            RatingEvent.discord_user_id, RatingEvent.message_id, RatingEvent.kind, RatingEvent.emoji
+        )
+        return (await conn.execute(query.order_by(RatingEvent.id))).all()
+
+
+def replayed(log) -> dict[tuple[int, int], float]:  # type: ignore[no-untyped-def]
+    """The ratings the log implies: each member's latest rating emoji still on each message."""
+    expected = {}
+    for key in {(r[0], r[1]) for r in log}:
+        present = present_emojis((r[2], r[3]) for r in log if (r[0], r[1]) == key)
+        if present:
+            expected[key] = SCALE.value_of(present[-1])
+    return expected
+
+
 def test_present_emojis_replay() -> None:
     from db.models import RatingEventKind as K
 
@@ -171,22 +190,8 @@ async def test_concurrent_events_leave_ratings_equal_to_the_log(
         for e in engines:
             await e.dispose()
     assert await events(engine) == 200
-    async with engine.connect() as conn:
-        log = (
-            await conn.execute(
-                select(
-                    RatingEvent.discord_user_id,
-                    RatingEvent.message_id,
-                    RatingEvent.kind,
-                    RatingEvent.emoji,
-                ).order_by(RatingEvent.id)
-            )
-        ).all()
-    expected = {}
-    for key in {(r[0], r[1]) for r in log}:
-        present = present_emojis((r[2], r[3]) for r in log if (r[0], r[1]) == key)
-        if present:
-            expected[key] = SCALE.value_of(present[-1])
+    log = await event_log(engine)
+    expected = replayed(log)
     assert await ratings(engine) == expected
 
 
@@ -251,17 +256,7 @@ async def test_batches_equal_one_by_one(service, engine) -> None:  # type: ignor
         and Outcome.NOT_A_RATING in outcomes
         and Outcome.NOT_AN_IMAGE in outcomes
     )
-    async with engine.connect() as conn:
-        log = (
-            await conn.execute(
-                select(
-                    RatingEvent.discord_user_id,
-                    RatingEvent.message_id,
-                    RatingEvent.kind,
-                    RatingEvent.emoji,
-                ).order_by(RatingEvent.id)
-            )
-        ).all()
+    log = await event_log(engine)
     logged = [
         e
         for e in script
@@ -270,11 +265,7 @@ async def test_batches_equal_one_by_one(service, engine) -> None:  # type: ignor
     assert [(r[0], r[1], r[3]) for r in log] == [
         (e.discord_user_id, e.message_id, e.emoji) for e in logged
     ]
-    expected = {}
-    for key in {(e.discord_user_id, e.message_id) for e in logged}:
-        present = present_emojis((r[2], r[3]) for r in log if (r[0], r[1]) == key)
-        if present:
-            expected[key] = SCALE.value_of(present[-1])
+    expected = replayed(log)
     assert await ratings(engine) == expected
 
 
