@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-__all__ = ["ClipModel", "load_clip", "model_spec"]
+__all__ = ["ClipModel", "embedding_dim", "load_clip", "model_spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,33 @@ def model_spec(model: str, pretrained: str | None) -> tuple[str, str | None, str
         return model, None, model
     pretrained = pretrained or None
     return model, pretrained, f"{model}/{pretrained}" if pretrained else model
+
+
+def embedding_dim(model: str, pretrained: str | None = None) -> int | None:
+    """The embedding width of a model from its config, without loading weights (None if unknown)."""
+    import json
+
+    name, _, _ = model_spec(model, pretrained)
+    if name.startswith("local-dir:"):
+        config = Path(name.removeprefix("local-dir:")) / "open_clip_config.json"
+        try:
+            return int(json.loads(config.read_text())["model_cfg"]["embed_dim"])
+        except (OSError, ValueError, KeyError):
+            return None
+    if name.startswith("hf-hub:"):
+        return None
+    # Read open_clip's bundled config without importing it (that would import torch).
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        config = Path(location) / "model_configs" / f"{name}.json"
+        if config.is_file():
+            try:
+                return int(json.loads(config.read_text())["embed_dim"])
+            except (OSError, ValueError, KeyError):
+                return None
+    return None
 
 
 def _is_checkpoint_path(tag: str) -> bool:

@@ -33,11 +33,14 @@ _DEFAULT_MODEL_BY_DIM = {
 def read_state_dict(path: Path) -> dict[str, np.ndarray]:
     """The tensors of a ``.pth`` state dict as float64 arrays (safe loading only)."""
     import pickle
+    import warnings
 
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the protocol of foreign pickles
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise PredictorError(f"{path}: no such file") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,8 +161,16 @@ class Predictor:
         }
 
 
-def save_predictor(predictor: Predictor, out: Path, *, overwrite: bool = False) -> Path:
+def save_predictor(
+    predictor: Predictor,
+    out: Path,
+    *,
+    overwrite: bool = False,
+    extras: Callable[[Path], object] | None = None,
+) -> Path:
     """Write ``out/`` atomically (a sibling temporary folder renamed into place).
+
+    ``extras`` may add files (the training report) to the folder before it appears.
 
     Raises
     ------
@@ -190,6 +199,8 @@ def save_predictor(predictor: Predictor, out: Path, *, overwrite: bool = False) 
         meta = predictor.metadata()
         meta["sha256"] = hashlib.sha256((tmp / WEIGHTS_FILE).read_bytes()).hexdigest()
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+        if extras is not None:
+            extras(tmp)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -207,7 +207,7 @@ def rater_aware_targets(
     def rater_weight() -> np.ndarray:
         return np.where(spam_mask(), opts.spam_weight, 1.0) / noise_var
 
-    def fit_images() -> tuple[np.ndarray, np.ndarray]:
+    def fit_images() -> np.ndarray:
         nonlocal u
         w = rater_weight()
         wj, bj = w[j_idx], b[j_idx]
@@ -215,7 +215,7 @@ def rater_aware_targets(
         den = np.bincount(i_idx, weights=wj * bj * bj, minlength=n_img)
         prior = 1.0 / max(float(np.var(u)), 1e-6)  # images start at the centre, worth 1/var
         u = num / (den + prior)
-        return num, den + prior
+        return den + prior
 
     def anchor() -> None:
         # The model is unchanged by u -> c*u + d with matching a, b; pin the average
@@ -243,7 +243,7 @@ def rater_aware_targets(
                 & ~constant
             )
     fit_raters()
-    num, precision = fit_images()
+    precision = fit_images()
     agreement = _agreement(y, i_idx, j_idx, a, b, rater_weight(), u, n_img, n_rat)
 
     keep = img_counts >= opts.min_ratings

@@ -8,7 +8,15 @@ import sys
 import typer
 
 from dreamrate import __version__
-from dreamrate.cli import bot_cmd, config_cmd, db_cmd, generation_cmd, models_cmd, ratings_cmd
+from dreamrate.cli import (
+    aesthetic_cmd,
+    bot_cmd,
+    config_cmd,
+    db_cmd,
+    generation_cmd,
+    models_cmd,
+    ratings_cmd,
+)
 from dreamrate.cli.context import state
 from dreamrate.errors import DreamrateError
 
@@ -30,6 +38,9 @@ app.add_typer(ratings_cmd.app, name="ratings")
 app.command("bot")(bot_cmd.bot_cmd)
 app.command("worker")(generation_cmd.worker_cmd)
 app.command("generate")(generation_cmd.generate_cmd)
+app.command("embed")(aesthetic_cmd.embed_cmd)
+app.command("train")(aesthetic_cmd.train_cmd)
+app.add_typer(aesthetic_cmd.predictor_app, name="predictor")
 
 
 def _version(value: bool) -> None:

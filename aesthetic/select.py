@@ -1,0 +1,116 @@
+"""Which images to ask the community to rate next.
+
+Each rating should teach the predictor as much as possible, so candidates are ranked by
+
+* how few ratings they have (an unrated image is worth more than a fifth opinion),
+* how much the predictor's cross-validation heads disagree about them (uncertainty),
+
+and picked greedily so that each pick is far, in CLIP space, from the ones already picked
+in this batch and from the images the community has already rated most (diversity).
+Without a predictor (or embeddings) the bot falls back to "fewest ratings first".
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aesthetic.predictor import Predictor, PredictorError
+from db.models import Embedding, Image, Rating
+from ratings.selection import images_needing_ratings
+
+__all__ = ["choose_for_rating", "priority", "select_images_to_rate"]
+
+logger = logging.getLogger(__name__)
+
+#: Most candidates scored per request (those with the fewest ratings).
+CANDIDATE_POOL = 5000
+
+
+def priority(n_ratings: np.ndarray, uncertainty: np.ndarray | None) -> np.ndarray:
+    """Value of one more rating: fewer ratings and more disagreement rank higher."""
+    few = 1.0 / np.sqrt(1.0 + n_ratings.astype(np.float64))
+    if uncertainty is None or not np.isfinite(uncertainty).all() or uncertainty.max() <= 0:
+        return few
+    spread = uncertainty / max(float(np.median(uncertainty)), 1e-12)
+    return few * (0.5 + np.minimum(spread, 4.0))
+
+
+def choose_for_rating(
+    embeddings: np.ndarray,
+    n_ratings: np.ndarray,
+    count: int,
+    *,
+    uncertainty: np.ndarray | None = None,
+    covered: np.ndarray | None = None,
+) -> list[int]:
+    """Row indices of ``count`` candidates, best first (pure; used by the bot and benchmark).
+
+    ``embeddings`` are unit rows of the candidates; ``covered`` (optional unit rows) are
+    images the predictor already knows well, which new picks should stay away from.
+    """
+    n = len(embeddings)
+    if n == 0 or count <= 0:
+        return []
+    base = priority(n_ratings, uncertainty)
+    # Similarity to the nearest already-covered or already-picked image (0 = unrelated).
+    nearest = np.zeros(n)
+    if covered is not None and len(covered):
+        for start in range(0, len(covered), 4096):
+            sims = embeddings @ covered[start : start + 4096].T
+            nearest = np.maximum(nearest, sims.max(axis=1))
+    picked: list[int] = []
+    available = np.ones(n, dtype=bool)
+    for _ in range(min(count, n)):
+        novelty = 1.0 - np.clip(nearest, 0.0, 1.0)
+        score = np.where(available, base * (0.25 + novelty), -np.inf)
+        best = int(np.argmax(score))
+        picked.append(best)
+        available[best] = False
+        nearest = np.maximum(nearest, embeddings @ embeddings[best])
+    return picked
+
+
+async def select_images_to_rate(
+    engine: AsyncEngine, count: int, predictor: Predictor | None
+) -> list[int]:
+    """Image ids for ``/rate`` and the feed: active selection when ``predictor`` exists."""
+    if predictor is None:
+        return await images_needing_ratings(engine, count)
+    counts = select(Rating.image_id, func.count().label("n")).group_by(Rating.image_id).subquery()
+    query = (
+        select(Image.id, func.coalesce(counts.c.n, 0).label("n"), Embedding.vector)
+        .join(
+            Embedding,
+            (Embedding.image_id == Image.id) & (Embedding.model == predictor.embedding_model),
+        )
+        .outerjoin(counts, counts.c.image_id == Image.id)
+        .where(
+            Image.removed.is_(False),
+            Image.flagged.is_(False),
+            Image.discord_message_id.is_not(None),
+        )
+        .order_by(func.coalesce(counts.c.n, 0), Image.id.desc())
+        .limit(CANDIDATE_POOL)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    if not rows:
+        # Nothing embedded yet (run `dreamrate embed`): fewest ratings first.
+        return await images_needing_ratings(engine, count)
+    ids = np.array([row.id for row in rows])
+    n_ratings = np.array([row.n for row in rows])
+    vectors = np.frombuffer(b"".join(row.vector for row in rows), dtype=np.float32)
+    try:
+        x = predictor.prepare(vectors.reshape(len(rows), -1)) / np.float32(predictor.input_scale)
+        members = predictor.ensemble_predict(x)
+    except PredictorError as exc:
+        logger.warning("active selection off: %s", exc.message)
+        return await images_needing_ratings(engine, count)
+    uncertainty = None if members is None else members.std(axis=1)
+    well_rated = x[n_ratings >= max(3, int(np.percentile(n_ratings, 90)))]
+    chosen = choose_for_rating(x, n_ratings, count, uncertainty=uncertainty, covered=well_rated)
+    return [int(ids[k]) for k in chosen]

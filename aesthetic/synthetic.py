@@ -1,0 +1,100 @@
+"""A synthetic community with a hidden taste, for the benchmark, tests and the demo.
+
+Images come in prompts (four near-identical embeddings per prompt) drawn around a few
+dozen themes, like CLIP embeddings of generated images; a hidden "true aesthetic" is a
+direction plus a non-linear part; raters have their own offset, scale and noise, and a
+share of them are spammers (constant or random ratings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["SyntheticWorld", "make_world"]
+
+
+@dataclass
+class SyntheticWorld:
+    embeddings: np.ndarray  #: (n_images, dim) float32 unit vectors
+    truth: np.ndarray  #: hidden aesthetic of each image (standardised)
+    groups: np.ndarray  #: prompt of each image
+    rater_offset: np.ndarray
+    rater_scale: np.ndarray
+    rater_noise: np.ndarray
+    spammer: np.ndarray  #: 0 honest, 1 constant, 2 random
+    seed: int
+
+    @property
+    def n_raters(self) -> int:
+        return len(self.rater_offset)
+
+    def rate(self, images: np.ndarray, raters: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Ratings 1..10 that ``raters`` give ``images`` (pairwise)."""
+        raw = (
+            5.5
+            + self.rater_offset[raters]
+            + self.rater_scale[raters] * 1.5 * self.truth[images]
+            + rng.normal(0, 1, len(images)) * self.rater_noise[raters]
+        )
+        values = np.clip(np.rint(raw), 1, 10)
+        values = np.where(self.spammer[raters] == 1, 8.0, values)
+        return np.where(self.spammer[raters] == 2, rng.integers(1, 11, len(images)), values)
+
+    def random_ratings(
+        self, n: int, rng: np.random.Generator, images: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``n`` ratings of random images (from ``images``) by random raters, no repeats."""
+        pool = np.arange(len(self.truth)) if images is None else images
+        img = rng.choice(pool, n)
+        rat = rng.integers(0, self.n_raters, n)
+        pairs = np.unique(img.astype(np.int64) * self.n_raters + rat, return_index=True)[1]
+        img, rat = img[np.sort(pairs)], rat[np.sort(pairs)]
+        return img, rat, self.rate(img, rat, rng)
+
+
+def make_world(
+    n_images: int,
+    *,
+    dim: int = 768,
+    n_raters: int = 200,
+    spam_share: float = 0.05,
+    themes: int = 40,
+    per_prompt: int = 4,
+    seed: int = 0,
+) -> SyntheticWorld:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (themes, dim))
+    theme_weights = rng.dirichlet(np.full(themes, 0.5))  # some themes are far more popular
+    n_prompts = (n_images + per_prompt - 1) // per_prompt
+    prompt_theme = rng.choice(themes, n_prompts, p=theme_weights)
+    prompts = centres[prompt_theme] + rng.normal(0, 1.0, (n_prompts, dim))
+    groups = np.repeat(np.arange(n_prompts), per_prompt)[:n_images]
+    x = prompts[groups] + rng.normal(0, 0.35, (n_images, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    direction = rng.normal(0, 1, dim)
+    direction /= np.linalg.norm(direction)
+    bend = rng.normal(0, 1, dim)
+    bend /= np.linalg.norm(bend)
+    linear = x @ direction
+    curve = x @ bend
+    truth = (linear - linear.mean()) / linear.std()
+    nonlinear = (curve - curve.mean()) / curve.std()
+    truth = truth + 0.35 * (nonlinear**2 - 1)  # a part no linear head can capture
+    truth = (truth - truth.mean()) / truth.std()
+    spammer = np.zeros(n_raters, dtype=np.int64)
+    n_spam = round(n_raters * spam_share)
+    chosen = rng.choice(n_raters, n_spam, replace=False)
+    spammer[chosen[: n_spam // 2]] = 1
+    spammer[chosen[n_spam // 2 :]] = 2
+    return SyntheticWorld(
+        embeddings=x.astype(np.float32),
+        truth=truth,
+        groups=groups,
+        rater_offset=rng.normal(0, 1.0, n_raters),
+        rater_scale=rng.uniform(0.4, 1.6, n_raters),
+        rater_noise=rng.uniform(0.5, 2.5, n_raters),
+        spammer=spammer,
+        seed=seed,
+    )

@@ -1,0 +1,258 @@
+"""``dreamrate embed``, ``dreamrate train`` and ``dreamrate predictor ...``."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dreamrate.app import ensure_writable_dir, open_database
+from dreamrate.cli.context import state
+from dreamrate.errors import DreamrateError
+
+__all__ = ["embed_cmd", "predictor_app", "train_cmd"]
+
+predictor_app = typer.Typer(
+    help="Import, export and inspect aesthetic predictors.", no_args_is_help=True
+)
+
+
+class UsageError(DreamrateError):
+    """Options that do not fit together."""
+
+
+def _embedding_model_id(override: str | None = None) -> str:
+    from aesthetic.clip_model import model_spec
+
+    if override:
+        return override
+    emb = state.settings.embedding
+    return model_spec(emb.model, emb.pretrained)[2]
+
+
+def embed_cmd(
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Images per batch (default: the setting).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Embed at most this many.")] = None,
+) -> None:
+    """Compute CLIP embeddings of rated images that lack them (resumable; stop any time)."""
+    from aesthetic.clip_model import load_clip
+    from aesthetic.embed import embed_rated_images
+
+    settings = state.settings
+    clip = load_clip(
+        settings.embedding.model, settings.embedding.pretrained, device=settings.embedding.device
+    )
+
+    async def run():
+        engine = await open_database(settings)
+        try:
+            return await embed_rated_images(
+                engine,
+                clip,
+                settings.images_dir,
+                batch_size=batch_size or settings.embedding.batch_size,
+                limit=limit,
+            )
+        finally:
+            await engine.dispose()
+
+    summary = asyncio.run(run())
+    typer.echo(
+        f"embedded {summary.embedded} image(s) with {clip.id} ({clip.dim}-d); "
+        f"{summary.already} already had one"
+        + (f"; {summary.unreadable} unreadable file(s) skipped" if summary.unreadable else "")
+    )
+
+
+def _print_metrics(result) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Held-out metrics (grouped by prompt, vs held-out mean ratings)")
+    for column in ("model", "Spearman", "Pearson", "MSE", "pairwise acc."):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, m in result.metrics.items():
+        table.add_row(name, *(f"{m[k]:.3f}" for k in ("spearman", "pearson", "mse", "pairwise")))
+    Console().print(table)
+
+
+def train_cmd(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Predictor folder to write (default: predictors dir / --name)."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Predictor name.")] = None,
+    model: Annotated[
+        str, typer.Option(help="ridge (penalty by CV), mlp, or auto (choose by CV).")
+    ] = "ridge",
+    ratings: Annotated[
+        Path | None,
+        typer.Option(help="Parquet: image_id, rater_id, rating [, group, timestamp]."),
+    ] = None,
+    embeddings: Annotated[
+        Path | None, typer.Option(help="Parquet: image_id, embedding (list of float32).")
+    ] = None,
+    embedding_model: Annotated[
+        str | None,
+        typer.Option(help="Embedding model of --embeddings (default: the configured one)."),
+    ] = None,
+    min_ratings: Annotated[
+        int | None, typer.Option(min=1, help="Ratings an image needs (default: the setting).")
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, max=20, help="Grouped CV folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed for folds and the MLP.")] = 0,
+    activate: Annotated[
+        bool, typer.Option(help="Make it the predictor that picks images to rate.")
+    ] = True,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+) -> None:
+    """Train an aesthetic predictor on the community's ratings (or on Parquet files)."""
+    from aesthetic.clip_model import embedding_dim
+    from aesthetic.dataset import load_database_data, load_file_data
+    from aesthetic.predictor import save_predictor
+    from aesthetic.report import write_report
+    from aesthetic.train import check_embeddings, train_predictor
+
+    settings = state.settings
+    if model not in ("ridge", "mlp", "auto"):
+        raise UsageError(f"--model: must be ridge, mlp or auto, not {model!r}")
+    if (ratings is None) != (embeddings is None):
+        raise UsageError("--ratings and --embeddings go together (or neither: the database)")
+    model_id = _embedding_model_id(embedding_model)
+    emb = settings.embedding
+    dim = embedding_dim(model_id) if embedding_model else embedding_dim(emb.model, emb.pretrained)
+    name = name or f"dreamrate-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    out = out or settings.predictors_dir / name
+    if out.exists() and not force:
+        raise UsageError(f"--out: {out} already exists (choose another folder or --force)")
+    ensure_writable_dir(out.parent.resolve(), "--out")
+    values = settings.rating.values
+    scale = {"scale": settings.rating.scale, "min": min(values), "max": max(values)}
+
+    async def from_database():
+        engine = await open_database(settings)
+        try:
+            return await load_database_data(
+                engine,
+                embedding_model=model_id,
+                scale=settings.rating.scale,
+                images_dir=settings.images_dir,
+            )
+        finally:
+            await engine.dispose()
+
+    if ratings is not None and embeddings is not None:
+        data = load_file_data(ratings, embeddings, embedding_model=model_id, dim=dim)
+    else:
+        data = asyncio.run(from_database())
+        if len(data.image_ids):
+            check_embeddings(data.embeddings, dim, model_id)
+    result = train_predictor(
+        data,
+        model=model,  # type: ignore[arg-type]
+        min_ratings=min_ratings or settings.rating.min_ratings_per_image,
+        folds=folds,
+        seed=seed,
+        name=name,
+        scale=scale,
+        progress=lambda msg: typer.echo(f"... {msg}", err=True),
+    )
+    save_predictor(
+        result.predictor,
+        out,
+        overwrite=force,
+        extras=lambda folder: write_report(result, folder, image_paths=data.image_paths),
+    )
+    if ratings is None:
+
+        async def register() -> None:
+            from aesthetic.registry import register_predictor
+
+            engine = await open_database(settings)
+            try:
+                await register_predictor(engine, result.predictor, out, activate=activate)
+            finally:
+                await engine.dispose()
+
+        asyncio.run(register())
+    _print_metrics(result)
+    spam = result.effects.spam
+    typer.echo(
+        f"trained {result.summary['model']} on {result.summary['images']} images "
+        f"({result.summary['ratings']} ratings, {result.summary['raters']} raters"
+        + (f", {len(spam)} flagged as spam" if spam else "")
+        + f"); predictor {result.predictor.id} in {out}; report {out / 'report.html'}"
+    )
+
+
+@predictor_app.command("import")
+def import_cmd(
+    path: Annotated[Path, typer.Argument(help="A LAION or Simulacra .pth head.")],
+    out: Annotated[Path, typer.Option(help="Predictor folder to write.")],
+    kind: Annotated[
+        str | None,
+        typer.Option(help="laion-v2, laion-v2-relu, laion-v1 or simulacra (default: detect)."),
+    ] = None,
+    embedding_model: Annotated[
+        str | None, typer.Option(help="Embedding model it reads (default: from name/width).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+) -> None:
+    """Convert a published head (loaded with weights_only, never unpickled) into a predictor folder."""
+    from aesthetic.interop import import_head
+    from aesthetic.predictor import save_predictor
+
+    predictor = import_head(path, kind=kind, embedding_model=embedding_model, name=out.name)
+    save_predictor(predictor, out, overwrite=force)
+    typer.echo(
+        f"imported {predictor.source} as a {predictor.kind} head on {predictor.embedding_model} "
+        f"({predictor.dim}-d, input scale {predictor.input_scale:g}) into {out}"
+    )
+
+
+@predictor_app.command("export-laion")
+def export_laion_cmd(
+    predictor: Annotated[Path, typer.Argument(help="Predictor folder.")],
+    out: Annotated[Path, typer.Option(help=".pth file to write.")],
+) -> None:
+    """Write an nn.Linear(dim, 1) state dict that LAION's tools load (affine heads only)."""
+    from aesthetic.interop import export_laion
+    from aesthetic.predictor import load_predictor
+
+    loaded = load_predictor(predictor)
+    export_laion(loaded, out)
+    typer.echo(f"wrote nn.Linear({loaded.dim}, 1) state dict for {loaded.embedding_model} to {out}")
+
+
+@predictor_app.command("show")
+def show_cmd(predictor: Annotated[Path, typer.Argument(help="Predictor folder.")]) -> None:
+    """Print a predictor's metadata as JSON."""
+    import json
+
+    from aesthetic.predictor import load_predictor
+
+    typer.echo(json.dumps(load_predictor(predictor).metadata(), indent=2, default=str))
+
+
+@predictor_app.command("activate")
+def activate_cmd(predictor: Annotated[Path, typer.Argument(help="Predictor folder.")]) -> None:
+    """Use this predictor to choose which images members are asked to rate."""
+    from aesthetic.predictor import load_predictor
+    from aesthetic.registry import register_predictor
+
+    loaded = load_predictor(predictor, embedding_model=_embedding_model_id())
+
+    async def run() -> None:
+        engine = await open_database(state.settings)
+        try:
+            await register_predictor(engine, loaded, predictor, activate=True)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    typer.echo(f"active predictor: {loaded.name} ({loaded.id})")

@@ -1,0 +1,123 @@
+"""A small rated community in a real database: prompts, image files, members and ratings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.models import Image, Job, Rating, User
+from db.types import utcnow
+from generation.store import ImageStore
+
+
+@dataclass
+class Community:
+    image_ids: list[int]
+    brightness: dict[int, float]  #: the hidden taste: brighter is better
+    removed_image: int
+    banned_user: int
+    opted_out_user: int
+
+
+async def seed_community(
+    engine: AsyncEngine,
+    images_dir: Path,
+    *,
+    prompts: int = 12,
+    per_prompt: int = 3,
+    raters: int = 6,
+    seed: int = 0,
+) -> Community:
+    rng = np.random.default_rng(seed)
+    store = ImageStore(images_dir)
+    image_ids: list[int] = []
+    brightness: dict[int, float] = {}
+    async with engine.begin() as conn:
+        user_ids = [
+            (
+                await conn.execute(
+                    insert(User).values(discord_id=1000 + k, name=f"member{k}").returning(User.id)
+                )
+            ).scalar_one()
+            for k in range(raters + 2)
+        ]
+        banned, opted_out = user_ids[-2], user_ids[-1]
+        for p in range(prompts):
+            job_id = (
+                await conn.execute(
+                    insert(Job)
+                    .values(
+                        requester_id=user_ids[p % raters],
+                        prompt=f"a painting number {p}",
+                        model="tiny",
+                        width=32,
+                        height=32,
+                        steps=1,
+                        guidance=0,
+                        seed=p,
+                        num_images=per_prompt,
+                    )
+                    .returning(Job.id)
+                )
+            ).scalar_one()
+            hue = rng.integers(0, 255, 3)
+            for index in range(per_prompt):
+                level = float(rng.uniform(0.1, 1.0))
+                pixels = (np.clip(hue * level + rng.normal(0, 20, (32, 32, 3)), 0, 255)).astype(
+                    np.uint8
+                )
+                sha, rel = store.save(PILImage.fromarray(pixels))
+                image_id = (
+                    await conn.execute(
+                        insert(Image)
+                        .values(
+                            job_id=job_id,
+                            index=index,
+                            seed=p * 10 + index,
+                            width=32,
+                            height=32,
+                            sha256=sha,
+                            path=rel,
+                            discord_message_id=900_000 + p * 10 + index,
+                        )
+                        .returning(Image.id)
+                    )
+                ).scalar_one()
+                image_ids.append(image_id)
+                brightness[image_id] = float(pixels.mean())
+        lo, hi = min(brightness.values()), max(brightness.values())
+        rows = []
+        for image_id in image_ids:
+            for user in rng.choice(user_ids[:raters], 3, replace=False):
+                taste = 1 + 9 * (brightness[image_id] - lo) / (hi - lo)
+                value = float(np.clip(np.rint(taste + rng.normal(0, 1)), 1, 10))
+                rows.append({"user_id": int(user), "image_id": image_id, "value": value})
+            # Banned and opted-out members rate everything 1: they must never count.
+            for user in (banned, opted_out):
+                rows.append({"user_id": user, "image_id": image_id, "value": 1.0})
+        now = utcnow()
+        await conn.execute(
+            insert(Rating),
+            [
+                {
+                    **row,
+                    "scale": "numbers-10",
+                    "source": "reaction",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for row in rows
+            ],
+        )
+        await conn.execute(User.__table__.update().where(User.id == banned).values(banned=True))
+        await conn.execute(
+            User.__table__.update().where(User.id == opted_out).values(opted_out=True)
+        )
+        removed = image_ids[0]
+        await conn.execute(Image.__table__.update().where(Image.id == removed).values(removed=True))
+    return Community(image_ids, brightness, removed, banned, opted_out)

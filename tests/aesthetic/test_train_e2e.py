@@ -1,0 +1,274 @@
+"""embed -> train -> report -> predictor commands, end to end on the tiny open_clip model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import func, select
+
+from aesthetic.dataset import load_database_data
+from aesthetic.predictor import load_predictor
+from aesthetic.select import select_images_to_rate
+from aesthetic.synthetic import make_world
+from db.engine import create_engine
+from db.models import Embedding
+from db.models import Predictor as PredictorRow
+from tests.aesthetic.community import seed_community
+from tests.test_cli import _one_error_line, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def community(tmp_path: Path, tiny_models: tuple[Path, Path]):  # type: ignore[no-untyped-def]
+    data_dir = tmp_path / "data"
+    env = {
+        "DREAMRATE_DATA_DIR": str(data_dir),
+        "DREAMRATE_EMBEDDING_MODEL": str(tiny_models[1]),
+        "DREAMRATE_EMBEDDING_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",
+    }
+    assert run_cli("db", "upgrade", env=env).returncode == 0
+    url = f"sqlite+aiosqlite:///{data_dir / 'dreamrate.db'}"
+
+    async def seed():
+        engine = create_engine(url)
+        try:
+            return await seed_community(engine, data_dir / "images")
+        finally:
+            await engine.dispose()
+
+    return env, url, asyncio.run(seed())
+
+
+def _count(url: str, query):  # type: ignore[no-untyped-def]
+    async def run():
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return (await conn.execute(query)).scalar_one()
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def test_embed_is_resumable_and_train_writes_predictor_and_report(
+    community, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    env, url, seeded = community
+    first = run_cli("embed", "--limit", "5", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "embedded 5 image(s)" in first.stdout
+    rest = run_cli("embed", "--batch-size", "7", env=env)
+    assert rest.returncode == 0, rest.stderr
+    rated = len(seeded.image_ids) - 1  # the removed image is never embedded
+    assert f"embedded {rated - 5} image(s)" in rest.stdout
+    again = run_cli("embed", env=env)
+    assert "embedded 0 image(s)" in again.stdout and f"{rated} already had one" in again.stdout
+    assert _count(url, select(func.count()).select_from(Embedding)) == rated
+
+    out = tmp_path / "predictor"
+    trained = run_cli("train", "--out", str(out), "--name", "community", env=env)
+    assert trained.returncode == 0, trained.stderr
+    assert "Spearman" in trained.stdout and "baseline" in trained.stdout
+    assert f"trained ridge on {rated} images" in trained.stdout
+    meta = json.loads((out / "predictor.json").read_text())
+    assert meta["dim"] == 32 and meta["head"]["kind"] == "affine" and meta["head"]["ensemble"] == 5
+    assert meta["training"]["images"] == rated and meta["training"]["prompts"] == 12
+    # Banned and opted-out members' ratings are not in the panel (6 raters, 3 per image).
+    assert meta["training"]["raters"] == 6 and meta["training"]["ratings"] == rated * 3
+    assert set(meta["metrics"]) == {"dreamrate", "baseline"}
+    for name in (
+        "report.html",
+        "ratings.png",
+        "raters.png",
+        "predicted.png",
+        "calibration.png",
+        "learning.png",
+        "highest.png",
+        "lowest.png",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    report = (out / "report.html").read_text()
+    assert "Held-out metrics" in report and 'src="highest.png"' in report
+
+    predictor = load_predictor(out)
+    assert _count(url, select(PredictorRow.path).where(PredictorRow.active.is_(True))) == str(
+        out.resolve()
+    )
+
+    async def check_data_and_selection():
+        engine = create_engine(url)
+        try:
+            data = await load_database_data(
+                engine, embedding_model=predictor.embedding_model, scale="numbers-10"
+            )
+            chosen = await select_images_to_rate(engine, 4, predictor)
+            return data, chosen
+        finally:
+            await engine.dispose()
+
+    data, chosen = asyncio.run(check_data_and_selection())
+    assert seeded.removed_image not in data.image_ids.tolist()
+    assert len(chosen) == 4 and len(set(chosen)) == 4 and seeded.removed_image not in chosen
+    scores = predictor.predict(data.embeddings)
+    assert scores.shape == (rated,) and np.isfinite(scores).all()
+
+    # Nothing is overwritten without --force.
+    before = (out / "model.safetensors").read_bytes()
+    _one_error_line(run_cli("train", "--out", str(out), env=env), "already exists")
+    assert (out / "model.safetensors").read_bytes() == before
+
+    laion = tmp_path / "laion.pth"
+    exported = run_cli("predictor", "export-laion", str(out), "--out", str(laion), env=env)
+    assert exported.returncode == 0 and "nn.Linear(32, 1)" in exported.stdout
+    _one_error_line(
+        run_cli(
+            "predictor", "activate", str(out), env={**env, "DREAMRATE_EMBEDDING_MODEL": "ViT-B-32"}
+        ),
+        "reads local-dir:",
+        "not ViT-B-32/openai",
+    )
+
+
+def test_too_few_ratings_says_how_many_are_needed(
+    tmp_path: Path, tiny_models: tuple[Path, Path]
+) -> None:
+    env = {
+        "DREAMRATE_DATA_DIR": str(tmp_path / "data"),
+        "DREAMRATE_EMBEDDING_MODEL": str(tiny_models[1]),
+    }
+    out = tmp_path / "p"
+    assert run_cli("db", "upgrade", env=env).returncode == 0
+    _one_error_line(
+        run_cli("train", "--out", str(out), env=env),
+        "too few ratings to train: need at least 20 images",
+    )
+    assert not out.exists()
+
+
+def _write_files(
+    folder: Path, *, n_images: int = 120, dim: int = 32, nan_row: bool = False
+) -> tuple[Path, Path]:
+    world = make_world(n_images, dim=dim, n_raters=20, seed=3)
+    rng = np.random.default_rng(0)
+    img, rat, val = world.random_ratings(n_images * 3, rng)
+    ratings = folder / "ratings.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "image_id": img,
+                "rater_id": [f"r{r}" for r in rat],
+                "rating": val,
+                "group": world.groups[img].astype(str),
+            }
+        ),
+        ratings,
+    )
+    emb = world.embeddings.copy()
+    if nan_row:
+        emb[5, 3] = np.nan
+    embeddings = folder / "embeddings.parquet"
+    column = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim)
+    pq.write_table(pa.table({"image_id": np.arange(n_images), "embedding": column}), embeddings)
+    return ratings, embeddings
+
+
+def test_train_from_parquet_files_and_bad_embeddings(
+    tmp_path: Path, tiny_models: tuple[Path, Path]
+) -> None:
+    env = {
+        "DREAMRATE_DATA_DIR": str(tmp_path / "data"),
+        "DREAMRATE_EMBEDDING_MODEL": str(tiny_models[1]),
+    }
+    ratings, embeddings = _write_files(tmp_path)
+    out = tmp_path / "from-files"
+    trained = run_cli(
+        "train",
+        "--ratings",
+        str(ratings),
+        "--embeddings",
+        str(embeddings),
+        "--out",
+        str(out),
+        "--model",
+        "auto",
+        env=env,
+    )
+    assert trained.returncode == 0, trained.stderr
+    meta = json.loads((out / "predictor.json").read_text())
+    rated = len(set(pq.read_table(ratings).column("image_id").to_pylist()))
+    assert 100 < rated < 120  # random raters miss a few images
+    assert meta["training"]["images"] == rated and meta["training"]["model"] in ("ridge", "mlp")
+    assert any(key.endswith("(not chosen)") for key in meta["metrics"])
+    assert "trained from files" in (out / "report.html").read_text()
+
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    _, wide_embeddings = _write_files(wide, dim=48)
+    _one_error_line(
+        run_cli(
+            "train",
+            "--ratings",
+            str(ratings),
+            "--embeddings",
+            str(wide_embeddings),
+            "--out",
+            str(tmp_path / "x"),
+            env=env,
+        ),
+        "embeddings are 48-d but",
+        "32-d",
+    )
+    nan = tmp_path / "nan"
+    nan.mkdir()
+    _, nan_embeddings = _write_files(nan, nan_row=True)
+    _one_error_line(
+        run_cli(
+            "train",
+            "--ratings",
+            str(ratings),
+            "--embeddings",
+            str(nan_embeddings),
+            "--out",
+            str(tmp_path / "y"),
+            env=env,
+        ),
+        "1 embedding(s) contain NaN",
+    )
+    _one_error_line(
+        run_cli("train", "--ratings", str(ratings), env=env),
+        "--ratings and --embeddings go together",
+    )
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_import_show_and_refuse_a_pickle_with_code(tmp_path: Path) -> None:
+    reference = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
+    head = reference / "laion-improved-aesthetic-predictor" / "sac+logos+ava1-l14-linearMSE.pth"
+    if not head.is_file():
+        pytest.skip("no reference data")
+    out = tmp_path / "laion-v2"
+    imported = run_cli("predictor", "import", str(head), "--out", str(out))
+    assert imported.returncode == 0, imported.stderr
+    assert "laion-v2" in imported.stdout and "affine" in imported.stdout
+    shown = json.loads(run_cli("predictor", "show", str(out)).stdout)
+    assert shown["embedding_model"] == "ViT-L-14/openai" and shown["source"].startswith("laion-v2:")
+
+    import pickle
+
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"weight": Path("/etc/passwd")}))
+    _one_error_line(
+        run_cli("predictor", "import", str(evil), "--out", str(tmp_path / "evil")),
+        "not a plain state dict",
+    )
+    assert not (tmp_path / "evil").exists()
+    _one_error_line(run_cli("predictor", "show", str(tmp_path)), "is not a predictor folder")
