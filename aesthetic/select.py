@@ -6,7 +6,7 @@ Each rating should teach the predictor as much as possible, so candidates are ra
 * how much the predictor's cross-validation heads disagree about them (uncertainty),
 
 and picked greedily so that each pick is far, in CLIP space, from the ones already picked
-in this batch and from the images the community has already rated most (diversity).
+in this batch (diversity).
 Without a predictor (or embeddings) the bot falls back to "fewest ratings first".
 """
 
@@ -111,6 +111,5 @@ async def select_images_to_rate(
         logger.warning("active selection off: %s", exc.message)
         return await images_needing_ratings(engine, count)
     uncertainty = None if members is None else members.std(axis=1)
-    well_rated = x[n_ratings >= max(3, int(np.percentile(n_ratings, 90)))]
-    chosen = choose_for_rating(x, n_ratings, count, uncertainty=uncertainty, covered=well_rated)
+    chosen = choose_for_rating(x, n_ratings, count, uncertainty=uncertainty)
     return [int(ids[k]) for k in chosen]

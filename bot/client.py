@@ -36,7 +36,6 @@ from generation.request import (
 )
 from ratings.moderation import get_guild_settings
 from ratings.scale import RatingScale
-from ratings.selection import images_needing_ratings
 from ratings.service import RatingService, ReactionEvent
 
 if TYPE_CHECKING:
@@ -98,6 +97,7 @@ class DreamrateBot(discord.Client):
         # Backfill runs in the same queue, after every event that arrived before it:
         # otherwise a stale queued event could be applied after the reconciliation.
         self._reactions: asyncio.Queue[ReactionEvent | None] = asyncio.Queue()
+        self._predictor_cache: tuple[str, float, Any] | None = None
         register_commands(self)
 
     # -- life cycle -----------------------------------------------------------------------
@@ -352,6 +352,37 @@ class DreamrateBot(discord.Client):
             await conn.execute(update(Job).where(Job.id == job.id).values(delivered_at=utcnow()))
         self._last_progress.pop(job.id, None)
 
+    async def images_to_rate(self, count: int) -> list[int]:
+        """Image ids for /rate and the feed: active selection once a predictor is active."""
+        from aesthetic.select import select_images_to_rate
+
+        return await select_images_to_rate(self.engine, count, await self._active_predictor())
+
+    async def _active_predictor(self) -> Any:
+        from pathlib import Path
+
+        from aesthetic.clip_model import model_spec
+        from aesthetic.predictor import PredictorError, load_predictor
+        from db.models import Predictor as PredictorRow
+
+        async with self.engine.connect() as conn:
+            path = await conn.scalar(select(PredictorRow.path).where(PredictorRow.active.is_(True)))
+        if path is None:
+            return None
+        try:
+            mtime = (Path(path) / "predictor.json").stat().st_mtime
+            if self._predictor_cache and self._predictor_cache[:2] == (path, mtime):
+                return self._predictor_cache[2]
+            emb = self.settings.embedding
+            predictor = load_predictor(
+                Path(path), embedding_model=model_spec(emb.model, emb.pretrained)[2]
+            )
+        except (OSError, PredictorError) as exc:
+            logger.warning("active predictor unusable, rating fewest-rated images first: %s", exc)
+            return None
+        self._predictor_cache = (path, mtime, predictor)
+        return predictor
+
     async def post_for_rating(
         self, channel_id: int, image_ids: list[int], *, kind: str
     ) -> list[int]:
@@ -418,7 +449,7 @@ class DreamrateBot(discord.Client):
                 interval = timedelta(minutes=minutes or self.settings.discord.feed_interval)
                 if last is not None and utcnow() - last < interval:
                     continue
-                chosen = await images_needing_ratings(self.engine, 1)
+                chosen = await self.images_to_rate(1)
                 if chosen:
                     posts += len(await self.post_for_rating(channel_id, chosen, kind="feed"))
         return posts

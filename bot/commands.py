@@ -16,7 +16,6 @@ from bot.admin import register_admin
 from dreamrate.errors import DreamrateError
 from generation.request import RequestInput
 from ratings.privacy import erase, export_mine, set_opted_out
-from ratings.selection import images_needing_ratings
 from ratings.stats import rating_stats
 
 if TYPE_CHECKING:
@@ -143,7 +142,7 @@ def register_commands(bot: "DreamrateBot") -> None:
     async def rate(
         interaction: discord.Interaction, count: app_commands.Range[int, 1, 10] = 3
     ) -> None:
-        chosen = await images_needing_ratings(bot.engine, count)
+        chosen = await bot.images_to_rate(count)
         if not chosen:
             await interaction.response.send_message(
                 "No images to rate yet: try /dream!", ephemeral=True
