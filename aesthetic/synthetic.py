@@ -9,6 +9,7 @@ share of them are spammers (constant or random ratings).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -98,3 +99,46 @@ def make_world(
         spammer=spammer,
         seed=seed,
     )
+
+
+def write_clip_retrieval(
+    folder: Path,
+    *,
+    shards: int,
+    rows: int,
+    dim: int = 768,
+    dtype: str = "float16",
+    seed: int = 0,
+    pad: int = 0,
+) -> list[Path]:
+    """A clip-retrieval folder: ``img_emb/img_emb_N.npy`` and ``metadata/metadata_N.parquet``
+    (``url``, ``caption``, ``key``) of unit vectors; N zero-padded to ``pad`` digits."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (folder / "img_emb").mkdir(parents=True, exist_ok=True)
+    (folder / "metadata").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    written = []
+    for n in range(shards):
+        label = str(n).zfill(pad)
+        x = np.empty((rows, dim), dtype=dtype)
+        for start in range(0, rows, 65536):  # bounded memory for big shards
+            block = rng.standard_normal((min(65536, rows - start), dim), dtype=np.float32)
+            block /= np.linalg.norm(block, axis=1, keepdims=True)
+            x[start : start + len(block)] = block
+        path = folder / "img_emb" / f"img_emb_{label}.npy"
+        np.save(path, x)
+        keys = [f"{n:05d}{i:06d}" for i in range(rows)]
+        pq.write_table(
+            pa.table(
+                {
+                    "url": [f"https://images.example.org/{k}.jpg" for k in keys],
+                    "caption": [f"synthetic caption {k} of a photo" for k in keys],
+                    "key": keys,
+                }
+            ),
+            folder / "metadata" / f"metadata_{label}.parquet",
+        )
+        written.append(path)
+    return written

@@ -157,10 +157,10 @@ def main() -> None:
     pool, test = np.arange(n_pool), np.arange(n_pool, n_pool + TEST_IMAGES)
     limit = 40_000 if not args.quick else 10_000
     goal = 0.8 if not args.quick else 0.7
-    spent = {}
+    curves = {}
     for mode in ("random", "active"):
         started = time.perf_counter()
-        spent[mode], _ = ratings_to_reach(
+        _, curves[mode] = ratings_to_reach(
             world,
             pool,
             test,
@@ -170,17 +170,27 @@ def main() -> None:
             limit=limit,
             seed=args.seed,
         )
-        print(f"  {mode}: {spent[mode]:,} ratings ({time.perf_counter() - started:.0f} s)")
-    print_table(
-        f"Ratings to reach held-out Spearman {goal} (pool {n_pool:,} images, batches of 500)",
-        ["random", "active", "active / random"],
-        [
+        print(f"  {mode}: {curves[mode][-1][0]:,} ratings ({time.perf_counter() - started:.0f} s)")
+
+    def reach(curve: list[tuple[int, float]], level: float) -> int | None:
+        return next((n for n, rho in curve if rho >= level), None)
+
+    rows = []
+    for level in (goal - 0.1, goal):
+        r, a = reach(curves["random"], level), reach(curves["active"], level)
+        ratio = f"{a / r:.0%}" if r and a else "n/a"
+        rows.append(
             [
-                f"{spent['random']:,}",
-                f"{spent['active']:,}",
-                f"{spent['active'] / spent['random']:.0%}",
+                f"{level:.1f}",
+                f"{r:,}" if r else f"> {limit:,}",
+                f"{a:,}" if a else f"> {limit:,}",
+                ratio,
             ]
-        ],
+        )
+    print_table(
+        f"Ratings to reach held-out Spearman (pool {n_pool:,} images, batches of 500)",
+        ["Spearman", "random", "active", "active / random"],
+        rows,
     )
 
     if not args.quick:

@@ -16,6 +16,8 @@ from dreamrate.cli import (
     generation_cmd,
     models_cmd,
     ratings_cmd,
+    score_cmd,
+    synthetic_cmd,
 )
 from dreamrate.cli.context import state
 from dreamrate.errors import DreamrateError
@@ -41,6 +43,9 @@ app.command("generate")(generation_cmd.generate_cmd)
 app.command("embed")(aesthetic_cmd.embed_cmd)
 app.command("train")(aesthetic_cmd.train_cmd)
 app.add_typer(aesthetic_cmd.predictor_app, name="predictor")
+app.command("score")(score_cmd.score_cmd)
+app.add_typer(score_cmd.export_app, name="export")
+app.add_typer(synthetic_cmd.app, name="synthetic")
 
 
 def _version(value: bool) -> None:

@@ -10,7 +10,7 @@ from PIL import Image as PILImage
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.models import Image, Job, Rating, User
+from db.models import Image, Job, JobStatus, Rating, User
 from db.types import utcnow
 from generation.store import ImageStore
 
@@ -61,6 +61,7 @@ async def seed_community(
                         guidance=0,
                         seed=p,
                         num_images=per_prompt,
+                        status=JobStatus.DONE,
                     )
                     .returning(Job.id)
                 )

@@ -1,0 +1,140 @@
+"""Running one scoring task per shard: in a local process pool or on a Ray cluster.
+
+Both engines call the same :func:`aesthetic.scorer.score_shard_limited`, so the files they
+write are byte-for-byte the same. Shard problems come back as results (listed at the end);
+a task that dies (a worker killed, a node lost) is retried by Ray, and by the local engine
+once in a fresh process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from typing import Literal
+
+from aesthetic.predictor import Predictor
+from aesthetic.scorer import ShardResult, score_shard_limited
+from aesthetic.shards import Shard
+
+__all__ = ["Engine", "run_local", "run_ray"]
+
+logger = logging.getLogger(__name__)
+
+Engine = Literal["local", "ray"]
+Progress = Callable[[ShardResult], None]
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_local(
+    shards: Iterable[Shard],
+    predictor: Predictor,
+    out_dir: str,
+    *,
+    workers: int = 1,
+    columns: tuple[str, ...] | None = None,
+    force: bool = False,
+    on_result: Progress | None = None,
+) -> list[ShardResult]:
+    """Score shards with ``workers`` processes (1: in this process), each with its share of cores."""
+    shards = list(shards)
+    threads = max(1, _cores() // max(workers, 1))
+    results: list[ShardResult] = []
+
+    def done(result: ShardResult) -> None:
+        results.append(result)
+        if on_result:
+            on_result(result)
+
+    if workers <= 1:
+        for shard in shards:
+            done(score_shard_limited(shard, predictor, out_dir, threads, columns, force))
+        return results
+    import multiprocessing
+
+    pending = list(shards)
+    for attempt in (1, 2):
+        if not pending:
+            break
+        retry: list[Shard] = []
+        context = multiprocessing.get_context("spawn")  # no forked BLAS/torch state
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {
+                pool.submit(score_shard_limited, s, predictor, out_dir, threads, columns, force): s
+                for s in pending
+            }
+            for future in as_completed(futures):
+                shard = futures[future]
+                try:
+                    done(future.result())
+                except BrokenProcessPool:
+                    if attempt == 1:
+                        retry.append(shard)
+                    else:
+                        done(
+                            ShardResult(
+                                shard.n, shard.output_name, error="worker process died twice"
+                            )
+                        )
+        pending = retry
+        if retry:
+            logger.warning("a worker process died; retrying %d shard(s)", len(retry))
+    return results
+
+
+def run_ray(
+    shards: Iterable[Shard],
+    predictor: Predictor,
+    out_dir: str,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    columns: tuple[str, ...] | None = None,
+    force: bool = False,
+    max_retries: int = 3,
+    on_result: Progress | None = None,
+) -> list[ShardResult]:
+    """One Ray task per shard on the cluster at ``address`` (default: a local Ray)."""
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs: dict[str, object] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+        }
+        if address:
+            kwargs["address"] = address
+        elif workers:
+            kwargs["num_cpus"] = workers
+        ray.init(**kwargs)
+    try:
+        task = ray.remote(max_retries=max_retries, num_cpus=1)(score_shard_limited)
+        predictor_ref = ray.put(predictor)
+        shards = list(shards)
+        refs = {task.remote(s, predictor_ref, out_dir, 1, columns, force): s for s in shards}
+        results: list[ShardResult] = []
+        waiting = list(refs)
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=1)
+            shard = refs[ready[0]]
+            try:
+                result = ray.get(ready[0])
+            except Exception as exc:  # the task failed max_retries + 1 times
+                text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+                result = ShardResult(
+                    shard.n, shard.output_name, error=f"Ray task failed: {text[:160]}"
+                )
+            results.append(result)
+            if on_result:
+                on_result(result)
+        return results
+    finally:
+        if started_here:
+            ray.shutdown()

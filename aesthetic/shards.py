@@ -1,0 +1,195 @@
+"""Finding and checking embedding shards before any work starts.
+
+Two layouts are read, local or behind any fsspec URL:
+
+* clip-retrieval's: ``img_emb/img_emb_N.npy`` (float16 or float32, ``(rows, dim)``)
+  row-aligned with ``metadata/metadata_N.parquet``; N zero-padded or not;
+* a Parquet dataset: ``*.parquet`` files with an ``embedding`` list column (the other
+  columns are the metadata); N is the number at the end of each file name.
+
+Each shard is checked from headers and footers only (row counts, dtype, width, file size)
+so a bad shard is reported up front by file name and the good ones still run.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["Shard", "ShardProblem", "discover_shards", "npy_header"]
+
+_NUMBER = re.compile(r"(\d+)$")
+
+
+@dataclass(frozen=True)
+class Shard:
+    n: int
+    label: str  #: N as written in the source file name (keeps zero padding)
+    kind: Literal["npy", "parquet"]
+    embeddings: str  #: path or URL of the npy / parquet file
+    metadata: str | None  #: path or URL of the metadata parquet (npy layout)
+    rows: int
+    dim: int
+    dtype: str  #: "float16" or "float32" (npy) / arrow type name (parquet)
+    data_offset: int = 0  #: where the npy array starts
+
+    @property
+    def output_name(self) -> str:
+        return f"scores_{self.label}.parquet"
+
+
+@dataclass(frozen=True)
+class ShardProblem:
+    file: str
+    message: str
+
+
+def _fs(source: str) -> tuple[Any, str]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(source)
+    return fs, root.rstrip("/")
+
+
+def npy_header(handle: Any) -> tuple[tuple[int, ...], str, bool, int]:
+    """``(shape, dtype, fortran_order, data offset)`` of an open ``.npy`` file."""
+    magic = handle.read(8)
+    if len(magic) < 8 or magic[:6] != b"\x93NUMPY":
+        raise ValueError("not a .npy file")
+    major = magic[6]
+    size_bytes = 2 if major == 1 else 4
+    header_len = int.from_bytes(handle.read(size_bytes), "little")
+    header = ast.literal_eval(handle.read(header_len).decode("latin1"))
+    return (
+        tuple(header["shape"]),
+        str(header["descr"]),
+        bool(header["fortran_order"]),
+        8 + size_bytes + header_len,
+    )
+
+
+def _number(name: str, prefix: str, suffix: str) -> tuple[int, str] | None:
+    stem = name.rsplit("/", 1)[-1]
+    if not (stem.startswith(prefix) and stem.endswith(suffix)):
+        return None
+    middle = stem[len(prefix) : len(stem) - len(suffix)]
+    return (int(middle), middle) if middle.isdigit() else None
+
+
+def _npy_shard(fs: Any, n: int, label: str, emb: str, meta: str | None, scheme: str) -> Shard:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    with fs.open(emb, "rb") as handle:
+        shape, descr, fortran, offset = npy_header(handle)
+    if len(shape) != 2:
+        raise ValueError(f"array has shape {shape}, expected (rows, dim)")
+    dtype = np.dtype(descr)
+    if dtype not in (np.dtype("<f2"), np.dtype("<f4")) or fortran:
+        raise ValueError(
+            f"dtype {descr}{' (Fortran order)' if fortran else ''} is not float16/float32"
+        )
+    expected = offset + shape[0] * shape[1] * dtype.itemsize
+    size = fs.size(emb)
+    if size < expected:
+        raise ValueError(f"truncated: {size} bytes, the header promises {expected}")
+    if meta is None:
+        raise ValueError(f"no metadata_{label}.parquet for this shard")
+    with fs.open(meta, "rb") as handle:
+        meta_rows = pq.ParquetFile(handle).metadata.num_rows
+    if meta_rows != shape[0]:
+        raise ValueError(f"{shape[0]} embeddings but metadata_{label}.parquet has {meta_rows} rows")
+    return Shard(
+        n, label, "npy", scheme + emb, scheme + meta, shape[0], shape[1], dtype.name, offset
+    )
+
+
+def _parquet_shard(fs: Any, n: int, label: str, path: str, scheme: str) -> Shard:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with fs.open(path, "rb") as handle:
+        file = pq.ParquetFile(handle)
+        schema = file.schema_arrow
+        rows = file.metadata.num_rows
+        if "embedding" not in schema.names:
+            raise ValueError("no embedding column")
+        field = schema.field("embedding").type
+        if pa.types.is_fixed_size_list(field):
+            dim = field.list_size
+        elif pa.types.is_list(field) or pa.types.is_large_list(field):
+            first = (
+                file.read_row_group(0, columns=["embedding"]).column(0)
+                if file.num_row_groups
+                else None
+            )
+            dim = len(first[0].as_py()) if first is not None and len(first) else 0
+        else:
+            raise ValueError(f"embedding column is {field}, not a list of floats")
+        dtype = str(field.value_type)
+    return Shard(n, label, "parquet", scheme + path, None, rows, dim, dtype)
+
+
+def discover_shards(source: str) -> tuple[list[Shard], list[ShardProblem]]:
+    """All shards under ``source`` in N order, and the problems of those that cannot run.
+
+    Raises
+    ------
+    FileNotFoundError
+        when ``source`` holds neither layout.
+    """
+    fs, root = _fs(source)
+    scheme = (
+        ""
+        if source.startswith(("/", ".")) or "://" not in source
+        else source.split("://", 1)[0] + "://"
+    )
+    if not fs.exists(root):
+        raise FileNotFoundError(f"{source} does not exist")
+    shards: list[Shard] = []
+    problems: list[ShardProblem] = []
+    if fs.isdir(f"{root}/img_emb"):
+        metas: dict[int, str] = {}
+        if fs.isdir(f"{root}/metadata"):
+            for path in fs.ls(f"{root}/metadata", detail=False):
+                found = _number(path, "metadata_", ".parquet")
+                if found:
+                    metas[found[0]] = path
+        for path in sorted(fs.ls(f"{root}/img_emb", detail=False)):
+            found = _number(path, "img_emb_", ".npy")
+            if not found:
+                continue
+            n, label = found
+            try:
+                shards.append(_npy_shard(fs, n, label, path, metas.get(n), scheme))
+            except (ValueError, OSError, SyntaxError, KeyError) as exc:
+                problems.append(ShardProblem(scheme + path, _first_line(exc)))
+    else:
+        files = sorted(p for p in fs.ls(root, detail=False) if p.endswith(".parquet"))
+        if not files and fs.isfile(root) and root.endswith(".parquet"):
+            files = [root]
+        numbers = [_NUMBER.search(p.rsplit("/", 1)[-1].removesuffix(".parquet")) for p in files]
+        distinct = all(numbers) and len({int(m.group(1)) for m in numbers if m}) == len(files)
+        for index, path in enumerate(files):
+            match = numbers[index]
+            n, label = (
+                (int(match.group(1)), match.group(1)) if distinct and match else (index, str(index))
+            )
+            try:
+                shards.append(_parquet_shard(fs, n, label, path, scheme))
+            except (ValueError, OSError, KeyError) as exc:
+                problems.append(ShardProblem(scheme + path, _first_line(exc)))
+    if not shards and not problems:
+        raise FileNotFoundError(
+            f"{source} holds neither img_emb/img_emb_N.npy + metadata/metadata_N.parquet "
+            "nor .parquet files with an embedding column"
+        )
+    shards.sort(key=lambda s: s.n)
+    return shards, problems
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

@@ -1,0 +1,218 @@
+"""``dreamrate score`` and ``dreamrate export manifest|dataset``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dreamrate.app import ensure_writable_dir
+from dreamrate.errors import DreamrateError
+
+__all__ = ["export_app", "score_cmd"]
+
+export_app = typer.Typer(
+    help="Filtered manifests and the shareable ratings dataset.", no_args_is_help=True
+)
+
+
+class ScoreError(DreamrateError):
+    """Scoring cannot start (no shards, bad options)."""
+
+
+def score_cmd(
+    predictor: Annotated[Path, typer.Option(help="Predictor folder.")],
+    embeddings: Annotated[
+        str, typer.Option(help="Embedding folder or URL (clip-retrieval layout or Parquet).")
+    ],
+    out: Annotated[str, typer.Option(help="Output folder: scores land in OUT/scores/.")],
+    engine: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes (local) or CPUs for a local Ray.")
+    ] = 1,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="Metadata columns to keep, comma-separated (default: url, caption, key, hash when present)."
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local Ray).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rescore shards that already have scores.")] = False,
+) -> None:
+    """Score every shard; reruns skip shards already scored by this predictor."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from aesthetic.predictor import load_predictor
+    from aesthetic.score_engines import run_local, run_ray
+    from aesthetic.scorer import ShardResult
+    from aesthetic.shards import ShardProblem, discover_shards
+
+    if engine not in ("local", "ray"):
+        raise ScoreError(f"--engine: must be local or ray, not {engine!r}")
+    loaded = load_predictor(predictor)
+    try:
+        shards, problems = discover_shards(embeddings)
+    except FileNotFoundError as exc:
+        raise ScoreError(f"--embeddings: {exc}") from None
+    wrong_width = [s for s in shards if s.dim != loaded.dim]
+    for shard in wrong_width:
+        problems.append(
+            ShardProblem(
+                shard.embeddings,
+                f"embeddings are {shard.dim}-d but the predictor ({loaded.embedding_model}) reads {loaded.dim}",
+            )
+        )
+    shards = [s for s in shards if s.dim == loaded.dim]
+    if "://" in out:
+        raise ScoreError("--out: must be a local folder (scores are renamed into place)")
+    scores_dir = ensure_writable_dir(Path(out) / "scores", "--out")
+    for stale in scores_dir.glob(".scores_*.tmp"):  # left by a run that was killed
+        stale.unlink(missing_ok=True)
+    wanted = tuple(c.strip() for c in columns.split(",") if c.strip()) if columns else None
+
+    console = Console(stderr=True)
+    total_rows = sum(s.rows for s in shards)
+    results: list[ShardResult] = []
+    progress = Progress(
+        TextColumn("scoring"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
+        TextColumn("{task.fields[rate]} rows/s"),
+        TextColumn("{task.fields[shards]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    with progress:
+        task = progress.add_task(
+            "score", total=total_rows, rate="-", shards=f"0/{len(shards)} shards"
+        )
+
+        def on_result(result: ShardResult) -> None:
+            results.append(result)
+            progress.advance(task, next((s.rows for s in shards if s.n == result.n), 0))
+            elapsed = progress.tasks[0].elapsed or 0.0
+            done_rows = sum(r.rows for r in results if not r.skipped)
+            progress.update(
+                task,
+                rate=f"{done_rows / elapsed:,.0f}" if elapsed else "-",
+                shards=f"{len(results)}/{len(shards)} shards",
+            )
+
+        if engine == "local":
+            run_local(
+                shards,
+                loaded,
+                str(scores_dir),
+                workers=workers,
+                columns=wanted,
+                force=force,
+                on_result=on_result,
+            )
+        else:
+            run_ray(
+                shards,
+                loaded,
+                str(scores_dir),
+                address=ray_address,
+                workers=workers,
+                columns=wanted,
+                force=force,
+                on_result=on_result,
+            )
+
+    scored = [r for r in results if not r.error and not r.skipped]
+    skipped = [r for r in results if r.skipped]
+    failed = [(s.embeddings, r.error) for r in results if r.error for s in shards if s.n == r.n]
+    failed += [(p.file, p.message) for p in problems]
+    rows = sum(r.rows for r in scored)
+    nulls = sum(r.null_rows for r in scored)
+    lo = min((r.norm_min for r in scored), default=1.0)
+    hi = max((r.norm_max for r in scored), default=1.0)
+    if scored and (lo < 0.99 or hi > 1.01):
+        typer.echo(
+            f"warning: embeddings were not unit length (norms {lo:.3g} to {hi:.3g}); "
+            "they were L2-normalised before scoring, as the predictor expects",
+            err=True,
+        )
+    typer.echo(
+        f"scored {rows:,} rows in {len(scored)} shard(s) with {loaded.name} ({loaded.id})"
+        + (f"; {len(skipped)} shard(s) already scored" if skipped else "")
+        + (f"; {nulls:,} NaN/inf row(s) scored as null" if nulls else "")
+        + f"; scores in {scores_dir}"
+    )
+    if failed:
+        for file, message in sorted(failed):
+            typer.echo(f"error: {file}: {message}", err=True)
+        typer.echo(f"error: {len(failed)} shard(s) failed; the others are kept", err=True)
+        sys.exit(2)
+
+
+@export_app.command("manifest")
+def manifest_cmd(
+    scores: Annotated[Path, typer.Option(help="The scores folder written by `dreamrate score`.")],
+    out: Annotated[Path, typer.Option(help="Manifest folder to write.")],
+    min_score: Annotated[
+        float | None, typer.Option(help="Keep rows scoring at least this.")
+    ] = None,
+    top_fraction: Annotated[
+        float | None, typer.Option(help="Keep this best fraction of rows (0-1].")
+    ] = None,
+    rows_per_file: Annotated[int, typer.Option(min=1, help="Most rows per part file.")] = 5_000_000,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+) -> None:
+    """Write part-NNNNN.parquet files of the kept rows and manifest.json, for img2dataset."""
+    from aesthetic.manifest import export_manifest
+
+    if (min_score is None) == (top_fraction is None):
+        raise ScoreError("give exactly one of --min-score and --top-fraction")
+    if top_fraction is not None and not 0 < top_fraction <= 1:
+        raise ScoreError(f"--top-fraction: must be in (0, 1], got {top_fraction}")
+    summary = export_manifest(
+        scores,
+        out,
+        min_score=min_score,
+        top_fraction=top_fraction,
+        rows_per_file=rows_per_file,
+        force=force,
+    )
+    typer.echo(
+        f"kept {summary['rows_out']:,} of {summary['rows_in']:,} rows "
+        f"(aesthetic >= {summary['threshold']:.4g}) in {len(summary['files'])} file(s) in {out}"
+    )
+
+
+@export_app.command("dataset")
+def dataset_cmd(
+    out: Annotated[Path, typer.Option(help="Dataset folder to write.")],
+    force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+) -> None:
+    """Write the community's images, generations and ratings as a shareable dataset."""
+    from dreamrate.app import open_database
+    from dreamrate.cli.context import state
+    from ratings.dataset_export import export_dataset
+
+    async def run():  # type: ignore[no-untyped-def]
+        engine = await open_database(state.settings)
+        try:
+            return await export_dataset(engine, state.settings.images_dir, out, force=force)
+        finally:
+            await engine.dispose()
+
+    counts = asyncio.run(run())
+    typer.echo(
+        f"wrote {counts['generations']} generations, {counts['images']} images and "
+        f"{counts['ratings']} ratings by {counts['raters']} pseudonymous raters to {out}"
+    )

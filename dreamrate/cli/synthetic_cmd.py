@@ -1,0 +1,81 @@
+"""``dreamrate synthetic``: data with a known hidden taste, to try the trainer offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Synthetic data with a known hidden taste.", no_args_is_help=True)
+
+
+@app.command("panel")
+def panel_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for ratings.parquet and embeddings.parquet.")],
+    images: Annotated[int, typer.Option(min=20, help="Rated images.")] = 2000,
+    ratings_per_image: Annotated[
+        float, typer.Option(min=0.5, help="Average ratings per image.")
+    ] = 3.0,
+    raters: Annotated[int, typer.Option(min=2, help="Raters (5% of them spammers).")] = 200,
+    dim: Annotated[int, typer.Option(min=2, help="Embedding width (768 for ViT-L-14).")] = 768,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Write a rated synthetic community in the files ``dreamrate train`` reads, plus the
+    hidden truth (``truth.parquet``) to check a predictor against."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from aesthetic.synthetic import make_world
+    from dreamrate.app import ensure_writable_dir
+
+    ensure_writable_dir(out, "--out")
+    world = make_world(images, dim=dim, n_raters=raters, seed=seed)
+    rng = np.random.default_rng(seed)
+    img, rat, val = world.random_ratings(round(images * ratings_per_image), rng)
+    pq.write_table(
+        pa.table(
+            {
+                "image_id": img.astype(np.int64),
+                "rater_id": [f"rater-{r}" for r in rat],
+                "rating": val,
+                "group": [f"prompt-{g}" for g in world.groups[img]],
+            }
+        ),
+        out / "ratings.parquet",
+    )
+    column = pa.FixedSizeListArray.from_arrays(pa.array(world.embeddings.reshape(-1)), dim)
+    pq.write_table(
+        pa.table({"image_id": np.arange(images, dtype=np.int64), "embedding": column}),
+        out / "embeddings.parquet",
+    )
+    pq.write_table(
+        pa.table({"image_id": np.arange(images, dtype=np.int64), "truth": world.truth}),
+        out / "truth.parquet",
+    )
+    typer.echo(f"wrote {len(img)} ratings of {images} images by {raters} raters to {out}")
+
+
+@app.command("shards")
+def shards_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for img_emb/ and metadata/.")],
+    shards: Annotated[int, typer.Option(min=1, help="Number of shards.")] = 2,
+    rows: Annotated[int, typer.Option(min=1, help="Rows per shard.")] = 10_000,
+    dim: Annotated[int, typer.Option(min=2, help="Embedding width (768 for ViT-L-14).")] = 768,
+    dtype: Annotated[str, typer.Option(help="float16 or float32.")] = "float16",
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Write a clip-retrieval embedding folder (img_emb_N.npy + metadata_N.parquet) of unit
+    vectors with url, caption and key columns, to try scoring offline."""
+    from aesthetic.synthetic import write_clip_retrieval
+    from dreamrate.app import ensure_writable_dir
+    from dreamrate.errors import DreamrateError
+
+    if dtype not in ("float16", "float32"):
+        raise DreamrateError(f"--dtype: must be float16 or float32, not {dtype!r}")
+    ensure_writable_dir(out, "--out")
+    write_clip_retrieval(out, shards=shards, rows=rows, dim=dim, dtype=dtype, seed=seed)
+    typer.echo(f"wrote {shards} shard(s) of {rows:,} {dim}-d {dtype} embeddings to {out}")
