@@ -8,6 +8,7 @@ once in a fresh process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -16,7 +17,13 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Literal
 
 from aesthetic.predictor import Predictor
-from aesthetic.scorer import ShardResult, score_shard_limited
+from aesthetic.scorer import (
+    ShardResult,
+    _limit_threads,
+    _set_threads,
+    score_shard_limited,
+    score_shards_pipelined,
+)
 from aesthetic.shards import Shard
 
 __all__ = ["Engine", "run_local", "run_ray"]
@@ -31,6 +38,17 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def local_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool for :func:`run_local` (reuse one across runs to start workers once)."""
+    import multiprocessing
+
+    # forkserver: workers fork from a clean server that imported the scorer once, instead
+    # of each importing it (spawn) or inheriting used thread pools (fork).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["pyarrow.parquet", "aesthetic.scorer", "aesthetic.kernels"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
 def run_local(
     shards: Iterable[Shard],
     predictor: Predictor,
@@ -40,8 +58,10 @@ def run_local(
     columns: tuple[str, ...] | None = None,
     force: bool = False,
     on_result: Progress | None = None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> list[ShardResult]:
-    """Score shards with ``workers`` processes (1: in this process), each with its share of cores."""
+    """Score shards with ``workers`` processes (1: in this process), each with its share of
+    cores; ``pool`` (from :func:`local_pool`) reuses started workers."""
     shards = list(shards)
     threads = max(1, _cores() // max(workers, 1))
     results: list[ShardResult] = []
@@ -52,20 +72,25 @@ def run_local(
             on_result(result)
 
     if workers <= 1:
-        for shard in shards:
-            done(score_shard_limited(shard, predictor, out_dir, threads, columns, force))
+        _set_threads(threads)
+        with _limit_threads(threads):
+            score_shards_pipelined(
+                shards, predictor, out_dir, columns=columns, force=force, on_result=done
+            )
         return results
-    import multiprocessing
-
     pending = list(shards)
     for attempt in (1, 2):
         if not pending:
             break
         retry: list[Shard] = []
-        context = multiprocessing.get_context("spawn")  # no forked BLAS/torch state
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        own = pool is None or attempt == 2  # a broken pool cannot be reused
+        executor = local_pool(workers) if own else pool
+        assert executor is not None
+        with executor if own else contextlib.nullcontext(executor):
             futures = {
-                pool.submit(score_shard_limited, s, predictor, out_dir, threads, columns, force): s
+                executor.submit(
+                    score_shard_limited, s, predictor, out_dir, threads, columns, force
+                ): s
                 for s in pending
             }
             for future in as_completed(futures):
