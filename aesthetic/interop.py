@@ -6,14 +6,13 @@ anything but tensors (a pickle with code in it) is refused, never executed.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from aesthetic.predictor import Predictor, PredictorError
+from dreamrate.atomic import atomic_file
 
 __all__ = ["KINDS", "detect_kind", "export_laion", "import_head", "read_state_dict"]
 
@@ -168,17 +167,6 @@ def export_laion(predictor: Predictor, out: Path) -> Path:
         "bias": torch.tensor([bias], dtype=torch.float32),
     }
     out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as exc:
-        raise PredictorError(f"--out: cannot write in {out.parent} ({exc.strerror})") from None
-    try:
+    with atomic_file(out, PredictorError) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise PredictorError(f"--out: cannot write {out} ({exc.strerror})") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return out

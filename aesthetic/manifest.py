@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from aesthetic.scorer import META_PREDICTOR, META_PREDICTOR_HASH
+from dreamrate.atomic import atomic_folder
 from dreamrate.errors import DreamrateError
 
 __all__ = ["ManifestError", "export_manifest", "score_files"]
@@ -167,12 +165,7 @@ def export_manifest(
     edges = np.linspace(lo, hi if hi > lo else lo + 1, 21)
     histogram = np.zeros(20, dtype=np.int64)
 
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    except OSError as exc:
-        raise ManifestError(f"--out: cannot write in {out.parent} ({exc.strerror})") from None
-    try:
+    with atomic_folder(out, ManifestError, overwrite=force) as tmp:
         writer = _PartWriter(tmp, rows_per_file)
         columns: list[str] = []
         for path in files:
@@ -203,16 +196,4 @@ def export_manifest(
             "histogram": {"edges": [float(e) for e in edges], "counts": histogram.tolist()},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except OSError as exc:
-        raise ManifestError(f"--out: cannot write {out} ({exc.strerror})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {**manifest, "threshold": threshold}

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from dreamrate.atomic import atomic_folder
 from dreamrate.errors import DreamrateError
 
 __all__ = [
@@ -180,8 +178,6 @@ def save_predictor(
     from safetensors.numpy import save_file
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise PredictorError(f"--out: {out} already exists (choose another folder or --force)")
     tensors: dict[str, np.ndarray] = {}
     for k, (weight, bias) in enumerate(predictor.layers):
         tensors[f"layers.{k}.weight"] = np.ascontiguousarray(weight, dtype=np.float32)
@@ -189,30 +185,13 @@ def save_predictor(
     if predictor.ensemble is not None:
         tensors["ensemble.weight"] = np.ascontiguousarray(predictor.ensemble[0], dtype=np.float32)
         tensors["ensemble.bias"] = np.ascontiguousarray(predictor.ensemble[1], dtype=np.float32)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    except OSError as exc:
-        raise PredictorError(f"--out: cannot write in {out.parent} ({exc.strerror})") from None
-    try:
+    with atomic_folder(out, PredictorError, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
         meta = predictor.metadata()
         meta["sha256"] = hashlib.sha256((tmp / WEIGHTS_FILE).read_bytes()).hexdigest()
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
         if extras is not None:
             extras(tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except OSError as exc:
-        raise PredictorError(f"--out: cannot write {out} ({exc.strerror})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

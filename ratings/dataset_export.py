@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.models import Image, Job, JobStatus, Rating, User
+from dreamrate.atomic import atomic_folder
 from dreamrate.errors import DreamrateError
 
 __all__ = ["DatasetExportError", "export_dataset"]
@@ -112,12 +111,7 @@ async def export_dataset(
     def pseudonym(user_id: int) -> str:
         return hmac.new(key, str(user_id).encode(), hashlib.sha256).hexdigest()[:16]
 
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    except OSError as exc:
-        raise DatasetExportError(f"--out: cannot write in {out.parent} ({exc.strerror})") from None
-    try:
+    with atomic_folder(out, DatasetExportError, overwrite=force) as tmp:
         (tmp / "images").mkdir()
         kept_images = []
         for image in images:
@@ -180,18 +174,6 @@ async def export_dataset(
             "raters": len({r.user_id for r in kept_ratings}),
         }
         (tmp / "README.md").write_text(_datasheet(counts), encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except OSError as exc:
-        raise DatasetExportError(f"--out: cannot write {out} ({exc.strerror})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return counts
 
 

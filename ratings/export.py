@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.models import Image, Rating, User
+from dreamrate.atomic import atomic_file
 from dreamrate.errors import DreamrateError
 
 __all__ = ["EXPORT_COLUMNS", "ExportError", "current_ratings", "export_ratings"]
@@ -111,17 +110,6 @@ async def export_ratings(engine: AsyncEngine, out: Path) -> int:
     if writer is None:
         raise ExportError(f"--out: the file must end in .parquet or .jsonl, not {out.name!r}")
     rows = await current_ratings(engine)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as exc:
-        raise ExportError(f"--out: cannot write in {out.parent} ({exc.strerror})") from None
-    try:
-        writer(rows, Path(tmp))
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise ExportError(f"--out: cannot write {out} ({exc.strerror})") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_file(out, ExportError) as tmp:
+        writer(rows, tmp)
     return len(rows)
