@@ -24,6 +24,12 @@ def _figure():
     return plt
 
 
+def _save(plt, fig, path: Path) -> None:  # type: ignore[no-untyped-def]
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _plot_ratings(result: TrainingResult, path: Path) -> None:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -34,9 +40,7 @@ def _plot_ratings(result: TrainingResult, path: Path) -> None:
     ax.set_xlabel("rating")
     ax.set_ylabel("images")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_raters(result: TrainingResult, path: Path) -> None:
@@ -67,9 +71,7 @@ def _plot_raters(result: TrainingResult, path: Path) -> None:
     ax.set_xlabel("offset (rating points added)")
     ax.set_ylabel("scale (1 = average range)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_predicted(result: TrainingResult, path: Path) -> None:
@@ -82,9 +84,7 @@ def _plot_predicted(result: TrainingResult, path: Path) -> None:
     ax.set_xlabel("held-out mean rating")
     ax.set_ylabel("out-of-fold prediction")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_calibration(result: TrainingResult, path: Path) -> None:
@@ -101,9 +101,7 @@ def _plot_calibration(result: TrainingResult, path: Path) -> None:
     ax.set_xlabel("predicted (decile mean)")
     ax.set_ylabel("held-out mean rating")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_learning(result: TrainingResult, path: Path) -> None:
@@ -114,9 +112,7 @@ def _plot_learning(result: TrainingResult, path: Path) -> None:
         ax.plot(n, rho, marker="o")
     ax.set_xlabel("training images")
     ax.set_ylabel("held-out Spearman")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def image_grid(
