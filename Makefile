@@ -1,10 +1,10 @@
-# Two commands do all the set-up on a fresh machine: `make test` (and, later, `make demo`).
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint format install clean
+.PHONY: test demo lint format install clean
 
 # (Re)install when pyproject.toml changes; pip resolves torch 2.14.1 / torchvision 0.29.1
 # from the wheels on the CI machines (see DEVELOPERS.md).
@@ -26,6 +26,11 @@ format: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The whole loop offline in a few minutes: a local Discord-compatible server, the real bot,
+# tiny models unless real ones are configured; everything lands in ./demo.
+demo: $(STAMP)
+	$(BIN)/dreamrate demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

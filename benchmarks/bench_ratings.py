@@ -28,10 +28,10 @@ from benchmarks.common import (
     print_table,
     sqlite_database,
 )
+from bot.local_discord import CHANNEL_ID, FakeDiscord, Member
 from db.models import Image, Job, RatingEvent, User
 from ratings.export import current_ratings
 from ratings.service import present_emojis
-from tests.discord_server.server import CHANNEL_ID, FakeDiscord, Member
 
 EMOJIS = ["1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7️⃣", "8️⃣", "9️⃣", "🔟"]
 
@@ -39,11 +39,11 @@ EMOJIS = ["1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7�
 async def run(url: str, events: int, members: int, images: int) -> list[object]:
     from bot.client import DreamrateBot
     from bot.connection import point_discord_at
+    from bot.local_discord import GUILD_ID
     from db.engine import create_engine
     from db.models import RatingEventKind
     from dreamrate.services import build_repository
     from dreamrate.settings import load_settings
-    from tests.discord_server.server import GUILD_ID
 
     server = FakeDiscord()
     await server.start()

@@ -15,7 +15,7 @@ DREAMRATE = Path(sys.executable).parent / "dreamrate"
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     full_env = {
         k: v
@@ -30,7 +30,7 @@ def run_cli(
         text=True,
         env=full_env,
         cwd=cwd,
-        timeout=120,
+        timeout=timeout,
     )
 
 

@@ -13,6 +13,7 @@ from dreamrate.cli import (
     bot_cmd,
     config_cmd,
     db_cmd,
+    demo_cmd,
     generation_cmd,
     models_cmd,
     ratings_cmd,
@@ -44,6 +45,7 @@ app.command("embed")(aesthetic_cmd.embed_cmd)
 app.command("train")(aesthetic_cmd.train_cmd)
 app.add_typer(aesthetic_cmd.predictor_app, name="predictor")
 app.command("score")(score_cmd.score_cmd)
+app.command("demo")(demo_cmd.demo_cmd)
 app.add_typer(score_cmd.export_app, name="export")
 app.add_typer(synthetic_cmd.app, name="synthetic")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.discord_server.server import GUILD_ID, FakeDiscord
+from bot.local_discord import GUILD_ID, FakeDiscord
 
 TOKEN = "MTEwMDAwMDAwMDAwMDAwMDAwMw.fake.bot-token-never-printed"
 

@@ -10,9 +10,9 @@ from sqlalchemy import insert, select
 
 from aesthetic.predictor import Predictor, save_predictor
 from aesthetic.registry import register_predictor
+from bot.local_discord import FakeDiscord, Member
 from db.models import Embedding, ImagePost
 from tests.aesthetic.community import seed_community
-from tests.discord_server.server import FakeDiscord, Member
 
 FAY = Member(33, "fay")
 MODEL = "ViT-L-14/openai"  # the bot's configured embedding model (the default)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.discord_server.server import Member
+from bot.local_discord import Member
 
 
 def image_messages(server, token: str) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
@@ -85,8 +85,8 @@ async def test_dreamrate_bot_process_logs_in_and_keeps_the_token_secret(
     import sys
     from pathlib import Path
 
+    from bot.local_discord import GUILD_ID
     from tests.bot.conftest import TOKEN
-    from tests.discord_server.server import GUILD_ID
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DREAMRATE_")}
     env.update(

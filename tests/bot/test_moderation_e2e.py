@@ -6,10 +6,10 @@ import asyncio
 
 from sqlalchemy import func, select
 
+from bot.local_discord import BASIC, CHANNEL_ID, MANAGE_GUILD, FakeDiscord, Member
 from db.models import Job
 from ratings.export import current_ratings
 from tests.bot.test_ratings_e2e import dream
-from tests.discord_server.server import BASIC, CHANNEL_ID, MANAGE_GUILD, FakeDiscord, Member
 
 MOD = Member(31, "mod", permissions=BASIC | MANAGE_GUILD)
 EVE, FAY = Member(32, "eve"), Member(33, "fay")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from bot.local_discord import FakeDiscord, Member
 from db.models import Job
 from ratings.export import current_ratings
 from tests.bot.conftest import start_bot, stop_bot
-from tests.discord_server.server import FakeDiscord, Member
 
 ADA, BOB, CY = Member(21, "ada"), Member(22, "bob"), Member(23, "cy")
 

@@ -1,4 +1,4 @@
-"""A small Discord-compatible server (REST + gateway) for end-to-end tests of the bot.
+"""A small Discord-compatible server (REST + gateway) for end-to-end tests and `dreamrate demo`.
 
 An unmodified discord.py client talks to it over HTTP and a websocket when
 ``discord.http.Route.BASE`` and ``DiscordWebSocket.DEFAULT_GATEWAY`` point here

@@ -1,0 +1,308 @@
+"""``dreamrate demo``: the whole loop on one machine, offline, in a few minutes.
+
+A local Discord-compatible server (``bot/local_discord.py``) stands in for Discord; the
+real bot and an in-process worker run against it on SQLite. A small community plays:
+members ``/dream``, the bot posts every image with rating emoji, members react following a
+hidden taste (brighter images are better) with two careless raters among them, and one
+member opts out first. Then the maintainer's stages run on what was collected: embed,
+train (with the report), score a synthetic clip-retrieval dataset, export a manifest and
+the ratings dataset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DemoSummary", "run_demo"]
+
+logger = logging.getLogger(__name__)
+
+MARKER = ".dreamrate-demo"
+PROMPTS = (
+    "a lighthouse at dawn",
+    "a cat made of clouds",
+    "an orchard in autumn",
+    "a brutalist library",
+    "a paper boat on a lake",
+    "a neon city in the rain",
+    "a tea house in the mountains",
+    "a fox in the snow",
+    "a greenhouse full of orchids",
+    "a desert caravan at night",
+    "a lantern festival",
+    "a whale above the clouds",
+)
+RATING_EMOJI = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7️⃣", "8️⃣", "9️⃣", "🔟")
+
+
+@dataclass
+class DemoSummary:
+    folder: Path
+    jobs: int = 0
+    images: int = 0
+    ratings: int = 0
+    reactions: int = 0
+    opted_out_reactions: int = 0
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    spearman_vs_taste: float = float("nan")
+    spam_raters: int = 0
+    rows_scored: int = 0
+    rows_kept: int = 0
+    paths: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _hidden_direction(dim: int, seed: int) -> np.ndarray:
+    """The community's hidden taste: a direction in CLIP space (taste is close to linear
+    there, which is why LAION's and Simulacra's linear heads work)."""
+    direction = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+    return direction / np.linalg.norm(direction)
+
+
+def _tastes(clip: Any, pngs: list[bytes], seed: int) -> np.ndarray:
+    from PIL import Image
+
+    images = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
+    return clip.embed_images(images) @ _hidden_direction(clip.dim, seed)
+
+
+def prepare_folder(folder: Path) -> Path:
+    """A fresh demo folder (an earlier demo's folder is replaced; anything else is refused)."""
+    from dreamrate.errors import ConfigError
+
+    if folder.exists() and any(folder.iterdir()):
+        if not (folder / MARKER).exists():
+            raise ConfigError(f"--dir: {folder} is not empty and not a dreamrate demo folder")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("created by dreamrate demo; safe to delete\n")
+    return folder
+
+
+async def run_demo(
+    folder: Path,
+    *,
+    members: int = 8,
+    prompts: int = 12,
+    images_per_prompt: int = 2,
+    generation_model: str | None = None,
+    embedding_model: str | None = None,
+    seed: int = 0,
+    pace: float = 1.2,
+    say: Any = print,
+) -> DemoSummary:
+    """Play the loop in ``folder``; return what happened."""
+    from bot.client import DreamrateBot
+    from bot.connection import point_discord_at
+    from bot.local_discord import BASIC, GUILD_ID, FakeDiscord, Member
+    from db.engine import create_engine
+    from db.migrate import upgrade
+    from dreamrate.services import build_repository, build_worker
+    from dreamrate.settings import load_settings
+
+    started = time.perf_counter()
+    rng = random.Random(seed)
+    summary = DemoSummary(folder=folder)
+    data = folder / "data"
+    if generation_model is None or embedding_model is None:
+        from dreamrate.cli.models_cmd import make_tiny
+
+        say("writing tiny offline models (no real ones configured)")
+        tiny_sd, tiny_clip = make_tiny(folder / "models")
+        generation_model = generation_model or str(tiny_sd)
+        embedding_model = embedding_model or str(tiny_clip)
+
+    from aesthetic.clip_model import load_clip
+
+    clip = load_clip(embedding_model, None, device="cpu")
+    server = FakeDiscord()
+    await server.start()
+    settings = load_settings(
+        data_dir=data,
+        discord={
+            "api_base": server.api_base,
+            "gateway_url": server.gateway_url,
+            "guilds": [GUILD_ID],
+        },
+        generation={
+            "model": generation_model,
+            "default_steps": 2,
+            "device": "cpu",
+            "per_user_queue_cap": prompts,  # members queue several requests at once
+        },
+        embedding={"model": embedding_model, "device": "cpu"},
+    )
+    point_discord_at(settings.discord.api_base, settings.discord.gateway_url)
+    data.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.database_url)
+    await upgrade(engine)
+    repo = build_repository(settings, engine)
+    worker = build_worker(settings, repo)
+    worker.poll_interval = 0.1
+    bot = DreamrateBot(
+        settings=settings, engine=engine, repo=repo, worker=worker, delivery_interval=0.1
+    )
+    bot_task = asyncio.get_running_loop().create_task(bot.start("demo.local.token"))
+    try:
+        await server.wait_connected()
+        await server.wait_for(lambda: server.commands and bot.is_ready())
+        community = [Member(5000 + k, f"member{k}", permissions=BASIC) for k in range(members)]
+        careless = set(rng.sample(range(members - 1), max(1, members // 4)))
+        private = community[-1]
+        say(f"{members} members join; {private.name} opts out of rating collection")
+        await server.slash(private, "privacy", subcommand="optout")
+
+        say(f"{prompts} /dream requests, {images_per_prompt} images each")
+        tokens = []
+        for k in range(prompts):
+            _, token = await server.slash(
+                community[k % members],
+                "dream",
+                [
+                    {"name": "prompt", "type": 3, "value": PROMPTS[k % len(PROMPTS)]},
+                    {"name": "images", "type": 4, "value": images_per_prompt},
+                    {"name": "seed", "type": 4, "value": 1000 + k},
+                ],
+            )
+            tokens.append(token)
+
+        def posted() -> list[int]:
+            ids = [
+                m
+                for token in tokens
+                for m in server.followups.get(token, [])
+                if server.messages[m]["attachments"]
+                and len(server.reactions[m]) >= len(RATING_EMOJI)
+            ]
+            return ids if len(ids) == prompts * images_per_prompt else []
+
+        try:
+            messages = await server.wait_for(posted, timeout=240)
+        except AssertionError:
+            from dreamrate.errors import DreamrateError
+
+            raise DreamrateError(
+                "demo: the bot did not post every image within 4 minutes"
+            ) from None
+        summary.jobs, summary.images = prompts, len(messages)
+        tastes = _tastes(clip, [server.files[m][0] for m in messages], seed)
+        lo, hi = float(tastes.min()), float(tastes.max())
+        taste = {
+            m: 1 + 9 * (t - lo) / max(hi - lo, 1e-9) for m, t in zip(messages, tastes, strict=True)
+        }
+        say(f"{len(messages)} images posted; members rate them with emoji (a few seconds apart)")
+        plans: dict[int, list[tuple[int, str]]] = {k: [] for k in range(members)}
+        for m in messages:
+            for k in rng.sample(range(members), min(4, members)):
+                if k in careless:
+                    value = rng.randint(1, 10)
+                else:
+                    value = int(np.clip(round(taste[m] + rng.gauss(0, 1.0)), 1, 10))
+                plans[k].append((m, RATING_EMOJI[value - 1]))
+                summary.reactions += 1
+                summary.opted_out_reactions += community[k] is private
+
+        async def rate(k: int) -> None:
+            # People take a moment per image; the aggregation flags sub-second raters.
+            for m, emoji in plans[k]:
+                await server.react(community[k], m, emoji)
+                await asyncio.sleep(pace)
+
+        await asyncio.gather(*(rate(k) for k in plans))
+
+        from ratings.export import current_ratings
+
+        expected = summary.reactions - summary.opted_out_reactions
+        for _ in range(600):
+            if len(await current_ratings(engine)) >= expected:
+                break
+            await asyncio.sleep(0.05)
+        summary.ratings = len(await current_ratings(engine))
+    finally:
+        await bot.close()
+        bot_task.cancel()
+        await server.stop()
+
+    try:
+        await _maintainer_stages(settings, engine, clip, folder, summary, seed, say)
+    finally:
+        await engine.dispose()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+async def _maintainer_stages(
+    settings: Any, engine: Any, clip: Any, folder: Path, summary: DemoSummary, seed: int, say: Any
+) -> None:
+    from scipy.stats import spearmanr
+
+    from aesthetic.clip_model import model_spec
+    from aesthetic.dataset import load_database_data
+    from aesthetic.embed import embed_rated_images
+    from aesthetic.manifest import export_manifest
+    from aesthetic.predictor import save_predictor
+    from aesthetic.registry import register_predictor
+    from aesthetic.report import write_report
+    from aesthetic.score_engines import run_local
+    from aesthetic.shards import discover_shards
+    from aesthetic.synthetic import write_clip_retrieval
+    from aesthetic.train import train_predictor
+    from ratings.dataset_export import export_dataset
+
+    say("embedding the rated images with CLIP")
+    await embed_rated_images(engine, clip, settings.images_dir, show_progress=False)
+    model_id = model_spec(settings.embedding.model, settings.embedding.pretrained)[2]
+
+    say("training the predictor (rater-aware targets, grouped cross-validation)")
+    data = await load_database_data(
+        engine,
+        embedding_model=model_id,
+        scale=settings.rating.scale,
+        images_dir=settings.images_dir,
+    )
+    result = train_predictor(
+        data, name="demo", scale={"scale": "numbers-10", "min": 1.0, "max": 10.0}
+    )
+    predictor_dir = folder / "predictor"
+    save_predictor(
+        result.predictor,
+        predictor_dir,
+        extras=lambda tmp: write_report(result, tmp, image_paths=data.image_paths),
+    )
+    await register_predictor(engine, result.predictor, predictor_dir, activate=True)
+    summary.metrics = result.metrics
+    summary.spam_raters = len(result.effects.spam)
+    rows = {int(i): k for k, i in enumerate(data.image_ids.tolist())}
+    hidden = data.embeddings[[rows[int(i)] for i in result.image_ids]] @ _hidden_direction(
+        data.embeddings.shape[1], seed
+    )
+    summary.spearman_vs_taste = float(spearmanr(result.oof, hidden).statistic)
+
+    say("scoring a synthetic clip-retrieval dataset and exporting a manifest")
+    shards_dir = folder / "laion-sample"
+    write_clip_retrieval(shards_dir, shards=2, rows=50_000, dim=result.predictor.dim, seed=1)
+    shards, _ = discover_shards(str(shards_dir))
+    results = run_local(shards, result.predictor, str(folder / "scored" / "scores"), workers=1)
+    summary.rows_scored = sum(r.rows for r in results)
+    manifest = export_manifest(folder / "scored" / "scores", folder / "manifest", top_fraction=0.1)
+    summary.rows_kept = int(manifest["rows_out"])
+
+    say("exporting the community's ratings dataset")
+    await export_dataset(engine, settings.images_dir, folder / "dataset")
+    summary.paths = {
+        "training report": predictor_dir / "report.html",
+        "predictor": predictor_dir,
+        "manifest": folder / "manifest",
+        "ratings dataset": folder / "dataset",
+        "database": Path(str(settings.database_url).split("///", 1)[-1]),
+    }
