@@ -21,6 +21,7 @@ from bot.commands import register_commands
 from bot.embeds import image_embed, job_status_text, job_view
 from bot.uploads import fit_for_upload
 from db.models import GuildSettings, Image, ImagePost, Job, JobStatus, User
+from db.retry import retry_on_disconnect
 from db.types import utcnow
 from db.users import ensure_user
 from dreamrate.errors import DreamrateError
@@ -81,7 +82,9 @@ class DreamrateBot(discord.Client):
         intents = discord.Intents.none()
         intents.guilds = True
         intents.guild_reactions = True
-        super().__init__(intents=intents)
+        # Prompts are members' text: never let one ping @everyone, @here or a role.
+        mentions = discord.AllowedMentions(everyone=False, roles=False, users=True)
+        super().__init__(intents=intents, allowed_mentions=mentions)
         self.settings = settings
         self.engine = engine
         self.repo = repo
@@ -160,11 +163,14 @@ class DreamrateBot(discord.Client):
 
     async def _enqueue(self, interaction: discord.Interaction, request: GenerationRequest) -> None:
         """Checks that need the database, then defer, queue, and show the position."""
-        user = await ensure_user(self.engine, interaction.user.id, interaction.user.name)
+        user = await retry_on_disconnect(
+            lambda: ensure_user(self.engine, interaction.user.id, interaction.user.name)
+        )
         if user.banned:
             raise DreamrateError("You are banned from generating images here.")
         if interaction.guild_id is not None:
-            guild = await get_guild_settings(self.engine, interaction.guild_id)
+            guild_id = interaction.guild_id
+            guild = await retry_on_disconnect(lambda: get_guild_settings(self.engine, guild_id))
             if (
                 guild is not None
                 and guild.allowed_channel_ids
@@ -173,15 +179,17 @@ class DreamrateBot(discord.Client):
                 where = ", ".join(f"<#{c}>" for c in guild.allowed_channel_ids)
                 raise DreamrateError(f"/dream is not allowed in this channel; use {where}.")
         await interaction.response.defer(thinking=True)
-        record = await self.repo.enqueue(
-            request,
-            requester_id=user.id,
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            interaction_token=interaction.token,
-            interaction_token_expires_at=utcnow() + TOKEN_LIFETIME,
+        record = await retry_on_disconnect(
+            lambda: self.repo.enqueue(
+                request,
+                requester_id=user.id,
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                interaction_token=interaction.token,
+                interaction_token_expires_at=utcnow() + TOKEN_LIFETIME,
+            )
         )
-        info = await self.repo.queue_info(record.id)
+        info = await retry_on_disconnect(lambda: self.repo.queue_info(record.id))
         notes = "".join(f"\n-# {note}" for note in request.notes)
         await interaction.edit_original_response(
             content=job_status_text(record, info) + notes, view=job_view(record.id, running=True)

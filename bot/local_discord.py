@@ -350,16 +350,20 @@ class FakeDiscord:
             }
             for name, data in files
         ]
+        content = payload.get("content") or ""
+        # As Discord does: @everyone/@here ping unless allowed_mentions leaves "everyone" out.
+        allowed = payload.get("allowed_mentions")
+        may_ping = allowed is None or "everyone" in (allowed.get("parse") or [])
         message = {
             "id": str(message_id),
             "channel_id": str(channel_id),
             "guild_id": str(GUILD_ID),
             "author": BOT_USER,
-            "content": payload.get("content") or "",
+            "content": content,
             "timestamp": now_iso(),
             "edited_timestamp": None,
             "tts": False,
-            "mention_everyone": False,
+            "mention_everyone": may_ping and ("@everyone" in content or "@here" in content),
             "mentions": [],
             "mention_roles": [],
             "attachments": attachments,

@@ -199,6 +199,9 @@ def validate_request(
     prompt = clean_text(raw.prompt or "")
     if not prompt:
         raise RequestError("prompt", "prompt: must not be empty.")
+    if not any(unicodedata.category(ch)[0] in "LNPS" for ch in prompt):
+        # Only zero-width or combining characters: nothing a reader (or CLIP) could see.
+        raise RequestError("prompt", "prompt: must contain visible text.")
     if len(prompt) > limits.max_prompt_chars:
         raise RequestError(
             "prompt",

@@ -33,7 +33,8 @@ def _postgres_admin_url() -> str:
     return os.environ.get("DREAMRATE_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES_URL)
 
 
-async def _pg_execute(sql: str) -> None:
+async def _pg_execute(sql: str) -> list[object]:
+    """Run ``sql`` on the admin database; return its rows."""
     import asyncpg
 
     url = make_url(_postgres_admin_url())
@@ -46,7 +47,7 @@ async def _pg_execute(sql: str) -> None:
         timeout=5,
     )
     try:
-        await conn.execute(sql)
+        return list(await conn.fetch(sql))
     finally:
         await conn.close()
 
