@@ -15,6 +15,27 @@ from sqlalchemy.engine import make_url
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 DEFAULT_TEST_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+#: Bot tokens the suite uses; none may ever appear in anything a test captured.
+SECRET_TOKENS = (
+    "MTEwMDAwMDAwMDAwMDAwMDAwMw.fake.bot-token-never-printed",  # tests/bot/conftest.py
+    "demo.local.token",  # dreamrate demo
+)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Fail any test whose captured stdout, stderr or log (at INFO, as users run) shows a token."""
+    outcome = yield
+    report = outcome.get_result()
+    for title, text in report.sections:
+        if not title.endswith(report.when):  # later phases repeat earlier phases' sections
+            continue
+        for token in SECRET_TOKENS:
+            if token in text:
+                report.outcome = "failed"
+                report.longrepr = f"a Discord bot token appeared in {title!r}"
+
+
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 
