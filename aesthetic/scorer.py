@@ -1,12 +1,12 @@
 """Scoring embedding shards with a predictor: one task per shard, bytes in, scores out.
 
-An affine head (every trained Ridge and LAION's V2 head, folded) is one matrix-vector
-product per chunk, computed straight from float16 chunks read into buffers allocated once
-per shard; the L2 normalisation the predictor expects is applied to the product (divide
-by the row norm) instead of rewriting the chunk. MLP heads run in batches through
-preallocated layer buffers. Metadata is read on a second thread while the embeddings are
-scored, and each output is written under a temporary name and renamed, so a file either
-holds a whole shard or does not exist.
+An affine head (every trained Ridge and LAION's V2 head, folded) is one fused pass per
+float16 row (:mod:`aesthetic.kernels`) straight over the memory-mapped file, in chunks with
+buffers allocated once per shard; the L2 normalisation the predictor expects is applied to
+the product (divide by the row norm) instead of rewriting the rows. MLP heads run in
+batches through preallocated layer buffers. Metadata is read on a second thread while the
+embeddings are scored, and each output is written under a temporary name and renamed, so
+a file either holds a whole shard or does not exist.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ __all__ = [
     "META_PREDICTOR",
     "ShardResult",
     "predictor_hash",
-    "score_array",
     "score_shard",
+    "score_shard_limited",
+    "score_shards_pipelined",
 ]
 
 #: Metadata columns copied to the scores by default (those present), in this order.
@@ -139,19 +140,6 @@ class _Kernel:
         if len(finite):
             self.norm_min = min(self.norm_min, float(finite.min()))
             self.norm_max = max(self.norm_max, float(finite.max()))
-
-
-def score_array(predictor: Predictor, embeddings: np.ndarray) -> np.ndarray:
-    """Scores of an in-memory ``(n, dim)`` array with the shard kernel (NaN for bad rows)."""
-    x = np.ascontiguousarray(embeddings)
-    if x.dtype not in (np.float16, np.float32):
-        x = x.astype(np.float32)
-    out = np.empty(len(x), dtype=np.float32)
-    kernel = _Kernel(predictor, predictor.dim, min(CHUNK_ROWS, max(len(x), 1)))
-    for start in range(0, len(x), CHUNK_ROWS):
-        kernel(x[start : start + CHUNK_ROWS], out[start : start + CHUNK_ROWS])
-    out[~np.isfinite(out)] = np.nan
-    return out
 
 
 def _open(url: str):  # type: ignore[no-untyped-def]
