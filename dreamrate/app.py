@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -17,7 +20,7 @@ from db.migrate import MigrationStatus, migration_status, upgrade
 from dreamrate.errors import DatabaseError, StorageError
 from dreamrate.settings import Settings
 
-__all__ = ["connect_database", "ensure_writable_dir", "open_database", "safe_url"]
+__all__ = ["connect_database", "database", "ensure_writable_dir", "open_database", "safe_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,3 +101,13 @@ async def open_database(settings: Settings, *, migrate: bool = True) -> AsyncEng
             status.head,
         )
     return engine
+
+
+@asynccontextmanager
+async def database(settings: Settings, **kwargs: Any) -> AsyncIterator[AsyncEngine]:
+    """``open_database`` for one command's unit of work; the engine is disposed after."""
+    engine = await open_database(settings, **kwargs)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()

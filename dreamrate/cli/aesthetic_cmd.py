@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.app import ensure_writable_dir, open_database
+from dreamrate.app import database, ensure_writable_dir
 from dreamrate.cli.context import state
 from dreamrate.errors import DreamrateError
 
@@ -49,8 +49,7 @@ def embed_cmd(
     )
 
     async def run():
-        engine = await open_database(settings)
-        try:
+        async with database(settings) as engine:
             return await embed_rated_images(
                 engine,
                 clip,
@@ -58,8 +57,6 @@ def embed_cmd(
                 batch_size=batch_size or settings.embedding.batch_size,
                 limit=limit,
             )
-        finally:
-            await engine.dispose()
 
     summary = asyncio.run(run())
     typer.echo(
@@ -135,16 +132,13 @@ def train_cmd(
     scale = {"scale": settings.rating.scale, "min": min(values), "max": max(values)}
 
     async def from_database():
-        engine = await open_database(settings)
-        try:
+        async with database(settings) as engine:
             return await load_database_data(
                 engine,
                 embedding_model=model_id,
                 scale=settings.rating.scale,
                 images_dir=settings.images_dir,
             )
-        finally:
-            await engine.dispose()
 
     if ratings is not None and embeddings is not None:
         data = load_file_data(ratings, embeddings, embedding_model=model_id, dim=dim)
@@ -173,11 +167,8 @@ def train_cmd(
         async def register() -> None:
             from aesthetic.registry import register_predictor
 
-            engine = await open_database(settings)
-            try:
+            async with database(settings) as engine:
                 await register_predictor(engine, result.predictor, out, activate=activate)
-            finally:
-                await engine.dispose()
 
         asyncio.run(register())
     _print_metrics(result)
@@ -248,11 +239,8 @@ def activate_cmd(predictor: Annotated[Path, typer.Argument(help="Predictor folde
     loaded = load_predictor(predictor, embedding_model=_embedding_model_id())
 
     async def run() -> None:
-        engine = await open_database(state.settings)
-        try:
+        async with database(state.settings) as engine:
             await register_predictor(engine, loaded, predictor, activate=True)
-        finally:
-            await engine.dispose()
 
     asyncio.run(run())
     typer.echo(f"active predictor: {loaded.name} ({loaded.id})")

@@ -7,7 +7,7 @@ import asyncio
 import typer
 
 from db.migrate import migration_status
-from dreamrate.app import connect_database, open_database, safe_url
+from dreamrate.app import connect_database, database, safe_url
 from dreamrate.cli.context import state
 
 __all__ = ["app"]
@@ -21,11 +21,8 @@ def upgrade_cmd() -> None:
 
     async def run() -> str:
         settings = state.settings
-        engine = await open_database(settings, migrate=True)
-        try:
+        async with database(settings, migrate=True) as engine:
             status = await migration_status(engine)
-        finally:
-            await engine.dispose()
         return f"{safe_url(settings.database_url)}: at migration {status.current} (newest)"
 
     typer.echo(asyncio.run(run()))

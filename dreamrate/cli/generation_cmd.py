@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from db.users import ensure_user
-from dreamrate.app import open_database
+from dreamrate.app import database
 from dreamrate.cli.context import state
 from dreamrate.errors import DreamrateError
 
@@ -40,13 +40,10 @@ def worker_cmd(
 
     async def run() -> None:
         settings = state.settings
-        engine = await open_database(settings)
-        try:
+        async with database(settings) as engine:
             worker = build_worker(settings, build_repository(settings, engine), worker_id=worker_id)
             _on_signals(worker.stop)
             await worker.run()
-        finally:
-            await engine.dispose()
 
     asyncio.run(run())
 
@@ -105,8 +102,7 @@ def generate_cmd(
         typer.echo(f"note: {note}", err=True)
 
     async def run() -> list[str]:
-        engine = await open_database(settings)
-        try:
+        async with database(settings) as engine:
             repo = build_repository(settings, engine)
             user = await ensure_user(engine, None, "cli")
             job = await repo.enqueue(request, requester_id=user.id, enforce_caps=False)
@@ -133,8 +129,6 @@ def generate_cmd(
                 )
             rows = await repo.images(job.id)
             return [str((settings.images_dir / image.path).resolve()) for image in rows]
-        finally:
-            await engine.dispose()
 
     for path in asyncio.run(run()):
         sys.stdout.write(path + "\n")

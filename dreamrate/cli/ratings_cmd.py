@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.app import open_database
+from dreamrate.app import database
 from dreamrate.cli.context import state
 
 __all__ = ["app"]
@@ -24,10 +24,7 @@ def export_cmd(
     from ratings.export import export_ratings
 
     async def run() -> int:
-        engine = await open_database(state.settings)
-        try:
+        async with database(state.settings) as engine:
             return await export_ratings(engine, out)
-        finally:
-            await engine.dispose()
 
     typer.echo(f"wrote {asyncio.run(run())} ratings to {out}")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.app import ensure_writable_dir
+from dreamrate.app import database, ensure_writable_dir
 from dreamrate.errors import DreamrateError
 
 __all__ = ["export_app", "score_cmd"]
@@ -200,16 +200,12 @@ def dataset_cmd(
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:
     """Write the community's images, generations and ratings as a shareable dataset."""
-    from dreamrate.app import open_database
     from dreamrate.cli.context import state
     from ratings.dataset_export import export_dataset
 
     async def run():  # type: ignore[no-untyped-def]
-        engine = await open_database(state.settings)
-        try:
+        async with database(state.settings) as engine:
             return await export_dataset(engine, state.settings.images_dir, out, force=force)
-        finally:
-            await engine.dispose()
 
     counts = asyncio.run(run())
     typer.echo(
