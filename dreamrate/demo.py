@@ -98,7 +98,7 @@ async def run_demo(
     generation_model: str | None = None,
     embedding_model: str | None = None,
     seed: int = 0,
-    pace: float = 1.2,
+    pace: float = 1.1,
     say: Any = print,
 ) -> DemoSummary:
     """Play the loop in ``folder``; return what happened."""
@@ -203,7 +203,7 @@ async def run_demo(
         say(f"{len(messages)} images posted; members rate them with emoji (a few seconds apart)")
         plans: dict[int, list[tuple[int, str]]] = {k: [] for k in range(members)}
         for m in messages:
-            for k in rng.sample(range(members), min(4, members)):
+            for k in rng.sample(range(members), min(3, members)):
                 if k in careless:
                     value = rng.randint(1, 10)
                 else:

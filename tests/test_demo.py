@@ -33,7 +33,7 @@ def test_demo_runs_the_loop_and_summarises(tmp_path: Path) -> None:
     recorded = re.search(r"ratings recorded\s+│ (\d+) of (\d+) reactions \((\d+) from the", out)
     assert recorded, out
     ratings, reactions, private = map(int, recorded.groups())
-    assert reactions == 24 * 4 and private > 0 and ratings == reactions - private
+    assert reactions == 24 * 3 and private > 0 and ratings == reactions - private
     assert "100,000 / " in out and "held-out Spearman vs the hidden taste" in out
     assert f"training report: {folder / 'predictor' / 'report.html'}" in out
     assert (folder / "predictor" / "report.html").is_file()

@@ -16,11 +16,11 @@ def demo_cmd(
         Path, typer.Option("--dir", help="Folder for everything the demo writes.")
     ] = Path("demo"),
     members: Annotated[int, typer.Option(min=3, max=50, help="Community members.")] = 8,
-    prompts: Annotated[int, typer.Option(min=10, max=100, help="/dream requests.")] = 40,
+    prompts: Annotated[int, typer.Option(min=10, max=100, help="/dream requests.")] = 32,
     images: Annotated[int, typer.Option(min=2, max=4, help="Images per request.")] = 2,
     pace: Annotated[
         float, typer.Option(min=0.0, help="Seconds between one member's reactions.")
-    ] = 1.2,
+    ] = 1.1,
 ) -> None:
     """Play a small community end to end: /dream, emoji ratings, embed, train, score, export."""
     import logging
