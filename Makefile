@@ -9,17 +9,17 @@ STAMP := $(VENV)/.installed
 BASE_STAMP := $(VENV)/.installed-base
 
 # (Re)install when pyproject.toml changes; pip resolves torch 2.14.1 / torchvision 0.29.1
-# from the wheels on the CI machines. --no-compile halves the install (2m40 -> 1m20 on two
+# from the wheels on the CI machines. halves the install (2m40 -> 1m20 on two
 # cores): Python compiles only the modules it imports, once, on first use.
 $(BASE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
 	touch $(BASE_STAMP)
 
 # The test tools, Ray and LAION's reference reader on top (the demo needs none of them).
 $(STAMP): $(BASE_STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
