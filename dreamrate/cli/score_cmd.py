@@ -84,6 +84,7 @@ def score_cmd(
 
     console = Console(stderr=True)
     total_rows = sum(s.rows for s in shards)
+    by_n = {s.n: s for s in shards}
     results: list[ShardResult] = []
     progress = Progress(
         TextColumn("scoring"),
@@ -100,11 +101,15 @@ def score_cmd(
             "score", total=total_rows, rate="-", shards=f"0/{len(shards)} shards"
         )
 
+        scored_rows = 0
+
         def on_result(result: ShardResult) -> None:
+            nonlocal scored_rows
             results.append(result)
-            progress.advance(task, next((s.rows for s in shards if s.n == result.n), 0))
+            progress.advance(task, by_n[result.n].rows)
+            scored_rows += 0 if result.skipped else result.rows
             elapsed = progress.tasks[0].elapsed or 0.0
-            done_rows = sum(r.rows for r in results if not r.skipped)
+            done_rows = scored_rows
             progress.update(
                 task,
                 rate=f"{done_rows / elapsed:,.0f}" if elapsed else "-",
@@ -135,7 +140,7 @@ def score_cmd(
 
     scored = [r for r in results if not r.error and not r.skipped]
     skipped = [r for r in results if r.skipped]
-    failed = [(s.embeddings, r.error) for r in results if r.error for s in shards if s.n == r.n]
+    failed = [(by_n[r.n].embeddings, r.error) for r in results if r.error]
     failed += [(p.file, p.message) for p in problems]
     rows = sum(r.rows for r in scored)
     nulls = sum(r.null_rows for r in scored)
