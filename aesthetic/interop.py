@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from dreamrate.aesthetic.predictor import Predictor, PredictorError
 
-from aesthetic.predictor import Predictor, PredictorError
 from dreamrate.atomic import atomic_file
 
 __all__ = ["KINDS", "detect_kind", "export_laion", "import_head", "read_state_dict"]

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dreamrate.aesthetic.scorer import META_PREDICTOR, META_PREDICTOR_HASH
 
-from aesthetic.scorer import META_PREDICTOR, META_PREDICTOR_HASH
 from dreamrate.atomic import atomic_folder
 from dreamrate.errors import DreamrateError
 

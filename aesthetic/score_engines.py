@@ -16,15 +16,15 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Literal
 
-from aesthetic.predictor import Predictor
-from aesthetic.scorer import (
+from dreamrate.aesthetic.predictor import Predictor
+from dreamrate.aesthetic.scorer import (
     ShardResult,
     _limit_threads,
     _set_threads,
     score_shard_limited,
     score_shards_pipelined,
 )
-from aesthetic.shards import Shard
+from dreamrate.aesthetic.shards import Shard
 
 __all__ = ["Engine", "run_local", "run_ray"]
 
@@ -45,7 +45,9 @@ def local_pool(workers: int) -> ProcessPoolExecutor:
     # forkserver: workers fork from a clean server that imported the scorer once, instead
     # of each importing it (spawn) or inheriting used thread pools (fork).
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["pyarrow.parquet", "aesthetic.scorer", "aesthetic.kernels"])
+    context.set_forkserver_preload(
+        ["pyarrow.parquet", "dreamrate.aesthetic.scorer", "dreamrate.aesthetic.kernels"]
+    )
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from aesthetic.predictor import Predictor
-from aesthetic.shards import Shard
+from dreamrate.aesthetic.predictor import Predictor
+from dreamrate.aesthetic.shards import Shard
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -105,7 +104,7 @@ class _Kernel:
     def __call__(self, chunk: np.ndarray, out: np.ndarray) -> None:
         """Write the scores of ``chunk`` (rows, dim) into ``out`` (rows,); NaN/inf where the
         embedding is not finite."""
-        from aesthetic.kernels import affine_f16, affine_f32, widen_f16
+        from dreamrate.aesthetic.kernels import affine_f16, affine_f32, widen_f16
 
         m = len(chunk)
         norm = self.norm[:m]

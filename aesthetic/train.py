@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-
-from aesthetic.predictor import Predictor
-from dreamrate.errors import DreamrateError
-from ratings.aggregate import (
+from dreamrate.aesthetic.predictor import Predictor
+from dreamrate.ratings.aggregate import (
     AggregateOptions,
     RaterEffects,
     RatingPanel,
@@ -25,6 +23,8 @@ from ratings.aggregate import (
     mean_targets,
     rater_aware_targets,
 )
+
+from dreamrate.errors import DreamrateError
 
 __all__ = [
     "MIN_GROUPS",

@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from dreamrate.aesthetic.interop import import_head
+from dreamrate.aesthetic.predictor import Predictor
+from dreamrate.aesthetic.score_engines import local_pool, run_local
+from dreamrate.aesthetic.shards import discover_shards
+from dreamrate.aesthetic.synthetic import write_clip_retrieval
 
-from aesthetic.interop import import_head
-from aesthetic.predictor import Predictor
-from aesthetic.score_engines import local_pool, run_local
-from aesthetic.shards import discover_shards
-from aesthetic.synthetic import write_clip_retrieval
 from benchmarks.common import machine, median, print_table
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"

@@ -73,8 +73,8 @@ async def _pg(sql: str) -> None:
 @asynccontextmanager
 async def postgres_database() -> AsyncIterator[str]:
     """A fresh PostgreSQL database at head, dropped afterwards."""
-    from db.engine import create_engine
-    from db.migrate import upgrade
+    from dreamrate.db.engine import create_engine
+    from dreamrate.db.migrate import upgrade
 
     name = f"dreamrate_bench_{uuid.uuid4().hex[:10]}"
     await _pg(f'CREATE DATABASE "{name}"')
@@ -92,8 +92,8 @@ async def postgres_database() -> AsyncIterator[str]:
 @asynccontextmanager
 async def sqlite_database() -> AsyncIterator[str]:
     """A fresh SQLite database at head in a temporary folder."""
-    from db.engine import create_engine
-    from db.migrate import upgrade
+    from dreamrate.db.engine import create_engine
+    from dreamrate.db.migrate import upgrade
 
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}"

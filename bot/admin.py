@@ -9,9 +9,7 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
-
-from dreamrate.errors import DreamrateError
-from ratings.moderation import (
+from dreamrate.ratings.moderation import (
     get_guild_settings,
     open_flags,
     remove_image,
@@ -19,8 +17,10 @@ from ratings.moderation import (
     update_guild_settings,
 )
 
+from dreamrate.errors import DreamrateError
+
 if TYPE_CHECKING:
-    from bot.client import DreamrateBot
+    from dreamrate.bot.client import DreamrateBot
 
 __all__ = ["is_moderator", "register_admin"]
 

@@ -14,20 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
-from sqlalchemy import func, select, update
-
-from bot.admin import is_moderator
-from bot.commands import register_commands
-from bot.embeds import image_embed, job_status_text, job_view
-from bot.uploads import fit_for_upload
-from db.models import GuildSettings, Image, ImagePost, Job, JobStatus, User
-from db.retry import retry_on_disconnect
-from db.types import utcnow
-from db.users import ensure_user
-from dreamrate.errors import DreamrateError
-from generation.model_info import model_defaults
-from generation.queue import JobRecord, JobRepository
-from generation.request import (
+from dreamrate.bot.admin import is_moderator
+from dreamrate.bot.commands import register_commands
+from dreamrate.bot.embeds import image_embed, job_status_text, job_view
+from dreamrate.bot.uploads import fit_for_upload
+from dreamrate.db.models import GuildSettings, Image, ImagePost, Job, JobStatus, User
+from dreamrate.db.retry import retry_on_disconnect
+from dreamrate.db.types import utcnow
+from dreamrate.db.users import ensure_user
+from dreamrate.generation.model_info import model_defaults
+from dreamrate.generation.queue import JobRecord, JobRepository
+from dreamrate.generation.request import (
     MAX_SEED,
     GenerationLimits,
     GenerationRequest,
@@ -35,15 +32,18 @@ from generation.request import (
     parse_size,
     validate_request,
 )
-from ratings.moderation import get_guild_settings
-from ratings.scale import RatingScale
-from ratings.service import RatingService, ReactionEvent
+from dreamrate.ratings.moderation import get_guild_settings
+from dreamrate.ratings.scale import RatingScale
+from dreamrate.ratings.service import RatingService, ReactionEvent
+from sqlalchemy import func, select, update
+
+from dreamrate.errors import DreamrateError
 
 if TYPE_CHECKING:
+    from dreamrate.generation.worker import GenerationWorker
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from dreamrate.settings import Settings
-    from generation.worker import GenerationWorker
 
 __all__ = ["DreamrateBot"]
 
@@ -362,16 +362,16 @@ class DreamrateBot(discord.Client):
 
     async def images_to_rate(self, count: int) -> list[int]:
         """Image ids for /rate and the feed: active selection once a predictor is active."""
-        from aesthetic.select import select_images_to_rate
+        from dreamrate.aesthetic.select import select_images_to_rate
 
         return await select_images_to_rate(self.engine, count, await self._active_predictor())
 
     async def _active_predictor(self) -> Any:
         from pathlib import Path
 
-        from aesthetic.clip_model import model_spec
-        from aesthetic.predictor import PredictorError, load_predictor
-        from db.models import Predictor as PredictorRow
+        from dreamrate.aesthetic.clip_model import model_spec
+        from dreamrate.aesthetic.predictor import PredictorError, load_predictor
+        from dreamrate.db.models import Predictor as PredictorRow
 
         async with self.engine.connect() as conn:
             path = await conn.scalar(select(PredictorRow.path).where(PredictorRow.active.is_(True)))

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+from dreamrate.bot.admin import register_admin
+from dreamrate.generation.request import RequestInput
+from dreamrate.ratings.privacy import erase, export_mine, set_opted_out
+from dreamrate.ratings.stats import rating_stats
 
-from bot.admin import register_admin
 from dreamrate.errors import DreamrateError
-from generation.request import RequestInput
-from ratings.privacy import erase, export_mine, set_opted_out
-from ratings.stats import rating_stats
 
 if TYPE_CHECKING:
-    from bot.client import DreamrateBot
+    from dreamrate.bot.client import DreamrateBot
 
 __all__ = ["register_commands"]
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import discord
-
-from db.models import JobStatus
-from generation.queue import JobRecord, QueueInfo
+from dreamrate.db.models import JobStatus
+from dreamrate.generation.queue import JobRecord, QueueInfo
 
 __all__ = ["image_embed", "job_status_text", "job_view"]
 

@@ -15,8 +15,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.engine import create_engine, is_sqlite
-from db.migrate import MigrationStatus, migration_status, upgrade
+from dreamrate.db.engine import create_engine, is_sqlite
+from dreamrate.db.migrate import MigrationStatus, migration_status, upgrade
 from dreamrate.errors import DatabaseError, StorageError
 from dreamrate.settings import Settings
 

@@ -102,11 +102,11 @@ async def run_demo(
     say: Any = print,
 ) -> DemoSummary:
     """Play the loop in ``folder``; return what happened."""
-    from bot.client import DreamrateBot
-    from bot.connection import point_discord_at
-    from bot.local_discord import BASIC, GUILD_ID, FakeDiscord, Member
-    from db.engine import create_engine
-    from db.migrate import upgrade
+    from dreamrate.bot.client import DreamrateBot
+    from dreamrate.bot.connection import point_discord_at
+    from dreamrate.bot.local_discord import BASIC, GUILD_ID, FakeDiscord, Member
+    from dreamrate.db.engine import create_engine
+    from dreamrate.db.migrate import upgrade
     from dreamrate.services import build_repository, build_worker
     from dreamrate.settings import load_settings
 
@@ -122,7 +122,7 @@ async def run_demo(
         generation_model = generation_model or str(tiny_sd)
         embedding_model = embedding_model or str(tiny_clip)
 
-    from aesthetic.clip_model import load_clip
+    from dreamrate.aesthetic.clip_model import load_clip
 
     clip = load_clip(embedding_model, None, device="cpu")
     server = FakeDiscord()
@@ -220,7 +220,7 @@ async def run_demo(
 
         await asyncio.gather(*(rate(k) for k in plans))
 
-        from ratings.export import current_ratings
+        from dreamrate.ratings.export import current_ratings
 
         expected = summary.reactions - summary.opted_out_reactions
         for _ in range(600):
@@ -246,18 +246,18 @@ async def _maintainer_stages(
 ) -> None:
     from scipy.stats import spearmanr
 
-    from aesthetic.clip_model import model_spec
-    from aesthetic.dataset import load_database_data
-    from aesthetic.embed import embed_rated_images
-    from aesthetic.manifest import export_manifest
-    from aesthetic.predictor import save_predictor
-    from aesthetic.registry import register_predictor
-    from aesthetic.report import write_report
-    from aesthetic.score_engines import run_local
-    from aesthetic.shards import discover_shards
-    from aesthetic.synthetic import write_clip_retrieval
-    from aesthetic.train import train_predictor
-    from ratings.dataset_export import export_dataset
+    from dreamrate.aesthetic.clip_model import model_spec
+    from dreamrate.aesthetic.dataset import load_database_data
+    from dreamrate.aesthetic.embed import embed_rated_images
+    from dreamrate.aesthetic.manifest import export_manifest
+    from dreamrate.aesthetic.predictor import save_predictor
+    from dreamrate.aesthetic.registry import register_predictor
+    from dreamrate.aesthetic.report import write_report
+    from dreamrate.aesthetic.score_engines import run_local
+    from dreamrate.aesthetic.shards import discover_shards
+    from dreamrate.aesthetic.synthetic import write_clip_retrieval
+    from dreamrate.aesthetic.train import train_predictor
+    from dreamrate.ratings.dataset_export import export_dataset
 
     say("embedding the rated images with CLIP")
     await embed_rated_images(engine, clip, settings.images_dir, show_progress=False)

@@ -9,8 +9,8 @@ from dreamrate.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from generation.queue import JobRepository
-    from generation.worker import GenerationWorker
+    from dreamrate.generation.queue import JobRepository
+    from dreamrate.generation.worker import GenerationWorker
 
 __all__ = ["build_repository", "build_worker"]
 
@@ -19,7 +19,7 @@ def build_repository(
     settings: Settings, engine: AsyncEngine, *, enforce_caps: bool = True
 ) -> JobRepository:
     """The job queue with the configured attempts, lease and caps."""
-    from generation.queue import JobRepository
+    from dreamrate.generation.queue import JobRepository
 
     g = settings.generation
     return JobRepository(
@@ -37,9 +37,9 @@ def build_worker(
     """A worker with the configured store, device, batch size and optional safety checker."""
     from dreamrate.app import ensure_writable_dir
     from dreamrate.devices import pick_device
-    from generation.safety import load_safety_checker
-    from generation.store import ImageStore
-    from generation.worker import GenerationWorker, PipelineCache
+    from dreamrate.generation.safety import load_safety_checker
+    from dreamrate.generation.store import ImageStore
+    from dreamrate.generation.worker import GenerationWorker, PipelineCache
 
     g = settings.generation
     store = ImageStore(ensure_writable_dir(settings.images_dir, "DREAMRATE_STORAGE_IMAGES_DIR"))

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from generation.pipeline import looks_like_path
+from dreamrate.generation.pipeline import looks_like_path
 
 __all__ = ["PIPELINE_CALL_DEFAULTS", "ModelDefaults", "model_defaults"]
 

@@ -9,9 +9,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from dreamrate.generation.model_info import ModelDefaults
+from dreamrate.generation.tokens import CLIP_CONTEXT_TOKENS
+
 from dreamrate.errors import DreamrateError
-from generation.model_info import ModelDefaults
-from generation.tokens import CLIP_CONTEXT_TOKENS
 
 if TYPE_CHECKING:
     from dreamrate.settings import GenerationSettings
@@ -255,7 +256,7 @@ def validate_request(
         notes.append(f"seed {seed} chosen at random")
     counter = count_tokens
     if counter is None:
-        from generation.tokens import clip_token_count
+        from dreamrate.generation.tokens import clip_token_count
 
         counter = clip_token_count
     tokens = counter(prompt)

@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from generation.tokens import CLIP_VOCAB_SIZE, clip_bpe_vocab
+from dreamrate.generation.tokens import CLIP_VOCAB_SIZE, clip_bpe_vocab
 
 __all__ = ["TINY_SD_SIZE", "write_clip_tokenizer", "write_tiny_sd"]
 

@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dreamrate.db.models import Image, Job, JobStatus, Rating, User
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.models import Image, Job, JobStatus, Rating, User
 from dreamrate.atomic import atomic_folder
 from dreamrate.errors import DreamrateError
 

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dreamrate.db.models import Image, Rating, User
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.models import Image, Rating, User
 from dreamrate.atomic import atomic_file
 from dreamrate.errors import DreamrateError
 

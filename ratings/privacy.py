@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from dreamrate.db.models import Image, Job, Rating, RatingEvent, User
+from dreamrate.db.types import utcnow
+from dreamrate.db.users import set_user_flags
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-from db.models import Image, Job, Rating, RatingEvent, User
-from db.types import utcnow
-from db.users import set_user_flags
 
 __all__ = ["erase", "export_mine", "set_opted_out"]
 

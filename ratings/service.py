@@ -15,13 +15,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dreamrate.db.models import Flag, Image, ImagePost, Rating, RatingEvent, RatingEventKind, User
+from dreamrate.db.types import UTCDateTime, utcnow
+from dreamrate.db.users import dialect_insert
+from dreamrate.ratings.scale import RatingScale
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
-from db.models import Flag, Image, ImagePost, Rating, RatingEvent, RatingEventKind, User
-from db.types import UTCDateTime, utcnow
-from db.users import dialect_insert
-from ratings.scale import RatingScale
 
 __all__ = ["Outcome", "RatingService", "ReactionEvent", "present_emojis"]
 

@@ -117,8 +117,8 @@ def database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[object]:
     """An engine on a fresh database migrated to the newest schema."""
-    from db.engine import create_engine
-    from db.migrate import upgrade
+    from dreamrate.db.engine import create_engine
+    from dreamrate.db.migrate import upgrade
 
     eng = create_engine(database_url)
     await upgrade(eng)

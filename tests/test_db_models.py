@@ -6,11 +6,10 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from dreamrate.db.engine import create_sessionmaker
+from dreamrate.db.models import Image, Job, JobStatus, Rating, RatingEvent, RatingEventKind, User
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
-
-from db.engine import create_sessionmaker
-from db.models import Image, Job, JobStatus, Rating, RatingEvent, RatingEventKind, User
 
 MAX_SNOWFLAKE = 2**63 - 1
 
@@ -131,7 +130,7 @@ async def test_foreign_keys_and_checks_are_enforced(engine) -> None:  # type: ig
 
 
 async def test_sqlite_connection_settings(sqlite_url: str) -> None:
-    from db.engine import SQLITE_BUSY_TIMEOUT_MS, create_engine
+    from dreamrate.db.engine import SQLITE_BUSY_TIMEOUT_MS, create_engine
 
     engine = create_engine(sqlite_url)
     try:

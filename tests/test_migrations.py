@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from dreamrate.db.engine import create_engine
+from dreamrate.db.migrate import check_no_drift, head_revision, migration_status, revisions, upgrade
+from dreamrate.db.models import Base
 from sqlalchemy import inspect, text
 
-from db.engine import create_engine
-from db.migrate import check_no_drift, head_revision, migration_status, revisions, upgrade
-from db.models import Base
 from dreamrate.errors import DatabaseError
 
 

@@ -8,9 +8,8 @@ import asyncio
 import os
 
 from alembic import context
+from dreamrate.db.models import Base
 from sqlalchemy.engine import Connection
-
-from db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -29,7 +28,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_from_url(url: str) -> None:
-    from db.engine import create_engine
+    from dreamrate.db.engine import create_engine
 
     engine = create_engine(url)
     try:

@@ -25,7 +25,7 @@ class UsageError(DreamrateError):
 
 
 def _embedding_model_id(override: str | None = None) -> str:
-    from aesthetic.clip_model import model_spec
+    from dreamrate.aesthetic.clip_model import model_spec
 
     if override:
         return override
@@ -40,8 +40,8 @@ def embed_cmd(
     limit: Annotated[int | None, typer.Option(min=1, help="Embed at most this many.")] = None,
 ) -> None:
     """Compute CLIP embeddings of rated images that lack them (resumable; stop any time)."""
-    from aesthetic.clip_model import load_clip
-    from aesthetic.embed import embed_rated_images
+    from dreamrate.aesthetic.clip_model import load_clip
+    from dreamrate.aesthetic.embed import embed_rated_images
 
     settings = state.settings
     clip = load_clip(
@@ -109,11 +109,11 @@ def train_cmd(
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:
     """Train an aesthetic predictor on the community's ratings (or on Parquet files)."""
-    from aesthetic.clip_model import embedding_dim
-    from aesthetic.dataset import load_database_data, load_file_data
-    from aesthetic.predictor import save_predictor
-    from aesthetic.report import write_report
-    from aesthetic.train import check_embeddings, train_predictor
+    from dreamrate.aesthetic.clip_model import embedding_dim
+    from dreamrate.aesthetic.dataset import load_database_data, load_file_data
+    from dreamrate.aesthetic.predictor import save_predictor
+    from dreamrate.aesthetic.report import write_report
+    from dreamrate.aesthetic.train import check_embeddings, train_predictor
 
     settings = state.settings
     if model not in ("ridge", "mlp", "auto"):
@@ -165,7 +165,7 @@ def train_cmd(
     if ratings is None:
 
         async def register() -> None:
-            from aesthetic.registry import register_predictor
+            from dreamrate.aesthetic.registry import register_predictor
 
             async with database(settings) as engine:
                 await register_predictor(engine, result.predictor, out, activate=activate)
@@ -195,8 +195,8 @@ def import_cmd(
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:
     """Convert a published head (loaded with weights_only, never unpickled) into a predictor folder."""
-    from aesthetic.interop import import_head
-    from aesthetic.predictor import save_predictor
+    from dreamrate.aesthetic.interop import import_head
+    from dreamrate.aesthetic.predictor import save_predictor
 
     predictor = import_head(path, kind=kind, embedding_model=embedding_model, name=out.name)
     save_predictor(predictor, out, overwrite=force)
@@ -212,8 +212,8 @@ def export_laion_cmd(
     out: Annotated[Path, typer.Option(help=".pth file to write.")],
 ) -> None:
     """Write an nn.Linear(dim, 1) state dict that LAION's tools load (affine heads only)."""
-    from aesthetic.interop import export_laion
-    from aesthetic.predictor import load_predictor
+    from dreamrate.aesthetic.interop import export_laion
+    from dreamrate.aesthetic.predictor import load_predictor
 
     loaded = load_predictor(predictor)
     export_laion(loaded, out)
@@ -225,7 +225,7 @@ def show_cmd(predictor: Annotated[Path, typer.Argument(help="Predictor folder.")
     """Print a predictor's metadata as JSON."""
     import json
 
-    from aesthetic.predictor import load_predictor
+    from dreamrate.aesthetic.predictor import load_predictor
 
     typer.echo(json.dumps(load_predictor(predictor).metadata(), indent=2, default=str))
 
@@ -233,8 +233,8 @@ def show_cmd(predictor: Annotated[Path, typer.Argument(help="Predictor folder.")
 @predictor_app.command("activate")
 def activate_cmd(predictor: Annotated[Path, typer.Argument(help="Predictor folder.")]) -> None:
     """Use this predictor to choose which images members are asked to rate."""
-    from aesthetic.predictor import load_predictor
-    from aesthetic.registry import register_predictor
+    from dreamrate.aesthetic.predictor import load_predictor
+    from dreamrate.aesthetic.registry import register_predictor
 
     loaded = load_predictor(predictor, embedding_model=_embedding_model_id())
 

@@ -26,8 +26,8 @@ def bot_cmd(
     """Run the Discord bot until SIGTERM/SIGINT."""
     import discord
 
-    from bot.client import DreamrateBot
-    from bot.connection import point_discord_at
+    from dreamrate.bot.client import DreamrateBot
+    from dreamrate.bot.connection import point_discord_at
     from dreamrate.services import build_repository, build_worker
 
     settings = state.settings

@@ -6,9 +6,9 @@ import asyncio
 
 import typer
 
-from db.migrate import migration_status
 from dreamrate.app import connect_database, database, safe_url
 from dreamrate.cli.context import state
+from dreamrate.db.migrate import migration_status
 
 __all__ = ["app"]
 

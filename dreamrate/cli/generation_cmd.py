@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from db.users import ensure_user
 from dreamrate.app import database
 from dreamrate.cli.context import state
+from dreamrate.db.users import ensure_user
 from dreamrate.errors import DreamrateError
 
 __all__ = ["generate_cmd", "worker_cmd"]
@@ -74,10 +74,15 @@ def generate_cmd(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the images.")] = 600.0,
 ) -> None:
     """Enqueue one job with /dream's options and limits, wait, print one image path per line."""
-    from db.models import JobStatus
+    from dreamrate.db.models import JobStatus
+    from dreamrate.generation.model_info import model_defaults
+    from dreamrate.generation.request import (
+        GenerationLimits,
+        RequestInput,
+        parse_size,
+        validate_request,
+    )
     from dreamrate.services import build_repository, build_worker
-    from generation.model_info import model_defaults
-    from generation.request import GenerationLimits, RequestInput, parse_size, validate_request
 
     settings = state.settings
     limits = GenerationLimits.from_settings(settings.generation)

@@ -36,8 +36,8 @@ def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
 
 def make_tiny(directory: Path) -> tuple[Path, Path]:
     """Write ``tiny-sd/`` and ``tiny-clip/`` under ``directory``; return their paths."""
-    from aesthetic.tiny_clip import write_tiny_clip
-    from generation.tiny_sd import write_tiny_sd
+    from dreamrate.aesthetic.tiny_clip import write_tiny_clip
+    from dreamrate.generation.tiny_sd import write_tiny_sd
 
     ensure_writable_dir(directory, "DIR")
     sd, clip = directory.resolve() / "tiny-sd", directory.resolve() / "tiny-clip"
@@ -67,8 +67,8 @@ def check_cmd(
     """Load the configured generation and embedding models, render one image and embed it."""
     import torch
 
-    from aesthetic.clip_model import load_clip
-    from generation.pipeline import load_text2image
+    from dreamrate.aesthetic.clip_model import load_clip
+    from dreamrate.generation.pipeline import load_text2image
 
     settings = state.settings
     started = time.perf_counter()

@@ -21,7 +21,7 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", help="File to write: .parquet or .jsonl.")],
 ) -> None:
     """Write one row per current rating: image_id, job_id, message_id, rater_id, value, scale, source, updated_at."""
-    from ratings.export import export_ratings
+    from dreamrate.ratings.export import export_ratings
 
     async def run() -> int:
         async with database(state.settings) as engine:

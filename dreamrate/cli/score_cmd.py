@@ -54,10 +54,10 @@ def score_cmd(
         TimeRemainingColumn,
     )
 
-    from aesthetic.predictor import load_predictor
-    from aesthetic.score_engines import run_local, run_ray
-    from aesthetic.scorer import ShardResult
-    from aesthetic.shards import ShardProblem, discover_shards
+    from dreamrate.aesthetic.predictor import load_predictor
+    from dreamrate.aesthetic.score_engines import run_local, run_ray
+    from dreamrate.aesthetic.scorer import ShardResult
+    from dreamrate.aesthetic.shards import ShardProblem, discover_shards
 
     if engine not in ("local", "ray"):
         raise ScoreError(f"--engine: must be local or ray, not {engine!r}")
@@ -179,7 +179,7 @@ def manifest_cmd(
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:
     """Write part-NNNNN.parquet files of the kept rows and manifest.json, for img2dataset."""
-    from aesthetic.manifest import export_manifest
+    from dreamrate.aesthetic.manifest import export_manifest
 
     if (min_score is None) == (top_fraction is None):
         raise ScoreError("give exactly one of --min-score and --top-fraction")
@@ -206,7 +206,7 @@ def dataset_cmd(
 ) -> None:
     """Write the community's images, generations and ratings as a shareable dataset."""
     from dreamrate.cli.context import state
-    from ratings.dataset_export import export_dataset
+    from dreamrate.ratings.dataset_export import export_dataset
 
     async def run():  # type: ignore[no-untyped-def]
         async with database(state.settings) as engine:

@@ -29,7 +29,7 @@ def panel_cmd(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from aesthetic.synthetic import make_world
+    from dreamrate.aesthetic.synthetic import make_world
     from dreamrate.app import ensure_writable_dir
 
     ensure_writable_dir(out, "--out")
@@ -70,7 +70,7 @@ def shards_cmd(
 ) -> None:
     """Write a clip-retrieval embedding folder (img_emb_N.npy + metadata_N.parquet) of unit
     vectors with url, caption and key columns, to try scoring offline."""
-    from aesthetic.synthetic import write_clip_retrieval
+    from dreamrate.aesthetic.synthetic import write_clip_retrieval
     from dreamrate.app import ensure_writable_dir
     from dreamrate.errors import DreamrateError
 

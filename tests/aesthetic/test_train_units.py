@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.linear_model import Ridge
-
-from aesthetic.select import choose_for_rating
-from aesthetic.synthetic import make_world
-from aesthetic.train import (
+from dreamrate.aesthetic.select import choose_for_rating
+from dreamrate.aesthetic.synthetic import make_world
+from dreamrate.aesthetic.train import (
     RIDGE_ALPHAS,
     GroupedRidgeCV,
     TrainingData,
@@ -18,7 +16,8 @@ from aesthetic.train import (
     pairwise_accuracy,
     train_predictor,
 )
-from ratings.aggregate import RatingPanel
+from dreamrate.ratings.aggregate import RatingPanel
+from sklearn.linear_model import Ridge
 
 
 def test_grouped_folds_never_split_a_prompt() -> None:

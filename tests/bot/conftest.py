@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from bot.local_discord import GUILD_ID, FakeDiscord
+from dreamrate.bot.local_discord import GUILD_ID, FakeDiscord
 
 TOKEN = "MTEwMDAwMDAwMDAwMDAwMDAwMw.fake.bot-token-never-printed"
 
@@ -32,10 +31,11 @@ async def start_bot(
     with_worker: bool = True,
     **env: object,
 ) -> Running:
-    from bot.client import DreamrateBot
-    from bot.connection import point_discord_at
-    from db.engine import create_engine
-    from db.migrate import upgrade
+    from dreamrate.bot.client import DreamrateBot
+    from dreamrate.bot.connection import point_discord_at
+    from dreamrate.db.engine import create_engine
+    from dreamrate.db.migrate import upgrade
+
     from dreamrate.services import build_repository, build_worker
     from dreamrate.settings import load_settings
 

@@ -6,12 +6,12 @@ import logging
 
 import numpy as np
 import pytest
+from dreamrate.aesthetic.predictor import Predictor, save_predictor
+from dreamrate.aesthetic.registry import register_predictor
+from dreamrate.bot.local_discord import FakeDiscord, Member
+from dreamrate.db.models import Embedding, ImagePost
 from sqlalchemy import insert, select
 
-from aesthetic.predictor import Predictor, save_predictor
-from aesthetic.registry import register_predictor
-from bot.local_discord import FakeDiscord, Member
-from db.models import Embedding, ImagePost
 from tests.aesthetic.community import seed_community
 
 FAY = Member(33, "fay")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from dreamrate.bot.local_discord import BASIC, CHANNEL_ID, MANAGE_GUILD, FakeDiscord, Member
+from dreamrate.db.models import Job
+from dreamrate.ratings.export import current_ratings
 from sqlalchemy import func, select
 
-from bot.local_discord import BASIC, CHANNEL_ID, MANAGE_GUILD, FakeDiscord, Member
-from db.models import Job
-from ratings.export import current_ratings
 from tests.bot.test_ratings_e2e import dream
 
 MOD = Member(31, "mod", permissions=BASIC | MANAGE_GUILD)

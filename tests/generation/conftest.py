@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
-from db.users import ensure_user
-from generation.queue import JobRecord, JobRepository
-from generation.request import GenerationRequest
+from dreamrate.db.users import ensure_user
+from dreamrate.generation.queue import JobRecord, JobRepository
+from dreamrate.generation.request import GenerationRequest
 
 
 def make_request(prompt: str = "a lighthouse", **overrides: object) -> GenerationRequest:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from generation.model_info import ModelDefaults, model_defaults
-from generation.request import (
+from dreamrate.generation.model_info import ModelDefaults, model_defaults
+from dreamrate.generation.request import (
     MAX_SEED,
     GenerationLimits,
     RequestError,

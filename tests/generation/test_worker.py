@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dreamrate.db.models import JobStatus
+from dreamrate.generation.queue import JobRepository
+from dreamrate.generation.render import ImageSpec, render_images
+from dreamrate.generation.store import ImageStore
+from dreamrate.generation.worker import GenerationWorker, PipelineCache
 from PIL import Image
 
-from db.models import JobStatus
-from generation.queue import JobRepository
-from generation.render import ImageSpec, render_images
-from generation.store import ImageStore
-from generation.worker import GenerationWorker, PipelineCache
 from tests.generation.conftest import enqueue
 
 
@@ -203,7 +203,7 @@ def test_diffusers_safety_checker_flags(tmp_path: Path) -> None:
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
     ).save_pretrained(tmp_path)
 
-    from generation.safety import load_safety_checker
+    from dreamrate.generation.safety import load_safety_checker
 
     flags = load_safety_checker(str(tmp_path))([Image.new("RGB", (64, 64), "red")] * 2)
     assert flags == [True, True]
@@ -212,13 +212,13 @@ def test_diffusers_safety_checker_flags(tmp_path: Path) -> None:
 async def test_database_outage_is_retried_with_backoff(pipelines, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
     import logging
 
-    from db.engine import create_engine
+    from dreamrate.db.engine import create_engine
 
     engine = create_engine(
         "postgresql+asyncpg://postgres@127.0.0.1:1/gone", connect_args={"timeout": 2}
     )
     worker = make_worker(JobRepository(engine), pipelines, tmp_path)
-    caplog.set_level(logging.WARNING, logger="generation.worker")
+    caplog.set_level(logging.WARNING, logger="dreamrate.generation.worker")
     task = asyncio.create_task(worker.run())
     await asyncio.sleep(3.5)
     worker.stop.set()

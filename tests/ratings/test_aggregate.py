@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from dreamrate.ratings.aggregate import (
+    AggregateOptions,
+    RatingPanel,
+    mean_targets,
+    rater_aware_targets,
+)
 from scipy.stats import spearmanr
-
-from ratings.aggregate import AggregateOptions, RatingPanel, mean_targets, rater_aware_targets
 
 
 def _panel(seed: int = 0, n_img: int = 600, n_rat: int = 40, per_image: int = 4):

@@ -8,15 +8,15 @@ import random
 from pathlib import Path
 
 import pytest
+from dreamrate.db.engine import create_engine
+from dreamrate.db.models import Flag, Image, Job, Rating, RatingEvent, User
+from dreamrate.ratings.export import EXPORT_COLUMNS, export_ratings
+from dreamrate.ratings.privacy import erase, export_mine, set_opted_out
+from dreamrate.ratings.scale import RatingScale
+from dreamrate.ratings.service import Outcome, RatingService, ReactionEvent, present_emojis
 from sqlalchemy import func, insert, select, update
 
-from db.engine import create_engine
-from db.models import Flag, Image, Job, Rating, RatingEvent, User
 from dreamrate.errors import DreamrateError
-from ratings.export import EXPORT_COLUMNS, export_ratings
-from ratings.privacy import erase, export_mine, set_opted_out
-from ratings.scale import RatingScale
-from ratings.service import Outcome, RatingService, ReactionEvent, present_emojis
 
 SCALE = RatingScale(
     "numbers-10",
@@ -107,7 +107,7 @@ def replayed(log) -> dict[tuple[int, int], float]:  # type: ignore[no-untyped-de
 
 
 def test_present_emojis_replay() -> None:
-    from db.models import RatingEventKind as K
+    from dreamrate.db.models import RatingEventKind as K
 
     assert present_emojis([(K.ADD, "a"), (K.ADD, "b"), (K.REMOVE, "b")]) == ["a"]
     assert present_emojis([(K.ADD, "a"), (K.ADD, "b"), (K.ADD, "a")]) == ["b", "a"]
@@ -272,7 +272,7 @@ async def test_batches_equal_one_by_one(service, engine) -> None:  # type: ignor
 async def test_an_image_shown_twice_takes_the_latest_emoji_on_either_message(
     service, engine
 ) -> None:  # type: ignore[no-untyped-def]
-    from db.models import ImagePost
+    from dreamrate.db.models import ImagePost
 
     async with engine.begin() as conn:
         image_id = (

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from dreamrate.db.engine import create_engine
+from dreamrate.db.migrate import upgrade
+from dreamrate.db.models import Image, JobStatus
+from dreamrate.db.users import ensure_user
+from dreamrate.generation.queue import JobRepository
 from sqlalchemy import func, select
 
-from db.engine import create_engine
-from db.migrate import upgrade
-from db.models import Image, JobStatus
-from db.users import ensure_user
-from generation.queue import JobRepository
 from tests.generation.conftest import enqueue
 from tests.generation.test_processes import start_worker, wait_until_rendering
 

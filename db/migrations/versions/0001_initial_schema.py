@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import dreamrate.db.types
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
-
-import db.types
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -31,7 +30,7 @@ def upgrade() -> None:
         sa.Column("feed_channel_id", sa.BigInteger(), nullable=True),
         sa.Column("feed_interval_minutes", sa.Integer(), nullable=True),
         sa.Column("moderator_role_id", sa.BigInteger(), nullable=True),
-        sa.Column("updated_at", db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("guild_id", name=op.f("pk_guild_settings")),
     )
     op.create_table(
@@ -43,7 +42,7 @@ def upgrade() -> None:
         sa.Column("metadata", JSON, nullable=False),
         sa.Column("metrics", JSON, nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_predictors")),
         sa.UniqueConstraint("name", name=op.f("uq_predictors_name")),
     )
@@ -54,10 +53,10 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("banned", sa.Boolean(), nullable=False),
         sa.Column("opted_out", sa.Boolean(), nullable=False),
-        sa.Column("erased_at", db.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("last_served_at", db.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("erased_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_served_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("discord_id", name=op.f("uq_users_discord_id")),
     )
@@ -96,21 +95,23 @@ def upgrade() -> None:
         sa.Column("priority", sa.Integer(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("lease_owner", sa.String(length=200), nullable=True),
-        sa.Column("lease_expires_at", db.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("heartbeat_at", db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_expires_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("heartbeat_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("progress", sa.Float(), nullable=False),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("interaction_token", sa.Text(), nullable=True),
         sa.Column(
-            "interaction_token_expires_at", db.types.UTCDateTime(timezone=True), nullable=True
+            "interaction_token_expires_at",
+            dreamrate.db.types.UTCDateTime(timezone=True),
+            nullable=True,
         ),
         sa.Column("reply_message_id", sa.BigInteger(), nullable=True),
-        sa.Column("delivered_at", db.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("started_at", db.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", db.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("updated_at", db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("delivered_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("started_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.CheckConstraint("num_images >= 1", name=op.f("ck_jobs_num_images_positive")),
         sa.CheckConstraint("width > 0 AND height > 0", name=op.f("ck_jobs_size_positive")),
         sa.ForeignKeyConstraint(
@@ -139,8 +140,8 @@ def upgrade() -> None:
         sa.Column("discord_message_id", sa.BigInteger(), nullable=True),
         sa.Column("flagged", sa.Boolean(), nullable=False),
         sa.Column("removed", sa.Boolean(), nullable=False),
-        sa.Column("removed_at", db.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("removed_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], name=op.f("fk_images_job_id_jobs"), ondelete="CASCADE"
         ),
@@ -159,7 +160,7 @@ def upgrade() -> None:
         sa.Column("model", sa.String(length=300), nullable=False),
         sa.Column("dim", sa.Integer(), nullable=False),
         sa.Column("vector", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["image_id"],
             ["images.id"],
@@ -175,8 +176,8 @@ def upgrade() -> None:
         sa.Column("image_id", sa.Integer(), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=True),
         sa.Column("reason", sa.String(length=500), nullable=False),
-        sa.Column("created_at", db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("resolved_at", db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("resolved_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("resolved_by", sa.Integer(), nullable=True),
         sa.Column("resolution", sa.String(length=32), nullable=True),
         sa.ForeignKeyConstraint(
@@ -223,7 +224,7 @@ def upgrade() -> None:
         sa.Column("emoji", sa.String(length=100), nullable=False),
         sa.Column("value", sa.Float(), nullable=True),
         sa.Column("scale", sa.String(length=64), nullable=True),
-        sa.Column("received_at", db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("received_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["image_id"],
             ["images.id"],
@@ -251,8 +252,8 @@ def upgrade() -> None:
         sa.Column("value", sa.Float(), nullable=False),
         sa.Column("scale", sa.String(length=64), nullable=False),
         sa.Column("source", sa.String(length=16), nullable=False),
-        sa.Column("created_at", db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["image_id"], ["images.id"], name=op.f("fk_ratings_image_id_images"), ondelete="CASCADE"
         ),

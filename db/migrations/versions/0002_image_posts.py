@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import dreamrate.db.types
 import sqlalchemy as sa
 from alembic import op
-
-import db.types
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -27,7 +26,7 @@ def upgrade() -> None:
         sa.Column("image_id", sa.Integer(), nullable=False),
         sa.Column("channel_id", sa.BigInteger(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
-        sa.Column("posted_at", db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("posted_at", dreamrate.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["image_id"],
             ["images.id"],
