@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dreamrate.devices import DevicePreference, pick_device
-from dreamrate.errors import ModelError
+from dreamrate.core.devices import DevicePreference, pick_device
+from dreamrate.core.errors import ModelError
 
 if TYPE_CHECKING:
     import numpy as np

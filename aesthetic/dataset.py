@@ -6,11 +6,12 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from dreamrate.aesthetic.train import TrainingData, TrainingError, check_embeddings
 from dreamrate.db.models import Embedding, Image, Job, Rating, User
 from dreamrate.ratings.aggregate import RatingPanel
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["load_database_data", "load_file_data", "prompt_group"]
 

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import exists, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from dreamrate.aesthetic.clip_model import ClipModel
 from dreamrate.db.models import Embedding, Image, Rating
 from dreamrate.db.users import dialect_insert
-from sqlalchemy import exists, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["EmbedSummary", "embed_rated_images", "images_to_embed"]
 

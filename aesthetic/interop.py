@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from dreamrate.aesthetic.predictor import Predictor, PredictorError
 
-from dreamrate.atomic import atomic_file
+from dreamrate.aesthetic.predictor import Predictor, PredictorError
+from dreamrate.core.atomic import atomic_file
 
 __all__ = ["KINDS", "detect_kind", "export_laion", "import_head", "read_state_dict"]
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from dreamrate.aesthetic.scorer import META_PREDICTOR, META_PREDICTOR_HASH
 
-from dreamrate.atomic import atomic_folder
-from dreamrate.errors import DreamrateError
+from dreamrate.aesthetic.scorer import META_PREDICTOR, META_PREDICTOR_HASH
+from dreamrate.core.atomic import atomic_folder
+from dreamrate.core.errors import DreamrateError
 
 __all__ = ["ManifestError", "export_manifest", "score_files"]
 

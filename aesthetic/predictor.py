@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from dreamrate.atomic import atomic_folder
-from dreamrate.errors import DreamrateError
+from dreamrate.core.atomic import atomic_folder
+from dreamrate.core.errors import DreamrateError
 
 __all__ = [
     "FORMAT",

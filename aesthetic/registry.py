@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dreamrate.aesthetic.predictor import Predictor, load_predictor
-from dreamrate.db.models import Predictor as PredictorRow
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dreamrate.aesthetic.predictor import Predictor, load_predictor
+from dreamrate.db.models import Predictor as PredictorRow
 
 __all__ = ["active_predictor", "register_predictor"]
 

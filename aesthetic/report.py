@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from dreamrate.aesthetic.train import TrainingResult
 
 __all__ = ["image_grid", "write_report"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from dreamrate.aesthetic.predictor import Predictor
 from dreamrate.aesthetic.shards import Shard
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from dreamrate.aesthetic.predictor import Predictor, PredictorError
 from dreamrate.db.models import Embedding, Image, Rating
 from dreamrate.ratings.selection import images_needing_ratings
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["choose_for_rating", "priority", "select_images_to_rate"]
 

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dreamrate.core.atomic import atomic_file
+from dreamrate.core.errors import StorageError
+
 __all__ = ["SyntheticWorld", "make_world"]
 
 
@@ -128,17 +131,17 @@ def write_clip_retrieval(
             block /= np.linalg.norm(block, axis=1, keepdims=True)
             x[start : start + len(block)] = block
         path = folder / "img_emb" / f"img_emb_{label}.npy"
-        np.save(path, x)
+        with atomic_file(path, StorageError) as tmp, tmp.open("wb") as handle:
+            np.save(handle, x)
         keys = [f"{n:05d}{i:06d}" for i in range(rows)]
-        pq.write_table(
-            pa.table(
-                {
-                    "url": [f"https://images.example.org/{k}.jpg" for k in keys],
-                    "caption": [f"synthetic caption {k} of a photo" for k in keys],
-                    "key": keys,
-                }
-            ),
-            folder / "metadata" / f"metadata_{label}.parquet",
+        metadata = pa.table(
+            {
+                "url": [f"https://images.example.org/{k}.jpg" for k in keys],
+                "caption": [f"synthetic caption {k} of a photo" for k in keys],
+                "key": keys,
+            }
         )
+        with atomic_file(folder / "metadata" / f"metadata_{label}.parquet", StorageError) as tmp:
+            pq.write_table(metadata, tmp)
         written.append(path)
     return written

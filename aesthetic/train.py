@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
 from dreamrate.aesthetic.predictor import Predictor
+from dreamrate.core.errors import DreamrateError
 from dreamrate.ratings.aggregate import (
     AggregateOptions,
     RaterEffects,
@@ -23,8 +25,6 @@ from dreamrate.ratings.aggregate import (
     mean_targets,
     rater_aware_targets,
 )
-
-from dreamrate.errors import DreamrateError
 
 __all__ = [
     "MIN_GROUPS",

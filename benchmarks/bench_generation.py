@@ -11,13 +11,6 @@ import multiprocessing as mp
 import time
 from collections import Counter
 
-from dreamrate.db.engine import create_engine
-from dreamrate.db.models import Job
-from dreamrate.db.users import ensure_user
-from dreamrate.generation.queue import JobRepository, StoredImage
-from dreamrate.generation.request import GenerationRequest
-from dreamrate.generation.store import ImageStore
-from dreamrate.generation.worker import GenerationWorker, PipelineCache
 from sqlalchemy import insert
 
 from benchmarks.common import (
@@ -29,6 +22,13 @@ from benchmarks.common import (
     sqlite_database,
     tiny_models,
 )
+from dreamrate.db.engine import create_engine
+from dreamrate.db.models import Job
+from dreamrate.db.users import ensure_user
+from dreamrate.generation.queue import JobRepository, StoredImage
+from dreamrate.generation.request import GenerationRequest
+from dreamrate.generation.store import ImageStore
+from dreamrate.generation.worker import GenerationWorker, PipelineCache
 
 
 def request(prompt: str, *, model: str, size: int, steps: int, seed: int) -> GenerationRequest:

@@ -18,14 +18,14 @@ import argparse
 import time
 
 import numpy as np
-from dreamrate.aesthetic.select import choose_for_rating
-from dreamrate.aesthetic.synthetic import SyntheticWorld, make_world
-from dreamrate.aesthetic.train import TrainingData, train_predictor
-from dreamrate.ratings.aggregate import RatingPanel, mean_targets, rater_aware_targets
 from scipy.stats import spearmanr
 from sklearn.linear_model import Ridge
 
 from benchmarks.common import machine, print_table
+from dreamrate.aesthetic.select import choose_for_rating
+from dreamrate.aesthetic.synthetic import SyntheticWorld, make_world
+from dreamrate.aesthetic.train import TrainingData, train_predictor
+from dreamrate.ratings.aggregate import RatingPanel, mean_targets, rater_aware_targets
 
 TEST_IMAGES = 2000
 

@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import machine, median, print_table
 from dreamrate.aesthetic.interop import import_head
 from dreamrate.aesthetic.predictor import Predictor
 from dreamrate.aesthetic.score_engines import local_pool, run_local
 from dreamrate.aesthetic.shards import discover_shards
 from dreamrate.aesthetic.synthetic import write_clip_retrieval
-
-from benchmarks.common import machine, median, print_table
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 V2 = REFERENCE / "laion-improved-aesthetic-predictor" / "sac+logos+ava1-l14-linearMSE.pth"

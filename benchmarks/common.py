@@ -105,9 +105,9 @@ async def sqlite_database() -> AsyncIterator[str]:
 
 def tiny_models() -> Path:
     """Tiny models written once into a cache folder."""
-    from dreamrate.cli.models_cmd import make_tiny
+    from dreamrate.tiny_models import make_tiny_models
 
     folder = Path(tempfile.gettempdir()) / "dreamrate-bench-models"
     if not (folder / "tiny-sd" / "model_index.json").is_file():
-        make_tiny(folder)
+        make_tiny_models(folder)
     return folder / "tiny-sd"

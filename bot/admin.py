@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+
+from dreamrate.core.errors import DreamrateError
 from dreamrate.ratings.moderation import (
     get_guild_settings,
     open_flags,
@@ -16,8 +18,6 @@ from dreamrate.ratings.moderation import (
     set_banned,
     update_guild_settings,
 )
-
-from dreamrate.errors import DreamrateError
 
 if TYPE_CHECKING:
     from dreamrate.bot.client import DreamrateBot

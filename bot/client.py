@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
+from sqlalchemy import func, select, update
+
 from dreamrate.bot.admin import is_moderator
 from dreamrate.bot.commands import register_commands
 from dreamrate.bot.embeds import image_embed, job_status_text, job_view
 from dreamrate.bot.uploads import fit_for_upload
+from dreamrate.core.errors import DreamrateError
 from dreamrate.db.models import GuildSettings, Image, ImagePost, Job, JobStatus, User
 from dreamrate.db.retry import retry_on_disconnect
 from dreamrate.db.types import utcnow
@@ -35,15 +38,12 @@ from dreamrate.generation.request import (
 from dreamrate.ratings.moderation import get_guild_settings
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService, ReactionEvent
-from sqlalchemy import func, select, update
-
-from dreamrate.errors import DreamrateError
 
 if TYPE_CHECKING:
-    from dreamrate.generation.worker import GenerationWorker
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from dreamrate.settings import Settings
+    from dreamrate.core.settings import Settings
+    from dreamrate.generation.worker import GenerationWorker
 
 __all__ = ["DreamrateBot"]
 

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
+
 from dreamrate.bot.admin import register_admin
+from dreamrate.core.errors import DreamrateError
 from dreamrate.generation.request import RequestInput
 from dreamrate.ratings.privacy import erase, export_mine, set_opted_out
 from dreamrate.ratings.stats import rating_stats
-
-from dreamrate.errors import DreamrateError
 
 if TYPE_CHECKING:
     from dreamrate.bot.client import DreamrateBot

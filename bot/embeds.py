@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import discord
+
 from dreamrate.db.models import JobStatus
 from dreamrate.generation.queue import JobRecord, QueueInfo
 

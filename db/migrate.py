@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.errors import DatabaseError
+from dreamrate.core.errors import DatabaseError
 
 __all__ = [
     "MigrationStatus",

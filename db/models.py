@@ -10,7 +10,6 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from dreamrate.db.types import BigId, JSONType, Snowflake, UTCDateTime, utcnow
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
@@ -26,6 +25,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from dreamrate.db.types import BigId, JSONType, Snowflake, UTCDateTime, utcnow
 
 __all__ = [
     "Base",

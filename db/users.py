@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dreamrate.db.models import User
-from dreamrate.db.types import utcnow
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from dreamrate.db.models import User
+from dreamrate.db.types import utcnow
 
 __all__ = ["CLI_USER_NAME", "dialect_insert", "ensure_user", "set_user_flags"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,12 +14,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dreamrate.core.errors import DatabaseError
+from dreamrate.core.paths import ensure_writable_dir
+from dreamrate.core.settings import Settings
 from dreamrate.db.engine import create_engine, is_sqlite
 from dreamrate.db.migrate import MigrationStatus, migration_status, upgrade
-from dreamrate.errors import DatabaseError, StorageError
-from dreamrate.settings import Settings
 
-__all__ = ["connect_database", "database", "ensure_writable_dir", "open_database", "safe_url"]
+__all__ = ["connect_database", "database", "open_database", "safe_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,24 +31,6 @@ CONNECT_TIMEOUT_S = 10.0
 def safe_url(url: str) -> str:
     """``url`` with any password replaced by ``***``, for messages and logs."""
     return make_url(url).render_as_string(hide_password=True)
-
-
-def ensure_writable_dir(path: Path, setting: str) -> Path:
-    """Create ``path`` if needed and prove it is writable.
-
-    Raises
-    ------
-    StorageError
-        naming ``setting`` and the reason, when the folder cannot be used.
-    """
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise StorageError(f"{setting}: {path} is not a writable folder ({reason})") from None
-    return path
 
 
 async def connect_database(url: str, *, echo: bool = False) -> AsyncEngine:

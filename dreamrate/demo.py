@@ -78,7 +78,7 @@ def _tastes(clip: Any, pngs: list[bytes], seed: int) -> np.ndarray:
 
 def prepare_folder(folder: Path) -> Path:
     """A fresh demo folder (an earlier demo's folder is replaced; anything else is refused)."""
-    from dreamrate.errors import ConfigError
+    from dreamrate.core.errors import ConfigError
 
     if folder.exists() and any(folder.iterdir()):
         if not (folder / MARKER).exists():
@@ -105,20 +105,20 @@ async def run_demo(
     from dreamrate.bot.client import DreamrateBot
     from dreamrate.bot.connection import point_discord_at
     from dreamrate.bot.local_discord import BASIC, GUILD_ID, FakeDiscord, Member
+    from dreamrate.core.settings import load_settings
     from dreamrate.db.engine import create_engine
     from dreamrate.db.migrate import upgrade
     from dreamrate.services import build_repository, build_worker
-    from dreamrate.settings import load_settings
 
     started = time.perf_counter()
     rng = random.Random(seed)
     summary = DemoSummary(folder=folder)
     data = folder / "data"
     if generation_model is None or embedding_model is None:
-        from dreamrate.cli.models_cmd import make_tiny
+        from dreamrate.tiny_models import make_tiny_models
 
         say("writing tiny offline models (no real ones configured)")
-        tiny_sd, tiny_clip = make_tiny(folder / "models")
+        tiny_sd, tiny_clip = make_tiny_models(folder / "models")
         generation_model = generation_model or str(tiny_sd)
         embedding_model = embedding_model or str(tiny_clip)
 
@@ -189,7 +189,7 @@ async def run_demo(
         try:
             messages = await server.wait_for(posted, timeout=240)
         except AssertionError:
-            from dreamrate.errors import DreamrateError
+            from dreamrate.core.errors import DreamrateError
 
             raise DreamrateError(
                 "demo: the bot did not post every image within 4 minutes"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dreamrate.settings import Settings
+from dreamrate.core.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,8 +35,8 @@ def build_worker(
     settings: Settings, repo: JobRepository, *, worker_id: str | None = None
 ) -> GenerationWorker:
     """A worker with the configured store, device, batch size and optional safety checker."""
-    from dreamrate.app import ensure_writable_dir
-    from dreamrate.devices import pick_device
+    from dreamrate.core.devices import pick_device
+    from dreamrate.core.paths import ensure_writable_dir
     from dreamrate.generation.safety import load_safety_checker
     from dreamrate.generation.store import ImageStore
     from dreamrate.generation.worker import GenerationWorker, PipelineCache

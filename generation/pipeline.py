@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dreamrate.devices import DevicePreference, pick_device, pick_dtype
-from dreamrate.errors import ModelError
+from dreamrate.core.devices import DevicePreference, pick_device, pick_dtype
+from dreamrate.core.errors import ModelError
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline

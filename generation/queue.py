@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Select, bindparam, case, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+
+from dreamrate.core.errors import DreamrateError
 from dreamrate.db.models import Image, Job, JobStatus, User
 from dreamrate.db.types import UTCDateTime, utcnow
 from dreamrate.generation.request import GenerationRequest
 from dreamrate.generation.scheduling import fill_batch, jobs_ahead
-from sqlalchemy import Select, bindparam, case, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
-
-from dreamrate.errors import DreamrateError
 
 __all__ = [
     "HeartbeatResult",

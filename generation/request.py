@@ -9,13 +9,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from dreamrate.core.errors import DreamrateError
 from dreamrate.generation.model_info import ModelDefaults
 from dreamrate.generation.tokens import CLIP_CONTEXT_TOKENS
 
-from dreamrate.errors import DreamrateError
-
 if TYPE_CHECKING:
-    from dreamrate.settings import GenerationSettings
+    from dreamrate.core.settings import GenerationSettings
 
 __all__ = [
     "MAX_SEED",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dreamrate.errors import ModelError
+from dreamrate.core.errors import ModelError
 
 if TYPE_CHECKING:
     from PIL import Image

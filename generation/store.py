@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dreamrate.errors import StorageError
+from dreamrate.core.atomic import write_bytes_atomically
+from dreamrate.core.errors import StorageError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -27,9 +26,8 @@ def encode_png(image: Image.Image) -> bytes:
 class ImageStore:
     """Stores each image once under the hash of its PNG bytes.
 
-    A file is written to a temporary name in its final folder, flushed to disk
-    and renamed into place, so a crash or a full disk never leaves half an
-    image under a real name.
+    Files are written with :func:`~dreamrate.core.atomic.write_bytes_atomically`, so a crash
+    or a full disk never leaves half an image under a real name.
     """
 
     def __init__(self, root: Path) -> None:
@@ -47,21 +45,6 @@ class ImageStore:
         digest = hashlib.sha256(data).hexdigest()
         relative = f"{digest[:2]}/{digest}.png"
         final = self.root / relative
-        if final.is_file() and final.stat().st_size == len(data):
-            return digest, relative
-        tmp_name: str | None = None
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=".png")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, final)
-            tmp_name = None
-        except OSError as exc:
-            raise StorageError(f"cannot write {final} ({exc.strerror or exc})") from exc
-        finally:
-            if tmp_name is not None:
-                Path(tmp_name).unlink(missing_ok=True)
+        if not (final.is_file() and final.stat().st_size == len(data)):
+            write_bytes_atomically(final, data, StorageError, "DREAMRATE_STORAGE_IMAGES_DIR")
         return digest, relative

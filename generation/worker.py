@@ -16,14 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from dreamrate.core.devices import DevicePreference
+from dreamrate.core.errors import ModelError, StorageError
 from dreamrate.generation.pipeline import load_text2image
 from dreamrate.generation.queue import JobRecord, JobRepository, StoredImage
 from dreamrate.generation.render import ImageSpec, render_images
 from dreamrate.generation.store import ImageStore
-from sqlalchemy.exc import SQLAlchemyError
-
-from dreamrate.devices import DevicePreference
-from dreamrate.errors import ModelError, StorageError
 
 __all__ = ["GenerationWorker", "PipelineCache", "default_worker_id"]
 

@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dreamrate.db.models import Image, Job, JobStatus, Rating, User
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.atomic import atomic_folder
-from dreamrate.errors import DreamrateError
+from dreamrate.core.atomic import atomic_folder
+from dreamrate.core.errors import DreamrateError
+from dreamrate.db.models import Image, Job, JobStatus, Rating, User
 
 __all__ = ["DatasetExportError", "export_dataset"]
 

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dreamrate.db.models import Image, Rating, User
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.atomic import atomic_file
-from dreamrate.errors import DreamrateError
+from dreamrate.core.atomic import atomic_file
+from dreamrate.core.errors import DreamrateError
+from dreamrate.db.models import Image, Rating, User
 
 __all__ = ["EXPORT_COLUMNS", "ExportError", "current_ratings", "export_ratings"]
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from dreamrate.db.models import Flag, GuildSettings, Image
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import dialect_insert, set_user_flags
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "OpenFlag",

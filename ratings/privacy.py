@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from dreamrate.db.models import Image, Job, Rating, RatingEvent, User
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import set_user_flags
-from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["erase", "export_mine", "set_opted_out"]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dreamrate.settings import RatingSettings
+    from dreamrate.core.settings import RatingSettings
 
 __all__ = ["RatingScale"]
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dreamrate.db.models import Image, Rating
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dreamrate.db.models import Image, Rating
 
 __all__ = ["images_needing_ratings"]
 

@@ -15,12 +15,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
 from dreamrate.db.models import Flag, Image, ImagePost, Rating, RatingEvent, RatingEventKind, User
 from dreamrate.db.types import UTCDateTime, utcnow
 from dreamrate.db.users import dialect_insert
 from dreamrate.ratings.scale import RatingScale
-from sqlalchemy import bindparam, delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 __all__ = ["Outcome", "RatingService", "ReactionEvent", "present_emojis"]
 

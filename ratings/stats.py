@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dreamrate.db.models import Image, Rating, User
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dreamrate.db.models import Image, Rating, User
 
 __all__ = ["RatingStats", "rating_stats"]
 

@@ -131,6 +131,6 @@ async def engine(database_url: str) -> AsyncIterator[object]:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """``(tiny-sd, tiny-clip)`` written once per test session by ``make-tiny``'s own code."""
-    from dreamrate.cli.models_cmd import make_tiny
+    from dreamrate.tiny_models import make_tiny_models
 
-    return make_tiny(tmp_path_factory.mktemp("models"))
+    return make_tiny_models(tmp_path_factory.mktemp("models"))

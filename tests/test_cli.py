@@ -127,7 +127,7 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
 def test_json_config_is_complete(tmp_path: Path) -> None:
     import json
 
-    from dreamrate.settings import known_env_names
+    from dreamrate.core.settings import known_env_names
 
     result = run_cli(
         "config", "show", "--json", env={"DREAMRATE_DATA_DIR": "/srv/dr"}, cwd=tmp_path

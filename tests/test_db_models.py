@@ -6,10 +6,11 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from dreamrate.db.engine import create_sessionmaker
-from dreamrate.db.models import Image, Job, JobStatus, Rating, RatingEvent, RatingEventKind, User
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
+
+from dreamrate.db.engine import create_sessionmaker
+from dreamrate.db.models import Image, Job, JobStatus, Rating, RatingEvent, RatingEventKind, User
 
 MAX_SNOWFLAKE = 2**63 - 1
 

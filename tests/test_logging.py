@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from dreamrate.log import SecretFilter
+from dreamrate.core.log import SecretFilter
 
 TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.Gabcde.very-secret-token"
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import inspect, text
+
+from dreamrate.core.errors import DatabaseError
 from dreamrate.db.engine import create_engine
 from dreamrate.db.migrate import check_no_drift, head_revision, migration_status, revisions, upgrade
 from dreamrate.db.models import Base
-from sqlalchemy import inspect, text
-
-from dreamrate.errors import DatabaseError
 
 
 async def _tables(engine) -> set[str]:  # type: ignore[no-untyped-def]

@@ -11,9 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_wheel_installs_only_the_dreamrate_namespace(tmp_path: Path) -> None:
+    build = ["wheel", "--no-deps", "--no-build-isolation", "-q", "--wheel-dir", str(tmp_path)]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", *build, str(REPO)],
         check=True,
         capture_output=True,
     )

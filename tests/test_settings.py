@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dreamrate.errors import ConfigError
-from dreamrate.settings import Settings, known_env_names, load_settings
+from dreamrate.core.errors import ConfigError
+from dreamrate.core.settings import Settings, known_env_names, load_settings
 
 
 def test_documented_environment_names_set_their_settings(

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dreamrate.aesthetic.clip_model import load_clip, model_spec
-from dreamrate.generation.pipeline import load_text2image
 from PIL import Image
 
-from dreamrate.errors import ModelError
+from dreamrate.aesthetic.clip_model import load_clip, model_spec
+from dreamrate.core.errors import ModelError
+from dreamrate.generation.pipeline import load_text2image
 from tests.conftest import REFERENCE_DIR
 
 

@@ -8,8 +8,9 @@ import asyncio
 import os
 
 from alembic import context
-from dreamrate.db.models import Base
 from sqlalchemy.engine import Connection
+
+from dreamrate.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata

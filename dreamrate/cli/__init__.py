@@ -21,7 +21,7 @@ from dreamrate.cli import (
     synthetic_cmd,
 )
 from dreamrate.cli.context import state
-from dreamrate.errors import DreamrateError
+from dreamrate.core.errors import DreamrateError
 
 __all__ = ["app", "main"]
 

@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.app import database, ensure_writable_dir
+from dreamrate.app import database
 from dreamrate.cli.context import state
-from dreamrate.errors import DreamrateError
+from dreamrate.core.errors import DreamrateError
+from dreamrate.core.paths import ensure_writable_dir
 
 __all__ = ["embed_cmd", "predictor_app", "train_cmd"]
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from typing import Annotated
 
 import typer
 
 from dreamrate.app import open_database
 from dreamrate.cli.context import state
-from dreamrate.errors import ConfigError, DreamrateError
+from dreamrate.core.errors import ConfigError
 
 __all__ = ["bot_cmd"]
 
@@ -24,10 +23,8 @@ def bot_cmd(
     ] = False,
 ) -> None:
     """Run the Discord bot until SIGTERM/SIGINT."""
-    import discord
-
-    from dreamrate.bot.client import DreamrateBot
     from dreamrate.bot.connection import point_discord_at
+    from dreamrate.bot.runner import run_bot
     from dreamrate.services import build_repository, build_worker
 
     settings = state.settings
@@ -38,23 +35,11 @@ def bot_cmd(
 
     async def run() -> None:
         engine = await open_database(settings)
-        repo = build_repository(settings, engine)
-        worker = None if no_worker else build_worker(settings, repo)
-        bot = DreamrateBot(settings=settings, engine=engine, repo=repo, worker=worker)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
         try:
-            await bot.start(token.get_secret_value())
-        except discord.LoginFailure:
-            raise DreamrateError("Discord refused the bot token; check DISCORD_TOKEN") from None
-        except discord.PrivilegedIntentsRequired:
-            raise DreamrateError(
-                "Discord refused the intents; dreamrate needs none privileged"
-            ) from None
+            repo = build_repository(settings, engine)
+            worker = None if no_worker else build_worker(settings, repo)
+            await run_bot(settings, engine, repo, worker, token.get_secret_value())
         finally:
-            if not bot.is_closed():
-                await bot.close()
             await engine.dispose()
 
     asyncio.run(run())

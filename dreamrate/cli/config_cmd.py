@@ -10,7 +10,7 @@ from pydantic import BaseModel, SecretStr
 
 from dreamrate.app import safe_url
 from dreamrate.cli.context import state
-from dreamrate.settings import ENV_PREFIX, Settings
+from dreamrate.core.settings import ENV_PREFIX, Settings
 
 __all__ = ["app", "effective_settings"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dreamrate.log import configure_logging
-from dreamrate.settings import Settings, load_settings
+from dreamrate.core.log import configure_logging
+from dreamrate.core.settings import Settings, load_settings
 
 __all__ = ["CliState", "state"]
 

@@ -12,8 +12,8 @@ import typer
 
 from dreamrate.app import database
 from dreamrate.cli.context import state
+from dreamrate.core.errors import DreamrateError
 from dreamrate.db.users import ensure_user
-from dreamrate.errors import DreamrateError
 
 __all__ = ["generate_cmd", "worker_cmd"]
 

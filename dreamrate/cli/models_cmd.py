@@ -2,48 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dreamrate.app import ensure_writable_dir
 from dreamrate.cli.context import state
+from dreamrate.tiny_models import make_tiny_models
 
-__all__ = ["app", "make_tiny"]
+__all__ = ["app"]
 
 app = typer.Typer(help="Generation and embedding models.", no_args_is_help=True)
-
-
-def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
-    """Write a model folder beside ``target`` and swap it in, so a crash never leaves half a model."""
-    staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        write(staging)
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def make_tiny(directory: Path) -> tuple[Path, Path]:
-    """Write ``tiny-sd/`` and ``tiny-clip/`` under ``directory``; return their paths."""
-    from dreamrate.aesthetic.tiny_clip import write_tiny_clip
-    from dreamrate.generation.tiny_sd import write_tiny_sd
-
-    ensure_writable_dir(directory, "DIR")
-    sd, clip = directory.resolve() / "tiny-sd", directory.resolve() / "tiny-clip"
-    _write_atomically(sd, write_tiny_sd)
-    _write_atomically(clip, write_tiny_clip)
-    return sd, clip
 
 
 @app.command("make-tiny")
@@ -53,7 +23,7 @@ def make_tiny_cmd(
     ],
 ) -> None:
     """Write tiny random-weight Stable Diffusion and open_clip models for offline trials."""
-    sd, clip = make_tiny(directory)
+    sd, clip = make_tiny_models(directory)
     typer.echo("# tiny models written; select them with:")
     typer.echo(f"export DREAMRATE_GENERATION_MODEL={sd}")
     typer.echo(f"export DREAMRATE_EMBEDDING_MODEL=local-dir:{clip}")

@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.app import database, ensure_writable_dir
-from dreamrate.errors import DreamrateError
+from dreamrate.app import database
+from dreamrate.core.errors import DreamrateError
+from dreamrate.core.paths import ensure_writable_dir
 
 __all__ = ["export_app", "score_cmd"]
 

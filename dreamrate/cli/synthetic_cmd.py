@@ -30,7 +30,7 @@ def panel_cmd(
     import pyarrow.parquet as pq
 
     from dreamrate.aesthetic.synthetic import make_world
-    from dreamrate.app import ensure_writable_dir
+    from dreamrate.core.paths import ensure_writable_dir
 
     ensure_writable_dir(out, "--out")
     world = make_world(images, dim=dim, n_raters=raters, seed=seed)
@@ -71,8 +71,8 @@ def shards_cmd(
     """Write a clip-retrieval embedding folder (img_emb_N.npy + metadata_N.parquet) of unit
     vectors with url, caption and key columns, to try scoring offline."""
     from dreamrate.aesthetic.synthetic import write_clip_retrieval
-    from dreamrate.app import ensure_writable_dir
-    from dreamrate.errors import DreamrateError
+    from dreamrate.core.errors import DreamrateError
+    from dreamrate.core.paths import ensure_writable_dir
 
     if dtype not in ("float16", "float32"):
         raise DreamrateError(f"--dtype: must be float16 or float32, not {dtype!r}")

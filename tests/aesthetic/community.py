@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from dreamrate.db.models import Image, Job, JobStatus, Rating, User
-from dreamrate.db.types import utcnow
-from dreamrate.generation.store import ImageStore
 from PIL import Image as PILImage
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dreamrate.db.models import Image, Job, JobStatus, Rating, User
+from dreamrate.db.types import utcnow
+from dreamrate.generation.store import ImageStore
 
 
 @dataclass

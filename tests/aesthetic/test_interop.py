@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from dreamrate.aesthetic.interop import export_laion, import_head
 from dreamrate.aesthetic.predictor import Predictor, PredictorError, load_predictor, save_predictor
-from torch import nn
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
 V2 = REFERENCE / "laion-improved-aesthetic-predictor" / "sac+logos+ava1-l14-linearMSE.pth"

@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from dreamrate.aesthetic.predictor import Predictor, save_predictor
 from dreamrate.aesthetic.score_engines import run_local
 from dreamrate.aesthetic.shards import discover_shards
 from dreamrate.aesthetic.synthetic import write_clip_retrieval
-
 from tests.test_cli import run_cli
 
 DIM = 64

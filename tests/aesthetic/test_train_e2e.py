@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import func, select
+
 from dreamrate.aesthetic.dataset import load_database_data
 from dreamrate.aesthetic.predictor import load_predictor
 from dreamrate.aesthetic.select import select_images_to_rate
@@ -17,8 +19,6 @@ from dreamrate.aesthetic.synthetic import make_world
 from dreamrate.db.engine import create_engine
 from dreamrate.db.models import Embedding
 from dreamrate.db.models import Predictor as PredictorRow
-from sqlalchemy import func, select
-
 from tests.aesthetic.community import seed_community
 from tests.test_cli import _one_error_line, run_cli
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.linear_model import Ridge
+
 from dreamrate.aesthetic.select import choose_for_rating
 from dreamrate.aesthetic.synthetic import make_world
 from dreamrate.aesthetic.train import (
@@ -17,7 +19,6 @@ from dreamrate.aesthetic.train import (
     train_predictor,
 )
 from dreamrate.ratings.aggregate import RatingPanel
-from sklearn.linear_model import Ridge
 
 
 def test_grouped_folds_never_split_a_prompt() -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from dreamrate.bot.local_discord import GUILD_ID, FakeDiscord
 
 TOKEN = "MTEwMDAwMDAwMDAwMDAwMDAwMw.fake.bot-token-never-printed"
@@ -33,11 +34,10 @@ async def start_bot(
 ) -> Running:
     from dreamrate.bot.client import DreamrateBot
     from dreamrate.bot.connection import point_discord_at
+    from dreamrate.core.settings import load_settings
     from dreamrate.db.engine import create_engine
     from dreamrate.db.migrate import upgrade
-
     from dreamrate.services import build_repository, build_worker
-    from dreamrate.settings import load_settings
 
     settings = load_settings(
         data_dir=data_dir,

@@ -6,12 +6,12 @@ import logging
 
 import numpy as np
 import pytest
+from sqlalchemy import insert, select
+
 from dreamrate.aesthetic.predictor import Predictor, save_predictor
 from dreamrate.aesthetic.registry import register_predictor
 from dreamrate.bot.local_discord import FakeDiscord, Member
 from dreamrate.db.models import Embedding, ImagePost
-from sqlalchemy import insert, select
-
 from tests.aesthetic.community import seed_community
 
 FAY = Member(33, "fay")

@@ -86,7 +86,6 @@ async def test_dreamrate_bot_process_logs_in_and_keeps_the_token_secret(
     from pathlib import Path
 
     from dreamrate.bot.local_discord import GUILD_ID
-
     from tests.bot.conftest import TOKEN
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DREAMRATE_")}
@@ -173,10 +172,10 @@ async def test_after_the_interaction_token_expires_images_go_to_the_channel(
 ) -> None:  # type: ignore[no-untyped-def]
     from datetime import timedelta
 
-    from dreamrate.db.models import Job
-    from dreamrate.db.types import utcnow
     from sqlalchemy import update
 
+    from dreamrate.db.models import Job
+    from dreamrate.db.types import utcnow
     from tests.bot.conftest import start_bot, stop_bot
 
     running = await start_bot(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy import func, select
+
 from dreamrate.bot.local_discord import BASIC, CHANNEL_ID, MANAGE_GUILD, FakeDiscord, Member
 from dreamrate.db.models import Job
 from dreamrate.ratings.export import current_ratings
-from sqlalchemy import func, select
-
 from tests.bot.test_ratings_e2e import dream
 
 MOD = Member(31, "mod", permissions=BASIC | MANAGE_GUILD)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import func, select
+
 from dreamrate.bot.local_discord import FakeDiscord, Member
 from dreamrate.db.models import Job
 from dreamrate.ratings.export import current_ratings
-from sqlalchemy import func, select
-
 from tests.bot.conftest import start_bot, stop_bot
 
 ADA, BOB, CY = Member(21, "ada"), Member(22, "bob"), Member(23, "cy")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dreamrate.bot.uploads import fit_for_upload
 from PIL import Image
+
+from dreamrate.bot.uploads import fit_for_upload
 
 
 def test_small_png_is_sent_as_is(tmp_path: Path) -> None:

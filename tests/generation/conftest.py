@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from dreamrate.db.users import ensure_user
 from dreamrate.generation.queue import JobRecord, JobRepository
 from dreamrate.generation.request import GenerationRequest

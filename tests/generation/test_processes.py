@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
+
 from dreamrate.db.engine import create_sessionmaker
 from dreamrate.db.models import Image, JobStatus
 from dreamrate.generation.queue import JobRepository
 from dreamrate.generation.store import ImageStore
 from dreamrate.generation.worker import GenerationWorker, PipelineCache
-from sqlalchemy import func, select
-
 from tests.generation.conftest import enqueue
 
 DREAMRATE = Path(sys.executable).parent / "dreamrate"

@@ -6,11 +6,11 @@ import asyncio
 from collections import Counter
 
 import pytest
+from sqlalchemy import func, select, update
+
 from dreamrate.db.engine import create_engine
 from dreamrate.db.models import Image, Job, JobStatus
 from dreamrate.generation.queue import JobError, JobRepository, QueueFullError, StoredImage
-from sqlalchemy import func, select, update
-
 from tests.generation.conftest import enqueue, make_request
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from dreamrate.generation.model_info import ModelDefaults, model_defaults
 from dreamrate.generation.request import (
     MAX_SEED,

@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
-from dreamrate.generation.store import ImageStore, encode_png
 from PIL import Image
 
-from dreamrate.errors import StorageError
+from dreamrate.core.errors import StorageError
+from dreamrate.generation.store import ImageStore, encode_png
 
 
 def test_same_pixels_same_file(tmp_path: Path) -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from dreamrate.db.models import JobStatus
 from dreamrate.generation.queue import JobRepository
 from dreamrate.generation.render import ImageSpec, render_images
 from dreamrate.generation.store import ImageStore
 from dreamrate.generation.worker import GenerationWorker, PipelineCache
-from PIL import Image
-
 from tests.generation.conftest import enqueue
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
+
 from dreamrate.ratings.aggregate import (
     AggregateOptions,
     RatingPanel,
     mean_targets,
     rater_aware_targets,
 )
-from scipy.stats import spearmanr
 
 
 def _panel(seed: int = 0, n_img: int = 600, n_rat: int = 40, per_image: int = 4):

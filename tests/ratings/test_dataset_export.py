@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from dreamrate.ratings.dataset_export import DatasetExportError, export_dataset
 
+from dreamrate.ratings.dataset_export import DatasetExportError, export_dataset
 from tests.aesthetic.community import seed_community
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import discord
 import pytest
-from dreamrate.bot.local_discord import FakeDiscord, Member
-from dreamrate.db.models import Job
 from sqlalchemy import func, select, text
 
+from dreamrate.bot.local_discord import FakeDiscord, Member
+from dreamrate.db.models import Job
 from tests.bot.conftest import start_bot, stop_bot
 from tests.bot.test_ratings_e2e import dream
 

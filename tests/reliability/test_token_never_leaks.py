@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 
 import pytest
+
 from dreamrate.bot.local_discord import FakeDiscord, Member
 from dreamrate.ratings.dataset_export import export_dataset
 from dreamrate.ratings.export import export_ratings
-
 from tests.bot.conftest import TOKEN, start_bot, stop_bot
 from tests.bot.test_ratings_e2e import dream
 from tests.conftest import SECRET_TOKENS

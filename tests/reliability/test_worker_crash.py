@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
+
 from dreamrate.db.engine import create_engine
 from dreamrate.db.migrate import upgrade
 from dreamrate.db.models import Image, JobStatus
 from dreamrate.db.users import ensure_user
 from dreamrate.generation.queue import JobRepository
-from sqlalchemy import func, select
-
 from tests.generation.conftest import enqueue
 from tests.generation.test_processes import start_worker, wait_until_rendering
 

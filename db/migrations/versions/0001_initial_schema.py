@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import dreamrate.db.types
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+import dreamrate.db.types
 
 revision: str = "0001"
 down_revision: str | None = None

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import dreamrate.db.types
 import sqlalchemy as sa
 from alembic import op
+
+import dreamrate.db.types
 
 revision: str = "0002"
 down_revision: str | None = "0001"

@@ -32,7 +32,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from dreamrate.errors import ConfigError
+from dreamrate.core.errors import ConfigError
 
 __all__ = [
     "DEFAULT_RATING_EMOJIS",
