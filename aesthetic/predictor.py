@@ -23,6 +23,7 @@ from dreamrate.core.errors import DreamrateError
 
 __all__ = [
     "FORMAT",
+    "META_FILE",
     "Predictor",
     "PredictorError",
     "load_predictor",

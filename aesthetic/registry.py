@@ -7,10 +7,10 @@ from pathlib import Path
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.aesthetic.predictor import Predictor, load_predictor
+from dreamrate.aesthetic.predictor import Predictor
 from dreamrate.db.models import Predictor as PredictorRow
 
-__all__ = ["active_predictor", "register_predictor"]
+__all__ = ["active_predictor_path", "register_predictor"]
 
 
 async def register_predictor(
@@ -40,18 +40,8 @@ async def register_predictor(
             )
 
 
-async def active_predictor(engine: AsyncEngine, embedding_model: str) -> Predictor | None:
-    """The active predictor, or None when there is none.
-
-    Raises
-    ------
-    PredictorError
-        when its files are gone or it reads another embedding model than configured.
-    """
+async def active_predictor_path(engine: AsyncEngine) -> Path | None:
+    """The folder of the active predictor, or None when none is active."""
     async with engine.connect() as conn:
-        path = (
-            await conn.execute(select(PredictorRow.path).where(PredictorRow.active.is_(True)))
-        ).scalar_one_or_none()
-    if path is None:
-        return None
-    return load_predictor(Path(path), embedding_model=embedding_model)
+        path = await conn.scalar(select(PredictorRow.path).where(PredictorRow.active.is_(True)))
+    return None if path is None else Path(path)

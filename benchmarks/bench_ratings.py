@@ -28,8 +28,8 @@ from benchmarks.common import (
     print_table,
     sqlite_database,
 )
-from dreamrate.bot.local_discord import CHANNEL_ID, FakeDiscord, Member
 from dreamrate.db.models import Image, Job, RatingEvent, User
+from dreamrate.fake_discord import CHANNEL_ID, FakeDiscord, Member
 from dreamrate.ratings.export import current_ratings
 from dreamrate.ratings.service import present_emojis
 
@@ -39,10 +39,10 @@ EMOJIS = ["1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7�
 async def run(url: str, events: int, members: int, images: int) -> list[object]:
     from dreamrate.bot.client import DreamrateBot
     from dreamrate.bot.connection import point_discord_at
-    from dreamrate.bot.local_discord import GUILD_ID
     from dreamrate.core.settings import load_settings
     from dreamrate.db.engine import create_engine
     from dreamrate.db.models import RatingEventKind
+    from dreamrate.fake_discord import GUILD_ID
     from dreamrate.services import build_repository
 
     server = FakeDiscord()

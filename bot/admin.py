@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
+from dreamrate.bot.embeds import fit_message
+from dreamrate.bot.permissions import is_moderator
 from dreamrate.core.errors import DreamrateError
 from dreamrate.ratings.moderation import (
     get_guild_settings,
@@ -20,26 +22,24 @@ from dreamrate.ratings.moderation import (
 )
 
 if TYPE_CHECKING:
-    from dreamrate.bot.client import DreamrateBot
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["is_moderator", "register_admin"]
+__all__ = ["register_admin"]
 
 logger = logging.getLogger(__name__)
 
 
-def is_moderator(interaction: discord.Interaction, role_name: str | None) -> bool:
-    """Manage Server permission, or the moderator role named in settings."""
-    if interaction.permissions.manage_guild:
-        return True
-    roles = getattr(interaction.user, "roles", [])
-    return bool(role_name) and any(role.name == role_name for role in roles)
-
-
-def register_admin(bot: "DreamrateBot") -> None:
-    """Add the /admin group to ``bot.tree``."""
+def register_admin(
+    tree: app_commands.CommandTree,
+    *,
+    client: discord.Client,
+    engine: "AsyncEngine",
+    moderator_role: str | None,
+) -> None:
+    """Add the /admin group to ``tree``."""
 
     async def moderators_only(interaction: discord.Interaction) -> bool:
-        if not is_moderator(interaction, bot.settings.discord.moderator_role):
+        if not is_moderator(interaction, moderator_role):
             raise app_commands.CheckFailure("Only moderators (Manage Server) can use /admin.")
         return True
 
@@ -55,7 +55,7 @@ def register_admin(bot: "DreamrateBot") -> None:
         interaction: discord.Interaction, channel: app_commands.AppCommandChannel
     ) -> None:
         assert interaction.guild_id is not None
-        current = await get_guild_settings(bot.engine, interaction.guild_id)
+        current = await get_guild_settings(engine, interaction.guild_id)
         allowed = list(current.allowed_channel_ids) if current else []
         if channel.id in allowed:
             allowed.remove(channel.id)
@@ -63,7 +63,7 @@ def register_admin(bot: "DreamrateBot") -> None:
         else:
             allowed.append(channel.id)
             text = f"/dream is allowed in {channel.mention}."
-        await update_guild_settings(bot.engine, interaction.guild_id, allowed_channel_ids=allowed)
+        await update_guild_settings(engine, interaction.guild_id, allowed_channel_ids=allowed)
         suffix = "" if allowed else " No channel is listed now, so /dream works everywhere."
         await interaction.response.send_message(text + suffix, ephemeral=True)
 
@@ -77,7 +77,7 @@ def register_admin(bot: "DreamrateBot") -> None:
     ) -> None:
         assert interaction.guild_id is not None
         await update_guild_settings(
-            bot.engine,
+            engine,
             interaction.guild_id,
             feed_channel_id=channel.id,
             feed_interval_minutes=minutes,
@@ -88,14 +88,14 @@ def register_admin(bot: "DreamrateBot") -> None:
 
     @admin.command(name="ban", description="Ban a member from generating and rating.")
     async def ban(interaction: discord.Interaction, member: discord.User) -> None:
-        await set_banned(bot.engine, member.id, True, name=member.name)
+        await set_banned(engine, member.id, True, name=member.name)
         await interaction.response.send_message(
             f"{member.mention} is banned from generating and rating.", ephemeral=True
         )
 
     @admin.command(name="unban", description="Lift a ban.")
     async def unban(interaction: discord.Interaction, member: discord.User) -> None:
-        await set_banned(bot.engine, member.id, False, name=member.name)
+        await set_banned(engine, member.id, False, name=member.name)
         await interaction.response.send_message(
             f"{member.mention} may generate and rate again.", ephemeral=True
         )
@@ -107,11 +107,11 @@ def register_admin(bot: "DreamrateBot") -> None:
     async def remove(interaction: discord.Interaction, message_id: str) -> None:
         if not message_id.isdigit():
             raise DreamrateError("message_id: give the image message's id (a number).")
-        image = await remove_image(bot.engine, int(message_id))
+        image = await remove_image(engine, int(message_id))
         if image is None:
             raise DreamrateError(f"Message {message_id} is not a generated image.")
         if image.discord_channel_id is not None:
-            partial = bot.get_partial_messageable(image.discord_channel_id).get_partial_message(
+            partial = client.get_partial_messageable(image.discord_channel_id).get_partial_message(
                 int(message_id)
             )
             with contextlib.suppress(discord.NotFound):
@@ -120,7 +120,7 @@ def register_admin(bot: "DreamrateBot") -> None:
 
     @admin.command(name="flags", description="Images members reported with the flag emoji.")
     async def flags(interaction: discord.Interaction) -> None:
-        found = await open_flags(bot.engine)
+        found = await open_flags(engine)
         if not found:
             await interaction.response.send_message("No open reports.", ephemeral=True)
             return
@@ -129,6 +129,6 @@ def register_admin(bot: "DreamrateBot") -> None:
             f"image {f.image_id}: {f.reports} report(s) https://discord.com/channels/{guild}/{f.channel_id}/{f.message_id}"
             for f in found
         ]
-        await interaction.response.send_message("\n".join(lines)[:1900], ephemeral=True)
+        await interaction.response.send_message(fit_message("\n".join(lines)), ephemeral=True)
 
-    bot.tree.add_command(admin)
+    tree.add_command(admin)

@@ -12,25 +12,38 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
-from dreamrate.bot.admin import register_admin
+from dreamrate.bot.embeds import fit_message
 from dreamrate.core.errors import DreamrateError
-from dreamrate.generation.request import RequestInput
+from dreamrate.generation.request import MAX_SEED, RequestInput
 from dreamrate.ratings.privacy import erase, export_mine, set_opted_out
 from dreamrate.ratings.stats import rating_stats
 
 if TYPE_CHECKING:
-    from dreamrate.bot.client import DreamrateBot
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from dreamrate.bot.dreams import DreamRequests
+    from dreamrate.bot.feed import RatingPosts
+    from dreamrate.core.settings import GenerationSettings
+    from dreamrate.generation.queue import JobRepository
 
 __all__ = ["register_commands"]
 
 logger = logging.getLogger(__name__)
 
 
-def register_commands(bot: "DreamrateBot") -> None:
-    """Add every command to ``bot.tree``, with option ranges from the settings."""
-    g = bot.settings.generation
+def register_commands(
+    tree: app_commands.CommandTree,
+    *,
+    generation: "GenerationSettings",
+    engine: "AsyncEngine",
+    repo: "JobRepository",
+    dreams: "DreamRequests",
+    posts: "RatingPosts",
+) -> None:
+    """Add the members' commands to ``tree``, with option ranges from the settings."""
+    g = generation
 
-    @bot.tree.command(
+    @tree.command(
         name="dream",
         description="Render a prompt with Stable Diffusion; rate the images with emoji.",
     )
@@ -45,20 +58,20 @@ def register_commands(bot: "DreamrateBot") -> None:
         model="Which model renders it.",
     )
     @app_commands.choices(
-        model=[app_commands.Choice(name=m[-100:], value=m) for m in bot.limits.models][:25]
+        model=[app_commands.Choice(name=m[-100:], value=m) for m in dreams.limits.models][:25]
     )
     async def dream(
         interaction: discord.Interaction,
         prompt: str,
         negative: str | None = None,
-        seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         steps: app_commands.Range[int, 1, g.max_steps] | None = None,
         guidance: app_commands.Range[float, 0.0, g.max_guidance] | None = None,
         size: str | None = None,
         images: app_commands.Range[int, 1, g.max_images] | None = None,
         model: str | None = None,
     ) -> None:
-        await bot._dream(
+        await dreams.dream(
             interaction,
             RequestInput(
                 prompt=prompt,
@@ -72,9 +85,9 @@ def register_commands(bot: "DreamrateBot") -> None:
             size,
         )
 
-    @bot.tree.command(name="job", description="Show the full parameters and seed of a job.")
+    @tree.command(name="job", description="Show the full parameters and seed of a job.")
     async def job(interaction: discord.Interaction, id: int) -> None:
-        record = await bot.repo.get(id)
+        record = await repo.get(id)
         if record is None:
             raise DreamrateError(f"There is no job {id}.")
         text = (
@@ -82,20 +95,20 @@ def register_commands(bot: "DreamrateBot") -> None:
             f"negative: {record.negative_prompt or '-'} · seed {record.seed} · {record.width}x{record.height} · "
             f"{record.steps} steps · guidance {record.guidance:g} · {record.num_images} image(s) · {record.status.value}"
         )
-        await interaction.response.send_message(text[:1900], ephemeral=True)
+        await interaction.response.send_message(fit_message(text), ephemeral=True)
 
     privacy = app_commands.Group(name="privacy", description="Your data: opt out, erase, export.")
 
     @privacy.command(name="optout", description="Stop recording my ratings.")
     async def optout(interaction: discord.Interaction) -> None:
-        await set_opted_out(bot.engine, interaction.user.id, True, name=interaction.user.name)
+        await set_opted_out(engine, interaction.user.id, True, name=interaction.user.name)
         await interaction.response.send_message(
             "Your reactions will no longer be recorded.", ephemeral=True
         )
 
     @privacy.command(name="optin", description="Record my ratings again.")
     async def optin(interaction: discord.Interaction) -> None:
-        await set_opted_out(bot.engine, interaction.user.id, False, name=interaction.user.name)
+        await set_opted_out(engine, interaction.user.id, False, name=interaction.user.name)
         await interaction.response.send_message(
             "Your reactions are recorded again.", ephemeral=True
         )
@@ -104,24 +117,22 @@ def register_commands(bot: "DreamrateBot") -> None:
         name="erase", description="Erase all my ratings; they are kept out of every dataset."
     )
     async def erase_cmd(interaction: discord.Interaction) -> None:
-        count = await erase(bot.engine, interaction.user.id)
+        count = await erase(engine, interaction.user.id)
         await interaction.response.send_message(f"Erased {count} rating(s).", ephemeral=True)
 
     @privacy.command(name="export", description="Send me my data as a JSON file.")
     async def export(interaction: discord.Interaction) -> None:
         data = json.dumps(
-            await export_mine(bot.engine, interaction.user.id), indent=2, ensure_ascii=False
+            await export_mine(engine, interaction.user.id), indent=2, ensure_ascii=False
         )
         file = discord.File(io.BytesIO(data.encode()), filename="dreamrate-my-data.json")
         await interaction.response.send_message("Your data:", file=file, ephemeral=True)
 
-    bot.tree.add_command(privacy)
+    tree.add_command(privacy)
 
-    @bot.tree.command(
-        name="stats", description="Your ratings, the server's totals and the top raters."
-    )
+    @tree.command(name="stats", description="Your ratings, the server's totals and the top raters.")
     async def stats(interaction: discord.Interaction) -> None:
-        found = await rating_stats(bot.engine, interaction.user.id)
+        found = await rating_stats(engine, interaction.user.id)
         spread = (
             " ".join(f"{value:g}×{count}" for value, count in found.distribution.items())
             or "none yet"
@@ -134,7 +145,7 @@ def register_commands(bot: "DreamrateBot") -> None:
         )
         await interaction.response.send_message(text, ephemeral=True)
 
-    @bot.tree.command(
+    @tree.command(
         name="rate",
         description="Post the images that most need ratings here, with the rating emoji.",
     )
@@ -142,7 +153,7 @@ def register_commands(bot: "DreamrateBot") -> None:
     async def rate(
         interaction: discord.Interaction, count: app_commands.Range[int, 1, 10] = 3
     ) -> None:
-        chosen = await bot.images_to_rate(count)
+        chosen = await posts.images_to_rate(count)
         if not chosen:
             await interaction.response.send_message(
                 "No images to rate yet: try /dream!", ephemeral=True
@@ -150,12 +161,10 @@ def register_commands(bot: "DreamrateBot") -> None:
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         assert interaction.channel_id is not None
-        posted = await bot.post_for_rating(interaction.channel_id, chosen, kind="rate")
+        posted = await posts.post(interaction.channel_id, chosen, kind="rate")
         await interaction.followup.send(f"Posted {len(posted)} image(s) to rate.", ephemeral=True)
 
-    register_admin(bot)
-
-    @bot.tree.error
+    @tree.error
     async def on_error(
         interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:

@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import discord
 
+from dreamrate.bot.buttons import button_id
 from dreamrate.db.models import JobStatus
 from dreamrate.generation.queue import JobRecord, QueueInfo
 
-__all__ = ["image_embed", "job_status_text", "job_view"]
+__all__ = [
+    "MESSAGE_CHARS",
+    "PROMPT_PREVIEW_CHARS",
+    "fit_message",
+    "image_embed",
+    "job_status_text",
+    "job_view",
+]
+
+#: Longest text the bot sends in one message (Discord's cap is 2,000; room for a suffix).
+MESSAGE_CHARS = 1900
+#: Characters of the prompt shown in an image's card (the rest is in /job).
+PROMPT_PREVIEW_CHARS = 1000
 
 
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def fit_message(text: str) -> str:
+    """``text`` cut to what one Discord message may hold."""
+    return _short(text, MESSAGE_CHARS)
 
 
 def job_status_text(job: JobRecord, info: QueueInfo | None = None) -> str:
@@ -33,7 +51,9 @@ def job_status_text(job: JobRecord, info: QueueInfo | None = None) -> str:
 
 def image_embed(job: JobRecord, index: int, seed: int, requester: str) -> discord.Embed:
     """The compact card under each image: prompt, seed, size, steps, job, requester."""
-    embed = discord.Embed(description=_short(discord.utils.escape_markdown(job.prompt), 1000))
+    embed = discord.Embed(
+        description=_short(discord.utils.escape_markdown(job.prompt), PROMPT_PREVIEW_CHARS)
+    )
     embed.add_field(name="seed", value=str(seed))
     embed.add_field(name="size", value=f"{job.width}x{job.height}")
     embed.add_field(name="steps", value=str(job.steps))
@@ -48,14 +68,14 @@ def job_view(job_id: int, *, running: bool) -> discord.ui.View:
     """
     view = discord.ui.View(timeout=None)
     view.add_item(
-        discord.ui.Button(label="Reroll", emoji="🎲", custom_id=f"dreamrate:reroll:{job_id}")
+        discord.ui.Button(label="Reroll", emoji="🎲", custom_id=button_id("reroll", job_id))
     )
     if running:
         view.add_item(
             discord.ui.Button(
                 label="Cancel",
                 style=discord.ButtonStyle.danger,
-                custom_id=f"dreamrate:cancel:{job_id}",
+                custom_id=button_id("cancel", job_id),
             )
         )
     return view

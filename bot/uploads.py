@@ -5,9 +5,13 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import discord
 from PIL import Image
 
-__all__ = ["fit_for_upload"]
+__all__ = ["DEFAULT_UPLOAD_LIMIT", "fit_for_upload", "image_file"]
+
+#: Discord's upload limit outside boosted guilds (DMs, and before a guild is known).
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 
 
 def fit_for_upload(path: Path, limit: int, stem: str) -> tuple[bytes, str]:
@@ -29,3 +33,9 @@ def fit_for_upload(path: Path, limit: int, stem: str) -> tuple[bytes, str]:
         if buffer.tell() <= limit:
             return buffer.getvalue(), f"{stem}.{'webp' if fmt == 'WEBP' else 'jpg'}"
     raise ValueError(f"{path.name} does not fit in {limit} bytes even as a JPEG")
+
+
+def image_file(path: Path, stem: str, limit: int = DEFAULT_UPLOAD_LIMIT) -> discord.File:
+    """``path`` as an attachment named ``stem.<format>`` that fits in ``limit`` bytes."""
+    data, name = fit_for_upload(path, limit, stem)
+    return discord.File(io.BytesIO(data), filename=name)

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from dreamrate.db.models import User
 from dreamrate.db.types import utcnow
 
-__all__ = ["CLI_USER_NAME", "dialect_insert", "ensure_user", "set_user_flags"]
+__all__ = ["CLI_USER_NAME", "dialect_insert", "ensure_user", "set_user_flags", "user_name"]
 
 #: The user that jobs enqueued from the command line belong to.
 CLI_USER_NAME = "cli"
@@ -79,3 +79,9 @@ async def set_user_flags(
             )
             .on_conflict_do_update(index_elements=["discord_id"], set_={**flags, "updated_at": now})
         )
+
+
+async def user_name(engine: AsyncEngine, user_id: int) -> str | None:
+    """The display name stored for ``user_id``; None for an unknown id."""
+    async with engine.connect() as conn:
+        return await conn.scalar(select(User.name).where(User.id == user_id))

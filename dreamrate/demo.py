@@ -42,7 +42,6 @@ PROMPTS = (
     "a lantern festival",
     "a whale above the clouds",
 )
-RATING_EMOJI = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7️⃣", "8️⃣", "9️⃣", "🔟")
 
 
 @dataclass
@@ -104,10 +103,10 @@ async def run_demo(
     """Play the loop in ``folder``; return what happened."""
     from dreamrate.bot.client import DreamrateBot
     from dreamrate.bot.connection import point_discord_at
-    from dreamrate.bot.local_discord import BASIC, GUILD_ID, FakeDiscord, Member
     from dreamrate.core.settings import load_settings
     from dreamrate.db.engine import create_engine
     from dreamrate.db.migrate import upgrade
+    from dreamrate.fake_discord import BASIC, GUILD_ID, FakeDiscord, Member
     from dreamrate.services import build_repository, build_worker
 
     started = time.perf_counter()
@@ -182,7 +181,7 @@ async def run_demo(
                 for token in tokens
                 for m in server.followups.get(token, [])
                 if server.messages[m]["attachments"]
-                and len(server.reactions[m]) >= len(RATING_EMOJI)
+                and len(server.reactions[m]) >= len(settings.rating.emojis)
             ]
             return ids if len(ids) == prompts * images_per_prompt else []
 
@@ -208,7 +207,7 @@ async def run_demo(
                     value = rng.randint(1, 10)
                 else:
                     value = int(np.clip(round(taste[m] + rng.gauss(0, 1.0)), 1, 10))
-                plans[k].append((m, RATING_EMOJI[value - 1]))
+                plans[k].append((m, settings.rating.emojis[value - 1]))
                 summary.reactions += 1
                 summary.opted_out_reactions += community[k] is private
 
@@ -222,11 +221,9 @@ async def run_demo(
 
         from dreamrate.ratings.export import current_ratings
 
-        expected = summary.reactions - summary.opted_out_reactions
-        for _ in range(600):
-            if len(await current_ratings(engine)) >= expected:
-                break
-            await asyncio.sleep(0.05)
+        # Every reaction the server sent is recorded once the bot's inbox has drained.
+        await server.wait_for(lambda: bot.reactions.received >= server.session_reactions)
+        await bot.reactions.drained()
         summary.ratings = len(await current_ratings(engine))
     finally:
         await bot.close()

@@ -13,6 +13,7 @@ from dreamrate.db.users import dialect_insert, set_user_flags
 
 __all__ = [
     "OpenFlag",
+    "feed_channels",
     "get_guild_settings",
     "open_flags",
     "remove_image",
@@ -36,6 +37,17 @@ async def get_guild_settings(engine: AsyncEngine, guild_id: int) -> GuildSetting
     if row is None:
         return None
     return GuildSettings(**row._mapping)
+
+
+async def feed_channels(engine: AsyncEngine) -> list[tuple[int, int | None]]:
+    """``(channel id, minutes between posts or None for the default)`` of every rating feed."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(GuildSettings.feed_channel_id, GuildSettings.feed_interval_minutes).where(
+                GuildSettings.feed_channel_id.is_not(None)
+            )
+        )
+        return [(int(channel), minutes) for channel, minutes in rows]
 
 
 async def update_guild_settings(engine: AsyncEngine, guild_id: int, **values: object) -> None:

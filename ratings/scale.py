@@ -39,11 +39,10 @@ class RatingScale:
         except ValueError:
             return None
 
-    def emoji_for(self, value: float) -> str:
-        """The emoji whose value is closest to ``value``."""
-        return min(
-            zip(self.emojis, self.values, strict=True), key=lambda pair: abs(pair[1] - value)
-        )[0]
+    @property
+    def reaction_emojis(self) -> tuple[str, ...]:
+        """What the bot seeds under every image it posts: the rating emoji, then the flag."""
+        return (*self.emojis, self.flag_emoji)
 
 
 def _normalise(emoji: str) -> str:

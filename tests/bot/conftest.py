@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dreamrate.bot.local_discord import GUILD_ID, FakeDiscord
+from dreamrate.fake_discord import GUILD_ID, FakeDiscord
 
 TOKEN = "MTEwMDAwMDAwMDAwMDAwMDAwMw.fake.bot-token-never-printed"
 
@@ -69,6 +69,16 @@ async def start_bot(
     await discord_server.wait_connected()
     await discord_server.wait_for(lambda: discord_server.commands and bot.is_ready())
     return Running(discord_server, bot, engine, settings, data_dir)
+
+
+async def settled(running: Running, *, backfills: int = 0) -> None:
+    """Until every reaction the server sent this bot is recorded, and at least ``backfills``
+    backfills (one per connect and resume) have run."""
+    server, recorder = running.discord, running.bot.reactions  # type: ignore[attr-defined]
+    await server.wait_for(
+        lambda: recorder.received >= server.session_reactions and recorder.backfills >= backfills
+    )
+    await recorder.drained()
 
 
 async def stop_bot(running: Running) -> None:

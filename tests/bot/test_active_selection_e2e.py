@@ -10,8 +10,8 @@ from sqlalchemy import insert, select
 
 from dreamrate.aesthetic.predictor import Predictor, save_predictor
 from dreamrate.aesthetic.registry import register_predictor
-from dreamrate.bot.local_discord import FakeDiscord, Member
 from dreamrate.db.models import Embedding, ImagePost
+from dreamrate.fake_discord import FakeDiscord, Member
 from tests.aesthetic.community import seed_community
 
 FAY = Member(33, "fay")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dreamrate.bot.local_discord import Member
+from dreamrate.fake_discord import Member
 
 
 def image_messages(server, token: str) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
@@ -85,7 +85,7 @@ async def test_dreamrate_bot_process_logs_in_and_keeps_the_token_secret(
     import sys
     from pathlib import Path
 
-    from dreamrate.bot.local_discord import GUILD_ID
+    from dreamrate.fake_discord import GUILD_ID
     from tests.bot.conftest import TOKEN
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DREAMRATE_")}
@@ -105,15 +105,26 @@ async def test_dreamrate_bot_process_logs_in_and_keeps_the_token_secret(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+    seen: list[str] = []
+
+    async def until_backfilled() -> None:
+        # The first backfill runs after on_ready (discord.py waits for every guild first).
+        assert process.stdout is not None
+        while not any("backfill:" in line for line in seen[-3:]):
+            line = await process.stdout.readline()
+            assert line, "the bot exited early:\n" + "".join(seen)
+            seen.append(line.decode())
+
     try:
         await discord_server.wait_connected(timeout=60)
         await discord_server.wait_for(
             lambda: {c["name"] for c in discord_server.commands} >= {"dream", "job", "privacy"}
         )
-        await asyncio.sleep(3.5)  # discord.py waits 2 s after the last GUILD_CREATE before on_ready
+        await asyncio.wait_for(until_backfilled(), timeout=60)
     finally:
         process.send_signal(signal.SIGTERM)
-        output = (await asyncio.wait_for(process.communicate(), timeout=60))[0].decode()
+        rest = (await asyncio.wait_for(process.communicate(), timeout=60))[0].decode()
+    output = "".join(seen) + rest
     assert process.returncode == 0, output
     assert TOKEN not in output
     flat = " ".join(output.split())

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from sqlalchemy import func, select
 
-from dreamrate.bot.local_discord import BASIC, CHANNEL_ID, MANAGE_GUILD, FakeDiscord, Member
 from dreamrate.db.models import Job
+from dreamrate.fake_discord import BASIC, CHANNEL_ID, MANAGE_GUILD, FakeDiscord, Member
 from dreamrate.ratings.export import current_ratings
+from tests.bot.conftest import settled
 from tests.bot.test_ratings_e2e import dream
 
 MOD = Member(31, "mod", permissions=BASIC | MANAGE_GUILD)
@@ -54,11 +53,7 @@ async def test_a_banned_member_can_neither_generate_nor_rate(running) -> None:  
     )
     await server.react(FAY, message, "9️⃣")
     await server.react(EVE, message, "4️⃣")
-    for _ in range(100):
-        if await current_ratings(running.engine):
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)
+    await settled(running)
     assert [(r["rater_id"], r["value"]) for r in await current_ratings(running.engine)] == [
         ("32", 4.0)
     ]
@@ -72,7 +67,7 @@ async def test_moderator_removes_an_image_and_reviews_flags(running) -> None:  #
     await server.react(FAY, first, "🚩")
     await server.react(EVE, first, "🚩")
     await server.react(FAY, second, "8️⃣")
-    await asyncio.sleep(0.5)
+    await settled(running)
     interaction_id, _ = await server.slash(MOD, "admin", subcommand="flags")
     content = (await reply(server, interaction_id))["data"]["content"]
     assert "2 report(s)" in content and str(first) in content
@@ -91,7 +86,7 @@ async def test_allowed_channels_and_stats(running) -> None:  # type: ignore[no-u
     (message,) = await dream(server, EVE, "a meadow")
     await server.react(EVE, message, "7️⃣")
     await server.react(FAY, message, "5️⃣")
-    await asyncio.sleep(0.5)
+    await settled(running)
     interaction_id, _ = await server.slash(EVE, "stats")
     text = (await reply(server, interaction_id))["data"]["content"]
     assert (
@@ -120,10 +115,7 @@ async def test_rate_and_feed_repost_images_and_their_reactions_count(running) ->
     server, bot = running.discord, running.bot
     first, second = await dream(server, EVE, "twin peaks", images=2)
     await server.react(FAY, first, "8️⃣")
-    for _ in range(100):
-        if await current_ratings(running.engine):
-            break
-        await asyncio.sleep(0.05)
+    await settled(running)
     before = set(server.messages)
     interaction_id, token = await server.slash(
         FAY, "rate", [{"name": "count", "type": 4, "value": 1}]
@@ -139,13 +131,7 @@ async def test_rate_and_feed_repost_images_and_their_reactions_count(running) ->
     await server.wait_for(lambda: len(server.reactions[repost]) == 11)
     await server.react(EVE, repost, "6️⃣")  # rating the repost rates the image shown in `second`
     expected = {(str(first), "33", 8.0), (str(second), "32", 6.0)}
-    for _ in range(100):
-        if {
-            (r["message_id"], r["rater_id"], r["value"])
-            for r in await current_ratings(running.engine)
-        } == expected:
-            break
-        await asyncio.sleep(0.05)
+    await settled(running)
     assert {
         (r["message_id"], r["rater_id"], r["value"]) for r in await current_ratings(running.engine)
     } == expected
@@ -160,5 +146,5 @@ async def test_rate_and_feed_repost_images_and_their_reactions_count(running) ->
         subcommand="feed",
     )
     assert "every 30 min" in (await reply(server, interaction_id))["data"]["content"]
-    assert await bot.feed_once() == 1
-    assert await bot.feed_once() == 0  # not again before the interval
+    assert await bot.posts.feed_once() == 1
+    assert await bot.posts.feed_once() == 0  # not again before the interval

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from dreamrate.bot.local_discord import FakeDiscord, Member
 from dreamrate.db.models import Job
+from dreamrate.fake_discord import FakeDiscord, Member
 from dreamrate.ratings.export import current_ratings
-from tests.bot.conftest import start_bot, stop_bot
+from tests.bot.conftest import settled, start_bot, stop_bot
 
 ADA, BOB, CY = Member(21, "ada"), Member(22, "bob"), Member(23, "cy")
 
@@ -73,32 +73,22 @@ async def test_add_change_remove_gives_exact_export(running) -> None:  # type: i
         (str(second), "23", 5.0),
         (str(second), "21", 10.0),
     }
-    import asyncio
-
-    for _ in range(100):
-        if await exported(running.engine) == expected:
-            break
-        await asyncio.sleep(0.05)
+    await settled(running)
     assert await exported(running.engine) == expected
 
 
 async def test_backfill_after_downtime_matches_the_server(
     discord_server, database_url: str, tmp_path: Path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]
-    import asyncio
-
     bot = await start_bot(discord_server, database_url, tmp_path / "data", tiny_models[0])
     messages = await dream(discord_server, ADA, "a lighthouse", images=2)
     await discord_server.react(ADA, messages[0], "4️⃣")
     await discord_server.react(BOB, messages[0], "8️⃣")
     await discord_server.react(CY, messages[1], "6️⃣")
-    for _ in range(100):
-        if len(await exported(bot.engine)) == 3:
-            break
-        await asyncio.sleep(0.05)
+    await settled(bot)
+    assert len(await exported(bot.engine)) == 3
     await stop_bot(bot)
-    await discord_server.wait_for(lambda: not discord_server._connected.is_set() or True)
-    discord_server._connected.clear()
+    await discord_server.wait_disconnected()
     # While the bot is away: a change, a removal and a new rating.
     await discord_server.unreact(ADA, messages[0], "4️⃣")
     await discord_server.react(ADA, messages[0], "1️⃣")
@@ -112,26 +102,19 @@ async def test_backfill_after_downtime_matches_the_server(
             (str(messages[1]), "23", 6.0),
             (str(messages[1]), "24", 10.0),
         }
-        for _ in range(200):
-            if await exported(bot.engine) == expected:
-                break
-            await asyncio.sleep(0.05)
+        await settled(bot, backfills=1)
         assert await exported(bot.engine) == expected
     finally:
         await stop_bot(bot)
 
 
 async def test_opt_out_and_erase(running) -> None:  # type: ignore[no-untyped-def]
-    import asyncio
-
     server = running.discord
     (message,) = await dream(server, ADA, "a quiet harbour")
     await server.react(BOB, message, "6️⃣")
     await server.react(CY, message, "2️⃣")
-    for _ in range(100):  # both recorded before anyone opts out
-        if len(await exported(running.engine)) == 2:
-            break
-        await asyncio.sleep(0.05)
+    await settled(running)  # both recorded before anyone opts out
+    assert len(await exported(running.engine)) == 2
     await server.slash(BOB, "privacy", subcommand="optout")
     await server.wait_for(
         lambda: any(
@@ -147,7 +130,7 @@ async def test_opt_out_and_erase(running) -> None:  # type: ignore[no-untyped-de
             for c in server.callbacks.values()
         )
     )
-    await asyncio.sleep(0.3)
+    await settled(running)
     assert await exported(running.engine) == {(str(message), "22", 6.0)}
 
 
@@ -212,7 +195,6 @@ async def test_bad_input_is_refused_ephemerally_and_enqueues_nothing(
 
 
 async def test_gateway_drop_resumes_and_backfill_repairs_the_gap(running) -> None:  # type: ignore[no-untyped-def]
-    import asyncio
 
     server = running.discord
     (message,) = await dream(server, ADA, "stormy sea")
@@ -222,10 +204,6 @@ async def test_gateway_drop_resumes_and_backfill_repairs_the_gap(running) -> Non
     await server.react(CY, message, "9️⃣")
     await server.unreact(BOB, message, "3️⃣")
     await server.wait_for(lambda: server.resumes + server.identifies >= 2)
-    expected = {(str(message), "23", 9.0)}
-    for _ in range(200):
-        if await exported(running.engine) == expected:
-            break
-        await asyncio.sleep(0.05)
-    assert await exported(running.engine) == expected
+    await settled(running, backfills=2)  # on connect, and again on resume
+    assert await exported(running.engine) == {(str(message), "23", 9.0)}
     assert server.resumes >= 1  # it resumed the session rather than starting over

@@ -8,8 +8,8 @@ import discord
 import pytest
 from sqlalchemy import func, select, text
 
-from dreamrate.bot.local_discord import FakeDiscord, Member
 from dreamrate.db.models import Job
+from dreamrate.fake_discord import FakeDiscord, Member
 from tests.bot.conftest import start_bot, stop_bot
 from tests.bot.test_ratings_e2e import dream
 

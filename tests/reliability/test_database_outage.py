@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from dreamrate.bot.local_discord import FakeDiscord, Member
 from dreamrate.db.models import Job, JobStatus
+from dreamrate.fake_discord import FakeDiscord, Member
 from dreamrate.ratings.export import current_ratings
 from tests.bot.conftest import start_bot, stop_bot
 from tests.bot.test_ratings_e2e import dream

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dreamrate.bot.local_discord import FakeDiscord, Member
+from dreamrate.fake_discord import FakeDiscord, Member
 from dreamrate.ratings.dataset_export import export_dataset
 from dreamrate.ratings.export import export_ratings
 from tests.bot.conftest import TOKEN, start_bot, stop_bot

@@ -1,81 +1,39 @@
 """A small Discord-compatible server (REST + gateway) for end-to-end tests and `dreamrate demo`.
 
-An unmodified discord.py client talks to it over HTTP and a websocket when
-``discord.http.Route.BASE`` and ``DiscordWebSocket.DEFAULT_GATEWAY`` point here
-(dreamrate sets them from ``DREAMRATE_DISCORD_API_BASE`` / ``..._GATEWAY_URL``).
-Payloads follow Discord's documented shapes, as far as discord.py reads them.
-Tests drive it: inject interactions and reactions, read what the bot sent.
+This is a test double, not a Discord client: an unmodified discord.py client talks to it
+over HTTP and a websocket when ``discord.http.Route.BASE`` and
+``DiscordWebSocket.DEFAULT_GATEWAY`` point here (dreamrate sets them from
+``DREAMRATE_DISCORD_API_BASE`` / ``..._GATEWAY_URL``). Payloads follow Discord's documented
+shapes, as far as discord.py reads them. Tests drive it: inject interactions and
+reactions, read what the bot sent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
-__all__ = ["FakeDiscord", "Member"]
+from dreamrate.fake_discord.payloads import (
+    APP_ID,
+    BASIC,
+    BOT_ID,
+    BOT_USER,
+    CHANNEL_ID,
+    GUILD_ID,
+    Member,
+    guild_payload,
+    json_response,
+    match_route,
+    now_iso,
+    snowflake,
+)
 
-_ids = itertools.count(1_100_000_000_000_000_000)
-GUILD_ID = 1_000_000_000_000_000_001
-CHANNEL_ID = 1_000_000_000_000_000_002
-APP_ID = 1_000_000_000_000_000_003
-BOT_ID = APP_ID
-#: Permission bits of a member with "Manage Server" (plus the basics).
-MANAGE_GUILD = 1 << 5
-BASIC = (1 << 10) | (1 << 11) | (1 << 6) | (1 << 15) | (1 << 14) | (1 << 16)
-
-
-def snowflake() -> str:
-    return str(next(_ids))
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-@dataclass
-class Member:
-    id: int
-    name: str
-    permissions: int = BASIC
-    roles: list[str] = field(default_factory=list)
-
-    def user(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id),
-            "username": self.name,
-            "discriminator": "0",
-            "global_name": self.name,
-            "avatar": None,
-        }
-
-    def member(self) -> dict[str, Any]:
-        return {
-            "user": self.user(),
-            "roles": self.roles,
-            "joined_at": "2024-01-01T00:00:00+00:00",
-            "deaf": False,
-            "mute": False,
-            "flags": 0,
-            "permissions": str(self.permissions),
-        }
-
-
-BOT_USER = {
-    "id": str(BOT_ID),
-    "username": "dreamrate",
-    "discriminator": "0",
-    "global_name": None,
-    "avatar": None,
-    "bot": True,
-}
+__all__ = ["FakeDiscord"]
 
 
 class FakeDiscord:
@@ -96,6 +54,8 @@ class FakeDiscord:
         self.files: dict[int, list[bytes]] = {}
         self.identifies = 0
         self.resumes = 0
+        #: Reaction events sent to the bot since its last IDENTIFY (a new session).
+        self.session_reactions = 0
         self._ws: web.WebSocketResponse | None = None
         self._seq = 0
         self._session = "session-" + snowflake()
@@ -129,8 +89,17 @@ class FakeDiscord:
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway"
 
+    @property
+    def connected(self) -> bool:
+        """Whether a bot holds a live gateway session (events reach it)."""
+        return self._connected.is_set() and self._ws is not None and not self._ws.closed
+
     async def wait_connected(self, timeout: float = 30) -> None:
         await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def wait_disconnected(self, timeout: float = 30) -> None:
+        """Until the bot's gateway socket is closed (events sent now never reach it)."""
+        await self.wait_for(lambda: not self.connected, timeout)
 
     async def drop_connection(self) -> None:
         """Close the gateway socket as a network failure would (the bot resumes)."""
@@ -151,69 +120,6 @@ class FakeDiscord:
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         await self._send(0, data, event)
 
-    def guild_payload(self) -> dict[str, Any]:
-        return {
-            "id": str(GUILD_ID),
-            "name": "dreamers",
-            "icon": None,
-            "owner_id": "1",
-            "afk_timeout": 300,
-            "verification_level": 0,
-            "default_message_notifications": 0,
-            "explicit_content_filter": 0,
-            "roles": [
-                {
-                    "id": str(GUILD_ID),
-                    "name": "@everyone",
-                    "permissions": str(BASIC),
-                    "position": 0,
-                    "color": 0,
-                    "hoist": False,
-                    "managed": False,
-                    "mentionable": False,
-                    "flags": 0,
-                }
-            ],
-            "emojis": [],
-            "stickers": [],
-            "features": [],
-            "mfa_level": 0,
-            "system_channel_flags": 0,
-            "premium_tier": 0,
-            "preferred_locale": "en-US",
-            "nsfw_level": 0,
-            "unavailable": False,
-            "member_count": 2,
-            "large": False,
-            "joined_at": now_iso(),
-            "members": [
-                {
-                    "user": BOT_USER,
-                    "roles": [],
-                    "joined_at": now_iso(),
-                    "deaf": False,
-                    "mute": False,
-                    "flags": 0,
-                }
-            ],
-            "channels": [
-                {
-                    "id": str(CHANNEL_ID),
-                    "type": 0,
-                    "name": "dreams",
-                    "position": 0,
-                    "permission_overwrites": [],
-                    "nsfw": False,
-                    "guild_id": str(GUILD_ID),
-                }
-            ],
-            "threads": [],
-            "stage_instances": [],
-            "guild_scheduled_events": [],
-            "voice_states": [],
-            "presences": [],
-        }
-
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -228,6 +134,7 @@ class FakeDiscord:
                 await self._send(11, None)
             elif op == 2:
                 self.identifies += 1
+                self.session_reactions = 0
                 self._seq = 0
                 await self.dispatch(
                     "READY",
@@ -241,12 +148,14 @@ class FakeDiscord:
                         "private_channels": [],
                     },
                 )
-                await self.dispatch("GUILD_CREATE", self.guild_payload())
+                await self.dispatch("GUILD_CREATE", guild_payload())
                 self._connected.set()
             elif op == 6:
                 self.resumes += 1
                 await self.dispatch("RESUMED", {})
                 self._connected.set()
+        if self._ws is ws:
+            self._connected.clear()  # the socket is gone: nothing more reaches that bot
         return ws
 
     # -- REST -----------------------------------------------------------------------------
@@ -255,9 +164,11 @@ class FakeDiscord:
         path = "/" + request.match_info["tail"]
         method = request.method
         for pattern, handler in self._routes():
-            if pattern[0] == method and _match(pattern[1], path) is not None:
-                return await handler(request, *_match(pattern[1], path))  # type: ignore[misc]
-        return _json({"message": f"fake server: no route {method} {path}", "code": 0}, status=404)
+            if pattern[0] == method and match_route(pattern[1], path) is not None:
+                return await handler(request, *match_route(pattern[1], path))  # type: ignore[misc]
+        return json_response(
+            {"message": f"fake server: no route {method} {path}", "code": 0}, status=404
+        )
 
     def _routes(self) -> list[tuple[tuple[str, str], Callable[..., Any]]]:
         return [
@@ -282,10 +193,10 @@ class FakeDiscord:
         ]
 
     async def _me(self, request: web.Request) -> web.Response:
-        return _json(BOT_USER)
+        return json_response(BOT_USER)
 
     async def _app(self, request: web.Request) -> web.Response:
-        return _json(
+        return json_response(
             {
                 "id": str(APP_ID),
                 "name": "dreamrate",
@@ -314,10 +225,10 @@ class FakeDiscord:
             }
             for c in body
         ]
-        return _json(self.commands)
+        return json_response(self.commands)
 
     async def _get_commands(self, request: web.Request, *_: str) -> web.Response:
-        return _json(self.commands)
+        return json_response(self.commands)
 
     async def _read_message_body(
         self, request: web.Request
@@ -391,7 +302,7 @@ class FakeDiscord:
             message = self._store_message(CHANNEL_ID, data, files, application_id=str(APP_ID))
             self.originals[token] = message
         # discord.py asks ?with_response=1 and reads an interaction callback response.
-        return _json(
+        return json_response(
             {
                 "interaction": {
                     "id": interaction_id,
@@ -410,10 +321,10 @@ class FakeDiscord:
         original.update({k: v for k, v in body.items() if k in ("content", "embeds", "components")})
         original["edited_timestamp"] = now_iso()
         self.edits.setdefault(token, []).append(body)
-        return _json(original)
+        return json_response(original)
 
     async def _get_original(self, request: web.Request, app_id: str, token: str) -> web.Response:
-        return _json(self.originals[token])
+        return json_response(self.originals[token])
 
     async def _followup(self, request: web.Request, app_id: str, token: str) -> web.Response:
         body, files = await self._read_message_body(request)
@@ -421,19 +332,19 @@ class FakeDiscord:
             CHANNEL_ID, body, files, webhook_id=str(APP_ID), application_id=str(APP_ID)
         )
         self.followups.setdefault(token, []).append(int(message["id"]))
-        return _json(message)
+        return json_response(message)
 
     async def _post_message(self, request: web.Request, channel_id: str) -> web.Response:
         body, files = await self._read_message_body(request)
-        return _json(self._store_message(int(channel_id), body, files))
+        return json_response(self._store_message(int(channel_id), body, files))
 
     async def _get_message(
         self, request: web.Request, channel_id: str, message_id: str
     ) -> web.Response:
         message = self.messages.get(int(message_id))
         if message is None:
-            return _json({"message": "Unknown Message", "code": 10008}, status=404)
-        return _json(self._with_reactions(message))
+            return json_response({"message": "Unknown Message", "code": 10008}, status=404)
+        return json_response(self._with_reactions(message))
 
     async def _edit_message(
         self, request: web.Request, channel_id: str, message_id: str
@@ -441,7 +352,7 @@ class FakeDiscord:
         body, _ = await self._read_message_body(request)
         message = self.messages[int(message_id)]
         message.update({k: v for k, v in body.items() if k in ("content", "embeds", "components")})
-        return _json(self._with_reactions(message))
+        return json_response(self._with_reactions(message))
 
     async def _delete_message(
         self, request: web.Request, channel_id: str, message_id: str
@@ -462,10 +373,10 @@ class FakeDiscord:
             key=lambda m: int(m["id"]),
             reverse="after" not in request.query,
         )[:limit]
-        return _json([self._with_reactions(m) for m in found])
+        return json_response([self._with_reactions(m) for m in found])
 
     async def _channel(self, request: web.Request, channel_id: str) -> web.Response:
-        return _json(
+        return json_response(
             {
                 "id": channel_id,
                 "type": 0,
@@ -511,7 +422,7 @@ class FakeDiscord:
         users = sorted(
             u for u in self.reactions.get(int(message_id), {}).get(unquote(emoji), []) if u > after
         )[:limit]
-        return _json(
+        return json_response(
             [
                 BOT_USER
                 if u == BOT_ID
@@ -529,7 +440,7 @@ class FakeDiscord:
     # -- what tests do ----------------------------------------------------------------------
 
     async def _reaction_event(self, added: bool, user_id: int, message_id: int, emoji: str) -> None:
-        if self._ws is None or self._ws.closed or not self._connected.is_set():
+        if not self.connected:
             return  # the bot is away; backfill must find it
         data: dict[str, Any] = {
             "user_id": str(user_id),
@@ -548,6 +459,7 @@ class FakeDiscord:
             data["burst_colors"] = []
             if data["member"] is None:
                 data.pop("member")
+        self.session_reactions += 1
         await self.dispatch("MESSAGE_REACTION_ADD" if added else "MESSAGE_REACTION_REMOVE", data)
 
     async def react(self, member: Member, message_id: int, emoji: str) -> None:
@@ -662,23 +574,3 @@ class FakeDiscord:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError("timed out waiting for the bot")
             await asyncio.sleep(0.05)
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    # Discord sends exactly "application/json" (discord.py compares the header verbatim).
-    return web.Response(
-        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
-    )
-
-
-def _match(pattern: str, path: str) -> tuple[str, ...] | None:
-    want, have = pattern.strip("/").split("/"), path.strip("/").split("/")
-    if len(want) != len(have):
-        return None
-    captured = []
-    for w, h in zip(want, have, strict=True):
-        if w == "*":
-            captured.append(h)
-        elif w != h:
-            return None
-    return tuple(captured)

@@ -1,0 +1,101 @@
+"""The Reroll and Cancel buttons under a job's reply (custom ids ``dreamrate:<action>:<job>``).
+
+Custom ids carry the job id, so the buttons keep working after a restart without stored views.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+import discord
+
+from dreamrate.bot.permissions import is_moderator
+from dreamrate.core.errors import DreamrateError
+from dreamrate.db.models import JobStatus
+from dreamrate.db.users import ensure_user
+from dreamrate.generation.request import MAX_SEED, GenerationRequest
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from dreamrate.bot.dreams import DreamRequests
+    from dreamrate.generation.queue import JobRepository
+
+__all__ = ["Buttons", "button_id", "parse_custom_id"]
+
+
+def button_id(action: str, job_id: int) -> str:
+    """The custom id of ``action``'s button for ``job_id``."""
+    return f"dreamrate:{action}:{job_id}"
+
+
+def parse_custom_id(custom_id: str) -> tuple[str, int] | None:
+    """``(action, job id)`` of one of our buttons; None for anything else."""
+    parts = custom_id.split(":")
+    if len(parts) != 3 or parts[0] != "dreamrate" or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2])
+
+
+class Buttons:
+    """Routes button presses to cancel or reroll; refusals are ephemeral one-liners."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        repo: JobRepository,
+        dreams: DreamRequests,
+        moderator_role: str | None,
+    ) -> None:
+        self.engine = engine
+        self.repo = repo
+        self.dreams = dreams
+        self.moderator_role = moderator_role
+
+    async def handle(self, interaction: discord.Interaction) -> None:
+        """|coro| Answer ``interaction`` if it is a press of one of our buttons."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        parsed = parse_custom_id(str((interaction.data or {}).get("custom_id", "")))
+        if parsed is None:
+            return
+        try:
+            await self._press(interaction, *parsed)
+        except DreamrateError as exc:
+            if interaction.response.is_done():
+                await interaction.followup.send(exc.message, ephemeral=True)
+            else:
+                await interaction.response.send_message(exc.message, ephemeral=True)
+
+    async def _press(self, interaction: discord.Interaction, action: str, job_id: int) -> None:
+        job = await self.repo.get(job_id)
+        if job is None:
+            raise DreamrateError(f"There is no job {job_id}.")
+        if action == "cancel":
+            user = await ensure_user(self.engine, interaction.user.id, interaction.user.name)
+            moderator = is_moderator(interaction, self.moderator_role)
+            status = await self.repo.cancel(job_id, by_user_id=user.id, is_moderator=moderator)
+            text = (
+                f"Job {job_id} cancelled."
+                if status is JobStatus.CANCELLED
+                else f"Job {job_id} will stop at its next step."
+            )
+            await interaction.response.send_message(text, ephemeral=True)
+        elif action == "reroll":
+            seed = random.SystemRandom().randint(0, MAX_SEED)
+            request = GenerationRequest(
+                prompt=job.prompt,
+                negative_prompt=job.negative_prompt,
+                seed=seed,
+                steps=job.steps,
+                guidance=job.guidance,
+                width=job.width,
+                height=job.height,
+                num_images=job.num_images,
+                model=job.model,
+                scheduler=job.scheduler,
+                notes=(f"reroll of job {job.id}, seed {seed}",),
+            )
+            await self.dreams.enqueue(interaction, request)

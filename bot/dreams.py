@@ -1,0 +1,116 @@
+"""Turning ``/dream`` (and Reroll) into a queued job: validate, check, defer, enqueue, reply."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import discord
+
+from dreamrate.bot.embeds import job_status_text, job_view
+from dreamrate.core.errors import DreamrateError
+from dreamrate.db.retry import retry_on_disconnect
+from dreamrate.db.types import utcnow
+from dreamrate.db.users import ensure_user
+from dreamrate.generation.model_info import model_defaults
+from dreamrate.generation.request import (
+    GenerationLimits,
+    GenerationRequest,
+    RequestInput,
+    parse_size,
+    validate_request,
+)
+from dreamrate.ratings.moderation import get_guild_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from dreamrate.generation.queue import JobRepository
+
+__all__ = ["TOKEN_LIFETIME", "DreamRequests"]
+
+#: Interaction tokens last 15 minutes; leave a margin for the last follow-up.
+TOKEN_LIFETIME = timedelta(minutes=14)
+
+
+class DreamRequests:
+    """The enqueue policy shared by ``/dream`` and the Reroll button.
+
+    Parameters
+    ----------
+    engine
+        The database (members, guild settings).
+    repo
+        The generation queue.
+    limits
+        What a request may ask for.
+    """
+
+    def __init__(
+        self, *, engine: AsyncEngine, repo: JobRepository, limits: GenerationLimits
+    ) -> None:
+        self.engine = engine
+        self.repo = repo
+        self.limits = limits
+
+    async def dream(
+        self, interaction: discord.Interaction, raw: RequestInput, size: str | None
+    ) -> None:
+        """|coro| Validate what the member typed, then :meth:`enqueue` it.
+
+        Raises
+        ------
+        DreamrateError
+            one sentence for the member (bad parameter, ban, channel, full queue).
+        """
+        # Validate first (pure, fast): refusals are ephemeral and enqueue nothing.
+        model = raw.model or self.limits.default_model
+        width, height = parse_size(size) if size else (None, None)
+        checked = RequestInput(
+            prompt=raw.prompt,
+            negative=raw.negative,
+            seed=raw.seed,
+            steps=raw.steps,
+            guidance=raw.guidance,
+            images=raw.images,
+            width=width,
+            height=height,
+            model=model,
+        )
+        await self.enqueue(
+            interaction, validate_request(checked, self.limits, model_defaults(model))
+        )
+
+    async def enqueue(self, interaction: discord.Interaction, request: GenerationRequest) -> None:
+        """|coro| Checks that need the database, then defer, queue, and show the position."""
+        user = await retry_on_disconnect(
+            lambda: ensure_user(self.engine, interaction.user.id, interaction.user.name)
+        )
+        if user.banned:
+            raise DreamrateError("You are banned from generating images here.")
+        if interaction.guild_id is not None:
+            guild_id = interaction.guild_id
+            guild = await retry_on_disconnect(lambda: get_guild_settings(self.engine, guild_id))
+            if (
+                guild is not None
+                and guild.allowed_channel_ids
+                and interaction.channel_id not in guild.allowed_channel_ids
+            ):
+                where = ", ".join(f"<#{c}>" for c in guild.allowed_channel_ids)
+                raise DreamrateError(f"/dream is not allowed in this channel; use {where}.")
+        await interaction.response.defer(thinking=True)
+        record = await retry_on_disconnect(
+            lambda: self.repo.enqueue(
+                request,
+                requester_id=user.id,
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                interaction_token=interaction.token,
+                interaction_token_expires_at=utcnow() + TOKEN_LIFETIME,
+            )
+        )
+        info = await retry_on_disconnect(lambda: self.repo.queue_info(record.id))
+        notes = "".join(f"\n-# {note}" for note in request.notes)
+        await interaction.edit_original_response(
+            content=job_status_text(record, info) + notes, view=job_view(record.id, running=True)
+        )

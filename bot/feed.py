@@ -1,0 +1,135 @@
+"""Showing images again for rating: ``/rate`` posts on request, the feed posts on a timer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import discord
+
+from dreamrate.aesthetic.select import select_images_to_rate
+from dreamrate.bot.embeds import image_embed
+from dreamrate.bot.uploads import image_file
+from dreamrate.db.types import utcnow
+from dreamrate.db.users import user_name
+from dreamrate.ratings.moderation import feed_channels
+from dreamrate.ratings.posts import last_post_at, record_post
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from dreamrate.bot.predictors import ActivePredictor
+    from dreamrate.generation.deliveries import DeliveryRepository
+    from dreamrate.generation.queue import JobRepository
+    from dreamrate.ratings.scale import RatingScale
+
+__all__ = ["FEED_CHECK_EVERY_S", "RatingPosts"]
+
+logger = logging.getLogger(__name__)
+
+#: How often the feed looks for channels whose interval has passed.
+FEED_CHECK_EVERY_S = 30.0
+
+
+class RatingPosts:
+    """Picks images that most need ratings and posts them with the rating emoji.
+
+    Parameters
+    ----------
+    client
+        The connected Discord client.
+    engine
+        The database.
+    repo, deliveries
+        Jobs (for the caption) and images (for the file).
+    scale
+        The rating emoji seeded under each post.
+    images_dir
+        Where the image store keeps the files.
+    predictor
+        The active predictor, for active selection.
+    feed_interval_minutes
+        Default minutes between feed posts (a guild's own setting wins).
+    """
+
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        engine: AsyncEngine,
+        repo: JobRepository,
+        deliveries: DeliveryRepository,
+        scale: RatingScale,
+        images_dir: Path,
+        predictor: ActivePredictor,
+        feed_interval_minutes: int,
+    ) -> None:
+        self.client = client
+        self.engine = engine
+        self.repo = repo
+        self.deliveries = deliveries
+        self.scale = scale
+        self.images_dir = images_dir
+        self.predictor = predictor
+        self.feed_interval = timedelta(minutes=feed_interval_minutes)
+
+    async def images_to_rate(self, count: int) -> list[int]:
+        """|coro| Image ids for /rate and the feed: active selection once a predictor is active."""
+        return await select_images_to_rate(self.engine, count, await self.predictor.get())
+
+    async def post(self, channel_id: int, image_ids: list[int], *, kind: str) -> list[int]:
+        """|coro| Show images again in ``channel_id``; reactions there rate them.
+
+        Returns the new message ids.
+        """
+        posted = []
+        channel = self.client.get_partial_messageable(channel_id)
+        for image_id in image_ids:
+            image = await self.deliveries.image(image_id)
+            job = None if image is None else await self.repo.get(image.job_id)
+            if image is None or job is None:
+                continue
+            requester = await user_name(self.engine, job.requester_id) or "someone"
+            message = await channel.send(
+                file=image_file(
+                    self.images_dir / image.path, f"dreamrate-{job.id}-{image.index + 1}"
+                ),
+                embed=image_embed(job, image.index, image.seed, requester),
+            )
+            await record_post(
+                self.engine,
+                message_id=message.id,
+                image_id=image_id,
+                channel_id=channel_id,
+                kind=kind,
+            )
+            for emoji in self.scale.reaction_emojis:
+                await message.add_reaction(emoji)
+            posted.append(message.id)
+        return posted
+
+    async def feed_forever(self) -> None:
+        """|coro| Run :meth:`feed_once` every :data:`FEED_CHECK_EVERY_S` until the client closes."""
+        await self.client.wait_until_ready()
+        while not self.client.is_closed():
+            try:
+                await self.feed_once()
+            except Exception:
+                logger.exception("rating feed pass failed; retrying")
+            await asyncio.sleep(FEED_CHECK_EVERY_S)
+
+    async def feed_once(self) -> int:
+        """|coro| Post to every feed channel whose interval has passed; the number of posts."""
+        posts = 0
+        for channel_id, minutes in await feed_channels(self.engine):
+            last = await last_post_at(self.engine, channel_id, "feed")
+            interval = timedelta(minutes=minutes) if minutes else self.feed_interval
+            if last is not None and utcnow() - last < interval:
+                continue
+            chosen = await self.images_to_rate(1)
+            if chosen:
+                posts += len(await self.post(channel_id, chosen, kind="feed"))
+        return posts

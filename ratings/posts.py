@@ -1,0 +1,58 @@
+"""Messages that show an image for rating: its own message and its reposts (``/rate``, the feed).
+
+Reactions on any of them rate the image; backfill re-reads the recent ones.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dreamrate.db.models import Image, ImagePost
+from dreamrate.db.types import utcnow
+
+__all__ = ["last_post_at", "recent_image_messages", "record_post"]
+
+
+async def record_post(
+    engine: AsyncEngine, *, message_id: int, image_id: int, channel_id: int, kind: str
+) -> None:
+    """Remember that ``message_id`` shows ``image_id`` again (``kind``: ``rate`` or ``feed``)."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            ImagePost.__table__.insert().values(
+                message_id=message_id,
+                image_id=image_id,
+                channel_id=channel_id,
+                kind=kind,
+                posted_at=utcnow(),
+            )
+        )
+
+
+async def last_post_at(engine: AsyncEngine, channel_id: int, kind: str) -> datetime | None:
+    """When ``channel_id`` last got a repost of ``kind``; None if never."""
+    async with engine.connect() as conn:
+        return await conn.scalar(
+            select(func.max(ImagePost.posted_at)).where(
+                ImagePost.channel_id == channel_id, ImagePost.kind == kind
+            )
+        )
+
+
+async def recent_image_messages(engine: AsyncEngine, since: datetime) -> list[tuple[int, int]]:
+    """``(message id, channel id)`` of every message since ``since`` that shows a kept image."""
+    own = select(Image.discord_message_id, Image.discord_channel_id).where(
+        Image.discord_message_id.is_not(None),
+        Image.removed.is_(False),
+        Image.created_at >= since,
+    )
+    reposts = (
+        select(ImagePost.message_id, ImagePost.channel_id)
+        .join(Image, Image.id == ImagePost.image_id)
+        .where(Image.removed.is_(False), ImagePost.posted_at >= since)
+    )
+    async with engine.connect() as conn:
+        return [(int(m), int(c)) for m, c in await conn.execute(own.union_all(reposts))]
