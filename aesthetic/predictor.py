@@ -31,7 +31,8 @@ __all__ = [
 ]
 
 FORMAT = "dreamrate-predictor"
-VERSION = 1
+#: 2: ``sha256`` is the predictor fingerprint (version 1 stored the weight file's hash).
+VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "predictor.json"
 
@@ -126,8 +127,12 @@ class Predictor:
         return self.prepare(embeddings) @ weights.T + biases
 
     @property
-    def id(self) -> str:
-        """A short content hash of the weights and input convention (stable across copies)."""
+    def sha256(self) -> str:
+        """The predictor's fingerprint: sha256 of its input convention and weights.
+
+        The one hash a predictor has; ``predictor.json``, score files and manifests carry it,
+        and loading checks it, so a copy that scores differently can never pass as this one.
+        """
         digest = hashlib.sha256()
         digest.update(
             f"{self.embedding_model}|{self.dim}|{self.activation}|{self.input_scale}".encode()
@@ -135,13 +140,19 @@ class Predictor:
         for weight, bias in self.layers:
             digest.update(np.ascontiguousarray(weight, dtype=np.float32).tobytes())
             digest.update(np.ascontiguousarray(bias, dtype=np.float32).tobytes())
-        return digest.hexdigest()[:16]
+        return digest.hexdigest()
+
+    @property
+    def id(self) -> str:
+        """The first 16 hex digits of :attr:`sha256`: short enough for names and messages."""
+        return self.sha256[:16]
 
     def metadata(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "version": VERSION,
             "id": self.id,
+            "sha256": self.sha256,
             "name": self.name,
             "source": self.source,
             "created_at": self.created_at,
@@ -189,7 +200,6 @@ def save_predictor(
     with atomic_folder(out, PredictorError, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
         meta = predictor.metadata()
-        meta["sha256"] = hashlib.sha256((tmp / WEIGHTS_FILE).read_bytes()).hexdigest()
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
         if extras is not None:
             extras(tmp)
@@ -260,8 +270,9 @@ def load_predictor(path: Path, *, embedding_model: str | None = None) -> Predict
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PredictorError(f"{folder}: corrupted predictor ({reason[:200]})") from None
-    if meta.get("id") and meta["id"] != predictor.id:
-        raise PredictorError(f"{folder}: weights do not match predictor.json (id {meta['id']})")
+    stored = meta.get("sha256") if int(meta.get("version", 1)) >= 2 else meta.get("id")
+    if stored and not predictor.sha256.startswith(stored):
+        raise PredictorError(f"{folder}: weights do not match predictor.json (id {meta.get('id')})")
     if embedding_model is not None and predictor.embedding_model != embedding_model:
         raise PredictorError(
             f"{folder}: predictor reads {predictor.embedding_model} embeddings, "

@@ -10,31 +10,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from dreamrate.aesthetic.predictor import Predictor
-from dreamrate.core.errors import DreamrateError
 from dreamrate.ratings.aggregate import (
     AggregateOptions,
     RaterEffects,
-    RatingPanel,
     Targets,
     mean_targets,
     rater_aware_targets,
 )
+from dreamrate.ratings.training_data import TrainingData, TrainingError, check_embeddings
 
 __all__ = [
     "MIN_GROUPS",
     "MIN_IMAGES",
-    "TrainingData",
-    "TrainingError",
+    "RIDGE_ALPHAS",
     "TrainingResult",
+    "grouped_folds",
     "metrics",
+    "nested_ridge_alphas",
     "pairwise_accuracy",
     "train_predictor",
+    "unit_rows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,23 +46,6 @@ ModelChoice = Literal["ridge", "mlp", "auto"]
 MIN_IMAGES = 20
 MIN_GROUPS = 5
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 13))
-
-
-class TrainingError(DreamrateError):
-    """The data cannot train a predictor (too little, wrong shape, not finite)."""
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """Ratings plus one embedding per image, and the prompt group of each image."""
-
-    panel: RatingPanel
-    image_ids: np.ndarray  #: images with an embedding
-    embeddings: np.ndarray  #: (n, dim) float32, row i for image_ids[i]
-    groups: np.ndarray  #: prompt (or job) of each image; same order
-    embedding_model: str
-    #: image id -> file, for the report's image grids (may be empty)
-    image_paths: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,63 +106,49 @@ def _ridge_pipeline(alpha: float = 1.0) -> Any:
     return Pipeline([("normalize", Normalizer()), ("model", Ridge(alpha=alpha))])
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (zero rows stay zero)."""
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-class GroupedRidgeCV:
-    """Chooses the Ridge penalty by grouped cross-validation, nested inside outer folds.
+def nested_ridge_alphas(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    alphas: tuple[float, ...] = RIDGE_ALPHAS,
+) -> tuple[list[float], float]:
+    """The Ridge penalty for each outer fold, chosen by grouped CV on the other folds only
+    (the outer test fold is never looked at), and for the final fit, chosen on all folds.
 
-    Same estimator as ``sklearn.linear_model.Ridge`` (unpenalised intercept, sample
-    weights), but the normal equations of any set of folds come from per-fold Gram
-    matrices (training Gram = total minus the held-out folds'), so 13 penalties x k x
-    (k - 1) nested fits cost one pass over the data; sklearn's ``GridSearchCV`` refits
-    from scratch and took 6 s per fit on 16k images here.
+    Same estimator as ``sklearn.linear_model.Ridge`` on unit rows (unpenalised intercept,
+    sample weights), but the normal equations of any set of folds come from per-fold Gram
+    matrices (training Gram = total minus the held-out folds'), so every penalty x outer x
+    inner fit costs one pass over the data; sklearn's ``GridSearchCV`` refits from scratch
+    and took 6 s per fit on 16k images here.
     """
+    from scipy.linalg import cho_factor, cho_solve
 
-    def __init__(
-        self,
-        x: np.ndarray,
-        y: np.ndarray,
-        w: np.ndarray,
-        splits: list[tuple[np.ndarray, np.ndarray]],
-        alphas: tuple[float, ...] = RIDGE_ALPHAS,
-    ) -> None:
-        self.alphas = alphas
-        self.xa = np.hstack([_unit_rows(x), np.ones((len(x), 1))]).astype(np.float64)
-        self.y, self.w = y, w
-        self.tests = [test for _, test in splits]
-        self.grams, self.moments = [], []
-        for test in self.tests:
-            xw = self.xa[test] * w[test, None]
-            self.grams.append(xw.T @ self.xa[test])
-            self.moments.append(xw.T @ y[test])
-        self.penalty = np.eye(self.xa.shape[1])
-        self.penalty[-1, -1] = 0.0
-        self._chosen: dict[int | None, float] = {}
+    xa = np.hstack([unit_rows(x), np.ones((len(x), 1))]).astype(np.float64)
+    tests = [test for _, test in splits]
+    grams = [(xa[t] * w[t, None]).T @ xa[t] for t in tests]
+    moments = [(xa[t] * w[t, None]).T @ y[t] for t in tests]
+    penalty = np.eye(xa.shape[1])
+    penalty[-1, -1] = 0.0  # the intercept is not penalised
 
-    def best_alpha(self, exclude: int | None = None) -> float:
-        """The penalty with the lowest weighted held-out error over the folds other than
-        ``exclude`` (the outer test fold, which is never looked at)."""
-        if exclude not in self._chosen:
-            self._chosen[exclude] = self._search(exclude)
-        return self._chosen[exclude]
-
-    def _search(self, exclude: int | None) -> float:
-        from scipy.linalg import cho_factor, cho_solve
-
-        folds = [k for k in range(len(self.tests)) if k != exclude]
-        gram = sum(self.grams[k] for k in folds)
-        moment = sum(self.moments[k] for k in folds)
-        errors = np.zeros(len(self.alphas))
+    def best(exclude: int | None) -> float:
+        folds = [k for k in range(len(tests)) if k != exclude]
+        gram = sum(grams[k] for k in folds)
+        moment = sum(moments[k] for k in folds)
+        errors = np.zeros(len(alphas))
         for k in folds:
-            g, m = gram - self.grams[k], moment - self.moments[k]
-            test = self.tests[k]
-            for a, alpha in enumerate(self.alphas):
-                coef = cho_solve(cho_factor(g + alpha * self.penalty), m)
-                resid = self.xa[test] @ coef - self.y[test]
-                errors[a] += float(np.sum(self.w[test] * resid * resid))
-        return float(self.alphas[int(np.argmin(errors))])
+            g, m, test = gram - grams[k], moment - moments[k], tests[k]
+            for a, alpha in enumerate(alphas):
+                resid = xa[test] @ cho_solve(cho_factor(g + alpha * penalty), m) - y[test]
+                errors[a] += float(np.sum(w[test] * resid * resid))
+        return float(alphas[int(np.argmin(errors))])
+
+    return [best(k) for k in range(len(tests))], best(None)
 
 
 def _mlp_pipeline(seed: int) -> Any:
@@ -214,20 +184,8 @@ def _layers(pipeline: Any) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
     return [(coef, np.asarray([model.intercept_], dtype=np.float32).reshape(1))], "none"
 
 
-def check_embeddings(embeddings: np.ndarray, dim: int | None, model: str) -> np.ndarray:
-    """Refuse embeddings of the wrong width or with NaN/inf rows (one line)."""
-    x = np.asarray(embeddings, dtype=np.float32)
-    if x.ndim != 2:
-        raise TrainingError("embeddings must be a 2-d array (one row per image)")
-    if dim is not None and x.shape[1] != dim:
-        raise TrainingError(f"embeddings are {x.shape[1]}-d but {model} embeddings are {dim}-d")
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        raise TrainingError(f"{int(bad.sum())} embedding(s) contain NaN or infinite values")
-    return x
-
-
-def _folds(groups: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def grouped_folds(groups: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` shuffled (train, test) splits; images of one group never sit on both sides."""
     from sklearn.model_selection import GroupKFold
 
     splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
@@ -286,11 +244,13 @@ def train_predictor(
     y_mean = mean.target[[pos_m[int(i)] for i in ids]]
 
     k = min(folds, n_groups)
-    splits = _folds(groups, k, seed)
+    splits = grouped_folds(groups, k, seed)
     candidates: dict[str, Callable[[int | None], Any]] = {}
     if model in ("ridge", "auto"):
-        ridge_cv = GroupedRidgeCV(x, y, w, splits)
-        candidates["ridge"] = lambda fold: _ridge_pipeline(ridge_cv.best_alpha(fold))
+        fold_alphas, final_alpha = nested_ridge_alphas(x, y, w, splits)
+        candidates["ridge"] = lambda fold: _ridge_pipeline(
+            final_alpha if fold is None else fold_alphas[fold]
+        )
     if model in ("mlp", "auto"):
         candidates["mlp"] = lambda _fold: _mlp_pipeline(seed)
 

@@ -24,8 +24,9 @@ from sklearn.linear_model import Ridge
 from benchmarks.common import machine, print_table
 from dreamrate.aesthetic.select import choose_for_rating
 from dreamrate.aesthetic.synthetic import SyntheticWorld, make_world
-from dreamrate.aesthetic.train import TrainingData, train_predictor
+from dreamrate.aesthetic.train import train_predictor
 from dreamrate.ratings.aggregate import RatingPanel, mean_targets, rater_aware_targets
+from dreamrate.ratings.training_data import TrainingData
 
 TEST_IMAGES = 2000
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine, median, print_table
+from dreamrate.aesthetic.filtering.engines import local_pool, run_local
+from dreamrate.aesthetic.filtering.reader import discover_shards
 from dreamrate.aesthetic.interop import import_head
 from dreamrate.aesthetic.predictor import Predictor
-from dreamrate.aesthetic.score_engines import local_pool, run_local
-from dreamrate.aesthetic.shards import discover_shards
 from dreamrate.aesthetic.synthetic import write_clip_retrieval
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"

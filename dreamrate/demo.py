@@ -244,17 +244,17 @@ async def _maintainer_stages(
     from scipy.stats import spearmanr
 
     from dreamrate.aesthetic.clip_model import model_spec
-    from dreamrate.aesthetic.dataset import load_database_data
     from dreamrate.aesthetic.embed import embed_rated_images
-    from dreamrate.aesthetic.manifest import export_manifest
+    from dreamrate.aesthetic.filtering.engines import run_local
+    from dreamrate.aesthetic.filtering.manifest import export_manifest
+    from dreamrate.aesthetic.filtering.reader import discover_shards
     from dreamrate.aesthetic.predictor import save_predictor
     from dreamrate.aesthetic.registry import register_predictor
     from dreamrate.aesthetic.report import write_report
-    from dreamrate.aesthetic.score_engines import run_local
-    from dreamrate.aesthetic.shards import discover_shards
     from dreamrate.aesthetic.synthetic import write_clip_retrieval
     from dreamrate.aesthetic.train import train_predictor
     from dreamrate.ratings.dataset_export import export_dataset
+    from dreamrate.ratings.training_data import load_database_data
 
     say("embedding the rated images with CLIP")
     await embed_rated_images(engine, clip, settings.images_dir, show_progress=False)

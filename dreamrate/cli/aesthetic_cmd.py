@@ -111,10 +111,14 @@ def train_cmd(
 ) -> None:
     """Train an aesthetic predictor on the community's ratings (or on Parquet files)."""
     from dreamrate.aesthetic.clip_model import embedding_dim
-    from dreamrate.aesthetic.dataset import load_database_data, load_file_data
     from dreamrate.aesthetic.predictor import save_predictor
     from dreamrate.aesthetic.report import write_report
-    from dreamrate.aesthetic.train import check_embeddings, train_predictor
+    from dreamrate.aesthetic.train import train_predictor
+    from dreamrate.ratings.training_data import (
+        check_embeddings,
+        load_database_data,
+        load_file_data,
+    )
 
     settings = state.settings
     if model not in ("ridge", "mlp", "auto"):

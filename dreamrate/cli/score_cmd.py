@@ -55,10 +55,10 @@ def score_cmd(
         TimeRemainingColumn,
     )
 
+    from dreamrate.aesthetic.filtering.engines import run_local, run_ray
+    from dreamrate.aesthetic.filtering.reader import ShardProblem, discover_shards
+    from dreamrate.aesthetic.filtering.runner import ShardResult
     from dreamrate.aesthetic.predictor import load_predictor
-    from dreamrate.aesthetic.score_engines import run_local, run_ray
-    from dreamrate.aesthetic.scorer import ShardResult
-    from dreamrate.aesthetic.shards import ShardProblem, discover_shards
 
     if engine not in ("local", "ray"):
         raise ScoreError(f"--engine: must be local or ray, not {engine!r}")
@@ -180,7 +180,7 @@ def manifest_cmd(
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:
     """Write part-NNNNN.parquet files of the kept rows and manifest.json, for img2dataset."""
-    from dreamrate.aesthetic.manifest import export_manifest
+    from dreamrate.aesthetic.filtering.manifest import export_manifest
 
     if (min_score is None) == (top_fraction is None):
         raise ScoreError("give exactly one of --min-score and --top-fraction")

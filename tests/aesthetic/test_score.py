@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from dreamrate.aesthetic.filtering.engines import run_local
+from dreamrate.aesthetic.filtering.reader import discover_shards
 from dreamrate.aesthetic.predictor import Predictor, save_predictor
-from dreamrate.aesthetic.score_engines import run_local
-from dreamrate.aesthetic.shards import discover_shards
 from dreamrate.aesthetic.synthetic import write_clip_retrieval
 from tests.test_cli import run_cli
 
@@ -290,3 +290,14 @@ def test_manifest_threshold_order_files_and_json(tmp_path: Path, source: Path) -
     )
     assert mixed.returncode == 2 and "different predictors" in mixed.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and other.exists()
+
+
+def test_every_forkserver_preload_imports() -> None:
+    # multiprocessing skips a preload that fails to import without a word; workers would then
+    # import the scorer themselves, once each.
+    import importlib
+
+    from dreamrate.aesthetic.filtering.engines import FORKSERVER_PRELOAD
+
+    for name in FORKSERVER_PRELOAD:
+        importlib.import_module(name)

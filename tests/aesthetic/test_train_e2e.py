@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
 
-from dreamrate.aesthetic.dataset import load_database_data
 from dreamrate.aesthetic.predictor import load_predictor
 from dreamrate.aesthetic.select import select_images_to_rate
 from dreamrate.aesthetic.synthetic import make_world
 from dreamrate.db.engine import create_engine
 from dreamrate.db.models import Embedding
 from dreamrate.db.models import Predictor as PredictorRow
+from dreamrate.ratings.training_data import load_database_data
 from tests.aesthetic.community import seed_community
 from tests.test_cli import _one_error_line, run_cli
 

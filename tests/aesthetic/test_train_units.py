@@ -10,20 +10,19 @@ from dreamrate.aesthetic.select import choose_for_rating
 from dreamrate.aesthetic.synthetic import make_world
 from dreamrate.aesthetic.train import (
     RIDGE_ALPHAS,
-    GroupedRidgeCV,
-    TrainingData,
-    TrainingError,
-    _folds,
-    _unit_rows,
+    grouped_folds,
+    nested_ridge_alphas,
     pairwise_accuracy,
     train_predictor,
+    unit_rows,
 )
 from dreamrate.ratings.aggregate import RatingPanel
+from dreamrate.ratings.training_data import TrainingData, TrainingError
 
 
 def test_grouped_folds_never_split_a_prompt() -> None:
     groups = np.repeat(np.arange(30), 4)
-    folds = _folds(groups, 5, seed=0)
+    folds = grouped_folds(groups, 5, seed=0)
     seen = np.zeros(len(groups), dtype=int)
     for train, test in folds:
         assert not set(groups[train]) & set(groups[test])
@@ -36,16 +35,26 @@ def test_penalty_search_equals_brute_force_with_sklearn_ridge() -> None:
     x = rng.normal(size=(300, 20))
     y = x @ rng.normal(size=20) * 0.3 + rng.normal(size=300)
     w = rng.uniform(0.2, 1.0, 300)
-    splits = _folds(np.repeat(np.arange(60), 5), 4, seed=1)
-    errors = []
-    for alpha in RIDGE_ALPHAS:
-        total = 0.0
-        for train, test in splits[1:]:  # fold 0 is the outer test fold, never looked at
-            model = Ridge(alpha=alpha).fit(_unit_rows(x[train]), y[train], sample_weight=w[train])
-            total += float(np.sum(w[test] * (model.predict(_unit_rows(x[test])) - y[test]) ** 2))
-        errors.append(total)
-    expected = RIDGE_ALPHAS[int(np.argmin(errors))]
-    assert GroupedRidgeCV(x, y, w, splits).best_alpha(exclude=0) == pytest.approx(expected)
+    splits = grouped_folds(np.repeat(np.arange(60), 5), 4, seed=1)
+
+    def brute_force(folds: list[int]) -> float:
+        errors = []
+        for alpha in RIDGE_ALPHAS:
+            total = 0.0
+            for k in folds:
+                train = np.concatenate([splits[j][1] for j in folds if j != k])
+                test = splits[k][1]
+                model = Ridge(alpha=alpha).fit(
+                    unit_rows(x[train]), y[train], sample_weight=w[train]
+                )
+                total += float(np.sum(w[test] * (model.predict(unit_rows(x[test])) - y[test]) ** 2))
+            errors.append(total)
+        return RIDGE_ALPHAS[int(np.argmin(errors))]
+
+    per_fold, final = nested_ridge_alphas(x, y, w, splits)
+    # Fold 0's penalty is chosen without ever looking at fold 0 (the outer test fold).
+    assert per_fold[0] == pytest.approx(brute_force([1, 2, 3]))
+    assert final == pytest.approx(brute_force([0, 1, 2, 3]))
 
 
 def test_pairwise_accuracy() -> None:

@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from dreamrate.aesthetic.scorer import META_PREDICTOR, META_PREDICTOR_HASH
+from dreamrate.aesthetic.filtering.threshold import (
+    HISTOGRAM_BINS,
+    bin_mask,
+    cut_bin,
+    kth_largest,
+    rows_to_keep,
+)
+from dreamrate.aesthetic.filtering.writer import META_PREDICTOR, META_PREDICTOR_HASH
 from dreamrate.core.atomic import atomic_folder
 from dreamrate.core.errors import DreamrateError
 
@@ -48,26 +55,17 @@ def _aesthetic(path: Path) -> np.ndarray:
 
 
 def _top_threshold(files: list[Path], fraction: float, lo: float, hi: float, valid: int) -> float:
-    keep = max(1, math.ceil(fraction * valid))
+    keep = rows_to_keep(fraction, valid)
     if hi <= lo:
         return lo
-    edges = np.linspace(lo, hi, 65_537)
-    counts = np.zeros(65_536, dtype=np.int64)
+    edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
+    counts = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
     for path in files:
         values = _aesthetic(path)
         counts += np.histogram(values[np.isfinite(values)], bins=edges)[0]
-    above = np.cumsum(counts[::-1])  # rows at or above each bin, from the top
-    top_bin = 65_535 - int(np.searchsorted(above, keep))
-    rank_in_bin = keep - (int(above[65_535 - top_bin - 1]) if top_bin < 65_535 else 0)
-    bin_lo, bin_hi = edges[top_bin], edges[top_bin + 1]
-    inside = []
-    for path in files:
-        values = _aesthetic(path)
-        last = top_bin == 65_535
-        mask = (values >= bin_lo) & ((values <= bin_hi) if last else (values < bin_hi))
-        inside.append(values[mask])
-    values = np.sort(np.concatenate(inside))[::-1]
-    return float(values[rank_in_bin - 1])
+    top_bin, rank = cut_bin(counts, keep)
+    inside = [v[bin_mask(v, edges, top_bin)] for v in map(_aesthetic, files)]
+    return kth_largest(np.concatenate(inside), rank)
 
 
 class _PartWriter:

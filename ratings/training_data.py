@@ -1,19 +1,58 @@
-"""Training data from the project's database or from Parquet files (public datasets)."""
+"""Training data: the community's counted ratings with their images' embeddings, from the
+database or from Parquet files (this project's exports, public datasets)."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.aesthetic.train import TrainingData, TrainingError, check_embeddings
+from dreamrate.core.errors import DreamrateError
 from dreamrate.db.models import Embedding, Image, Job, Rating, User
 from dreamrate.ratings.aggregate import RatingPanel
 
-__all__ = ["load_database_data", "load_file_data", "prompt_group"]
+__all__ = [
+    "TrainingData",
+    "TrainingError",
+    "check_embeddings",
+    "load_database_data",
+    "load_file_data",
+    "prompt_group",
+]
+
+
+class TrainingError(DreamrateError):
+    """The data cannot train a predictor (too little, wrong shape, not finite)."""
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Ratings plus one embedding per image, and the prompt group of each image."""
+
+    panel: RatingPanel
+    image_ids: np.ndarray  #: images with an embedding
+    embeddings: np.ndarray  #: (n, dim) float32, row i for image_ids[i]
+    groups: np.ndarray  #: prompt (or job) of each image; same order
+    embedding_model: str
+    #: image id -> file, for the report's image grids (may be empty)
+    image_paths: dict[int, str] = field(default_factory=dict)
+
+
+def check_embeddings(embeddings: np.ndarray, dim: int | None, model: str) -> np.ndarray:
+    """Refuse embeddings of the wrong width or with NaN/inf rows (one line)."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    if x.ndim != 2:
+        raise TrainingError("embeddings must be a 2-d array (one row per image)")
+    if dim is not None and x.shape[1] != dim:
+        raise TrainingError(f"embeddings are {x.shape[1]}-d but {model} embeddings are {dim}-d")
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise TrainingError(f"{int(bad.sum())} embedding(s) contain NaN or infinite values")
+    return x
 
 
 def prompt_group(prompt: str) -> str:

@@ -1,4 +1,4 @@
-"""Finding and checking embedding shards before any work starts.
+"""Reader: finding, checking and reading embedding shards.
 
 Two layouts are read, local or behind any fsspec URL:
 
@@ -15,10 +15,23 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["Shard", "ShardProblem", "discover_shards", "npy_header"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "Shard",
+    "ShardProblem",
+    "discover_shards",
+    "npy_header",
+    "open_source",
+    "read_npy_chunks",
+    "read_parquet_embeddings",
+]
 
 _NUMBER = re.compile(r"(\d+)$")
 
@@ -193,3 +206,87 @@ def discover_shards(source: str) -> tuple[list[Shard], list[ShardProblem]]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+class TruncatedShard(ValueError):
+    """A shard whose file ended before the rows its header promised."""
+
+
+def open_source(url: str):  # type: ignore[no-untyped-def]
+    """A binary file handle for a local path or any fsspec URL."""
+    if "://" not in url:
+        return open(url, "rb")
+    import fsspec
+
+    return fsspec.open(url, "rb").open()
+
+
+def _read_exact(handle: Any, view: memoryview, start_row: int, row_bytes: int, rows: int) -> None:
+    got = handle.readinto(view)
+    while got < len(view):
+        more = handle.readinto(view[got:])
+        if not more:
+            raise TruncatedShard(f"truncated at row {start_row + got // row_bytes} of {rows}")
+        got += more
+
+
+def read_npy_chunks(shard: Shard, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, rows)`` of an npy shard in chunks of ``chunk_rows``.
+
+    Local files are memory-mapped (the kernel reads the page cache directly); remote ones
+    are read into two alternating buffers, the next chunk on a thread while the caller
+    works on this one, so a chunk is valid only until the next is yielded.
+    """
+    import numpy as np
+
+    dtype = np.dtype(shard.dtype)
+    starts = range(0, shard.rows, chunk_rows)
+    if "://" not in shard.embeddings:
+        data = np.memmap(
+            shard.embeddings,
+            dtype=dtype,
+            mode="r",
+            offset=shard.data_offset,
+            shape=(shard.rows, shard.dim),
+        )
+        try:
+            for start in starts:
+                yield start, data[start : start + chunk_rows]
+        finally:
+            del data
+        return
+    buffers = [np.empty((chunk_rows, shard.dim), dtype=dtype) for _ in range(2)]
+    views = [memoryview(b).cast("B") for b in buffers]
+    row_bytes = shard.dim * dtype.itemsize
+    with open_source(shard.embeddings) as handle, ThreadPoolExecutor(1) as reader:
+        handle.seek(shard.data_offset)
+
+        def read(k: int):  # type: ignore[no-untyped-def]
+            m = min(chunk_rows, shard.rows - starts[k])
+            view = views[k % 2][: m * row_bytes]
+            return reader.submit(_read_exact, handle, view, starts[k], row_bytes, shard.rows)
+
+        pending = read(0) if len(starts) else None
+        for k, start in enumerate(starts):
+            assert pending is not None
+            pending.result()
+            pending = read(k + 1) if k + 1 < len(starts) else None
+            m = min(chunk_rows, shard.rows - start)
+            yield start, buffers[k % 2][:m]
+
+
+def read_parquet_embeddings(shard: Shard) -> tuple[np.ndarray, Any]:
+    """A Parquet shard's embeddings as ``(rows, dim)`` float16/float32 and its other columns."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    with open_source(shard.embeddings) as handle:
+        table = pq.read_table(handle)
+    column = table.column("embedding").combine_chunks()
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    if len(flat) != len(table) * shard.dim:
+        raise ValueError("embedding rows have different widths")
+    emb = np.ascontiguousarray(flat).reshape(len(table), shard.dim)
+    if emb.dtype not in (np.float16, np.float32):
+        emb = emb.astype(np.float32)
+    return emb, table.drop_columns(["embedding"])

@@ -1,6 +1,6 @@
-"""Running one scoring task per shard: in a local process pool or on a Ray cluster.
+"""Engines: where the scoring tasks run, a local process pool or a Ray cluster.
 
-Both engines call the same :func:`aesthetic.scorer.score_shard_limited`, so the files they
+Both engines call the same :func:`~dreamrate.aesthetic.filtering.runner.score_shard_limited`, so the files they
 write are byte-for-byte the same. Shard problems come back as results (listed at the end);
 a task that dies (a worker killed, a node lost) is retried by Ray, and by the local engine
 once in a fresh process.
@@ -16,21 +16,23 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Literal
 
-from dreamrate.aesthetic.predictor import Predictor
-from dreamrate.aesthetic.scorer import (
+from dreamrate.aesthetic.filtering.kernel import limit_threads
+from dreamrate.aesthetic.filtering.reader import Shard
+from dreamrate.aesthetic.filtering.runner import (
     ShardResult,
-    _limit_threads,
-    _set_threads,
     score_shard_limited,
     score_shards_pipelined,
 )
-from dreamrate.aesthetic.shards import Shard
+from dreamrate.aesthetic.predictor import Predictor
 
-__all__ = ["Engine", "run_local", "run_ray"]
+__all__ = ["FORKSERVER_PRELOAD", "Engine", "local_pool", "run_local", "run_ray"]
 
 logger = logging.getLogger(__name__)
 
 Engine = Literal["local", "ray"]
+#: Modules the forkserver imports once for all workers (a name that fails to import is
+#: skipped silently by multiprocessing, so a test imports each of them).
+FORKSERVER_PRELOAD = ("pyarrow.parquet", "dreamrate.aesthetic.filtering.runner")
 Progress = Callable[[ShardResult], None]
 
 
@@ -45,9 +47,7 @@ def local_pool(workers: int) -> ProcessPoolExecutor:
     # forkserver: workers fork from a clean server that imported the scorer once, instead
     # of each importing it (spawn) or inheriting used thread pools (fork).
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(
-        ["pyarrow.parquet", "dreamrate.aesthetic.scorer", "dreamrate.aesthetic.kernels"]
-    )
+    context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
@@ -74,8 +74,7 @@ def run_local(
             on_result(result)
 
     if workers <= 1:
-        _set_threads(threads)
-        with _limit_threads(threads):
+        with limit_threads(threads):
             score_shards_pipelined(
                 shards, predictor, out_dir, columns=columns, force=force, on_result=done
             )

@@ -1,0 +1,234 @@
+"""Runner: one task scores one shard, ``scores_N.parquet`` for ``img_emb_N.npy``.
+
+The reader yields the shard's embeddings in chunks, the kernel turns each chunk into
+scores in buffers allocated once per shard, and the writer writes the file atomically;
+metadata is read on a second thread while the embeddings are scored. A shard's problems
+come back in its :class:`ShardResult`, never as an exception, so one bad shard never
+stops the others, and both engines (:mod:`~dreamrate.aesthetic.filtering.engines`) call
+the same task, so their files are byte for byte the same.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamrate.aesthetic.filtering.kernel import ScoreKernel, limit_threads
+from dreamrate.aesthetic.filtering.reader import (
+    Shard,
+    open_source,
+    read_npy_chunks,
+    read_parquet_embeddings,
+)
+from dreamrate.aesthetic.filtering.writer import (
+    ScoreWriteError,
+    existing_output_ok,
+    scores_table,
+    write_scores,
+)
+from dreamrate.aesthetic.predictor import Predictor
+
+__all__ = [
+    "CHUNK_ROWS",
+    "DEFAULT_COLUMNS",
+    "ShardResult",
+    "score_shard",
+    "score_shard_limited",
+    "score_shards_pipelined",
+]
+
+#: Metadata columns copied to the scores by default (those present), in this order.
+DEFAULT_COLUMNS = ("url", "caption", "key", "hash")
+CHUNK_ROWS = 16384  #: rows per kernel call and per read (25 MB of 768-d float16)
+
+
+class ShardFailed(Exception):
+    """A shard that cannot be scored; its message names the reason (one line)."""
+
+
+@dataclass
+class ShardResult:
+    n: int
+    output: str
+    rows: int = 0
+    null_rows: int = 0  #: NaN/inf embeddings, scored as null
+    norm_min: float = float("inf")
+    norm_max: float = 0.0
+    skipped: bool = False  #: already scored by this predictor
+    seconds: float = 0.0
+    error: str | None = None
+    worker: str = field(default_factory=lambda: f"pid {os.getpid()}")
+
+
+def _scores(shard: Shard, predictor: Predictor, result: ShardResult) -> tuple[np.ndarray, Any]:
+    """The shard's scores, and its metadata table for a Parquet shard (None for npy)."""
+    if shard.kind == "npy":
+        chunk_rows = min(CHUNK_ROWS, max(shard.rows, 1))
+        scores = np.empty(shard.rows, dtype=np.float32)
+        kernel = ScoreKernel(predictor, shard.dim, chunk_rows)
+        for start, chunk in read_npy_chunks(shard, chunk_rows):
+            kernel(chunk, scores[start : start + len(chunk)])
+        rest = None
+    else:
+        emb, rest = read_parquet_embeddings(shard)
+        scores = np.empty(len(emb), dtype=np.float32)
+        kernel = ScoreKernel(predictor, shard.dim, min(CHUNK_ROWS, max(len(emb), 1)))
+        for start in range(0, len(emb), CHUNK_ROWS):
+            kernel(emb[start : start + CHUNK_ROWS], scores[start : start + CHUNK_ROWS])
+    result.norm_min, result.norm_max = kernel.norm_min, kernel.norm_max
+    return scores, rest
+
+
+def _select_columns(available: list[str], requested: tuple[str, ...] | None) -> list[str]:
+    if requested is None:
+        return [c for c in DEFAULT_COLUMNS if c in available]
+    missing = [c for c in requested if c not in available]
+    if missing:
+        raise ShardFailed(f"metadata lacks column(s) {', '.join(missing)}")
+    return list(requested)
+
+
+def _compute(
+    shard: Shard, predictor: Predictor, columns: tuple[str, ...] | None, result: ShardResult
+) -> Any:
+    """The scores table of ``shard`` (metadata columns + ``aesthetic``), not yet written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if shard.dim != predictor.dim:
+        raise ShardFailed(
+            f"embeddings are {shard.dim}-d but the predictor ({predictor.embedding_model}) reads {predictor.dim}"
+        )
+    if shard.kind == "npy":
+        assert shard.metadata is not None
+        metadata_url = shard.metadata
+
+        def read_metadata():  # type: ignore[no-untyped-def]
+            with open_source(metadata_url) as handle:
+                file = pq.ParquetFile(handle)
+                chosen = _select_columns(file.schema_arrow.names, columns)
+                return file.read(columns=chosen, use_threads=False) if chosen else pa.table({})
+
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(read_metadata)
+            scores, _ = _scores(shard, predictor, result)
+            metadata = pending.result()
+    else:
+        scores, rest = _scores(shard, predictor, result)
+        metadata = rest.select(_select_columns(rest.column_names, columns))
+    result.null_rows = int((~np.isfinite(scores)).sum())
+    result.rows = len(scores)
+    return scores_table(metadata, scores, predictor, shard.embeddings)
+
+
+def _fail(result: ShardResult, exc: BaseException, final: Path) -> None:
+    if isinstance(exc, ShardFailed | ScoreWriteError | ValueError):  # ValueError: a bad file
+        result.error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    elif isinstance(exc, OSError):
+        result.error = f"{exc.strerror or type(exc).__name__}: {exc.filename or final}"
+    else:  # pyarrow errors on corrupted metadata files
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        result.error = text[:200]
+
+
+def _start(
+    shard: Shard, predictor: Predictor, out_dir: str, force: bool
+) -> tuple[ShardResult, Path]:
+    final = Path(out_dir) / shard.output_name
+    result = ShardResult(n=shard.n, output=str(final))
+    if not force and existing_output_ok(final, shard.rows, predictor.id):
+        result.skipped = True
+        result.rows = shard.rows
+    return result, final
+
+
+def score_shard(
+    shard: Shard,
+    predictor: Predictor,
+    out_dir: str,
+    *,
+    columns: tuple[str, ...] | None = None,
+    force: bool = False,
+) -> ShardResult:
+    """Score one shard into ``out_dir/scores_N.parquet``; never raises for shard problems."""
+    started = time.perf_counter()
+    result, final = _start(shard, predictor, out_dir, force)
+    if result.skipped:
+        return result
+    try:
+        write_scores(_compute(shard, predictor, columns, result), final)
+    except Exception as exc:
+        _fail(result, exc, final)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def score_shards_pipelined(
+    shards: list[Shard],
+    predictor: Predictor,
+    out_dir: str,
+    *,
+    columns: tuple[str, ...] | None = None,
+    force: bool = False,
+    on_result: Any = None,
+) -> list[ShardResult]:
+    """``score_shard`` over many shards in one process, writing shard k (compression, disk)
+    on a second thread while shard k + 1 is read and scored."""
+    results: list[ShardResult] = []
+
+    def finish(result: ShardResult) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    with ThreadPoolExecutor(1) as writer:
+        pending: tuple[Any, ShardResult, Path, float] | None = None
+
+        def drain() -> None:
+            nonlocal pending
+            if pending is None:
+                return
+            future, result, final, started = pending
+            pending = None
+            try:
+                future.result()
+            except Exception as exc:
+                _fail(result, exc, final)
+            result.seconds = time.perf_counter() - started
+            finish(result)
+
+        for shard in shards:
+            started = time.perf_counter()
+            result, final = _start(shard, predictor, out_dir, force)
+            if result.skipped:
+                finish(result)
+                continue
+            try:
+                table = _compute(shard, predictor, columns, result)
+            except Exception as exc:
+                _fail(result, exc, final)
+                finish(result)
+                continue
+            drain()  # at most one shard waits to be written
+            pending = (writer.submit(write_scores, table, final), result, final, started)
+        drain()
+    return results
+
+
+def score_shard_limited(
+    shard: Shard,
+    predictor: Predictor,
+    out_dir: str,
+    threads: int,
+    columns: tuple[str, ...] | None,
+    force: bool,
+) -> ShardResult:
+    """``score_shard`` with numba and BLAS threads capped (one process per core share)."""
+    with limit_threads(threads):
+        return score_shard(shard, predictor, out_dir, columns=columns, force=force)
