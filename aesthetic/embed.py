@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dreamrate.aesthetic.clip_model import ClipModel
 from dreamrate.db.models import Embedding, Image, Rating
 from dreamrate.db.users import dialect_insert
+from dreamrate.ratings.policy import counted_image
 
 __all__ = ["EmbedSummary", "embed_rated_images", "images_to_embed"]
 
@@ -30,7 +31,9 @@ class EmbedSummary:
 def _missing_query(model_id: str):
     has_rating = exists().where(Rating.image_id == Image.id)
     has_embedding = exists().where(Embedding.image_id == Image.id, Embedding.model == model_id)
-    return select(Image.id, Image.path).where(Image.removed.is_(False), has_rating, ~has_embedding)
+    return select(Image.id, Image.path).where(
+        counted_image(leaving=False), has_rating, ~has_embedding
+    )
 
 
 async def images_to_embed(engine: AsyncEngine, model_id: str) -> list[tuple[int, str]]:
@@ -79,7 +82,7 @@ async def embed_rated_images(
             await conn.execute(
                 select(func.count(func.distinct(Rating.image_id)))
                 .join(Image, Image.id == Rating.image_id)
-                .where(Image.removed.is_(False))
+                .where(counted_image(leaving=False))
             )
         ).scalar_one()
     insert = dialect_insert(engine)

@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.aesthetic.predictor import Predictor, PredictorError
-from dreamrate.db.models import Embedding, Image, Rating
-from dreamrate.ratings.selection import images_needing_ratings
+from dreamrate.db.models import Embedding, Image
+from dreamrate.ratings.selection import images_needing_ratings, rating_counts, shown_for_rating
 
 __all__ = ["choose_for_rating", "priority", "select_images_to_rate"]
 
@@ -80,7 +80,7 @@ async def select_images_to_rate(
     """Image ids for ``/rate`` and the feed: active selection when ``predictor`` exists."""
     if predictor is None:
         return await images_needing_ratings(engine, count)
-    counts = select(Rating.image_id, func.count().label("n")).group_by(Rating.image_id).subquery()
+    counts = rating_counts()
     query = (
         select(Image.id, func.coalesce(counts.c.n, 0).label("n"), Embedding.vector)
         .join(
@@ -88,11 +88,7 @@ async def select_images_to_rate(
             (Embedding.image_id == Image.id) & (Embedding.model == predictor.embedding_model),
         )
         .outerjoin(counts, counts.c.image_id == Image.id)
-        .where(
-            Image.removed.is_(False),
-            Image.flagged.is_(False),
-            Image.discord_message_id.is_not(None),
-        )
+        .where(shown_for_rating())
         .order_by(func.coalesce(counts.c.n, 0), Image.id.desc())
         .limit(CANDIDATE_POOL)
     )

@@ -170,7 +170,7 @@ async def run(url: str, events: int, members: int, images: int) -> list[object]:
             if present:
                 expected.add((str(message), str(user), float(EMOJIS.index(present[-1]) + 1)))
         exported = {
-            (r["message_id"], r["rater_id"], r["value"]) for r in await current_ratings(engine)
+            (r["message_id"], r["rater_id"], r["rating"]) for r in await current_ratings(engine)
         }
         await bot.close()
         task.cancel()

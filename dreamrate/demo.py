@@ -295,7 +295,7 @@ async def _maintainer_stages(
     summary.rows_kept = int(manifest["rows_out"])
 
     say("exporting the community's ratings dataset")
-    await export_dataset(engine, settings.images_dir, folder / "dataset")
+    await export_dataset(engine, settings.images_dir, folder / "dataset", embedding_model=model_id)
     summary.paths = {
         "training report": predictor_dir / "report.html",
         "predictor": predictor_dir,

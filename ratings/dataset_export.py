@@ -1,10 +1,13 @@
 """The community's own data as a shareable dataset, in the spirit of Simulacra Aesthetic Captions.
 
 ``DIR/images/<image id>.png``, ``generations.parquet`` (prompt, parameters, seed),
-``images.parquet``, ``ratings.parquet`` and a datasheet ``README.md``. Raters and requesters
-appear only as pseudonyms (a keyed hash with a key drawn for this export and then thrown
-away, so pseudonyms cannot be linked to Discord ids or across exports). Opted-out, erased
-and banned members' generations and ratings and removed images are left out.
+``images.parquet``, ``ratings.parquet`` (the rating schema, :mod:`dreamrate.ratings.schema`),
+``embeddings.parquet`` (when the images have CLIP embeddings) and a datasheet ``README.md``,
+so ``dreamrate train --ratings DIR/ratings.parquet --embeddings DIR/embeddings.parquet``
+trains on it directly. Raters and requesters appear only as pseudonyms (a keyed hash with a
+key drawn for this export and then thrown away, so pseudonyms cannot be linked to Discord ids
+or across exports). Who and what is left out is :mod:`dreamrate.ratings.policy`'s rule:
+opted-out, erased and banned members, removed and safety-flagged images.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.core.atomic import atomic_folder
 from dreamrate.core.errors import DreamrateError
-from dreamrate.db.models import Image, Job, JobStatus, Rating, User
+from dreamrate.db.models import Embedding, Image, Job, JobStatus, Rating
+from dreamrate.ratings.policy import counted_image, counted_ratings, excluded_members
+from dreamrate.ratings.schema import prompt_group, rating_schema
 
 __all__ = ["DatasetExportError", "export_dataset"]
 
@@ -31,20 +36,23 @@ class DatasetExportError(DreamrateError):
     """The dataset cannot be written."""
 
 
-def _excluded() -> Any:
-    return User.banned.is_(True) | User.opted_out.is_(True) | User.erased_at.is_not(None)
-
-
 async def export_dataset(
-    engine: AsyncEngine, images_dir: Path, out: Path, *, force: bool = False
+    engine: AsyncEngine,
+    images_dir: Path,
+    out: Path,
+    *,
+    embedding_model: str | None = None,
+    force: bool = False,
 ) -> dict[str, int]:
-    """Write the dataset folder atomically; return the counts written."""
+    """Write the dataset folder atomically; return the counts written.
+
+    ``embedding_model`` (an open_clip id) adds that model's embeddings of the images.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if out.exists() and not force:
         raise DatasetExportError(f"--out: {out} already exists (choose another folder or --force)")
-    excluded_users = select(User.id).where(_excluded())
     async with engine.connect() as conn:
         jobs = (
             await conn.execute(
@@ -62,7 +70,7 @@ async def export_dataset(
                     Job.seed,
                     Job.created_at,
                 )
-                .where(Job.status == JobStatus.DONE, Job.requester_id.not_in(excluded_users))
+                .where(Job.status == JobStatus.DONE, Job.requester_id.not_in(excluded_members()))
                 .order_by(Job.id)
             )
         ).all()
@@ -80,7 +88,7 @@ async def export_dataset(
                         Image.sha256,
                         Image.path,
                     )
-                    .where(Image.job_id.in_(job_ids), Image.removed.is_(False))
+                    .where(Image.job_id.in_(job_ids), counted_image(leaving=True))
                     .order_by(Image.id)
                 )
             ).all()
@@ -91,20 +99,34 @@ async def export_dataset(
         ratings = (
             (
                 await conn.execute(
-                    select(
+                    counted_ratings(
                         Rating.image_id,
                         Rating.user_id,
                         Rating.value,
                         Rating.scale,
-                        Rating.created_at,
+                        Rating.updated_at,
+                        leaving=True,
                     )
-                    .where(Rating.image_id.in_(image_ids), Rating.user_id.not_in(excluded_users))
+                    .where(Rating.image_id.in_(image_ids))
                     .order_by(Rating.image_id, Rating.id)
                 )
             ).all()
             if image_ids
             else []
         )
+
+        vectors = (
+            (
+                await conn.execute(
+                    select(Embedding.image_id, Embedding.dim, Embedding.vector)
+                    .where(Embedding.image_id.in_(image_ids), Embedding.model == embedding_model)
+                    .order_by(Embedding.image_id)
+                )
+            ).all()
+            if image_ids and embedding_model
+            else []
+        )
+    prompt_of = {job.id: job.prompt for job in jobs}
 
     key = secrets.token_bytes(32)  # never stored: pseudonyms are unlinkable after export
 
@@ -150,34 +172,56 @@ async def export_dataset(
             }
         )
         kept_ratings = [r for r in ratings if r.image_id in kept_ids]
-        rating_table = pa.table(
-            {
-                "image_id": pa.array([r.image_id for r in kept_ratings], pa.int64()),
-                "rater": pa.array([pseudonym(r.user_id) for r in kept_ratings], pa.string()),
-                "rating": pa.array([float(r.value) for r in kept_ratings], pa.float64()),
-                "scale": pa.array([r.scale for r in kept_ratings], pa.string()),
-                "created_at": pa.array(
-                    [r.created_at for r in kept_ratings], pa.timestamp("us", tz="UTC")
-                ),
-            }
+        group_of = {image.id: prompt_group(prompt_of[image.job_id]) for image in kept_images}
+        rating_table = pa.Table.from_pylist(
+            [
+                {
+                    "image_id": r.image_id,
+                    "rater_id": pseudonym(r.user_id),
+                    "rating": float(r.value),
+                    "scale": r.scale,
+                    "rated_at": r.updated_at,
+                    "group": group_of[r.image_id],
+                }
+                for r in kept_ratings
+            ],
+            schema=rating_schema(),
         )
-        for name, table in (
-            ("generations", generations),
-            ("images", image_table),
-            ("ratings", rating_table),
-        ):
+        tables = [("generations", generations), ("images", image_table), ("ratings", rating_table)]
+        kept_vectors = [v for v in vectors if v.image_id in kept_ids]
+        if kept_vectors:
+            tables.append(("embeddings", _embedding_table(kept_vectors)))
+        for name, table in tables:
             pq.write_table(table, tmp / f"{name}.parquet", compression="zstd")
         counts = {
             "generations": len(generations),
             "images": len(image_table),
             "ratings": len(rating_table),
             "raters": len({r.user_id for r in kept_ratings}),
+            "embeddings": len(kept_vectors),
         }
-        (tmp / "README.md").write_text(_datasheet(counts), encoding="utf-8")
+        (tmp / "README.md").write_text(_datasheet(counts, embedding_model), encoding="utf-8")
     return counts
 
 
-def _datasheet(counts: dict[str, int]) -> str:
+def _embedding_table(rows: list[Any]) -> Any:
+    """``image_id`` and ``embedding`` (fixed-size list of float32), as ``train`` reads them."""
+    import numpy as np
+    import pyarrow as pa
+
+    dims = {row.dim for row in rows}
+    if len(dims) > 1:
+        raise DatasetExportError(f"embeddings of one model have mixed widths {sorted(dims)}")
+    flat = np.frombuffer(b"".join(row.vector for row in rows), dtype=np.float32)
+    return pa.table(
+        {
+            "image_id": pa.array([row.image_id for row in rows], pa.int64()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(flat), dims.pop()),
+        }
+    )
+
+
+def _datasheet(counts: dict[str, int], embedding_model: str | None) -> str:
     today = datetime.now(UTC).date().isoformat()
     return f"""# Community aesthetic ratings (dreamrate export, {today})
 
@@ -186,10 +230,13 @@ def _datasheet(counts: dict[str, int]) -> str:
 |---|---|---|
 | `generations.parquet` | {counts["generations"]} | generation_id, requester (pseudonym), prompt, negative_prompt, model, width, height, steps, guidance, scheduler, seed, created_at |
 | `images.parquet` | {counts["images"]} | image_id, generation_id, index, seed, width, height, sha256, file |
-| `ratings.parquet` | {counts["ratings"]} | image_id, rater (pseudonym), rating, scale, created_at |
+| `ratings.parquet` | {counts["ratings"]} | image_id, rater_id (pseudonym), rating, scale, rated_at, group (prompt) |
+| `embeddings.parquet` | {counts["embeddings"]} | image_id, embedding ({embedding_model or "none"} image embedding; absent when there are none) |
 | `images/` | {counts["images"]} | one PNG per image, named `<image_id>.png` |
 
 {counts["raters"]} raters. `rating` is on the scale named in `scale` (`numbers-10`: 1 worst to 10 best).
+Train a predictor on it with `dreamrate train --ratings ratings.parquet --embeddings
+embeddings.parquet --embedding-model {embedding_model or "MODEL"}`.
 
 ## Collection
 Members of a Discord community generated these images with Stable Diffusion through the
@@ -201,8 +248,8 @@ rater-aware aggregation in dreamrate (`ratings/aggregate.py`) before averaging.
 ## Privacy
 - Requesters and raters appear only as pseudonyms: keyed hashes whose key was drawn for this
   export and discarded, so they cannot be linked to Discord accounts or across exports.
-- Members who opted out or erased their data, banned members, and images removed by
-  moderators are not included.
+- Members who opted out or erased their data, banned members, images removed by moderators
+  and images the safety checker flagged are not included.
 - Prompts are as typed by members; review them before publishing.
 
 ## Intended use

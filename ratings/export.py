@@ -1,31 +1,28 @@
-"""Exporting the current ratings to Parquet or JSON Lines, atomically."""
+"""``dreamrate ratings export``: the current ratings that count, in the one rating schema."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.core.atomic import atomic_file
 from dreamrate.core.errors import DreamrateError
-from dreamrate.db.models import Image, Rating, User
+from dreamrate.db.models import Image, Job, Rating, User
+from dreamrate.ratings.policy import counted_ratings
+from dreamrate.ratings.schema import RATING_COLUMNS, prompt_group, write_ratings
 
-__all__ = ["EXPORT_COLUMNS", "ExportError", "current_ratings", "export_ratings"]
+__all__ = ["EXPORT_COLUMNS", "EXPORT_EXTRA", "ExportError", "current_ratings", "export_ratings"]
 
-#: Exactly these columns, in this order (ids that are Discord snowflakes as strings).
-EXPORT_COLUMNS = (
-    "image_id",
-    "job_id",
-    "message_id",
-    "rater_id",
-    "value",
-    "scale",
-    "source",
-    "updated_at",
-)
+
+def _extra() -> list[tuple[str, Any]]:
+    import pyarrow as pa
+
+    return [("job_id", pa.int64()), ("message_id", pa.string()), ("source", pa.string())]
+
+
+#: What this export adds after the rating schema's columns (Discord ids as strings).
+EXPORT_EXTRA = ("job_id", "message_id", "source")
 
 
 class ExportError(DreamrateError):
@@ -33,21 +30,23 @@ class ExportError(DreamrateError):
 
 
 async def current_ratings(engine: AsyncEngine) -> list[dict[str, Any]]:
-    """One row per current rating of a member with a Discord id, images removed by moderators left out."""
+    """One row per current rating that counts (:mod:`dreamrate.ratings.policy`) of a member
+    with a Discord id, in the rating schema plus :data:`EXPORT_EXTRA`."""
     query = (
-        select(
+        counted_ratings(
             Rating.image_id,
-            Image.job_id,
-            Image.discord_message_id,
             User.discord_id,
             Rating.value,
             Rating.scale,
-            Rating.source,
             Rating.updated_at,
+            Job.prompt,
+            Image.job_id,
+            Image.discord_message_id,
+            Rating.source,
+            leaving=True,
         )
-        .join(Image, Image.id == Rating.image_id)
-        .join(User, User.id == Rating.user_id)
-        .where(Image.removed.is_(False), User.discord_id.is_not(None))
+        .join(Job, Job.id == Image.job_id)
+        .where(User.discord_id.is_not(None))
         .order_by(Rating.image_id, User.discord_id)
     )
     async with engine.connect() as conn:
@@ -55,44 +54,21 @@ async def current_ratings(engine: AsyncEngine) -> list[dict[str, Any]]:
     return [
         {
             "image_id": row.image_id,
+            "rater_id": str(row.discord_id),
+            "rating": float(row.value),
+            "scale": row.scale,
+            "rated_at": row.updated_at,
+            "group": prompt_group(row.prompt),
             "job_id": row.job_id,
             "message_id": None if row.discord_message_id is None else str(row.discord_message_id),
-            "rater_id": str(row.discord_id),
-            "value": float(row.value),
-            "scale": row.scale,
             "source": row.source,
-            "updated_at": row.updated_at,
         }
         for row in rows
     ]
 
 
-def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema(
-        [
-            ("image_id", pa.int64()),
-            ("job_id", pa.int64()),
-            ("message_id", pa.string()),
-            ("rater_id", pa.string()),
-            ("value", pa.float64()),
-            ("scale", pa.string()),
-            ("source", pa.string()),
-            ("updated_at", pa.timestamp("us", tz="UTC")),
-        ]
-    )
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path, compression="zstd")
-
-
-def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(
-                json.dumps({**row, "updated_at": row["updated_at"].isoformat()}, ensure_ascii=False)
-                + "\n"
-            )
+#: Exactly these columns, in this order.
+EXPORT_COLUMNS = (*RATING_COLUMNS, *EXPORT_EXTRA)
 
 
 async def export_ratings(engine: AsyncEngine, out: Path) -> int:
@@ -105,11 +81,4 @@ async def export_ratings(engine: AsyncEngine, out: Path) -> int:
     ExportError
         for another extension or a folder that cannot be written.
     """
-    writers = {".parquet": _write_parquet, ".jsonl": _write_jsonl}
-    writer = writers.get(out.suffix.lower())
-    if writer is None:
-        raise ExportError(f"--out: the file must end in .parquet or .jsonl, not {out.name!r}")
-    rows = await current_ratings(engine)
-    with atomic_file(out, ExportError) as tmp:
-        writer(rows, tmp)
-    return len(rows)
+    return write_ratings(await current_ratings(engine), out, ExportError, extra=_extra())

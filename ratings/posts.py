@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.db.models import Image, ImagePost
 from dreamrate.db.types import utcnow
+from dreamrate.ratings.policy import counted_image
 
 __all__ = ["last_post_at", "recent_image_messages", "record_post"]
 
@@ -46,13 +47,13 @@ async def recent_image_messages(engine: AsyncEngine, since: datetime) -> list[tu
     """``(message id, channel id)`` of every message since ``since`` that shows a kept image."""
     own = select(Image.discord_message_id, Image.discord_channel_id).where(
         Image.discord_message_id.is_not(None),
-        Image.removed.is_(False),
+        counted_image(leaving=False),
         Image.created_at >= since,
     )
     reposts = (
         select(ImagePost.message_id, ImagePost.channel_id)
         .join(Image, Image.id == ImagePost.image_id)
-        .where(Image.removed.is_(False), ImagePost.posted_at >= since)
+        .where(counted_image(leaving=False), ImagePost.posted_at >= since)
     )
     async with engine.connect() as conn:
         return [(int(m), int(c)) for m, c in await conn.execute(own.union_all(reposts))]

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dreamrate.db.models import Flag, Image, ImagePost, Rating, RatingEvent, RatingEventKind, User
 from dreamrate.db.types import UTCDateTime, utcnow
 from dreamrate.db.users import dialect_insert
+from dreamrate.ratings.policy import counted_image
 from dreamrate.ratings.scale import RatingScale
 
 __all__ = ["Outcome", "RatingService", "ReactionEvent", "present_emojis"]
@@ -230,12 +231,12 @@ class RatingService:
     async def _images(self, conn: AsyncConnection, message_ids: Sequence[int]) -> dict[int, int]:
         """Image id by message id, for the image's own message and its reposts (removed images left out)."""
         own = select(Image.discord_message_id.label("message_id"), Image.id).where(
-            Image.discord_message_id.in_(message_ids), Image.removed.is_(False)
+            Image.discord_message_id.in_(message_ids), counted_image(leaving=False)
         )
         reposts = (
             select(ImagePost.message_id, Image.id)
             .join(Image, Image.id == ImagePost.image_id)
-            .where(ImagePost.message_id.in_(message_ids), Image.removed.is_(False))
+            .where(ImagePost.message_id.in_(message_ids), counted_image(leaving=False))
         )
         return {row[0]: row[1] for row in await conn.execute(own.union_all(reposts))}
 

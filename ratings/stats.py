@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.db.models import Image, Rating, User
+from dreamrate.ratings.policy import counted_image, counted_ratings
 
 __all__ = ["RatingStats", "rating_stats"]
 
@@ -23,33 +24,40 @@ class RatingStats:
 
 
 async def rating_stats(engine: AsyncEngine, discord_id: int, *, top: int = 5) -> RatingStats:
+    """A member's counted ratings, the server's totals and the ``top`` raters.
+
+    Only ratings that count (:mod:`dreamrate.ratings.policy`) are shown.
+    """
     async with engine.connect() as conn:
         distribution = {
             float(value): count
             for value, count in (
                 await conn.execute(
-                    select(Rating.value, func.count())
-                    .join(User, User.id == Rating.user_id)
+                    counted_ratings(Rating.value, func.count(), leaving=False)
                     .where(User.discord_id == discord_id)
                     .group_by(Rating.value)
                     .order_by(Rating.value)
                 )
             ).all()
         }
-        total = await conn.scalar(select(func.count()).select_from(Rating)) or 0
+        total, raters = (
+            await conn.execute(
+                counted_ratings(
+                    func.count(), func.count(func.distinct(Rating.user_id)), leaving=False
+                )
+            )
+        ).one()
         images = (
             await conn.scalar(
                 select(func.count())
                 .select_from(Image)
-                .where(Image.removed.is_(False), Image.discord_message_id.is_not(None))
+                .where(counted_image(leaving=False), Image.discord_message_id.is_not(None))
             )
             or 0
         )
-        raters = await conn.scalar(select(func.count(func.distinct(Rating.user_id)))) or 0
         leaders = (
             await conn.execute(
-                select(User.name, func.count(Rating.id))
-                .join(Rating, Rating.user_id == User.id)
+                counted_ratings(User.name, func.count(Rating.id), leaving=False)
                 .group_by(User.id, User.name)
                 .order_by(func.count(Rating.id).desc(), User.name)
                 .limit(top)
@@ -58,8 +66,8 @@ async def rating_stats(engine: AsyncEngine, discord_id: int, *, top: int = 5) ->
     return RatingStats(
         sum(distribution.values()),
         distribution,
-        total,
+        total or 0,
         images,
-        raters,
+        raters or 0,
         [(n, c) for n, c in leaders],
     )

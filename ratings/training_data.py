@@ -3,7 +3,6 @@ database or from Parquet files (this project's exports, public datasets)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,8 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.core.errors import DreamrateError
-from dreamrate.db.models import Embedding, Image, Job, Rating, User
+from dreamrate.db.models import Embedding, Image, Job, Rating
 from dreamrate.ratings.aggregate import RatingPanel
+from dreamrate.ratings.policy import counted_image, counted_ratings
+from dreamrate.ratings.schema import RATING_COLUMNS, REQUIRED_COLUMNS, prompt_group
 
 __all__ = [
     "TrainingData",
@@ -21,7 +22,6 @@ __all__ = [
     "check_embeddings",
     "load_database_data",
     "load_file_data",
-    "prompt_group",
 ]
 
 
@@ -55,36 +55,25 @@ def check_embeddings(embeddings: np.ndarray, dim: int | None, model: str) -> np.
     return x
 
 
-def prompt_group(prompt: str) -> str:
-    """Images of the same prompt (up to case and spacing) share a validation group."""
-    return hashlib.sha1(" ".join(prompt.lower().split()).encode()).hexdigest()[:16]
-
-
 async def load_database_data(
     engine: AsyncEngine, *, embedding_model: str, scale: str, images_dir: Path | None = None
 ) -> TrainingData:
     """Current ratings on ``scale`` and ``embedding_model`` embeddings of rated images.
 
-    Banned, opted-out and erased members' ratings and removed images are never used.
+    Only ratings that count are used (:mod:`dreamrate.ratings.policy`).
     """
     ratings_q = (
-        select(Rating.image_id, Rating.user_id, Rating.value, Rating.created_at)
-        .join(Image, Image.id == Rating.image_id)
-        .join(User, User.id == Rating.user_id)
-        .where(
-            Image.removed.is_(False),
-            User.banned.is_(False),
-            User.opted_out.is_(False),
-            User.erased_at.is_(None),
-            Rating.scale == scale,
+        counted_ratings(
+            Rating.image_id, Rating.user_id, Rating.value, Rating.created_at, leaving=False
         )
+        .where(Rating.scale == scale)
         .order_by(Rating.id)
     )
     emb_q = (
         select(Embedding.image_id, Embedding.dim, Embedding.vector, Image.path, Job.prompt)
         .join(Image, Image.id == Embedding.image_id)
         .join(Job, Job.id == Image.job_id)
-        .where(Embedding.model == embedding_model, Image.removed.is_(False))
+        .where(Embedding.model == embedding_model, counted_image(leaving=False))
         .order_by(Embedding.image_id)
     )
     async with engine.connect() as conn:
@@ -134,27 +123,37 @@ def _read_table(path: Path, option: str):
 def load_file_data(
     ratings_path: Path, embeddings_path: Path, *, embedding_model: str, dim: int | None
 ) -> TrainingData:
-    """``ratings.parquet`` (``image_id``, ``rater_id``, ``rating``, optional ``group`` and
-    ``timestamp``) and ``embeddings.parquet`` (``image_id``, ``embedding`` fixed-size list)."""
+    """Ratings in the rating schema (:mod:`dreamrate.ratings.schema`: ``image_id``,
+    ``rater_id``, ``rating``, optional ``rated_at`` and ``group``; what ``ratings export``
+    and ``export dataset`` write) and ``embeddings.parquet`` (``image_id``, ``embedding``)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     ratings = _read_table(ratings_path, "--ratings")
     names = set(ratings.column_names)
-    value_col = "rating" if "rating" in names else "value" if "value" in names else None
-    missing = [c for c in ("image_id", "rater_id") if c not in names]
-    if missing or value_col is None:
-        need = [*missing, *([] if value_col else ["rating"])]
-        raise TrainingError(f"--ratings: {ratings_path} lacks column(s) {', '.join(need)}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        raise TrainingError(
+            f"--ratings: {ratings_path} lacks column(s) {', '.join(missing)} "
+            f"(the rating schema is {', '.join(RATING_COLUMNS)})"
+        )
+
+    def values_of(name: str) -> np.ndarray:
+        return ratings.column(name).to_numpy(zero_copy_only=False)
+
+    stamps = None
+    if "rated_at" in names and ratings.column("rated_at").null_count == 0:
+        # Seconds since the epoch, for the speed check (only when every time is known).
+        micros = pc.cast(ratings.column("rated_at"), pa.int64())
+        stamps = pc.divide(pc.cast(micros, pa.float64()), 1e6).to_numpy(zero_copy_only=False)
     try:
         panel = RatingPanel.from_columns(
-            ratings.column("image_id").to_numpy(zero_copy_only=False).astype(np.int64),
-            ratings.column("rater_id").to_numpy(zero_copy_only=False).astype(str),
-            ratings.column(value_col).to_numpy(zero_copy_only=False).astype(np.float64),
-            ratings.column("timestamp").to_numpy(zero_copy_only=False).astype(np.float64)
-            if "timestamp" in names
-            else None,
+            values_of("image_id").astype(np.int64),
+            values_of("rater_id").astype(str),
+            values_of("rating").astype(np.float64),
+            None if stamps is None else np.asarray(stamps, dtype=np.float64),
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, pa.ArrowInvalid) as exc:
         raise TrainingError(f"--ratings: {exc}") from None
 
     table = _read_table(embeddings_path, "--embeddings")
@@ -178,17 +177,19 @@ def load_file_data(
         np.asarray(flat, dtype=np.float32).reshape(len(table), width), dim, embedding_model
     )
     image_ids = table.column("image_id").to_numpy(zero_copy_only=False).astype(np.int64)
-    if "group" in names:
-        group_of = dict(
-            zip(
-                ratings.column("image_id").to_numpy(zero_copy_only=False).tolist(),
-                ratings.column("group").to_numpy(zero_copy_only=False).astype(str).tolist(),
-                strict=True,
+    # Images without a group are their own group (validation cannot do better for them).
+    group_of = (
+        {
+            int(i): str(g)
+            for i, g in zip(
+                values_of("image_id").tolist(), ratings.column("group").to_pylist(), strict=True
             )
-        )
-        groups = np.array([group_of.get(int(i), f"image-{i}") for i in image_ids])
-    else:
-        groups = np.array([f"image-{i}" for i in image_ids])
+            if g is not None
+        }
+        if "group" in names
+        else {}
+    )
+    groups = np.array([group_of.get(int(i), f"image-{i}") for i in image_ids])
     return TrainingData(
         panel=panel,
         image_ids=image_ids,

@@ -90,7 +90,10 @@ def train_cmd(
     ] = "ridge",
     ratings: Annotated[
         Path | None,
-        typer.Option(help="Parquet: image_id, rater_id, rating [, group, timestamp]."),
+        typer.Option(
+            help="Ratings in the rating schema (image_id, rater_id, rating [, rated_at, group]): "
+            "what `ratings export` and `export dataset` write."
+        ),
     ] = None,
     embeddings: Annotated[
         Path | None, typer.Option(help="Parquet: image_id, embedding (list of float32).")

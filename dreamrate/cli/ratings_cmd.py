@@ -20,7 +20,7 @@ app = typer.Typer(help="Ratings recorded from reactions.", no_args_is_help=True)
 def export_cmd(
     out: Annotated[Path, typer.Option("--out", help="File to write: .parquet or .jsonl.")],
 ) -> None:
-    """Write one row per current rating: image_id, job_id, message_id, rater_id, value, scale, source, updated_at."""
+    """Write one row per counted rating: image_id, rater_id, rating, scale, rated_at, group, job_id, message_id, source."""
     from dreamrate.ratings.export import export_ratings
 
     async def run() -> int:

@@ -206,15 +206,23 @@ def dataset_cmd(
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:
     """Write the community's images, generations and ratings as a shareable dataset."""
+    from dreamrate.aesthetic.clip_model import model_spec
     from dreamrate.cli.context import state
     from dreamrate.ratings.dataset_export import export_dataset
 
+    settings = state.settings
+    model_id = model_spec(settings.embedding.model, settings.embedding.pretrained)[2]
+
     async def run():  # type: ignore[no-untyped-def]
-        async with database(state.settings) as engine:
-            return await export_dataset(engine, state.settings.images_dir, out, force=force)
+        async with database(settings) as engine:
+            return await export_dataset(
+                engine, settings.images_dir, out, embedding_model=model_id, force=force
+            )
 
     counts = asyncio.run(run())
     typer.echo(
         f"wrote {counts['generations']} generations, {counts['images']} images and "
-        f"{counts['ratings']} ratings by {counts['raters']} pseudonymous raters to {out}"
+        f"{counts['ratings']} ratings by {counts['raters']} pseudonymous raters"
+        + (f" and {counts['embeddings']} {model_id} embeddings" if counts["embeddings"] else "")
+        + f" to {out}"
     )

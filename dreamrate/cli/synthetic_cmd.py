@@ -30,32 +30,28 @@ def panel_cmd(
     import pyarrow.parquet as pq
 
     from dreamrate.aesthetic.synthetic import make_world
+    from dreamrate.core.atomic import atomic_file
+    from dreamrate.core.errors import StorageError
     from dreamrate.core.paths import ensure_writable_dir
+    from dreamrate.ratings.schema import write_ratings
 
     ensure_writable_dir(out, "--out")
     world = make_world(images, dim=dim, n_raters=raters, seed=seed)
     rng = np.random.default_rng(seed)
     img, rat, val = world.random_ratings(round(images * ratings_per_image), rng)
-    pq.write_table(
-        pa.table(
-            {
-                "image_id": img.astype(np.int64),
-                "rater_id": [f"rater-{r}" for r in rat],
-                "rating": val,
-                "group": [f"prompt-{g}" for g in world.groups[img]],
-            }
-        ),
-        out / "ratings.parquet",
-    )
+    rows = [
+        {"image_id": int(i), "rater_id": f"rater-{r}", "rating": float(v), "group": f"prompt-{g}"}
+        for i, r, v, g in zip(img, rat, val, world.groups[img], strict=True)
+    ]
+    write_ratings(rows, out / "ratings.parquet", StorageError)
     column = pa.FixedSizeListArray.from_arrays(pa.array(world.embeddings.reshape(-1)), dim)
-    pq.write_table(
-        pa.table({"image_id": np.arange(images, dtype=np.int64), "embedding": column}),
-        out / "embeddings.parquet",
-    )
-    pq.write_table(
-        pa.table({"image_id": np.arange(images, dtype=np.int64), "truth": world.truth}),
-        out / "truth.parquet",
-    )
+    ids = np.arange(images, dtype=np.int64)
+    for name, table in (
+        ("embeddings", pa.table({"image_id": ids, "embedding": column})),
+        ("truth", pa.table({"image_id": ids, "truth": world.truth})),
+    ):
+        with atomic_file(out / f"{name}.parquet", StorageError) as tmp:
+            pq.write_table(table, tmp)
     typer.echo(f"wrote {len(img)} ratings of {images} images by {raters} raters to {out}")
 
 

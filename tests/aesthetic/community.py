@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,8 @@ async def seed_community(
             # Banned and opted-out members rate everything 1: they must never count.
             for user in (banned, opted_out):
                 rows.append({"user_id": user, "image_id": image_id, "value": 1.0})
-        now = utcnow()
+        # A few seconds apart, as people rate: the speed check flags sub-second raters.
+        start = utcnow() - timedelta(seconds=5 * len(rows))
         await conn.execute(
             insert(Rating),
             [
@@ -109,10 +111,10 @@ async def seed_community(
                     **row,
                     "scale": "numbers-10",
                     "source": "reaction",
-                    "created_at": now,
-                    "updated_at": now,
+                    "created_at": start + timedelta(seconds=5 * k),
+                    "updated_at": start + timedelta(seconds=5 * k),
                 }
-                for row in rows
+                for k, row in enumerate(rows)
             ],
         )
         await conn.execute(User.__table__.update().where(User.id == banned).values(banned=True))

@@ -54,7 +54,7 @@ async def test_a_banned_member_can_neither_generate_nor_rate(running) -> None:  
     await server.react(FAY, message, "9️⃣")
     await server.react(EVE, message, "4️⃣")
     await settled(running)
-    assert [(r["rater_id"], r["value"]) for r in await current_ratings(running.engine)] == [
+    assert [(r["rater_id"], r["rating"]) for r in await current_ratings(running.engine)] == [
         ("32", 4.0)
     ]
     async with running.engine.connect() as conn:
@@ -133,7 +133,7 @@ async def test_rate_and_feed_repost_images_and_their_reactions_count(running) ->
     expected = {(str(first), "33", 8.0), (str(second), "32", 6.0)}
     await settled(running)
     assert {
-        (r["message_id"], r["rater_id"], r["value"]) for r in await current_ratings(running.engine)
+        (r["message_id"], r["rater_id"], r["rating"]) for r in await current_ratings(running.engine)
     } == expected
 
     interaction_id, _ = await server.slash(

@@ -36,7 +36,7 @@ async def dream(server: FakeDiscord, member: Member, prompt: str, images: int = 
 
 async def exported(engine) -> set[tuple[str, str, float]]:  # type: ignore[no-untyped-def]
     return {
-        (row["message_id"], row["rater_id"], row["value"]) for row in await current_ratings(engine)
+        (row["message_id"], row["rater_id"], row["rating"]) for row in await current_ratings(engine)
     }
 
 

@@ -117,7 +117,7 @@ def test_present_emojis_replay() -> None:
 def test_scale_accepts_keycaps_without_variation_selector() -> None:
     assert SCALE.value_of("7\u20e3") == 7.0 and SCALE.value_of("🔟") == 10.0
     assert SCALE.value_of("👍") is None and SCALE.value_of("🚩") is None
-    assert SCALE.emoji_for(6.6) == "7️⃣"
+    assert SCALE.reaction_emojis == (*SCALE.emojis, "🚩")  # what the bot seeds
 
 
 async def test_most_recent_rating_emoji_wins_and_removal_falls_back(service, engine) -> None:  # type: ignore[no-untyped-def]
@@ -218,7 +218,7 @@ async def test_privacy_and_export(service, engine, tmp_path: Path) -> None:  # t
     table = pq.read_table(tmp_path / "r.parquet")
     assert count == 1 and tuple(table.column_names) == EXPORT_COLUMNS
     row = table.to_pylist()[0]
-    assert (row["rater_id"], row["message_id"], row["value"], row["scale"], row["source"]) == (
+    assert (row["rater_id"], row["message_id"], row["rating"], row["scale"], row["source"]) == (
         "1",
         str(MESSAGES[0]),
         7.0,

@@ -59,7 +59,7 @@ async def test_bot_and_worker_survive_pg_terminate_backend(
         }
         for _ in range(400):
             got = {
-                (r["message_id"], r["rater_id"], r["value"])
+                (r["message_id"], r["rater_id"], r["rating"])
                 for r in await current_ratings(running.engine)
             }
             if got == expected:
