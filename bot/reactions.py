@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from dreamrate.db.types import utcnow
+from dreamrate.ratings.decisions import ReactionEvent
 from dreamrate.ratings.posts import recent_image_messages
-from dreamrate.ratings.service import ReactionEvent
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine

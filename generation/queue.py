@@ -20,15 +20,14 @@ from typing import Any
 from sqlalchemy import Select, bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from dreamrate.core.errors import DreamrateError
 from dreamrate.db.models import Image, Job, JobStatus, User
 from dreamrate.db.types import UTCDateTime, utcnow
 from dreamrate.generation.request import GenerationRequest
 from dreamrate.generation.scheduling import fill_batch, jobs_ahead
+from dreamrate.generation.transitions import JobError, status_after_cancel, status_after_failure
 
 __all__ = [
     "HeartbeatResult",
-    "JobError",
     "JobRecord",
     "JobRepository",
     "QueueFullError",
@@ -97,10 +96,6 @@ _COMPLETE = (
     )
     .returning(Job.cancel_requested)
 )
-
-
-class JobError(DreamrateError):
-    """The job cannot be changed that way."""
 
 
 class QueueFullError(JobError):
@@ -518,12 +513,12 @@ class JobRepository:
             job = await self._lock_job(conn, job_id)
             if job is None or job.status != JobStatus.RUNNING or job.lease_owner != worker_id:
                 return None
-            if job.cancel_requested:
-                status = JobStatus.CANCELLED
-            elif retry and job.attempts < self.max_attempts:
-                status = JobStatus.QUEUED
-            else:
-                status = JobStatus.FAILED
+            status = status_after_failure(
+                cancel_requested=job.cancel_requested,
+                retry=retry,
+                attempts=job.attempts,
+                max_attempts=self.max_attempts,
+            )
             await conn.execute(
                 update(Job)
                 .where(Job.id == job_id)
@@ -576,17 +571,13 @@ class JobRepository:
             job = await self._lock_job(conn, job_id)
             if job is None:
                 raise JobError(f"There is no job {job_id}.")
-            if job.requester_id != by_user_id and not is_moderator:
-                raise JobError("Only the requester or a moderator can cancel this job.")
-            if job.status == JobStatus.QUEUED:
-                status, values = (
-                    JobStatus.CANCELLED,
-                    {"status": JobStatus.CANCELLED, "finished_at": now},
-                )
-            elif job.status == JobStatus.RUNNING:
-                status, values = JobStatus.RUNNING, {}
-            else:
-                raise JobError(f"Job {job_id} is already {job.status.value}.")
+            status = status_after_cancel(
+                job_id,
+                JobStatus(job.status),
+                is_requester=job.requester_id == by_user_id,
+                is_moderator=is_moderator,
+            )
+            values = {"status": status, "finished_at": now} if status is JobStatus.CANCELLED else {}
             await conn.execute(
                 update(Job)
                 .where(Job.id == job_id)

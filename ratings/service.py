@@ -9,10 +9,8 @@ replay after any crash gives the same answer.
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, update
@@ -21,14 +19,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dreamrate.db.models import Flag, Image, ImagePost, Rating, RatingEvent, RatingEventKind, User
 from dreamrate.db.types import UTCDateTime, utcnow
 from dreamrate.db.users import dialect_insert
+from dreamrate.ratings.decisions import (
+    Outcome,
+    ReactionEvent,
+    classify,
+    decide,
+    event_kind,
+    present_emojis,
+    reconcile_plan,
+    settle_plan,
+    wanted_reactions,
+)
 from dreamrate.ratings.policy import counted_image
 from dreamrate.ratings.scale import RatingScale
 
-__all__ = ["Outcome", "RatingService", "ReactionEvent", "present_emojis"]
+__all__ = ["RatingService"]
 
 logger = logging.getLogger(__name__)
 
-_ADDS = (RatingEventKind.ADD, RatingEventKind.BACKFILL_ADD, RatingEventKind.IMPORT)
 _UPDATE_RATING = (
     update(Rating)
     .where(Rating.user_id == bindparam("u"), Rating.image_id == bindparam("i"))
@@ -39,43 +47,6 @@ _UPDATE_RATING = (
         updated_at=bindparam("now", type_=UTCDateTime()),
     )
 )
-
-
-class Outcome(enum.StrEnum):
-    """What recording one reaction did."""
-
-    RATED = "rated"  #: the member's current rating was set or changed
-    UNRATED = "unrated"  #: the member has no rating of the image any more
-    UNCHANGED = "unchanged"  #: logged; the current rating stays as it was
-    FLAGGED = "flagged"  #: the flag emoji: a report for moderators
-    NOT_AN_IMAGE = "not_an_image"  #: the message is not a generated image
-    NOT_A_RATING = "not_a_rating"  #: some other emoji
-    BOT = "bot"  #: the bot's own reaction
-    BANNED = "banned"  #: banned members are not recorded
-    OPTED_OUT = "opted_out"  #: members who opted out are not recorded
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReactionEvent:
-    """A raw reaction add or remove, as the gateway (or backfill) reports it."""
-
-    added: bool
-    discord_user_id: int
-    message_id: int
-    emoji: str
-    channel_id: int | None = None
-    guild_id: int | None = None
-    user_name: str = ""
-
-
-def present_emojis(events: Iterable[tuple[RatingEventKind, Any]]) -> list[Any]:
-    """Replay a member's events: the rating emoji (or (message, emoji) keys) still present, most recent last."""
-    present: dict[Any, None] = {}
-    for kind, emoji in events:
-        present.pop(emoji, None)
-        if kind in _ADDS:
-            present[emoji] = None
-    return list(present)
 
 
 class RatingService:
@@ -113,15 +84,10 @@ class RatingService:
         (member, image) the batch touched is derived by replaying that
         member's events on the message. Equivalent to recording them one by one.
         """
-        outcomes: list[Outcome | None] = [None] * len(events)
-        wanted: list[int] = []
-        for i, event in enumerate(events):
-            if self.bot_user_id is not None and event.discord_user_id == self.bot_user_id:
-                outcomes[i] = Outcome.BOT
-            elif event.emoji != self.scale.flag_emoji and self.scale.value_of(event.emoji) is None:
-                outcomes[i] = Outcome.NOT_A_RATING
-            else:
-                wanted.append(i)
+        outcomes: list[Outcome | None] = [
+            classify(event, self.scale, self.bot_user_id) for event in events
+        ]
+        wanted = [i for i, outcome in enumerate(outcomes) if outcome is None]
         if not wanted:
             return [o or Outcome.UNCHANGED for o in outcomes]
         async with self._write_engine.begin() as conn:
@@ -132,32 +98,28 @@ class RatingService:
             users = await self._users(conn, names)
             # 2. Decide each event; log the ratings
             log: list[dict[str, Any]] = []
-            touched: dict[
-                tuple[int, int], tuple[int, int]
-            ] = {}  # (discord user, image) -> (user id, image id)
+            touched: dict[tuple[int, int], tuple[int, int]] = {}  # (member, image) -> rows
             now = utcnow()
             for i in wanted:
                 event = events[i]
                 image_id = images.get(event.message_id)
                 user = users[event.discord_user_id]
-                if image_id is None:
-                    outcomes[i] = Outcome.NOT_AN_IMAGE
-                elif user.banned:
-                    outcomes[i] = Outcome.BANNED
-                elif user.opted_out:
-                    outcomes[i] = Outcome.OPTED_OUT
-                elif event.emoji == self.scale.flag_emoji:
+                outcomes[i] = decide(
+                    event,
+                    self.scale,
+                    image_id=image_id,
+                    banned=user.banned,
+                    opted_out=user.opted_out,
+                )
+                if outcomes[i] is Outcome.FLAGGED:
+                    assert image_id is not None
                     outcomes[i] = await self._flag(conn, event, image_id, user.id)
-                else:
-                    kind = RatingEventKind.ADD if event.added else RatingEventKind.REMOVE
-                    if source == "backfill":
-                        kind = (
-                            RatingEventKind.BACKFILL_ADD
-                            if event.added
-                            else RatingEventKind.BACKFILL_REMOVE
-                        )
+                elif outcomes[i] is None:
+                    assert image_id is not None
+                    kind = event_kind(event.added, source)
                     log.append(self._event_row(kind, event.emoji, event, user.id, image_id, now))
                     touched[(event.discord_user_id, image_id)] = (user.id, image_id)
+            # 3. Settle the current ratings from the log
             if log:
                 await conn.execute(RatingEvent.__table__.insert(), log)
                 changed = await self._settle(conn, touched, source, now)
@@ -181,15 +143,7 @@ class RatingService:
         pairs reacting with it. Missing reactions are logged as backfill adds,
         vanished ones as backfill removes. Idempotent. Returns ``(added, removed)``.
         """
-        wanted: dict[int, set[str]] = {}
-        names: dict[int, str] = {}
-        for emoji, users in on_discord.items():
-            if self.scale.value_of(emoji) is None:
-                continue
-            for user_id, name in users:
-                if user_id != self.bot_user_id:
-                    wanted.setdefault(user_id, set()).add(emoji)
-                    names[user_id] = name
+        wanted, names = wanted_reactions(on_discord, self.scale, self.bot_user_id)
         added = removed = 0
         async with self._write_engine.begin() as conn:
             image_id = (await self._images(conn, [message_id])).get(message_id)
@@ -210,8 +164,7 @@ class RatingService:
                     continue
                 have = set(await self._present(conn, user_id, message_id))
                 target = wanted.get(user_id, set())
-                events = [(RatingEventKind.BACKFILL_REMOVE, e) for e in sorted(have - target)]
-                events += [(RatingEventKind.BACKFILL_ADD, e) for e in sorted(target - have)]
+                events = reconcile_plan(have, target)
                 if events:
                     event = ReactionEvent(
                         added=True,
@@ -337,19 +290,11 @@ class RatingService:
                 )
             )
         }
-        inserts, updates, deletes = [], [], []
-        outcome: dict[tuple[int, int], Outcome] = {}
-        for key, (user_id, image_id) in touched.items():
-            present = present_emojis(history.get(key, []))
-            before = current.get((user_id, image_id))
-            if not present:
-                if before is not None:
-                    deletes.append((user_id, image_id))
-                    outcome[key] = Outcome.UNRATED
-                continue
-            value = self.scale.value_of(present[-1][1])
-            if before is None:
-                inserts.append(
+        plan = settle_plan(touched, history, current, self.scale)
+        if plan.inserts:
+            await conn.execute(
+                Rating.__table__.insert(),
+                [
                     {
                         "user_id": user_id,
                         "image_id": image_id,
@@ -359,29 +304,22 @@ class RatingService:
                         "created_at": now,
                         "updated_at": now,
                     }
-                )
-                outcome[key] = Outcome.RATED
-            elif before != value:
-                updates.append(
-                    {
-                        "u": user_id,
-                        "i": image_id,
-                        "v": value,
-                        "s": self.scale.name,
-                        "src": source,
-                        "now": now,
-                    }
-                )
-                outcome[key] = Outcome.RATED
-        if inserts:
-            await conn.execute(Rating.__table__.insert(), inserts)
-        if updates:
-            await conn.execute(_UPDATE_RATING, updates)
-        for user_id, image_id in deletes:
+                    for user_id, image_id, value in plan.inserts
+                ],
+            )
+        if plan.updates:
+            await conn.execute(
+                _UPDATE_RATING,
+                [
+                    {"u": u, "i": i, "v": v, "s": self.scale.name, "src": source, "now": now}
+                    for u, i, v in plan.updates
+                ],
+            )
+        for user_id, image_id in plan.deletes:
             await conn.execute(
                 delete(Rating).where(Rating.user_id == user_id, Rating.image_id == image_id)
             )
-        return outcome
+        return plan.outcomes
 
     async def _present(
         self, conn: AsyncConnection, discord_user_id: int, message_id: int

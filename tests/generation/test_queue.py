@@ -10,7 +10,8 @@ from sqlalchemy import func, select, update
 
 from dreamrate.db.engine import create_engine
 from dreamrate.db.models import Image, Job, JobStatus
-from dreamrate.generation.queue import JobError, JobRepository, QueueFullError, StoredImage
+from dreamrate.generation.queue import JobRepository, QueueFullError, StoredImage
+from dreamrate.generation.transitions import JobError
 from tests.generation.conftest import enqueue, make_request
 
 
