@@ -7,14 +7,9 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "create_engine", "create_sessionmaker", "is_sqlite"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "create_engine", "is_sqlite"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +60,3 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         if mode not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
             raise ValueError(f"sqlite_begin must be DEFERRED, IMMEDIATE or EXCLUSIVE, not {mode!r}")
         conn.exec_driver_sql(f"BEGIN {mode}")
-
-
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """One session per unit of work; objects stay usable after commit (no lazy IO)."""
-    return async_sessionmaker(engine, expire_on_commit=False)

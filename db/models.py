@@ -89,7 +89,6 @@ class RatingEventKind(enum.StrEnum):
     REMOVE = "remove"  #: a rating emoji was removed (gateway event)
     BACKFILL_ADD = "backfill_add"  #: found on Discord by backfill, missing here
     BACKFILL_REMOVE = "backfill_remove"  #: recorded here, gone from Discord
-    IMPORT = "import"  #: brought in from a file
 
 
 class User(Base):
@@ -120,7 +119,6 @@ class GuildSettings(Base):
     allowed_channel_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
     feed_channel_id: Mapped[int | None] = mapped_column(Snowflake)
     feed_interval_minutes: Mapped[int | None] = mapped_column(Integer)
-    moderator_role_id: Mapped[int | None] = mapped_column(Snowflake)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
@@ -152,8 +150,6 @@ class Job(Base):
     num_images: Mapped[int] = mapped_column(Integer, default=1)
     #: Seed of image 0; image i uses ``seed + i`` (always recorded).
     seed: Mapped[int] = mapped_column(Snowflake)
-    #: Anything else the request carried (kept for ``/job`` and the dataset export).
-    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
     status: Mapped[JobStatus] = mapped_column(
         _enum(JobStatus, "job_status"), default=JobStatus.QUEUED
@@ -170,7 +166,6 @@ class Job(Base):
     #: Discord interaction token for follow-ups; valid 15 minutes, then plain messages.
     interaction_token: Mapped[str | None] = mapped_column(Text)
     interaction_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    reply_message_id: Mapped[int | None] = mapped_column(Snowflake)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -266,18 +261,19 @@ class RatingEvent(Base):
 
 
 class Flag(Base):
-    """A report of an image for moderators (the flag emoji or the safety checker)."""
+    """A member's report of an image (the flag emoji), open until a moderator resolves it.
+
+    The safety checker does not file reports: it marks the image itself (``Image.flagged``)."""
 
     __tablename__ = "flags"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
-    #: Who flagged it; None for the automatic safety checker.
+    #: Who reported it (None once that member's row is gone).
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     reason: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    resolved_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     resolution: Mapped[str | None] = mapped_column(String(32))
 
 

@@ -15,9 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["build_repository", "build_worker"]
 
 
-def build_repository(
-    settings: Settings, engine: AsyncEngine, *, enforce_caps: bool = True
-) -> JobRepository:
+def build_repository(settings: Settings, engine: AsyncEngine) -> JobRepository:
     """The job queue with the configured attempts, lease and caps."""
     from dreamrate.generation.queue import JobRepository
 

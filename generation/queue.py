@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 
 from dreamrate.db.models import Image, Job, JobStatus, User
 from dreamrate.db.types import UTCDateTime, utcnow
-from dreamrate.generation.request import GenerationRequest
+from dreamrate.generation.request import MAX_SEED, GenerationRequest
 from dreamrate.generation.scheduling import fill_batch, jobs_ahead
 from dreamrate.generation.transitions import JobError, status_after_cancel, status_after_failure
 
@@ -138,8 +138,8 @@ class JobRecord:
 
     @property
     def seeds(self) -> list[int]:
-        """Image i of a job uses seed + i (wrapping at 2**32), as Automatic1111 and others do."""
-        return [(self.seed + i) % 2**32 for i in range(self.num_images)]
+        """Image i of a job uses seed + i (wrapping past MAX_SEED), as Automatic1111 does."""
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +277,6 @@ class JobRepository:
                         scheduler=request.scheduler,
                         num_images=request.num_images,
                         seed=request.seed,
-                        params={"notes": list(request.notes)},
                         priority=priority,
                         interaction_token=interaction_token,
                         interaction_token_expires_at=interaction_token_expires_at,

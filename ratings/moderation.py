@@ -57,7 +57,6 @@ async def update_guild_settings(engine: AsyncEngine, guild_id: int, **values: ob
         "allowed_channel_ids": [],
         "feed_channel_id": None,
         "feed_interval_minutes": None,
-        "moderator_role_id": None,
     }
     async with engine.begin() as conn:
         await conn.execute(

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from dreamrate.db.engine import create_sessionmaker
 from dreamrate.db.models import Image, Job, JobStatus, Rating, RatingEvent, RatingEventKind, User
 
 MAX_SNOWFLAKE = 2**63 - 1
@@ -18,14 +18,13 @@ MAX_SNOWFLAKE = 2**63 - 1
 async def _job(session, user: User) -> Job:  # type: ignore[no-untyped-def]
     job = Job(
         requester_id=user.id,
-        prompt="a lighthouse at dusk",
+        prompt="a lighthouse at dusk, ünïcode ✓",
         model="stabilityai/sd-turbo",
         width=512,
         height=512,
         steps=1,
         guidance=0.0,
         seed=2**32 - 1,
-        params={"scheduler": "default", "note": "ünïcode ✓"},
         guild_id=MAX_SNOWFLAKE,
     )
     session.add(job)
@@ -34,7 +33,7 @@ async def _job(session, user: User) -> Job:  # type: ignore[no-untyped-def]
 
 
 async def test_round_trip_keeps_types(engine) -> None:  # type: ignore[no-untyped-def]
-    sessions = create_sessionmaker(engine)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
     async with sessions() as session, session.begin():
         user = User(discord_id=MAX_SNOWFLAKE, name="ada")
         session.add(user)
@@ -71,7 +70,7 @@ async def test_round_trip_keeps_types(engine) -> None:  # type: ignore[no-untype
         job = (await session.execute(select(Job))).scalar_one()
         assert job.status is JobStatus.QUEUED
         assert job.guild_id == MAX_SNOWFLAKE and job.seed == 2**32 - 1
-        assert job.params["note"] == "ünïcode ✓"
+        assert job.prompt == "a lighthouse at dusk, ünïcode ✓"
         assert job.created_at.tzinfo is not None
         assert abs(job.created_at - datetime.now(UTC)) < timedelta(minutes=1)
         user = (await session.execute(select(User))).scalar_one()
@@ -81,7 +80,7 @@ async def test_round_trip_keeps_types(engine) -> None:  # type: ignore[no-untype
 
 
 async def test_one_current_rating_per_user_and_image(engine) -> None:  # type: ignore[no-untyped-def]
-    sessions = create_sessionmaker(engine)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
     async with sessions() as session, session.begin():
         user = User(discord_id=1, name="a")
         session.add(user)
@@ -112,7 +111,7 @@ async def test_one_current_rating_per_user_and_image(engine) -> None:  # type: i
 
 
 async def test_foreign_keys_and_checks_are_enforced(engine) -> None:  # type: ignore[no-untyped-def]
-    sessions = create_sessionmaker(engine)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
     with pytest.raises(IntegrityError):
         async with sessions() as session, session.begin():
             session.add(
@@ -123,9 +122,17 @@ async def test_foreign_keys_and_checks_are_enforced(engine) -> None:  # type: ig
             await session.execute(
                 text(
                     "INSERT INTO jobs (requester_id, prompt, model, width, height, steps, guidance, scheduler, "
-                    "num_images, seed, params, status, priority, attempts, progress, cancel_requested, created_at, updated_at) "
-                    "VALUES (1, 'p', 'm', 8, 8, 1, 0, 'default', 1, 1, '{}', 'exploded', 0, 0, 0, false, "
+                    "num_images, seed, status, priority, attempts, progress, cancel_requested, created_at, updated_at) "
+                    "VALUES (1, 'p', 'm', 8, 8, 1, 0, 'default', 1, 1, 'exploded', 0, 0, 0, false, "
                     "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+    with pytest.raises(IntegrityError):  # 'import' was a kind nothing ever logged (0003)
+        async with sessions() as session, session.begin():
+            await session.execute(
+                text(
+                    "INSERT INTO rating_events (kind, emoji, received_at) "
+                    "VALUES ('import', 'x', CURRENT_TIMESTAMP)"
                 )
             )
 

@@ -41,7 +41,6 @@ def effective_settings(settings: Settings) -> dict[str, Any]:
             rows[f"{ENV_PREFIX}{name}".upper()] = _shown(value)
     rows["DREAMRATE_DATABASE_URL"] = safe_url(settings.database_url)
     rows["DREAMRATE_STORAGE_IMAGES_DIR"] = str(settings.images_dir)
-    rows["DREAMRATE_STORAGE_EMBEDDINGS_DIR"] = str(settings.embeddings_dir)
     rows["DREAMRATE_STORAGE_PREDICTORS_DIR"] = str(settings.predictors_dir)
     return rows
 

@@ -117,9 +117,6 @@ class StorageSettings(_Section):
     images_dir: Path | None = Field(
         default=None, description="Generated images; default DATA_DIR/images."
     )
-    embeddings_dir: Path | None = Field(
-        default=None, description="Embedding caches; default DATA_DIR/embeddings."
-    )
     predictors_dir: Path | None = Field(
         default=None, description="Trained predictors; default DATA_DIR/predictors."
     )
@@ -362,10 +359,6 @@ class Settings(BaseSettings):
     @property
     def images_dir(self) -> Path:
         return self.storage.images_dir or self.data_dir / "images"
-
-    @property
-    def embeddings_dir(self) -> Path:
-        return self.storage.embeddings_dir or self.data_dir / "embeddings"
 
     @property
     def predictors_dir(self) -> Path:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from dreamrate.db.engine import create_sessionmaker
 from dreamrate.db.models import Image, JobStatus
 from dreamrate.generation.queue import JobRepository
 from dreamrate.generation.store import ImageStore
@@ -91,7 +91,7 @@ async def test_kill_9_mid_batch_then_another_worker_finishes_without_duplicates(
         final = await repo.get(job.id)
         assert final is not None and final.status is JobStatus.DONE and final.attempts == 2
         assert [image.index for image in await repo.images(job.id)] == [0, 1]
-    async with create_sessionmaker(engine)() as session:
+    async with async_sessionmaker(engine, expire_on_commit=False)() as session:
         assert await session.scalar(select(func.count()).select_from(Image)) == 4
     assert not list((tmp_path / "images").rglob(".tmp-*"))
 

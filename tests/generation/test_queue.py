@@ -46,7 +46,11 @@ async def test_round_robin_across_users_fifo_within(repo, user_factory) -> None:
     while batch := await repo.claim_batch("w", max_images=1):
         served += [job.prompt for job in batch]
     assert served == ["a0", "b0", "c0", "a1", "c1", "a2", "a3"]
-    assert {j.id for j in a_jobs} | {b_job.id} | {j.id for j in c_jobs}
+    # Every queued job was served exactly once, and none is left queued.
+    queued = [*a_jobs, b_job, *c_jobs]
+    for job in queued:
+        record = await repo.get(job.id)
+        assert record is not None and record.status is JobStatus.RUNNING
 
 
 async def test_batches_take_one_job_per_user_per_round(repo, user_factory) -> None:  # type: ignore[no-untyped-def]
