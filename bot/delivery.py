@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from dreamrate.bot.embeds import image_embed, job_status_text, job_view
+from dreamrate.bot.loops import every
 from dreamrate.bot.uploads import DEFAULT_UPLOAD_LIMIT, image_file
 from dreamrate.db.models import JobStatus
 from dreamrate.db.users import user_name
@@ -69,13 +70,7 @@ class Delivery:
 
     async def run_forever(self) -> None:
         """|coro| Deliver every ``interval`` seconds until the client closes."""
-        await self.client.wait_until_ready()
-        while not self.client.is_closed():
-            try:
-                await self.deliver_once()
-            except Exception:
-                logger.exception("delivery pass failed; retrying")
-            await asyncio.sleep(self.interval)
+        await every(self.client, self.interval, self.deliver_once, "delivery pass")
 
     async def deliver_once(self) -> None:
         """|coro| Post finished jobs (one message per image) and refresh progress lines."""

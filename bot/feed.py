@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +11,7 @@ import discord
 
 from dreamrate.aesthetic.select import select_images_to_rate
 from dreamrate.bot.embeds import image_embed
+from dreamrate.bot.loops import every
 from dreamrate.bot.uploads import image_file
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import user_name
@@ -113,13 +113,7 @@ class RatingPosts:
 
     async def feed_forever(self) -> None:
         """|coro| Run :meth:`feed_once` every :data:`FEED_CHECK_EVERY_S` until the client closes."""
-        await self.client.wait_until_ready()
-        while not self.client.is_closed():
-            try:
-                await self.feed_once()
-            except Exception:
-                logger.exception("rating feed pass failed; retrying")
-            await asyncio.sleep(FEED_CHECK_EVERY_S)
+        await every(self.client, FEED_CHECK_EVERY_S, self.feed_once, "rating feed pass")
 
     async def feed_once(self) -> int:
         """|coro| Post to every feed channel whose interval has passed; the number of posts."""

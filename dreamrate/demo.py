@@ -1,6 +1,6 @@
 """``dreamrate demo``: the whole loop on one machine, offline, in a few minutes.
 
-A local Discord-compatible server (``bot/local_discord.py``) stands in for Discord; the
+A local Discord-compatible server (:mod:`dreamrate.fake_discord`) stands in for Discord; the
 real bot and an in-process worker run against it on SQLite. A small community plays:
 members ``/dream``, the bot posts every image with rating emoji, members react following a
 hidden taste (brighter images are better) with two careless raters among them, and one
