@@ -270,9 +270,13 @@ def load_predictor(path: Path, *, embedding_model: str | None = None) -> Predict
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PredictorError(f"{folder}: corrupted predictor ({reason[:200]})") from None
-    stored = meta.get("sha256") if int(meta.get("version", 1)) >= 2 else meta.get("id")
-    if stored and not predictor.sha256.startswith(stored):
-        raise PredictorError(f"{folder}: weights do not match predictor.json (id {meta.get('id')})")
+    # Version 1 stored the weight file's hash under "sha256"; its "id" is still this digest's.
+    stored_hash = meta.get("sha256") if int(meta.get("version", 1)) >= 2 else None
+    stored_id = meta.get("id")
+    if (stored_hash is not None and stored_hash != predictor.sha256) or (
+        stored_id is not None and stored_id != predictor.id
+    ):
+        raise PredictorError(f"{folder}: weights do not match predictor.json (id {stored_id})")
     if embedding_model is not None and predictor.embedding_model != embedding_model:
         raise PredictorError(
             f"{folder}: predictor reads {predictor.embedding_model} embeddings, "

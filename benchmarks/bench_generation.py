@@ -124,7 +124,6 @@ async def _bulk_jobs(url: str, count: int) -> None:
             "scheduler": "default",
             "num_images": 1,
             "seed": i,
-            "params": {},
         }
         for i in range(count)
     ]

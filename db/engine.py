@@ -1,4 +1,4 @@
-"""Async engine and session factory for SQLite (embedded default) and PostgreSQL."""
+"""The async engine for SQLite (embedded default) and PostgreSQL, with dreamrate's connection settings."""
 
 from __future__ import annotations
 

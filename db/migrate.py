@@ -19,9 +19,11 @@ __all__ = [
     "MigrationStatus",
     "alembic_config",
     "check_no_drift",
+    "check_sqlite_foreign_keys",
     "head_revision",
     "migration_status",
     "revisions",
+    "set_sqlite_foreign_keys",
     "upgrade",
 ]
 
@@ -100,11 +102,50 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> MigrationStatu
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
-    async with engine.begin() as connection:
-        await connection.run_sync(_upgrade)
+    async with engine.connect() as connection:
+        with_fks = connection.dialect.name == "sqlite"
+        if with_fks:
+            await connection.run_sync(set_sqlite_foreign_keys, False)
+        try:
+            async with connection.begin():
+                await connection.run_sync(_upgrade)
+                if with_fks:
+                    await connection.run_sync(check_sqlite_foreign_keys)
+        finally:
+            if with_fks:
+                await connection.run_sync(set_sqlite_foreign_keys, True)
     after = await migration_status(engine)
     logger.info("database migrated from %s to %s", before.current or "empty", after.current)
     return after
+
+
+def set_sqlite_foreign_keys(connection: Connection, enabled: bool) -> None:
+    """Turn SQLite's foreign-key enforcement on or off for this connection.
+
+    Migrations run with it off: SQLite's batch mode rebuilds a table by copying it and
+    dropping the old one, and with foreign keys on, that DROP deletes every row that refers
+    to the table (``ON DELETE CASCADE``): rebuilding ``jobs`` would delete every image and
+    rating. The pragma is ignored inside a transaction, so it goes to the driver directly,
+    before the migration's transaction begins.
+    """
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if enabled else 'OFF'}")
+    finally:
+        cursor.close()
+
+
+def check_sqlite_foreign_keys(connection: Connection) -> None:
+    """Refuse a migration that left a row pointing nowhere (checked before it commits).
+
+    Raises
+    ------
+    DatabaseError
+        naming the first table with a dangling reference.
+    """
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").first()
+    if broken is not None:
+        raise DatabaseError(f"migration left a dangling reference in table {broken[0]}")
 
 
 async def check_no_drift(engine: AsyncEngine) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -64,7 +65,7 @@ async def load_database_data(
     """
     ratings_q = (
         counted_ratings(
-            Rating.image_id, Rating.user_id, Rating.value, Rating.created_at, leaving=False
+            Rating.image_id, Rating.user_id, Rating.value, Rating.updated_at, leaving=False
         )
         .where(Rating.scale == scale)
         .order_by(Rating.id)
@@ -83,7 +84,7 @@ async def load_database_data(
         [r.image_id for r in ratings],
         [r.user_id for r in ratings],
         [r.value for r in ratings],
-        [r.created_at.timestamp() for r in ratings],
+        [r.updated_at.timestamp() for r in ratings],
     )
     dims = {row.dim for row in embedded}
     if len(dims) > 1:
@@ -120,6 +121,26 @@ def _read_table(path: Path, option: str):
         ) from None
 
 
+def _seconds(column: Any) -> np.ndarray | None:
+    """``rated_at`` as seconds since the epoch, for the speed check; None unless every rating
+    has a time. Any timestamp unit is accepted.
+
+    Raises
+    ------
+    ValueError
+        when the column is not a timestamp.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_timestamp(column.type):
+        raise ValueError(f"rated_at must be a timestamp, not {column.type}")
+    if column.null_count:
+        return None
+    micros = pc.cast(pc.cast(column, pa.timestamp("us", tz="UTC")), pa.int64())
+    return micros.to_numpy(zero_copy_only=False).astype(np.float64) / 1e6
+
+
 def load_file_data(
     ratings_path: Path, embeddings_path: Path, *, embedding_model: str, dim: int | None
 ) -> TrainingData:
@@ -127,34 +148,31 @@ def load_file_data(
     ``rater_id``, ``rating``, optional ``rated_at`` and ``group``; what ``ratings export``
     and ``export dataset`` write) and ``embeddings.parquet`` (``image_id``, ``embedding``)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     ratings = _read_table(ratings_path, "--ratings")
     names = set(ratings.column_names)
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
+        renamed = " (`value` is now `rating`: export again)" if "value" in names else ""
         raise TrainingError(
-            f"--ratings: {ratings_path} lacks column(s) {', '.join(missing)} "
+            f"--ratings: {ratings_path} lacks column(s) {', '.join(missing)}{renamed} "
             f"(the rating schema is {', '.join(RATING_COLUMNS)})"
         )
 
     def values_of(name: str) -> np.ndarray:
         return ratings.column(name).to_numpy(zero_copy_only=False)
 
-    stamps = None
-    if "rated_at" in names and ratings.column("rated_at").null_count == 0:
-        # Seconds since the epoch, for the speed check (only when every time is known).
-        micros = pc.cast(ratings.column("rated_at"), pa.int64())
-        stamps = pc.divide(pc.cast(micros, pa.float64()), 1e6).to_numpy(zero_copy_only=False)
     try:
+        stamps = _seconds(ratings.column("rated_at")) if "rated_at" in names else None
         panel = RatingPanel.from_columns(
             values_of("image_id").astype(np.int64),
             values_of("rater_id").astype(str),
             values_of("rating").astype(np.float64),
-            None if stamps is None else np.asarray(stamps, dtype=np.float64),
+            stamps,
         )
-    except (ValueError, TypeError, pa.ArrowInvalid) as exc:
-        raise TrainingError(f"--ratings: {exc}") from None
+    except (ValueError, TypeError, pa.ArrowException) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise TrainingError(f"--ratings: {first[:200]}") from None
 
     table = _read_table(embeddings_path, "--embeddings")
     if not {"image_id", "embedding"} <= set(table.column_names):

@@ -69,3 +69,47 @@ async def test_database_newer_than_code_is_refused(engine) -> None:  # type: ign
         await migration_status(engine)
     with pytest.raises(DatabaseError, match="upgrade dreamrate"):
         await upgrade(engine)
+
+
+async def test_upgrading_a_database_with_data_keeps_every_row(database_url: str) -> None:
+    """SQLite rebuilds tables to alter them; that must never cascade into the rows that refer
+    to them (with foreign keys on, rebuilding `jobs` would delete every image and rating)."""
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine, "0002")
+        async with engine.begin() as conn:
+            for sql in (
+                "INSERT INTO users (id, discord_id, name, banned, opted_out, created_at, updated_at)"
+                " VALUES (1, 42, 'ada', false, false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+                "INSERT INTO jobs (id, requester_id, prompt, model, width, height, steps, guidance,"
+                " scheduler, num_images, seed, params, status, priority, attempts, progress,"
+                " cancel_requested, created_at, updated_at) VALUES (1, 1, 'p', 'm', 8, 8, 1, 0,"
+                " 'default', 1, 1, '{}', 'done', 0, 1, 1, false, CURRENT_TIMESTAMP,"
+                " CURRENT_TIMESTAMP)",
+                'INSERT INTO images (id, job_id, "index", seed,'
+                " width, height, sha256, path,"
+                " discord_message_id, flagged, removed, created_at) VALUES (1, 1, 0, 1, 8, 8, 'h',"
+                " 'p.png', 77, false, false, CURRENT_TIMESTAMP)",
+                "INSERT INTO ratings (user_id, image_id, value, scale, source, created_at,"
+                " updated_at) VALUES (1, 1, 7, 'numbers-10', 'reaction', CURRENT_TIMESTAMP,"
+                " CURRENT_TIMESTAMP)",
+                "INSERT INTO rating_events (kind, discord_user_id, user_id, image_id, message_id,"
+                " emoji, received_at) VALUES ('add', 42, 1, 1, 77, '7', CURRENT_TIMESTAMP)",
+                "INSERT INTO flags (image_id, user_id, reason, created_at) VALUES (1, 1, 'x',"
+                " CURRENT_TIMESTAMP)",
+                "INSERT INTO image_posts (message_id, image_id, channel_id, kind, posted_at)"
+                " VALUES (78, 1, 5, 'rate', CURRENT_TIMESTAMP)",
+            ):
+                await conn.execute(text(sql))
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            counts = {
+                table: await conn.scalar(text(f"SELECT count(*) FROM {table}"))
+                for table in ("users", "jobs", "images", "ratings", "rating_events", "flags")
+            }
+            event_image = await conn.scalar(text("SELECT image_id FROM rating_events"))
+        assert counts == dict.fromkeys(counts, 1)
+        assert event_image == 1  # not set to NULL by a cascade either
+        await check_no_drift(engine)
+    finally:
+        await engine.dispose()

@@ -1,7 +1,8 @@
 """Engines: where the scoring tasks run, a local process pool or a Ray cluster.
 
-Both engines call the same :func:`~dreamrate.aesthetic.filtering.runner.score_shard_limited`, so the files they
-write are byte-for-byte the same. Shard problems come back as results (listed at the end);
+Every engine runs the same runner task (:func:`~dreamrate.aesthetic.filtering.runner.score_shard_limited`
+in worker processes and on Ray, its pipelined form in this process for one worker), so the
+files they write are byte-for-byte the same. Shard problems come back as results (listed at the end);
 a task that dies (a worker killed, a node lost) is retried by Ray, and by the local engine
 once in a fresh process.
 """
@@ -44,7 +45,7 @@ def local_pool(workers: int) -> ProcessPoolExecutor:
     """A process pool for :func:`run_local` (reuse one across runs to start workers once)."""
     import multiprocessing
 
-    # forkserver: workers fork from a clean server that imported the scorer once, instead
+    # forkserver: workers fork from a clean server that imported the runner once, instead
     # of each importing it (spawn) or inheriting used thread pools (fork).
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(FORKSERVER_PRELOAD))

@@ -141,9 +141,10 @@ def export_manifest(
         meta = pq.read_metadata(path).metadata or {}
         predictor_ids.add(meta.get(META_PREDICTOR, b"?").decode())
         hashes.add(meta.get(META_PREDICTOR_HASH, b"?").decode())
-    if len(predictor_ids) > 1:
+    if len(predictor_ids) > 1 or len(hashes) > 1:
         raise ManifestError(
-            f"--scores: files come from different predictors {sorted(predictor_ids)}; rescore with one"
+            f"--scores: files come from different predictors {sorted(predictor_ids)}; "
+            "rescore with one (dreamrate score --force)"
         )
     lo, hi, rows_in, valid = math.inf, -math.inf, 0, 0
     for path in files:

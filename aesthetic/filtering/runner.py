@@ -142,7 +142,7 @@ def _start(
 ) -> tuple[ShardResult, Path]:
     final = Path(out_dir) / shard.output_name
     result = ShardResult(n=shard.n, output=str(final))
-    if not force and existing_output_ok(final, shard.rows, predictor.id):
+    if not force and existing_output_ok(final, shard.rows, predictor):
         result.skipped = True
         result.rows = shard.rows
     return result, final

@@ -73,13 +73,17 @@ def write_scores(table: Any, final: Path) -> None:
         )
 
 
-def existing_output_ok(path: Path, rows: int, predictor_id: str) -> bool:
-    """True when ``path`` holds a whole shard scored by ``predictor_id``."""
+def existing_output_ok(path: Path, rows: int, predictor: Predictor) -> bool:
+    """True when ``path`` holds a whole shard scored by ``predictor`` (same fingerprint)."""
     import pyarrow.parquet as pq
 
     try:
         meta = pq.read_metadata(path)
     except (OSError, ValueError):
         return False
-    stored = (meta.metadata or {}).get(META_PREDICTOR, b"").decode()
-    return meta.num_rows == rows and stored == predictor_id
+    footer = meta.metadata or {}
+    return (
+        meta.num_rows == rows
+        and footer.get(META_PREDICTOR, b"").decode() == predictor.id
+        and footer.get(META_PREDICTOR_HASH, b"").decode() == predictor.sha256
+    )

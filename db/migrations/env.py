@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations on a connection handed in by ``db.migrate``,
+"""Alembic environment: runs migrations on a connection handed in by ``dreamrate.db.migrate``,
 or, from the ``alembic`` command line, on the URL in ``sqlalchemy.url`` /
 ``DREAMRATE_DATABASE_URL``."""
 
@@ -30,12 +30,18 @@ def _run(connection: Connection) -> None:
 
 async def _run_from_url(url: str) -> None:
     from dreamrate.db.engine import create_engine
+    from dreamrate.db.migrate import set_sqlite_foreign_keys
 
     engine = create_engine(url)
     try:
         async with engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:  # see set_sqlite_foreign_keys: batch mode must not cascade
+                await connection.run_sync(set_sqlite_foreign_keys, False)
             await connection.run_sync(_run)
             await connection.commit()
+            if sqlite:
+                await connection.run_sync(set_sqlite_foreign_keys, True)
     finally:
         await engine.dispose()
 

@@ -21,6 +21,13 @@ from dreamrate.core.errors import DreamrateError
 
 __all__ = ["atomic_file", "atomic_folder", "write_bytes_atomically"]
 
+# Temporary files and folders are created private (0600/0700); what they become gets the
+# usual permissions instead, so other users and services can read outputs as before.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+FOLDER_MODE = 0o777 & ~_UMASK
+
 
 def _fsync_file(path: Path) -> None:
     with path.open("rb") as handle:
@@ -72,6 +79,7 @@ def atomic_file(out: Path, error: type[DreamrateError], option: str = "--out") -
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, FILE_MODE)
         _fsync_file(tmp)
         os.replace(tmp, out)
         _fsync_dir(out.parent)
@@ -111,6 +119,7 @@ def atomic_folder(
         raise error(f"{option}: cannot write in {out.parent} ({_reason(exc)})") from None
     try:
         yield tmp
+        os.chmod(tmp, FOLDER_MODE)
         _fsync_tree(tmp)
         if out.exists():
             old = out.with_name(f".{out.name}.old")

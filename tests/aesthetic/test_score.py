@@ -294,7 +294,7 @@ def test_manifest_threshold_order_files_and_json(tmp_path: Path, source: Path) -
 
 def test_every_forkserver_preload_imports() -> None:
     # multiprocessing skips a preload that fails to import without a word; workers would then
-    # import the scorer themselves, once each.
+    # import the runner themselves, once each.
     import importlib
 
     from dreamrate.aesthetic.filtering.engines import FORKSERVER_PRELOAD

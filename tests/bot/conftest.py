@@ -73,7 +73,11 @@ async def start_bot(
 
 async def settled(running: Running, *, backfills: int = 0) -> None:
     """Until every reaction the server sent this bot is recorded, and at least ``backfills``
-    backfills (one per connect and resume) have run."""
+    backfills (one per connect and resume) have run.
+
+    Counts are per bot and per gateway session: after a fresh IDENTIFY of the same bot
+    (not a RESUME) the server starts again from zero and this returns too early.
+    """
     server, recorder = running.discord, running.bot.reactions  # type: ignore[attr-defined]
     await server.wait_for(
         lambda: recorder.received >= server.session_reactions and recorder.backfills >= backfills

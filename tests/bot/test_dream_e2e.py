@@ -106,25 +106,28 @@ async def test_dreamrate_bot_process_logs_in_and_keeps_the_token_secret(
         stderr=asyncio.subprocess.STDOUT,
     )
     seen: list[str] = []
+    backfilled = asyncio.Event()
 
-    async def until_backfilled() -> None:
-        # The first backfill runs after on_ready (discord.py waits for every guild first).
+    async def read_output() -> None:
+        # Read from the start: at DEBUG a full pipe would block the bot mid-start.
         assert process.stdout is not None
-        while not any("backfill:" in line for line in seen[-3:]):
-            line = await process.stdout.readline()
-            assert line, "the bot exited early:\n" + "".join(seen)
+        async for line in process.stdout:
             seen.append(line.decode())
+            if "backfill:" in seen[-1]:  # the first backfill runs after on_ready
+                backfilled.set()
 
+    reader = asyncio.create_task(read_output())
     try:
         await discord_server.wait_connected(timeout=60)
         await discord_server.wait_for(
             lambda: {c["name"] for c in discord_server.commands} >= {"dream", "job", "privacy"}
         )
-        await asyncio.wait_for(until_backfilled(), timeout=60)
+        await asyncio.wait_for(backfilled.wait(), timeout=60)
     finally:
         process.send_signal(signal.SIGTERM)
-        rest = (await asyncio.wait_for(process.communicate(), timeout=60))[0].decode()
-    output = "".join(seen) + rest
+        await asyncio.wait_for(process.wait(), timeout=60)
+        await asyncio.wait_for(reader, timeout=60)
+    output = "".join(seen)
     assert process.returncode == 0, output
     assert TOKEN not in output
     flat = " ".join(output.split())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from dreamrate.db.models import Job
+from dreamrate.db.models import Job, Rating, User
 from dreamrate.fake_discord import FakeDiscord, Member
 from dreamrate.ratings.export import current_ratings
 from tests.bot.conftest import settled, start_bot, stop_bot
@@ -131,6 +131,23 @@ async def test_opt_out_and_erase(running) -> None:  # type: ignore[no-untyped-de
         )
     )
     await settled(running)
+    # Bob's 9 was not recorded: his rating stays 6, kept but out of every export while he is
+    # opted out; Cy's is gone.
+    async with running.engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                select(User.discord_id, Rating.value).join(User, User.id == Rating.user_id)
+            )
+        ).all()
+    assert [(int(d), v) for d, v in stored] == [(BOB.id, 6.0)]
+    assert await exported(running.engine) == set()
+    await server.slash(BOB, "privacy", subcommand="optin")
+    await server.wait_for(
+        lambda: any(
+            "recorded again" in (c[0].get("data") or {}).get("content", "")
+            for c in server.callbacks.values()
+        )
+    )
     assert await exported(running.engine) == {(str(message), "22", 6.0)}
 
 

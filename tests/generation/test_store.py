@@ -54,3 +54,17 @@ def test_crash_before_rename_leaves_no_real_name(
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
     _, relative = store.save(image)  # and the retry works
     assert (tmp_path / relative).read_bytes() == encode_png(image)
+
+
+def test_outputs_get_the_usual_permissions(tmp_path: Path) -> None:
+    # Written through private temporary files, but readable like any file the user writes.
+    from dreamrate.core.atomic import FILE_MODE, FOLDER_MODE, atomic_folder
+
+    _, relative = ImageStore(tmp_path).save(Image.new("RGB", (8, 8)))
+    assert (tmp_path / relative).stat().st_mode & 0o777 == FILE_MODE
+    with atomic_folder(tmp_path / "folder", StorageError) as tmp:
+        (tmp / "a").write_text("a")
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == FOLDER_MODE
+    umask = os.umask(0)
+    os.umask(umask)
+    assert 0o666 & ~umask == FILE_MODE

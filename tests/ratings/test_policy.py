@@ -125,3 +125,52 @@ async def test_ratings_export_is_the_rating_schema_and_reads_back(engine, tmp_pa
     data = load_file_data(out, emb_path, embedding_model=MODEL, dim=DIM)
     assert len(data.panel) == written
     assert data.panel.timestamps is not None  # rated_at feeds the speed check
+
+
+def test_rated_at_in_any_unit_and_bad_types_are_one_line(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pytest
+
+    from dreamrate.ratings.training_data import TrainingError
+
+    emb = tmp_path / "embeddings.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "image_id": [1, 2],
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array([1.0, 0.0, 0.0, 1.0]), 2),
+            }
+        ),
+        emb,
+    )
+    seconds = [1_700_000_000, 1_700_000_005]
+    for unit, scale in (("s", 1), ("ms", 1_000), ("ns", 1_000_000_000)):
+        path = tmp_path / f"ratings_{unit}.parquet"
+        stamps = pa.array([s * scale for s in seconds], pa.timestamp(unit, tz="UTC"))
+        pq.write_table(
+            pa.table(
+                {
+                    "image_id": [1, 2],
+                    "rater_id": ["a", "a"],
+                    "rating": [3.0, 4.0],
+                    "rated_at": stamps,
+                }
+            ),
+            path,
+        )
+        data = load_file_data(path, emb, embedding_model=MODEL, dim=2)
+        assert data.panel.timestamps is not None
+        assert data.panel.timestamps.tolist() == [float(s) for s in seconds]
+    bad = tmp_path / "ratings_text.parquet"
+    pq.write_table(
+        pa.table({"image_id": [1], "rater_id": ["a"], "rating": [3.0], "rated_at": ["yesterday"]}),
+        bad,
+    )
+    with pytest.raises(
+        TrainingError, match=r"^--ratings: rated_at must be a timestamp, not string$"
+    ):
+        load_file_data(bad, emb, embedding_model=MODEL, dim=2)
+    old = tmp_path / "ratings_old.parquet"
+    pq.write_table(pa.table({"image_id": [1], "rater_id": ["a"], "value": [3.0]}), old)
+    with pytest.raises(TrainingError, match=r"lacks column\(s\) rating \(`value` is now `rating`"):
+        load_file_data(old, emb, embedding_model=MODEL, dim=2)

@@ -60,7 +60,10 @@ def downgrade() -> None:
     with op.batch_alter_table("guild_settings", schema=None) as batch_op:
         batch_op.add_column(sa.Column("moderator_role_id", sa.BigInteger(), nullable=True))
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        # Existing rows need a value; 0002's column has no server default, so drop it after.
         batch_op.add_column(
             sa.Column("params", JSON, nullable=False, server_default=sa.text("'{}'"))
         )
         batch_op.add_column(sa.Column("reply_message_id", sa.BigInteger(), nullable=True))
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.alter_column("params", existing_type=JSON, server_default=None)
