@@ -1,9 +1,10 @@
-"""Discord's payload shapes, as far as discord.py reads them, for the fake server."""
+"""Discord's payload shapes and error bodies, as far as discord.py reads them."""
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -11,28 +12,63 @@ from typing import Any
 from aiohttp import web
 
 __all__ = [
+    "ADD_REACTIONS",
+    "ALL_TEXT",
     "APP_ID",
+    "ATTACH_FILES",
     "BASIC",
     "BOT_ID",
     "BOT_USER",
     "CHANNEL_ID",
+    "EMBED_LINKS",
+    "ERRORS",
+    "GUILD_B_ID",
     "GUILD_ID",
     "MANAGE_GUILD",
+    "MANAGE_MESSAGES",
+    "READ_MESSAGE_HISTORY",
+    "SEND_MESSAGES",
+    "VIEW_CHANNEL",
     "Member",
-    "guild_payload",
+    "error_response",
     "json_response",
     "match_route",
     "now_iso",
     "snowflake",
 ]
+
 _ids = itertools.count(1_100_000_000_000_000_000)
 GUILD_ID = 1_000_000_000_000_000_001
 CHANNEL_ID = 1_000_000_000_000_000_002
 APP_ID = 1_000_000_000_000_000_003
 BOT_ID = APP_ID
-#: Permission bits of a member with "Manage Server" (plus the basics).
+GUILD_B_ID = 1_000_000_000_000_000_011
+
+# Permission bits (Discord's numbering).
+ADD_REACTIONS = 1 << 6
 MANAGE_GUILD = 1 << 5
-BASIC = (1 << 10) | (1 << 11) | (1 << 6) | (1 << 15) | (1 << 14) | (1 << 16)
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
+MANAGE_MESSAGES = 1 << 13
+EMBED_LINKS = 1 << 14
+ATTACH_FILES = 1 << 15
+READ_MESSAGE_HISTORY = 1 << 16
+#: What a member (and, by default, the bot) may do in a text channel.
+BASIC = (
+    VIEW_CHANNEL | SEND_MESSAGES | ADD_REACTIONS | ATTACH_FILES | EMBED_LINKS | READ_MESSAGE_HISTORY
+)
+ALL_TEXT = BASIC | MANAGE_MESSAGES
+
+#: Discord's JSON error bodies, by name: (HTTP status, code, message).
+ERRORS: dict[str, tuple[int, int, str]] = {
+    "unknown_channel": (404, 10003, "Unknown Channel"),
+    "unknown_message": (404, 10008, "Unknown Message"),
+    "unknown_interaction": (404, 10062, "Unknown interaction"),
+    "unknown_webhook": (404, 10015, "Unknown Webhook"),
+    "missing_access": (403, 50001, "Missing Access"),
+    "missing_permissions": (403, 50013, "Missing Permissions"),
+    "invalid_webhook_token": (401, 50027, "Invalid Webhook Token"),
+}
 
 
 def snowflake() -> str:
@@ -45,6 +81,9 @@ def now_iso() -> str:
 
 @dataclass
 class Member:
+    """A community member; ``permissions`` apply in every guild unless the server is told
+    otherwise for one (:meth:`FakeDiscord.set_member_permissions`); ``roles`` are role names."""
+
     id: int
     name: str
     permissions: int = BASIC
@@ -59,15 +98,17 @@ class Member:
             "avatar": None,
         }
 
-    def member(self) -> dict[str, Any]:
+    def member(
+        self, *, permissions: int | None = None, role_ids: Sequence[int] = ()
+    ) -> dict[str, Any]:
         return {
             "user": self.user(),
-            "roles": self.roles,
+            "roles": [str(r) for r in role_ids],
             "joined_at": "2024-01-01T00:00:00+00:00",
             "deaf": False,
             "mute": False,
             "flags": 0,
-            "permissions": str(self.permissions),
+            "permissions": str(self.permissions if permissions is None else permissions),
         }
 
 
@@ -81,76 +122,21 @@ BOT_USER = {
 }
 
 
-def guild_payload() -> dict[str, Any]:
-    """GUILD_CREATE's payload: one guild, one text channel, the bot as its only member."""
-    return {
-        "id": str(GUILD_ID),
-        "name": "dreamers",
-        "icon": None,
-        "owner_id": "1",
-        "afk_timeout": 300,
-        "verification_level": 0,
-        "default_message_notifications": 0,
-        "explicit_content_filter": 0,
-        "roles": [
-            {
-                "id": str(GUILD_ID),
-                "name": "@everyone",
-                "permissions": str(BASIC),
-                "position": 0,
-                "color": 0,
-                "hoist": False,
-                "managed": False,
-                "mentionable": False,
-                "flags": 0,
-            }
-        ],
-        "emojis": [],
-        "stickers": [],
-        "features": [],
-        "mfa_level": 0,
-        "system_channel_flags": 0,
-        "premium_tier": 0,
-        "preferred_locale": "en-US",
-        "nsfw_level": 0,
-        "unavailable": False,
-        "member_count": 2,
-        "large": False,
-        "joined_at": now_iso(),
-        "members": [
-            {
-                "user": BOT_USER,
-                "roles": [],
-                "joined_at": now_iso(),
-                "deaf": False,
-                "mute": False,
-                "flags": 0,
-            }
-        ],
-        "channels": [
-            {
-                "id": str(CHANNEL_ID),
-                "type": 0,
-                "name": "dreams",
-                "position": 0,
-                "permission_overwrites": [],
-                "nsfw": False,
-                "guild_id": str(GUILD_ID),
-            }
-        ],
-        "threads": [],
-        "stage_instances": [],
-        "guild_scheduled_events": [],
-        "voice_states": [],
-        "presences": [],
-    }
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     # Discord sends exactly "application/json" (discord.py compares the header verbatim).
     return web.Response(
-        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
+        body=json.dumps(data).encode(),
+        status=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
+
+
+def error_response(name: str, headers: dict[str, str] | None = None) -> web.Response:
+    """One of :data:`ERRORS` as Discord answers it."""
+    status, code, message = ERRORS[name]
+    return json_response({"message": message, "code": code}, status=status, headers=headers)
 
 
 def match_route(pattern: str, path: str) -> tuple[str, ...] | None:
