@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.aesthetic.predictor import Predictor, PredictorError
-from dreamrate.db.models import Embedding, Image
+from dreamrate.db.models import Embedding, Image, Job
 from dreamrate.ratings.selection import images_needing_ratings, rating_counts, shown_for_rating
 
 __all__ = ["choose_for_rating", "priority", "select_images_to_rate"]
@@ -75,20 +75,22 @@ def choose_for_rating(
 
 
 async def select_images_to_rate(
-    engine: AsyncEngine, count: int, predictor: Predictor | None
+    engine: AsyncEngine, count: int, predictor: Predictor | None, guild_id: int
 ) -> list[int]:
-    """Image ids for ``/rate`` and the feed: active selection when ``predictor`` exists."""
+    """Image ids of ``guild_id`` for ``/rate`` and the feed: active selection when
+    ``predictor`` exists."""
     if predictor is None:
-        return await images_needing_ratings(engine, count)
-    counts = rating_counts()
+        return await images_needing_ratings(engine, count, guild_id)
+    counts = rating_counts(guild_id)
     query = (
         select(Image.id, func.coalesce(counts.c.n, 0).label("n"), Embedding.vector)
         .join(
             Embedding,
             (Embedding.image_id == Image.id) & (Embedding.model == predictor.embedding_model),
         )
+        .join(Job, Job.id == Image.job_id)
         .outerjoin(counts, counts.c.image_id == Image.id)
-        .where(shown_for_rating())
+        .where(shown_for_rating(guild_id))
         .order_by(func.coalesce(counts.c.n, 0), Image.id.desc())
         .limit(CANDIDATE_POOL)
     )
@@ -96,7 +98,7 @@ async def select_images_to_rate(
         rows = (await conn.execute(query)).all()
     if not rows:
         # Nothing embedded yet (run `dreamrate embed`): fewest ratings first.
-        return await images_needing_ratings(engine, count)
+        return await images_needing_ratings(engine, count, guild_id)
     ids = np.array([row.id for row in rows])
     n_ratings = np.array([row.n for row in rows])
     vectors = np.frombuffer(b"".join(row.vector for row in rows), dtype=np.float32)
@@ -105,7 +107,7 @@ async def select_images_to_rate(
         members = predictor.ensemble_predict(x)
     except PredictorError as exc:
         logger.warning("active selection off: %s", exc.message)
-        return await images_needing_ratings(engine, count)
+        return await images_needing_ratings(engine, count, guild_id)
     uncertainty = None if members is None else members.std(axis=1)
     chosen = choose_for_rating(x, n_ratings, count, uncertainty=uncertainty)
     return [int(ids[k]) for k in chosen]

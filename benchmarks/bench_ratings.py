@@ -103,6 +103,8 @@ async def run(url: str, events: int, members: int, images: int) -> list[object]:
         bot = DreamrateBot(
             settings=settings, engine=engine, repo=build_repository(settings, engine)
         )
+        # A throughput benchmark: lift the per-member allowance (scripted bursts are the point).
+        bot.reactions.burst = float(events)
         task = asyncio.create_task(bot.start("bench.token"))
         await server.wait_connected()
         await server.wait_for(bot.is_ready)

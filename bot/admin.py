@@ -88,14 +88,17 @@ def register_admin(
 
     @admin.command(name="ban", description="Ban a member from generating and rating.")
     async def ban(interaction: discord.Interaction, member: discord.User) -> None:
-        await set_banned(engine, member.id, True, name=member.name)
+        assert interaction.guild_id is not None
+        await set_banned(engine, interaction.guild_id, member.id, True, name=member.name)
         await interaction.response.send_message(
-            f"{member.mention} is banned from generating and rating.", ephemeral=True
+            f"{member.mention} is banned from generating and rating in this server.",
+            ephemeral=True,
         )
 
     @admin.command(name="unban", description="Lift a ban.")
     async def unban(interaction: discord.Interaction, member: discord.User) -> None:
-        await set_banned(engine, member.id, False, name=member.name)
+        assert interaction.guild_id is not None
+        await set_banned(engine, interaction.guild_id, member.id, False, name=member.name)
         await interaction.response.send_message(
             f"{member.mention} may generate and rate again.", ephemeral=True
         )
@@ -107,20 +110,20 @@ def register_admin(
     async def remove(interaction: discord.Interaction, message_id: str) -> None:
         if not message_id.isdigit():
             raise DreamrateError("message_id: give the image message's id (a number).")
-        image = await remove_image(engine, int(message_id))
+        assert interaction.guild_id is not None
+        image = await remove_image(engine, interaction.guild_id, int(message_id))
         if image is None:
-            raise DreamrateError(f"Message {message_id} is not a generated image.")
-        if image.discord_channel_id is not None:
-            partial = client.get_partial_messageable(image.discord_channel_id).get_partial_message(
-                int(message_id)
-            )
-            with contextlib.suppress(discord.NotFound):
+            raise DreamrateError(f"Message {message_id} is not a generated image of this server.")
+        for channel_id, shown_as in image.messages:  # its own message and every repost
+            partial = client.get_partial_messageable(channel_id).get_partial_message(shown_as)
+            with contextlib.suppress(discord.NotFound, discord.Forbidden):
                 await partial.delete()
         await interaction.response.send_message(f"Image {image.id} removed.", ephemeral=True)
 
     @admin.command(name="flags", description="Images members reported with the flag emoji.")
     async def flags(interaction: discord.Interaction) -> None:
-        found = await open_flags(engine)
+        assert interaction.guild_id is not None
+        found = await open_flags(engine, interaction.guild_id)
         if not found:
             await interaction.response.send_message("No open reports.", ephemeral=True)
             return

@@ -71,7 +71,7 @@ class Buttons:
 
     async def _press(self, interaction: discord.Interaction, action: str, job_id: int) -> None:
         job = await self.repo.get(job_id)
-        if job is None:
+        if job is None or job.guild_id != interaction.guild_id:
             raise DreamrateError(f"There is no job {job_id}.")
         if action == "cancel":
             user = await ensure_user(self.engine, interaction.user.id, interaction.user.name)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from typing import TYPE_CHECKING, Protocol
 
 import discord
 from discord import app_commands
@@ -26,7 +27,7 @@ from dreamrate.bot.feed import RatingPosts
 from dreamrate.bot.predictors import ActivePredictor
 from dreamrate.bot.reactions import ReactionRecorder
 from dreamrate.generation.deliveries import DeliveryRepository
-from dreamrate.generation.request import GenerationLimits
+from dreamrate.generation.request import GenerationLimits, prepare_validation
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
 
@@ -35,11 +36,19 @@ if TYPE_CHECKING:
 
     from dreamrate.core.settings import Settings
     from dreamrate.generation.queue import JobRepository
-    from dreamrate.generation.worker import GenerationWorker
 
-__all__ = ["DreamrateBot"]
+__all__ = ["BackgroundWorker", "DreamrateBot"]
 
 logger = logging.getLogger(__name__)
+
+
+class BackgroundWorker(Protocol):
+    """What the bot runs beside itself: a generation worker in its own process
+    (:class:`dreamrate.services.WorkerProcess`) or, in tests, in this one."""
+
+    stop: asyncio.Event
+
+    async def run(self) -> None: ...
 
 
 class DreamrateBot(discord.Client):
@@ -54,7 +63,8 @@ class DreamrateBot(discord.Client):
     repo
         The generation queue.
     worker
-        An in-process worker, or None when other workers serve the queue.
+        The worker to run beside the bot (normally in its own process), or None when other
+        workers serve the queue.
     delivery_interval
         Seconds between delivery passes.
     """
@@ -65,7 +75,7 @@ class DreamrateBot(discord.Client):
         settings: Settings,
         engine: AsyncEngine,
         repo: JobRepository,
-        worker: GenerationWorker | None = None,
+        worker: BackgroundWorker | None = None,
         delivery_interval: float = 0.5,
     ) -> None:
         # Guilds and guild reactions only: no privileged intents needed.
@@ -99,6 +109,7 @@ class DreamrateBot(discord.Client):
             scale=self.scale,
             images_dir=settings.images_dir,
             interval=delivery_interval,
+            seed=settings.rating.seed_reactions,
         )
         self.posts = RatingPosts(
             self,
@@ -109,6 +120,9 @@ class DreamrateBot(discord.Client):
             images_dir=settings.images_dir,
             predictor=ActivePredictor(engine, model_spec(emb.model, emb.pretrained)[2]),
             feed_interval_minutes=settings.discord.feed_interval,
+            rate_cooldown=settings.discord.rate_cooldown,
+            reuse_within=timedelta(days=settings.discord.backfill_days),
+            seed=settings.rating.seed_reactions,
         )
         self.reactions = ReactionRecorder(
             self, engine=engine, backfill_days=settings.discord.backfill_days
@@ -130,6 +144,8 @@ class DreamrateBot(discord.Client):
 
     async def setup_hook(self) -> None:
         assert self.user is not None
+        # Before the gateway connects, so no interaction waits for the tokenizer or a config.
+        await asyncio.to_thread(prepare_validation, self.dreams.limits)
         ratings = RatingService(self.engine, self.scale, bot_user_id=self.user.id)
         guilds = [discord.Object(id=g) for g in self.settings.discord.guilds]
         for guild in guilds:

@@ -43,10 +43,12 @@ def register_commands(
     """Add the members' commands to ``tree``, with option ranges from the settings."""
     g = generation
 
+    # Generation and rating belong to a server's community: guild-only (not in DMs).
     @tree.command(
         name="dream",
         description="Render a prompt with Stable Diffusion; rate the images with emoji.",
     )
+    @app_commands.guild_only()
     @app_commands.describe(
         prompt="What to draw.",
         negative="What to avoid.",
@@ -86,10 +88,11 @@ def register_commands(
         )
 
     @tree.command(name="job", description="Show the full parameters and seed of a job.")
+    @app_commands.guild_only()
     async def job(interaction: discord.Interaction, id: int) -> None:
         record = await repo.get(id)
-        if record is None:
-            raise DreamrateError(f"There is no job {id}.")
+        if record is None or record.guild_id != interaction.guild_id:
+            raise DreamrateError(f"There is no job {id}.")  # other guilds' jobs stay theirs
         text = (
             f"Job {record.id}: {discord.utils.escape_markdown(record.prompt)}\n"
             f"negative: {record.negative_prompt or '-'} · seed {record.seed} · {record.width}x{record.height} · "
@@ -131,8 +134,10 @@ def register_commands(
     tree.add_command(privacy)
 
     @tree.command(name="stats", description="Your ratings, the server's totals and the top raters.")
+    @app_commands.guild_only()
     async def stats(interaction: discord.Interaction) -> None:
-        found = await rating_stats(engine, interaction.user.id)
+        assert interaction.guild_id is not None
+        found = await rating_stats(engine, interaction.user.id, interaction.guild_id)
         spread = (
             " ".join(f"{value:g}×{count}" for value, count in found.distribution.items())
             or "none yet"
@@ -150,19 +155,29 @@ def register_commands(
         description="Post the images that most need ratings here, with the rating emoji.",
     )
     @app_commands.describe(count="How many images (1-10).")
+    @app_commands.guild_only()
     async def rate(
         interaction: discord.Interaction, count: app_commands.Range[int, 1, 10] = 3
     ) -> None:
-        chosen = await posts.images_to_rate(count)
-        if not chosen:
-            await interaction.response.send_message(
-                "No images to rate yet: try /dream!", ephemeral=True
-            )
-            return
+        await dreams.check(interaction, "/rate")
+        assert interaction.guild_id is not None and interaction.channel_id is not None
+        wait = posts.cooldown(interaction.guild_id, interaction.user.id)
+        if wait:
+            raise DreamrateError(f"You can use /rate again in {max(1, round(wait))} s.")
         await interaction.response.defer(ephemeral=True, thinking=True)
-        assert interaction.channel_id is not None
-        posted = await posts.post(interaction.channel_id, chosen, kind="rate")
-        await interaction.followup.send(f"Posted {len(posted)} image(s) to rate.", ephemeral=True)
+        chosen = await posts.images_to_rate(count, interaction.guild_id)
+        if not chosen:
+            await interaction.followup.send("No images to rate yet: try /dream!", ephemeral=True)
+            return
+        posted, already = await posts.post(interaction.channel_id, chosen, kind="rate")
+        text = f"Posted {len(posted)} image(s) to rate."
+        if already:
+            links = " ".join(
+                f"https://discord.com/channels/{interaction.guild_id}/{interaction.channel_id}/{m}"
+                for m in already
+            )
+            text += f" Already here, waiting for your rating: {links}"
+        await interaction.followup.send(fit_message(text), ephemeral=True)
 
     @tree.error
     async def on_error(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,12 +22,23 @@ if TYPE_CHECKING:
     from dreamrate.generation.queue import JobRecord, JobRepository
     from dreamrate.ratings.scale import RatingScale
 
-__all__ = ["PROGRESS_EVERY_S", "Delivery"]
+__all__ = ["MAX_DELIVERY_TRIES", "PROGRESS_EVERY_S", "Delivery"]
 
 logger = logging.getLogger(__name__)
 
 #: Least time between two edits of a job's progress line (Discord rate-limits edits).
 PROGRESS_EVERY_S = 2.0
+#: Attempts at a job whose channel refuses it (403) or is gone (404) before it fails: each
+#: refusal counts towards the 10,000 invalid requests that get an IP banned.
+MAX_DELIVERY_TRIES = 3
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, discord.HTTPException):
+        return f"{exc.status} {exc.text or type(exc).__name__}"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    return type(exc).__name__
 
 
 class Delivery:
@@ -48,6 +60,8 @@ class Delivery:
         Where the image store keeps the files.
     interval
         Seconds between delivery passes.
+    seed
+        Add the rating emoji under each image (each costs a reaction call).
     """
 
     def __init__(
@@ -59,29 +73,84 @@ class Delivery:
         scale: RatingScale,
         images_dir: Path,
         interval: float = 0.5,
+        seed: bool = True,
     ) -> None:
         self.client = client
         self.repo = repo
         self.deliveries = deliveries
         self.scale = scale
+        self.seed_emojis = scale.reaction_emojis if seed else ()
         self.images_dir = images_dir
         self.interval = interval
         self._last_progress: dict[int, tuple[float, str]] = {}
+        self._failures: dict[int, int] = {}  # job -> failed attempts
+        self._retry_at: dict[int, float] = {}  # job -> monotonic time of the next attempt
 
     async def run_forever(self) -> None:
         """|coro| Deliver every ``interval`` seconds until the client closes."""
         await every(self.client, self.interval, self.deliver_once, "delivery pass")
 
     async def deliver_once(self) -> None:
-        """|coro| Post finished jobs (one message per image) and refresh progress lines."""
+        """|coro| Post finished jobs (one message per image) and refresh progress lines.
+
+        Each job is delivered on its own: one that cannot be delivered now waits its turn
+        again later and never holds up the others; channels are served concurrently.
+        """
+        now = time.monotonic()
+        by_channel: dict[int, list[JobRecord]] = {}
         for job_id in await self.deliveries.undelivered():
-            job = await self.repo.get(job_id)
-            if job is None:
+            if self._retry_at.get(job_id, 0.0) > now:
                 continue
-            if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-                await self._show_progress(job)
-            else:
-                await self._deliver(job)
+            job = await self.repo.get(job_id)
+            if job is not None:
+                by_channel.setdefault(job.channel_id or 0, []).append(job)
+        # Discord's limits are per channel: channels are served side by side, each in order.
+        await asyncio.gather(*(self._deliver_in_order(jobs) for jobs in by_channel.values()))
+
+    async def _deliver_in_order(self, jobs: list[JobRecord]) -> None:
+        for job in jobs:
+            try:
+                if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                    await self._show_progress(job)
+                else:
+                    await self._deliver(job)
+            except Exception as exc:
+                await self._failed(job, exc)
+
+    async def _failed(self, job: JobRecord, exc: Exception) -> None:
+        """A delivery attempt failed: wait and try again, or give up when it cannot work."""
+        tries = self._failures.get(job.id, 0) + 1
+        self._failures[job.id] = tries
+        lasting = isinstance(exc, discord.Forbidden | discord.NotFound | OSError)
+        if lasting and tries >= MAX_DELIVERY_TRIES:
+            await self._give_up(job, _why(exc))
+            return
+        pause = min(2.0**tries, 60.0)
+        self._retry_at[job.id] = time.monotonic() + pause
+        logger.warning(
+            "job %s: delivery failed (%s); trying again in %.0f s", job.id, _why(exc), pause
+        )
+
+    async def _give_up(self, job: JobRecord, why: str) -> None:
+        posted = sum(1 for image in await self.repo.images(job.id) if image.discord_message_id)
+        reason = f"could not post its images ({why}); {posted} of {job.num_images} posted"
+        logger.error("job %s: %s", job.id, reason)
+        await self.deliveries.fail_delivery(job.id, reason)
+        self._forget(job.id)
+        token = await self.deliveries.interaction_token(job.id)
+        failed = await self.repo.get(job.id)
+        if token is not None and failed is not None:
+            with contextlib.suppress(discord.HTTPException):  # tell the requester the truth
+                await self._webhook(token).edit_message(
+                    "@original",
+                    content=job_status_text(failed),
+                    view=job_view(job.id, running=False),
+                )
+
+    def _forget(self, job_id: int) -> None:
+        self._last_progress.pop(job_id, None)
+        self._failures.pop(job_id, None)
+        self._retry_at.pop(job_id, None)
 
     def _webhook(self, token: str) -> discord.Webhook:
         assert self.client.application_id is not None
@@ -104,16 +173,17 @@ class Delivery:
             await self._webhook(token).edit_message("@original", content=text)
 
     async def _deliver(self, job: JobRecord) -> None:
+        # Images first: the status line says "done, below" only once they are.
+        if job.status is JobStatus.DONE:
+            await self._post_images(job)
         token = await self.deliveries.interaction_token(job.id)
         if token is not None:
             with contextlib.suppress(discord.HTTPException):
                 await self._webhook(token).edit_message(
                     "@original", content=job_status_text(job), view=job_view(job.id, running=False)
                 )
-        if job.status is JobStatus.DONE:
-            await self._post_images(job)
         await self.deliveries.mark_delivered(job.id)
-        self._last_progress.pop(job.id, None)
+        self._forget(job.id)
 
     async def _post_images(self, job: JobRecord) -> None:
         requester = await user_name(self.repo.engine, job.requester_id) or "someone"
@@ -139,5 +209,9 @@ class Delivery:
             partial = self.client.get_partial_messageable(message.channel.id).get_partial_message(
                 message.id
             )
-            for emoji in self.scale.reaction_emojis:
-                await partial.add_reaction(emoji)
+            try:
+                for emoji in self.seed_emojis:
+                    await partial.add_reaction(emoji)
+            except discord.Forbidden as exc:
+                # The image is up; members can still react by hand. Don't knock again.
+                logger.warning("job %s: cannot seed the rating emoji (%s)", job.id, exc.text)

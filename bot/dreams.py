@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from dreamrate.bot.embeds import job_status_text, job_view
+from dreamrate.bot.permissions import refusal_for_posting
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.retry import retry_on_disconnect
 from dreamrate.db.types import utcnow
@@ -20,7 +21,7 @@ from dreamrate.generation.request import (
     parse_size,
     validate_request,
 )
-from dreamrate.ratings.moderation import get_guild_settings
+from dreamrate.ratings.moderation import get_guild_settings, is_banned_in
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -81,24 +82,45 @@ class DreamRequests:
             interaction, validate_request(checked, self.limits, model_defaults(model))
         )
 
+    async def check(self, interaction: discord.Interaction, what: str = "/dream") -> None:
+        """|coro| Refuse at once what may not happen here: outside a guild, a banned member,
+        a channel not on the allow-list, or one where the bot cannot post images.
+
+        Only reads (which never wait for a busy SQLite writer), so the acknowledgement that
+        follows stays well inside Discord's 3 s.
+
+        Raises
+        ------
+        DreamrateError
+            one sentence for the member.
+        """
+        if interaction.guild_id is None:
+            raise DreamrateError(f"{what} works in a server's channels, not in direct messages.")
+        guild_id = interaction.guild_id
+        if await retry_on_disconnect(
+            lambda: is_banned_in(self.engine, guild_id, interaction.user.id)
+        ):
+            raise DreamrateError("You are banned from generating and rating images here.")
+        guild = await retry_on_disconnect(lambda: get_guild_settings(self.engine, guild_id))
+        if (
+            guild is not None
+            and guild.allowed_channel_ids
+            and interaction.channel_id not in guild.allowed_channel_ids
+        ):
+            where = ", ".join(f"<#{c}>" for c in guild.allowed_channel_ids)
+            raise DreamrateError(f"{what} is not allowed in this channel; use {where}.")
+        refusal = refusal_for_posting(interaction.app_permissions)
+        if refusal is not None:
+            raise DreamrateError(refusal)
+
     async def enqueue(self, interaction: discord.Interaction, request: GenerationRequest) -> None:
-        """|coro| Checks that need the database, then defer, queue, and show the position."""
+        """|coro| Check, acknowledge, then queue and show the position (the writes come
+        after the acknowledgement)."""
+        await self.check(interaction)
+        await interaction.response.defer(thinking=True)
         user = await retry_on_disconnect(
             lambda: ensure_user(self.engine, interaction.user.id, interaction.user.name)
         )
-        if user.banned:
-            raise DreamrateError("You are banned from generating images here.")
-        if interaction.guild_id is not None:
-            guild_id = interaction.guild_id
-            guild = await retry_on_disconnect(lambda: get_guild_settings(self.engine, guild_id))
-            if (
-                guild is not None
-                and guild.allowed_channel_ids
-                and interaction.channel_id not in guild.allowed_channel_ids
-            ):
-                where = ", ".join(f"<#{c}>" for c in guild.allowed_channel_ids)
-                raise DreamrateError(f"/dream is not allowed in this channel; use {where}.")
-        await interaction.response.defer(thinking=True)
         record = await retry_on_disconnect(
             lambda: self.repo.enqueue(
                 request,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from dreamrate.bot.uploads import image_file
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import user_name
 from dreamrate.ratings.moderation import feed_channels
-from dreamrate.ratings.posts import last_post_at, record_post
+from dreamrate.ratings.posts import last_post_at, recent_posts, record_post
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 #: How often the feed looks for channels whose interval has passed.
 FEED_CHECK_EVERY_S = 30.0
+#: Candidates the feed considers, so it can skip images already shown in its channel.
+FEED_CANDIDATES = 5
 
 
 class RatingPosts:
@@ -53,6 +56,10 @@ class RatingPosts:
         The active predictor, for active selection.
     feed_interval_minutes
         Default minutes between feed posts (a guild's own setting wins).
+    rate_cooldown
+        Seconds a member waits between two uses of /rate in one guild.
+    reuse_within
+        A repost this recent is shown again by link instead of being posted again.
     """
 
     def __init__(
@@ -66,6 +73,9 @@ class RatingPosts:
         images_dir: Path,
         predictor: ActivePredictor,
         feed_interval_minutes: int,
+        rate_cooldown: float = 60.0,
+        reuse_within: timedelta = timedelta(days=14),
+        seed: bool = True,
     ) -> None:
         self.client = client
         self.engine = engine
@@ -75,20 +85,42 @@ class RatingPosts:
         self.images_dir = images_dir
         self.predictor = predictor
         self.feed_interval = timedelta(minutes=feed_interval_minutes)
+        self.rate_cooldown = rate_cooldown
+        self.seed = seed
+        self.reuse_within = reuse_within
+        self._last_rate: dict[tuple[int, int], float] = {}  # (guild, member) -> monotonic
 
-    async def images_to_rate(self, count: int) -> list[int]:
-        """|coro| Image ids for /rate and the feed: active selection once a predictor is active."""
-        return await select_images_to_rate(self.engine, count, await self.predictor.get())
+    def cooldown(self, guild_id: int, member_id: int) -> float:
+        """Seconds until ``member_id`` may use /rate again in ``guild_id``; 0 starts a new turn."""
+        now = time.monotonic()
+        last = self._last_rate.get((guild_id, member_id))
+        if last is not None and now - last < self.rate_cooldown:
+            return self.rate_cooldown - (now - last)
+        self._last_rate[(guild_id, member_id)] = now
+        return 0.0
 
-    async def post(self, channel_id: int, image_ids: list[int], *, kind: str) -> list[int]:
+    async def images_to_rate(self, count: int, guild_id: int) -> list[int]:
+        """|coro| ``guild_id``'s image ids for /rate and the feed: active selection once a
+        predictor is active."""
+        predictor = await self.predictor.get()
+        return await select_images_to_rate(self.engine, count, predictor, guild_id)
+
+    async def post(
+        self, channel_id: int, image_ids: list[int], *, kind: str
+    ) -> tuple[list[int], list[int]]:
         """|coro| Show images again in ``channel_id``; reactions there rate them.
 
-        Returns the new message ids.
+        An image already reposted in this channel recently (within backfill's reach, so its
+        reactions still count) is not posted again. Returns ``(new message ids, message ids
+        of the recent reposts reused)``.
         """
+        recent = await recent_posts(
+            self.engine, channel_id, image_ids, utcnow() - self.reuse_within
+        )
         posted = []
         channel = self.client.get_partial_messageable(channel_id)
         for image_id in image_ids:
-            image = await self.deliveries.image(image_id)
+            image = None if image_id in recent else await self.deliveries.image(image_id)
             job = None if image is None else await self.repo.get(image.job_id)
             if image is None or job is None:
                 continue
@@ -106,10 +138,10 @@ class RatingPosts:
                 channel_id=channel_id,
                 kind=kind,
             )
-            for emoji in self.scale.reaction_emojis:
+            for emoji in self.scale.reaction_emojis if self.seed else ():
                 await message.add_reaction(emoji)
             posted.append(message.id)
-        return posted
+        return posted, [recent[i] for i in image_ids if i in recent]
 
     async def feed_forever(self) -> None:
         """|coro| Run :meth:`feed_once` every :data:`FEED_CHECK_EVERY_S` until the client closes."""
@@ -118,12 +150,20 @@ class RatingPosts:
     async def feed_once(self) -> int:
         """|coro| Post to every feed channel whose interval has passed; the number of posts."""
         posts = 0
-        for channel_id, minutes in await feed_channels(self.engine):
+        for guild_id, channel_id, minutes in await feed_channels(self.engine):
             last = await last_post_at(self.engine, channel_id, "feed")
             interval = timedelta(minutes=minutes) if minutes else self.feed_interval
             if last is not None and utcnow() - last < interval:
                 continue
-            chosen = await self.images_to_rate(1)
-            if chosen:
-                posts += len(await self.post(channel_id, chosen, kind="feed"))
+            # The best few; the first one not already shown in this channel recently.
+            candidates = await self.images_to_rate(FEED_CANDIDATES, guild_id)
+            shown = await recent_posts(
+                self.engine, channel_id, candidates, utcnow() - self.reuse_within
+            )
+            chosen = [i for i in candidates if i not in shown][:1]
+            try:
+                posts += len((await self.post(channel_id, chosen, kind="feed"))[0])
+            except (discord.Forbidden, discord.NotFound) as exc:
+                # One unusable feed channel never stops the others' feeds.
+                logger.warning("rating feed: cannot post in channel %s (%s)", channel_id, exc.text)
         return posts

@@ -14,9 +14,9 @@ from dreamrate.core.errors import DreamrateError
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from dreamrate.bot.client import BackgroundWorker
     from dreamrate.core.settings import Settings
     from dreamrate.generation.queue import JobRepository
-    from dreamrate.generation.worker import GenerationWorker
 
 __all__ = ["run_bot"]
 
@@ -25,7 +25,7 @@ async def run_bot(
     settings: Settings,
     engine: AsyncEngine,
     repo: JobRepository,
-    worker: GenerationWorker | None,
+    worker: BackgroundWorker | None,
     token: str,
 ) -> None:
     """|coro| Connect and serve until SIGTERM/SIGINT.

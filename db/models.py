@@ -32,6 +32,7 @@ __all__ = [
     "Base",
     "Embedding",
     "Flag",
+    "GuildBan",
     "GuildSettings",
     "Image",
     "ImagePost",
@@ -99,6 +100,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     discord_id: Mapped[int | None] = mapped_column(Snowflake, unique=True)
     name: Mapped[str] = mapped_column(String(100), default="")
+    #: Banned everywhere (set before bans were per guild, or by an operator); moderators
+    #: ban per guild (:class:`GuildBan`).
     banned: Mapped[bool] = mapped_column(Boolean, default=False)
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
     #: When the user erased their ratings; their data stays out of every dataset.
@@ -120,6 +123,19 @@ class GuildSettings(Base):
     feed_channel_id: Mapped[int | None] = mapped_column(Snowflake)
     feed_interval_minutes: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class GuildBan(Base):
+    """A member banned by one guild's moderators: they may not generate or rate there, and
+    their ratings of that guild's images do not count. Other guilds are not affected."""
+
+    __tablename__ = "guild_bans"
+
+    guild_id: Mapped[int] = mapped_column(Snowflake, primary_key=True, autoincrement=False)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Job(Base):
@@ -244,7 +260,11 @@ class RatingEvent(Base):
     """Append-only log of every raw rating event, written before ``ratings`` changes."""
 
     __tablename__ = "rating_events"
-    __table_args__ = (Index("ix_rating_events_message_user", "message_id", "discord_user_id"),)
+    __table_args__ = (
+        Index("ix_rating_events_message_user", "message_id", "discord_user_id"),
+        # The replay that settles a member's rating of an image reads by both.
+        Index("ix_rating_events_image_user", "image_id", "discord_user_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     kind: Mapped[RatingEventKind] = mapped_column(_enum(RatingEventKind, "rating_event_kind"))

@@ -106,8 +106,8 @@ async def run_demo(
     from dreamrate.core.settings import load_settings
     from dreamrate.db.engine import create_engine
     from dreamrate.db.migrate import upgrade
-    from dreamrate.fake_discord import BASIC, GUILD_ID, FakeDiscord, Member
-    from dreamrate.services import build_repository, build_worker
+    from dreamrate.fake_discord import BASIC, FakeDiscord, Member
+    from dreamrate.services import WorkerProcess, build_repository
 
     started = time.perf_counter()
     rng = random.Random(seed)
@@ -128,16 +128,14 @@ async def run_demo(
     await server.start()
     settings = load_settings(
         data_dir=data,
-        discord={
-            "api_base": server.api_base,
-            "gateway_url": server.gateway_url,
-            "guilds": [GUILD_ID],
-        },
+        # Commands sync globally (the default): the bot serves every guild it is in.
+        discord={"api_base": server.api_base, "gateway_url": server.gateway_url},
         generation={
             "model": generation_model,
             "default_steps": 2,
             "device": "cpu",
             "per_user_queue_cap": prompts,  # members queue several requests at once
+            "poll_interval": 0.1,
         },
         embedding={"model": embedding_model, "device": "cpu"},
     )
@@ -146,8 +144,7 @@ async def run_demo(
     engine = create_engine(settings.database_url)
     await upgrade(engine)
     repo = build_repository(settings, engine)
-    worker = build_worker(settings, repo)
-    worker.poll_interval = 0.1
+    worker = WorkerProcess(settings)  # renders in its own process, as `dreamrate bot` does
     bot = DreamrateBot(
         settings=settings, engine=engine, repo=repo, worker=worker, delivery_interval=0.1
     )
@@ -161,9 +158,16 @@ async def run_demo(
         say(f"{members} members join; {private.name} opts out of rating collection")
         await server.slash(private, "privacy", subcommand="optout")
 
-        say(f"{prompts} /dream requests, {images_per_prompt} images each")
+        # Two communities, five channels: Discord's rate limits are per channel, so a busy
+        # community spreads out (the benchmark measures how far one channel goes).
+        where = [(g, c) for g in server.guilds for c in server.channels_of(g)]
+        say(
+            f"{prompts} /dream requests, {images_per_prompt} images each, in {len(where)} "
+            f"channels of {len(server.guilds)} guilds"
+        )
         tokens = []
         for k in range(prompts):
+            guild, channel = where[k % len(where)]
             _, token = await server.slash(
                 community[k % members],
                 "dream",
@@ -172,6 +176,8 @@ async def run_demo(
                     {"name": "images", "type": 4, "value": images_per_prompt},
                     {"name": "seed", "type": 4, "value": 1000 + k},
                 ],
+                guild=guild,
+                channel=channel,
             )
             tokens.append(token)
 

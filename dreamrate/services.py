@@ -1,7 +1,14 @@
-"""Building the long-lived services (queue, worker) from settings."""
+"""Building the long-lived services (queue, worker) from settings, and running the worker
+in a process of its own beside the bot."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
 from typing import TYPE_CHECKING
 
 from dreamrate.core.settings import Settings
@@ -12,7 +19,9 @@ if TYPE_CHECKING:
     from dreamrate.generation.queue import JobRepository
     from dreamrate.generation.worker import GenerationWorker
 
-__all__ = ["build_repository", "build_worker"]
+__all__ = ["WorkerProcess", "build_repository", "build_worker", "serve_queue"]
+
+logger = logging.getLogger(__name__)
 
 
 def build_repository(settings: Settings, engine: AsyncEngine) -> JobRepository:
@@ -52,5 +61,96 @@ def build_worker(
         pipelines=PipelineCache(device=g.device),
         worker_id=worker_id,
         max_batch=g.max_batch,
+        poll_interval=g.poll_interval,
         safety_checker=checker,
     )
+
+
+async def serve_queue(
+    settings: Settings, worker_id: str | None = None, *, migrate: bool = False
+) -> None:
+    """|coro| Serve the generation queue until SIGTERM/SIGINT (``dreamrate worker``, and the
+    bot's worker process): the configured model is loaded before the first claim, and a
+    stop finishes the current step and hands the batch back."""
+    from dreamrate.app import database
+
+    async with database(settings, migrate=migrate) as engine:
+        worker = build_worker(settings, build_repository(settings, engine), worker_id=worker_id)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop.set)
+        await worker.warm(settings.generation.model)
+        await worker.run()
+
+
+def _serve_in_child(settings: Settings, worker_id: str | None) -> None:
+    from dreamrate.core.log import configure_logging
+
+    token = settings.discord.resolved_token()
+    configure_logging(settings.log_level, secrets=[token.get_secret_value()] if token else [])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the bot decides when its worker stops
+    asyncio.run(serve_queue(settings, worker_id))
+    # Everything is committed and the batch handed back: skip the interpreter's slow teardown
+    # of torch's thread pools.
+    logging.shutdown()
+    os._exit(0)
+
+
+class WorkerProcess:
+    """The bot's generation worker in a process of its own.
+
+    Loading a model and rendering hold the interpreter for long stretches; in the bot's own
+    process that would delay acknowledgements (Discord allows 3 s), reactions and gateway
+    heartbeats. In a child process they cannot. A child that dies is started again.
+
+    Parameters
+    ----------
+    settings
+        Passed to the child as they are (no environment round trip).
+    worker_id
+        The lease owner's name (default: host, pid and a random suffix, in the child).
+    """
+
+    #: Seconds between a child's unexpected exit and its replacement.
+    RESTART_AFTER_S = 2.0
+
+    def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.stop = asyncio.Event()
+        self.process: multiprocessing.process.BaseProcess | None = None
+
+    async def run(self) -> None:
+        """|coro| Keep a worker child running until :attr:`stop` is set (or cancelled)."""
+        context = multiprocessing.get_context("spawn")  # a clean interpreter, no inherited loop
+        try:
+            while not self.stop.is_set():
+                self.process = context.Process(
+                    target=_serve_in_child,
+                    args=(self.settings, self.worker_id),
+                    name="dreamrate-worker",
+                    daemon=True,
+                )
+                self.process.start()
+                while self.process.is_alive() and not self.stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), timeout=0.25)
+                if not self.stop.is_set():
+                    logger.error(
+                        "generation worker exited (code %s); starting another",
+                        self.process.exitcode,
+                    )
+                    await asyncio.sleep(self.RESTART_AFTER_S)
+        finally:
+            await self._terminate()
+
+    async def _terminate(self) -> None:
+        """SIGTERM: the child finishes its step and releases its batch; killed if it hangs."""
+        process = self.process
+        if process is None or not process.is_alive():
+            return
+        process.terminate()
+        await asyncio.to_thread(process.join, 30)
+        if process.is_alive():
+            process.kill()
+            await asyncio.to_thread(process.join, 5)

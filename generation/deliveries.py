@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from dreamrate.db.models import Image, Job
+from dreamrate.db.models import Image, Job, JobStatus
 from dreamrate.db.types import utcnow
 
 __all__ = ["DeliveryRepository"]
@@ -71,3 +71,16 @@ class DeliveryRepository:
         """The job's delivery is complete: it leaves :meth:`undelivered`."""
         async with self.engine.begin() as conn:
             await conn.execute(update(Job).where(Job.id == job_id).values(delivered_at=utcnow()))
+
+    async def fail_delivery(self, job_id: int, reason: str) -> None:
+        """The job's images cannot be posted (the channel is gone, or the bot may not post
+        there): it fails with ``reason`` stored and leaves :meth:`undelivered`."""
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(
+                    status=JobStatus.FAILED, error=reason[:2000], delivered_at=now, updated_at=now
+                )
+            )

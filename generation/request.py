@@ -24,6 +24,7 @@ __all__ = [
     "RequestInput",
     "clean_text",
     "parse_size",
+    "prepare_validation",
     "validate_request",
 ]
 
@@ -276,3 +277,15 @@ def validate_request(
         model=model,
         notes=tuple(notes),
     )
+
+
+def prepare_validation(limits: GenerationLimits) -> None:
+    """Load what validation reads (the CLIP tokenizer, each allowed model's defaults) now,
+    before the first request: a bot that loads them on its first ``/dream`` answers late.
+    Blocking; run it in a thread."""
+    from dreamrate.generation.model_info import model_defaults
+    from dreamrate.generation.tokens import clip_token_count
+
+    clip_token_count("warm up")
+    for model in limits.models:
+        model_defaults(model)

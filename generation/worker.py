@@ -146,6 +146,14 @@ class GenerationWorker:
     async def _on_torch_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._torch_thread, fn, *args)
 
+    async def warm(self, model: str) -> None:
+        """|coro| Load ``model`` before the first claim, so the first batch does not wait for it
+        (a model that fails to load is logged; its jobs fail when they come)."""
+        try:
+            await self._on_torch_thread(self.pipelines.get, model)
+        except ModelError as exc:
+            logger.error("worker %s: %s", self.worker_id, exc.message)
+
     async def run(self) -> None:
         """Serve until :attr:`stop` is set; database outages are retried with backoff."""
         logger.info("worker %s serving the queue", self.worker_id)

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import secrets
 import shutil
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.core.atomic import atomic_folder
 from dreamrate.core.errors import DreamrateError
-from dreamrate.db.models import Embedding, Image, Job, JobStatus, Rating
-from dreamrate.ratings.policy import counted_image, counted_ratings, excluded_members
+from dreamrate.db.models import Embedding, Image, Job, JobStatus, Rating, User
+from dreamrate.ratings.policy import counted_image, counted_job, counted_ratings, in_guilds
 from dreamrate.ratings.schema import prompt_group, rating_schema
 
 __all__ = ["DatasetExportError", "export_dataset"]
@@ -42,11 +43,13 @@ async def export_dataset(
     out: Path,
     *,
     embedding_model: str | None = None,
+    guilds: Sequence[int] | None = None,
     force: bool = False,
 ) -> dict[str, int]:
     """Write the dataset folder atomically; return the counts written.
 
-    ``embedding_model`` (an open_clip id) adds that model's embeddings of the images.
+    ``embedding_model`` (an open_clip id) adds that model's embeddings of the images;
+    ``guilds`` limits it to those communities (default: every guild).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -70,7 +73,8 @@ async def export_dataset(
                     Job.seed,
                     Job.created_at,
                 )
-                .where(Job.status == JobStatus.DONE, Job.requester_id.not_in(excluded_members()))
+                .join(User, User.id == Job.requester_id)
+                .where(Job.status == JobStatus.DONE, counted_job(), in_guilds(guilds))
                 .order_by(Job.id)
             )
         ).all()
@@ -106,6 +110,7 @@ async def export_dataset(
                         Rating.scale,
                         Rating.updated_at,
                         leaving=True,
+                        guilds=guilds,
                     )
                     .where(Rating.image_id.in_(image_ids))
                     .order_by(Rating.image_id, Rating.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,12 @@ class ExportError(DreamrateError):
     """The export cannot be written."""
 
 
-async def current_ratings(engine: AsyncEngine) -> list[dict[str, Any]]:
+async def current_ratings(
+    engine: AsyncEngine, *, guilds: Sequence[int] | None = None
+) -> list[dict[str, Any]]:
     """One row per current rating that counts (:mod:`dreamrate.ratings.policy`) of a member
-    with a Discord id, in the rating schema plus :data:`EXPORT_EXTRA`."""
+    with a Discord id, of images made in ``guilds`` (default: all), in the rating schema
+    plus :data:`EXPORT_EXTRA`."""
     query = (
         counted_ratings(
             Rating.image_id,
@@ -44,8 +48,8 @@ async def current_ratings(engine: AsyncEngine) -> list[dict[str, Any]]:
             Image.discord_message_id,
             Rating.source,
             leaving=True,
+            guilds=guilds,
         )
-        .join(Job, Job.id == Image.job_id)
         .where(User.discord_id.is_not(None))
         .order_by(Rating.image_id, User.discord_id)
     )
@@ -71,7 +75,9 @@ async def current_ratings(engine: AsyncEngine) -> list[dict[str, Any]]:
 EXPORT_COLUMNS = (*RATING_COLUMNS, *EXPORT_EXTRA)
 
 
-async def export_ratings(engine: AsyncEngine, out: Path) -> int:
+async def export_ratings(
+    engine: AsyncEngine, out: Path, *, guilds: Sequence[int] | None = None
+) -> int:
     """Write the current ratings to ``out`` (``.parquet`` or ``.jsonl``); return the row count.
 
     The file appears whole or not at all (written beside it, then renamed).
@@ -81,4 +87,5 @@ async def export_ratings(engine: AsyncEngine, out: Path) -> int:
     ExportError
         for another extension or a folder that cannot be written.
     """
-    return write_ratings(await current_ratings(engine), out, ExportError, extra=_extra())
+    rows = await current_ratings(engine, guilds=guilds)
+    return write_ratings(rows, out, ExportError, extra=_extra())

@@ -1,20 +1,26 @@
-"""Moderation data: guild settings, bans, removed images, open flags."""
+"""Moderation data, one guild at a time: settings, bans, removed images, open flags.
+
+A guild's moderators act on their own community only: a ban holds in the guild that made
+it, removals and reports concern images made there.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.db.models import Flag, GuildSettings, Image
+from dreamrate.db.models import Flag, GuildBan, GuildSettings, Image, ImagePost, Job, User
 from dreamrate.db.types import utcnow
-from dreamrate.db.users import dialect_insert, set_user_flags
+from dreamrate.db.users import dialect_insert, ensure_user
 
 __all__ = [
     "OpenFlag",
+    "RemovedImage",
     "feed_channels",
     "get_guild_settings",
+    "is_banned_in",
     "open_flags",
     "remove_image",
     "set_banned",
@@ -22,9 +28,33 @@ __all__ = [
 ]
 
 
-async def set_banned(engine: AsyncEngine, discord_id: int, banned: bool, *, name: str = "") -> None:
-    """Ban (or unban) a member from generating and rating."""
-    await set_user_flags(engine, discord_id, name=name, banned=banned)
+async def set_banned(
+    engine: AsyncEngine, guild_id: int, discord_id: int, banned: bool, *, name: str = ""
+) -> None:
+    """Ban (or unban) a member from generating and rating in ``guild_id`` only."""
+    user = await ensure_user(engine, discord_id, name)
+    async with engine.begin() as conn:
+        if banned:
+            await conn.execute(
+                dialect_insert(engine)(GuildBan)
+                .values(guild_id=guild_id, user_id=user.id, created_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["guild_id", "user_id"])
+            )
+        else:
+            await conn.execute(
+                delete(GuildBan).where(GuildBan.guild_id == guild_id, GuildBan.user_id == user.id)
+            )
+
+
+async def is_banned_in(engine: AsyncEngine, guild_id: int | None, discord_id: int) -> bool:
+    """Whether the member may not generate or rate in ``guild_id`` (banned there, or
+    everywhere). A read that never waits for a writer (SQLite WAL)."""
+    here = exists().where(GuildBan.user_id == User.id, GuildBan.guild_id == guild_id)
+    async with engine.connect() as conn:
+        found = await conn.scalar(
+            select(User.id).where(User.discord_id == discord_id, or_(User.banned.is_(True), here))
+        )
+    return found is not None
 
 
 async def get_guild_settings(engine: AsyncEngine, guild_id: int) -> GuildSettings | None:
@@ -39,15 +69,18 @@ async def get_guild_settings(engine: AsyncEngine, guild_id: int) -> GuildSetting
     return GuildSettings(**row._mapping)
 
 
-async def feed_channels(engine: AsyncEngine) -> list[tuple[int, int | None]]:
-    """``(channel id, minutes between posts or None for the default)`` of every rating feed."""
+async def feed_channels(engine: AsyncEngine) -> list[tuple[int, int, int | None]]:
+    """``(guild id, channel id, minutes between posts or None for the default)`` of every
+    rating feed."""
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(GuildSettings.feed_channel_id, GuildSettings.feed_interval_minutes).where(
-                GuildSettings.feed_channel_id.is_not(None)
-            )
+            select(
+                GuildSettings.guild_id,
+                GuildSettings.feed_channel_id,
+                GuildSettings.feed_interval_minutes,
+            ).where(GuildSettings.feed_channel_id.is_not(None))
         )
-        return [(int(channel), minutes) for channel, minutes in rows]
+        return [(int(guild), int(channel), minutes) for guild, channel, minutes in rows]
 
 
 async def update_guild_settings(engine: AsyncEngine, guild_id: int, **values: object) -> None:
@@ -66,30 +99,45 @@ async def update_guild_settings(engine: AsyncEngine, guild_id: int, **values: ob
         )
 
 
-async def remove_image(engine: AsyncEngine, message_id: int) -> Image | None:
-    """Mark the image posted as ``message_id`` removed (out of every dataset); None if unknown."""
+@dataclass(frozen=True, slots=True)
+class RemovedImage:
+    """The image a moderator removed, and every message that shows it (its own, reposts)."""
+
+    id: int
+    messages: list[tuple[int, int]]  #: (channel id, message id)
+
+
+async def remove_image(engine: AsyncEngine, guild_id: int, message_id: int) -> RemovedImage | None:
+    """Mark the image shown as ``message_id`` (its own message or a repost) removed, out of
+    every dataset; None when no image made in ``guild_id`` is shown there."""
+    reposted = select(ImagePost.image_id).where(ImagePost.message_id == message_id)
+    in_guild = select(Job.id).where(Job.guild_id == guild_id)
     async with engine.begin() as conn:
         row = (
             await conn.execute(
                 update(Image)
-                .where(Image.discord_message_id == message_id)
+                .where(
+                    or_(Image.discord_message_id == message_id, Image.id.in_(reposted)),
+                    Image.job_id.in_(in_guild),
+                )
                 .values(removed=True, removed_at=utcnow())
-                .returning(Image.id, Image.discord_channel_id)
+                .returning(Image.id, Image.discord_channel_id, Image.discord_message_id)
             )
         ).one_or_none()
-        if row is not None:
-            await conn.execute(
-                update(Flag)
-                .where(Flag.image_id == row.id, Flag.resolved_at.is_(None))
-                .values(resolved_at=utcnow(), resolution="removed")
-            )
-    return (
-        None
-        if row is None
-        else Image(
-            id=row.id, discord_message_id=message_id, discord_channel_id=row.discord_channel_id
+        if row is None:
+            return None
+        await conn.execute(
+            update(Flag)
+            .where(Flag.image_id == row.id, Flag.resolved_at.is_(None))
+            .values(resolved_at=utcnow(), resolution="removed")
         )
-    )
+        reposts = await conn.execute(
+            select(ImagePost.channel_id, ImagePost.message_id).where(ImagePost.image_id == row.id)
+        )
+        messages = [(int(c), int(m)) for c, m in reposts]
+    if row.discord_message_id is not None and row.discord_channel_id is not None:
+        messages.insert(0, (int(row.discord_channel_id), int(row.discord_message_id)))
+    return RemovedImage(row.id, messages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +148,8 @@ class OpenFlag:
     reports: int
 
 
-async def open_flags(engine: AsyncEngine, limit: int = 20) -> list[OpenFlag]:
-    """Images with unresolved reports, most reported first."""
+async def open_flags(engine: AsyncEngine, guild_id: int, limit: int = 20) -> list[OpenFlag]:
+    """``guild_id``'s images with unresolved reports, most reported first."""
     async with engine.connect() as conn:
         rows = (
             await conn.execute(
@@ -112,7 +160,10 @@ async def open_flags(engine: AsyncEngine, limit: int = 20) -> list[OpenFlag]:
                     func.count(Flag.id),
                 )
                 .join(Flag, Flag.image_id == Image.id)
-                .where(Flag.resolved_at.is_(None), Image.removed.is_(False))
+                .join(Job, Job.id == Image.job_id)
+                .where(
+                    Flag.resolved_at.is_(None), Image.removed.is_(False), Job.guild_id == guild_id
+                )
                 .group_by(Image.id, Image.discord_channel_id, Image.discord_message_id)
                 .order_by(func.count(Flag.id).desc(), Image.id)
                 .limit(limit)

@@ -2,30 +2,44 @@
 
 Every reader of ratings goes through here: training, ``ratings export``, ``export
 dataset``, ``/stats`` and the pool of images shown for rating. A member counts unless they
-are banned, opted out or erased their data; an image counts unless a moderator removed it,
-and anything that leaves the database (exports, datasets, posts to Discord) also leaves
-out the images the safety checker flagged.
+are banned, opted out or erased their data; a member banned by one guild's moderators does
+not count for that guild's images (and still counts elsewhere). An image counts unless a
+moderator removed it, and anything that leaves the database (exports, datasets, posts to
+Discord) also leaves out the images the safety checker flagged. Each guild is its own
+community: readers that serve one guild pass it, maintainer exports may pass several.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, Select, exists, select
 
-from dreamrate.db.models import Image, Rating, User
+from dreamrate.db.models import GuildBan, Image, Job, Rating, User
 
-__all__ = ["counted_image", "counted_member", "counted_ratings", "excluded_members"]
+__all__ = [
+    "counted_image",
+    "counted_job",
+    "counted_member",
+    "counted_ratings",
+    "in_guilds",
+]
 
 
 def counted_member() -> ColumnElement[bool]:
-    """A condition on ``User``: the member's ratings and generations may be used."""
+    """A condition on ``User``: not banned everywhere, not opted out, not erased."""
     return User.banned.is_(False) & User.opted_out.is_(False) & User.erased_at.is_(None)
 
 
-def excluded_members() -> Select[Any]:
-    """Ids of the members who do not count (for ``NOT IN`` filters)."""
-    return select(User.id).where(~counted_member())
+def _banned_here(user_id: Any) -> ColumnElement[bool]:
+    return exists().where(GuildBan.user_id == user_id, GuildBan.guild_id == Job.guild_id)
+
+
+def counted_job() -> ColumnElement[bool]:
+    """A condition on ``Job`` (joined to its requester ``User``): the requester counts, in
+    the job's guild."""
+    return counted_member() & ~_banned_here(Job.requester_id)
 
 
 def counted_image(*, leaving: bool) -> ColumnElement[bool]:
@@ -35,12 +49,26 @@ def counted_image(*, leaving: bool) -> ColumnElement[bool]:
     return condition & Image.flagged.is_(False) if leaving else condition
 
 
-def counted_ratings(*columns: Any, leaving: bool) -> Select[Any]:
-    """``SELECT columns`` over the current ratings that count (joined to ``Image`` and ``User``)."""
+def in_guilds(guilds: Sequence[int] | None) -> ColumnElement[bool]:
+    """A condition on ``Job``: made in one of ``guilds`` (every guild for None)."""
+    return Job.guild_id.in_(list(guilds)) if guilds is not None else Job.id.is_not(None)
+
+
+def counted_ratings(
+    *columns: Any, leaving: bool, guilds: Sequence[int] | None = None
+) -> Select[Any]:
+    """``SELECT columns`` over the current ratings that count (joined to ``Image``, ``Job``
+    and the rater ``User``), of images made in ``guilds`` (default: all)."""
     return (
         select(*columns)
         .select_from(Rating)
         .join(Image, Image.id == Rating.image_id)
+        .join(Job, Job.id == Image.job_id)
         .join(User, User.id == Rating.user_id)
-        .where(counted_member(), counted_image(leaving=leaving))
+        .where(
+            counted_member(),
+            ~_banned_here(Rating.user_id),
+            counted_image(leaving=leaving),
+            in_guilds(guilds),
+        )
     )

@@ -57,3 +57,22 @@ async def recent_image_messages(engine: AsyncEngine, since: datetime) -> list[tu
     )
     async with engine.connect() as conn:
         return [(int(m), int(c)) for m, c in await conn.execute(own.union_all(reposts))]
+
+
+async def recent_posts(
+    engine: AsyncEngine, channel_id: int, image_ids: list[int], since: datetime
+) -> dict[int, int]:
+    """Image id -> the newest repost message of it in ``channel_id`` since ``since``."""
+    if not image_ids:
+        return {}
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(ImagePost.image_id, func.max(ImagePost.message_id))
+            .where(
+                ImagePost.channel_id == channel_id,
+                ImagePost.image_id.in_(image_ids),
+                ImagePost.posted_at >= since,
+            )
+            .group_by(ImagePost.image_id)
+        )
+        return {int(i): int(m) for i, m in rows}

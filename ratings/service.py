@@ -16,7 +16,16 @@ from typing import Any
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from dreamrate.db.models import Flag, Image, ImagePost, Rating, RatingEvent, RatingEventKind, User
+from dreamrate.db.models import (
+    Flag,
+    GuildBan,
+    Image,
+    ImagePost,
+    Rating,
+    RatingEvent,
+    RatingEventKind,
+    User,
+)
 from dreamrate.db.types import UTCDateTime, utcnow
 from dreamrate.db.users import dialect_insert
 from dreamrate.ratings.decisions import (
@@ -96,6 +105,7 @@ class RatingService:
             images = await self._images(conn, message_ids)
             names = {events[i].discord_user_id: events[i].user_name for i in wanted}
             users = await self._users(conn, names)
+            banned_in = await self._guild_bans(conn, [u.id for u in users.values()])
             # 2. Decide each event; log the ratings
             log: list[dict[str, Any]] = []
             touched: dict[tuple[int, int], tuple[int, int]] = {}  # (member, image) -> rows
@@ -108,7 +118,7 @@ class RatingService:
                     event,
                     self.scale,
                     image_id=image_id,
-                    banned=user.banned,
+                    banned=user.banned or (event.guild_id, user.id) in banned_in,
                     opted_out=user.opted_out,
                 )
                 if outcomes[i] is Outcome.FLAGGED:
@@ -158,9 +168,10 @@ class RatingService:
             ).scalars()
             involved = {u: names.get(u, "") for u in set(wanted) | set(known) if u is not None}
             users = await self._users(conn, involved) if involved else {}
+            banned_in = await self._guild_bans(conn, [u.id for u in users.values()])
             for user_id in sorted(involved):
                 user = users[user_id]
-                if user.banned or user.opted_out:
+                if user.banned or user.opted_out or (guild_id, user.id) in banned_in:
                     continue
                 have = set(await self._present(conn, user_id, message_id))
                 target = wanted.get(user_id, set())
@@ -223,6 +234,15 @@ class RatingService:
             )
             found = {row.discord_id: row for row in await conn.execute(query)}
         return found
+
+    async def _guild_bans(self, conn: AsyncConnection, user_ids: list[int]) -> set[tuple[int, int]]:
+        """``(guild id, user id)`` of every guild ban of these members."""
+        if not user_ids:
+            return set()
+        rows = await conn.execute(
+            select(GuildBan.guild_id, GuildBan.user_id).where(GuildBan.user_id.in_(user_ids))
+        )
+        return {(int(g), int(u)) for g, u in rows}
 
     def _event_row(
         self,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.db.models import Image, Rating, User
+from dreamrate.db.models import Image, Job, Rating, User
 from dreamrate.ratings.policy import counted_image, counted_ratings
 
 __all__ = ["RatingStats", "rating_stats"]
@@ -23,8 +23,10 @@ class RatingStats:
     top: list[tuple[str, int]]  #: (name, ratings), most first
 
 
-async def rating_stats(engine: AsyncEngine, discord_id: int, *, top: int = 5) -> RatingStats:
-    """A member's counted ratings, the server's totals and the ``top`` raters.
+async def rating_stats(
+    engine: AsyncEngine, discord_id: int, guild_id: int, *, top: int = 5
+) -> RatingStats:
+    """A member's ratings of ``guild_id``'s images, that guild's totals and its ``top`` raters.
 
     Only ratings that count (:mod:`dreamrate.ratings.policy`) are shown.
     """
@@ -33,7 +35,7 @@ async def rating_stats(engine: AsyncEngine, discord_id: int, *, top: int = 5) ->
             float(value): count
             for value, count in (
                 await conn.execute(
-                    counted_ratings(Rating.value, func.count(), leaving=False)
+                    counted_ratings(Rating.value, func.count(), leaving=False, guilds=[guild_id])
                     .where(User.discord_id == discord_id)
                     .group_by(Rating.value)
                     .order_by(Rating.value)
@@ -43,7 +45,10 @@ async def rating_stats(engine: AsyncEngine, discord_id: int, *, top: int = 5) ->
         total, raters = (
             await conn.execute(
                 counted_ratings(
-                    func.count(), func.count(func.distinct(Rating.user_id)), leaving=False
+                    func.count(),
+                    func.count(func.distinct(Rating.user_id)),
+                    leaving=False,
+                    guilds=[guild_id],
                 )
             )
         ).one()
@@ -51,13 +56,18 @@ async def rating_stats(engine: AsyncEngine, discord_id: int, *, top: int = 5) ->
             await conn.scalar(
                 select(func.count())
                 .select_from(Image)
-                .where(counted_image(leaving=False), Image.discord_message_id.is_not(None))
+                .join(Job, Job.id == Image.job_id)
+                .where(
+                    counted_image(leaving=False),
+                    Image.discord_message_id.is_not(None),
+                    Job.guild_id == guild_id,
+                )
             )
             or 0
         )
         leaders = (
             await conn.execute(
-                counted_ratings(User.name, func.count(Rating.id), leaving=False)
+                counted_ratings(User.name, func.count(Rating.id), leaving=False, guilds=[guild_id])
                 .group_by(User.id, User.name)
                 .order_by(func.count(Rating.id).desc(), User.name)
                 .limit(top)

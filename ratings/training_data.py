@@ -3,6 +3,7 @@ database or from Parquet files (this project's exports, public datasets)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.models import Embedding, Image, Job, Rating
 from dreamrate.ratings.aggregate import RatingPanel
-from dreamrate.ratings.policy import counted_image, counted_ratings
+from dreamrate.ratings.policy import counted_image, counted_ratings, in_guilds
 from dreamrate.ratings.schema import RATING_COLUMNS, REQUIRED_COLUMNS, prompt_group
 
 __all__ = [
@@ -57,15 +58,26 @@ def check_embeddings(embeddings: np.ndarray, dim: int | None, model: str) -> np.
 
 
 async def load_database_data(
-    engine: AsyncEngine, *, embedding_model: str, scale: str, images_dir: Path | None = None
+    engine: AsyncEngine,
+    *,
+    embedding_model: str,
+    scale: str,
+    images_dir: Path | None = None,
+    guilds: Sequence[int] | None = None,
 ) -> TrainingData:
-    """Current ratings on ``scale`` and ``embedding_model`` embeddings of rated images.
+    """Current ratings on ``scale`` and ``embedding_model`` embeddings of rated images, of
+    the images made in ``guilds`` (default: every guild).
 
     Only ratings that count are used (:mod:`dreamrate.ratings.policy`).
     """
     ratings_q = (
         counted_ratings(
-            Rating.image_id, Rating.user_id, Rating.value, Rating.updated_at, leaving=False
+            Rating.image_id,
+            Rating.user_id,
+            Rating.value,
+            Rating.updated_at,
+            leaving=False,
+            guilds=guilds,
         )
         .where(Rating.scale == scale)
         .order_by(Rating.id)
@@ -74,7 +86,7 @@ async def load_database_data(
         select(Embedding.image_id, Embedding.dim, Embedding.vector, Image.path, Job.prompt)
         .join(Image, Image.id == Embedding.image_id)
         .join(Job, Job.id == Image.job_id)
-        .where(Embedding.model == embedding_model, counted_image(leaving=False))
+        .where(Embedding.model == embedding_model, counted_image(leaving=False), in_guilds(guilds))
         .order_by(Embedding.image_id)
     )
     async with engine.connect() as conn:

@@ -155,7 +155,20 @@ def test_ratings_export_cli(tmp_path: Path) -> None:
     env = {"DREAMRATE_DATA_DIR": str(tmp_path)}
     result = run_cli("ratings", "export", "--out", str(tmp_path / "r.jsonl"), env=env)
     assert result.returncode == 0, result.stderr
-    assert "wrote 0 ratings" in result.stdout and (tmp_path / "r.jsonl").read_text() == ""
+    assert "wrote 0 ratings of every guild" in result.stdout
+    assert (tmp_path / "r.jsonl").read_text() == ""
+    scoped = run_cli(
+        "ratings",
+        "export",
+        "--guild",
+        "5",
+        "--guild",
+        "6",
+        "--out",
+        str(tmp_path / "g.jsonl"),
+        env=env,
+    )
+    assert "wrote 0 ratings of guild(s) 5, 6" in scoped.stdout, scoped.stderr
     _one_error_line(
         run_cli("ratings", "export", "--out", str(tmp_path / "r.csv"), env=env),
         "must end in .parquet or .jsonl",

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from dreamrate.app import database
-from dreamrate.cli.context import state
+from dreamrate.cli.context import GuildOption, covered, state
 from dreamrate.core.errors import DreamrateError
 from dreamrate.core.paths import ensure_writable_dir
 
@@ -111,6 +111,7 @@ def train_cmd(
         bool, typer.Option(help="Make it the predictor that picks images to rate.")
     ] = True,
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+    guild: GuildOption = None,
 ) -> None:
     """Train an aesthetic predictor on the community's ratings (or on Parquet files)."""
     from dreamrate.aesthetic.clip_model import embedding_dim
@@ -128,6 +129,8 @@ def train_cmd(
         raise UsageError(f"--model: must be ridge, mlp or auto, not {model!r}")
     if (ratings is None) != (embeddings is None):
         raise UsageError("--ratings and --embeddings go together (or neither: the database)")
+    if guild and ratings is not None:
+        raise UsageError("--guild reads the database; it does not go with --ratings files")
     model_id = _embedding_model_id(embedding_model)
     emb = settings.embedding
     dim = embedding_dim(model_id) if embedding_model else embedding_dim(emb.model, emb.pretrained)
@@ -146,6 +149,7 @@ def train_cmd(
                 embedding_model=model_id,
                 scale=settings.rating.scale,
                 images_dir=settings.images_dir,
+                guilds=guild,
             )
 
     if ratings is not None and embeddings is not None:
@@ -182,7 +186,9 @@ def train_cmd(
     _print_metrics(result)
     spam = result.effects.spam
     typer.echo(
-        f"trained {result.summary['model']} on {result.summary['images']} images "
+        f"trained {result.summary['model']} on {result.summary['images']} images"
+        + (f" of {covered(guild)}" if ratings is None else "")
+        + " "
         f"({result.summary['ratings']} ratings, {result.summary['raters']} raters"
         + (f", {len(spam)} flagged as spam" if spam else "")
         + f"); predictor {result.predictor.id} in {out}; report {out / 'report.html'}"

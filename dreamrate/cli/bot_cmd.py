@@ -1,4 +1,4 @@
-"""``dreamrate bot``: run the Discord bot (with one in-process generation worker by default)."""
+"""``dreamrate bot``: run the Discord bot (with a generation worker in a child process by default)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def bot_cmd(
     """Run the Discord bot until SIGTERM/SIGINT."""
     from dreamrate.bot.connection import point_discord_at
     from dreamrate.bot.runner import run_bot
-    from dreamrate.services import build_repository, build_worker
+    from dreamrate.services import WorkerProcess, build_repository
 
     settings = state.settings
     token = settings.discord.resolved_token()
@@ -37,7 +37,7 @@ def bot_cmd(
         engine = await open_database(settings)
         try:
             repo = build_repository(settings, engine)
-            worker = None if no_worker else build_worker(settings, repo)
+            worker = None if no_worker else WorkerProcess(settings)
             await run_bot(settings, engine, repo, worker, token.get_secret_value())
         finally:
             await engine.dispose()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
+
+import typer
 
 from dreamrate.core.log import configure_logging
 from dreamrate.core.settings import Settings, load_settings
 
-__all__ = ["CliState", "state"]
+__all__ = ["CliState", "GuildOption", "covered", "state"]
 
 
 @dataclass
@@ -28,3 +32,17 @@ class CliState:
 
 
 state = CliState()
+
+
+#: ``--guild ID`` (repeatable): the communities a maintainer command reads; default all.
+GuildOption = Annotated[
+    list[int] | None,
+    typer.Option(
+        "--guild", help="Only this guild's images and ratings (repeatable; default: all)."
+    ),
+]
+
+
+def covered(guilds: Sequence[int] | None) -> str:
+    """What a command's output says it read."""
+    return f"guild(s) {', '.join(map(str, guilds))}" if guilds else "every guild"

@@ -36,16 +36,9 @@ def worker_cmd(
     ] = None,
 ) -> None:
     """Serve the generation queue until SIGTERM/SIGINT (finishes the step, then releases its batch)."""
-    from dreamrate.services import build_repository, build_worker
+    from dreamrate.services import serve_queue
 
-    async def run() -> None:
-        settings = state.settings
-        async with database(settings) as engine:
-            worker = build_worker(settings, build_repository(settings, engine), worker_id=worker_id)
-            _on_signals(worker.stop)
-            await worker.run()
-
-    asyncio.run(run())
+    asyncio.run(serve_queue(state.settings, worker_id, migrate=True))
 
 
 def generate_cmd(

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from dreamrate.app import database
-from dreamrate.cli.context import state
+from dreamrate.cli.context import GuildOption, covered, state
 
 __all__ = ["app"]
 
@@ -19,12 +19,13 @@ app = typer.Typer(help="Ratings recorded from reactions.", no_args_is_help=True)
 @app.command("export")
 def export_cmd(
     out: Annotated[Path, typer.Option("--out", help="File to write: .parquet or .jsonl.")],
+    guild: GuildOption = None,
 ) -> None:
     """Write one row per counted rating: image_id, rater_id, rating, scale, rated_at, group, job_id, message_id, source."""
     from dreamrate.ratings.export import export_ratings
 
     async def run() -> int:
         async with database(state.settings) as engine:
-            return await export_ratings(engine, out)
+            return await export_ratings(engine, out, guilds=guild)
 
-    typer.echo(f"wrote {asyncio.run(run())} ratings to {out}")
+    typer.echo(f"wrote {asyncio.run(run())} ratings of {covered(guild)} to {out}")

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from dreamrate.app import database
+from dreamrate.cli.context import GuildOption
 from dreamrate.core.errors import DreamrateError
 from dreamrate.core.paths import ensure_writable_dir
 
@@ -203,11 +204,12 @@ def manifest_cmd(
 @export_app.command("dataset")
 def dataset_cmd(
     out: Annotated[Path, typer.Option(help="Dataset folder to write.")],
+    guild: GuildOption = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:
     """Write the community's images, generations and ratings as a shareable dataset."""
     from dreamrate.aesthetic.clip_model import model_spec
-    from dreamrate.cli.context import state
+    from dreamrate.cli.context import covered, state
     from dreamrate.ratings.dataset_export import export_dataset
 
     settings = state.settings
@@ -216,7 +218,12 @@ def dataset_cmd(
     async def run():  # type: ignore[no-untyped-def]
         async with database(settings) as engine:
             return await export_dataset(
-                engine, settings.images_dir, out, embedding_model=model_id, force=force
+                engine,
+                settings.images_dir,
+                out,
+                embedding_model=model_id,
+                guilds=guild,
+                force=force,
             )
 
     counts = asyncio.run(run())
@@ -224,5 +231,5 @@ def dataset_cmd(
         f"wrote {counts['generations']} generations, {counts['images']} images and "
         f"{counts['ratings']} ratings by {counts['raters']} pseudonymous raters"
         + (f" and {counts['embeddings']} {model_id} embeddings" if counts["embeddings"] else "")
-        + f" to {out}"
+        + f" of {covered(guild)} to {out}"
     )

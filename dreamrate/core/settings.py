@@ -147,6 +147,9 @@ class DiscordSettings(_Section):
         default=60, ge=1, le=10_080, description="Minutes between rating-feed posts."
     )
     moderator_role: str | None = Field(default=None, description="Role name that may use /admin.")
+    rate_cooldown: float = Field(
+        default=60.0, ge=0, le=86_400, description="Seconds a member waits between two /rate."
+    )
 
     _split = field_validator("guilds", mode="before")(_split_list)
 
@@ -222,6 +225,9 @@ class GenerationSettings(_Section):
     lease_seconds: float = Field(
         default=120.0, gt=0, description="A worker's lease on a claimed job."
     )
+    poll_interval: float = Field(
+        default=0.5, gt=0, le=60, description="Seconds an idle worker waits between queue checks."
+    )
     blocked_terms: CommaList = Field(
         default_factory=list, description="Words refused in prompts (whole word, case-insensitive)."
     )
@@ -283,6 +289,11 @@ class RatingSettings(_Section):
         description="Value of each emoji (same order); default 1..10.",
     )
     flag_emoji: str = Field(default="🚩", description="Emoji that flags an image for moderators.")
+    seed_reactions: bool = Field(
+        default=True,
+        description="Add the rating emoji under each posted image (off: members add them; "
+        "Discord allows one bot reaction per 0.25 s per channel).",
+    )
     min_ratings_per_image: int = Field(
         default=1, ge=1, description="Ratings an image needs to train on."
     )

@@ -15,6 +15,9 @@ from dreamrate.db.models import Image, Job, JobStatus, Rating, User
 from dreamrate.db.types import utcnow
 from dreamrate.generation.store import ImageStore
 
+#: The guild the seeded community's images are made in.
+GUILD = 7
+
 
 @dataclass
 class Community:
@@ -33,6 +36,7 @@ async def seed_community(
     per_prompt: int = 3,
     raters: int = 6,
     seed: int = 0,
+    guild_id: int = GUILD,
 ) -> Community:
     rng = np.random.default_rng(seed)
     store = ImageStore(images_dir)
@@ -54,6 +58,7 @@ async def seed_community(
                     insert(Job)
                     .values(
                         requester_id=user_ids[p % raters],
+                        guild_id=guild_id,
                         prompt=f"a painting number {p}",
                         model="tiny",
                         width=32,

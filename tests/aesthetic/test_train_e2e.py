@@ -19,7 +19,7 @@ from dreamrate.db.engine import create_engine
 from dreamrate.db.models import Embedding
 from dreamrate.db.models import Predictor as PredictorRow
 from dreamrate.ratings.training_data import load_database_data
-from tests.aesthetic.community import seed_community
+from tests.aesthetic.community import GUILD, seed_community
 from tests.test_cli import _one_error_line, run_cli
 
 pytestmark = pytest.mark.slow
@@ -110,7 +110,7 @@ def test_embed_is_resumable_and_train_writes_predictor_and_report(
             data = await load_database_data(
                 engine, embedding_model=predictor.embedding_model, scale="numbers-10"
             )
-            chosen = await select_images_to_rate(engine, 4, predictor)
+            chosen = await select_images_to_rate(engine, 4, predictor, GUILD)
             return data, chosen
         finally:
             await engine.dispose()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dreamrate.fake_discord import GUILD_ID, FakeDiscord
+from dreamrate.fake_discord import FakeDiscord
 
 TOKEN = "MTEwMDAwMDAwMDAwMDAwMDAwMw.fake.bot-token-never-printed"
 
@@ -30,14 +30,17 @@ async def start_bot(
     tiny_sd: Path,
     *,
     with_worker: bool = True,
+    discord: dict[str, object] | None = None,
     **env: object,
 ) -> Running:
+    """The bot as `dreamrate bot` runs it: commands synced globally (the default), and the
+    generation worker in a process of its own."""
     from dreamrate.bot.client import DreamrateBot
     from dreamrate.bot.connection import point_discord_at
     from dreamrate.core.settings import load_settings
     from dreamrate.db.engine import create_engine
     from dreamrate.db.migrate import upgrade
-    from dreamrate.services import build_repository, build_worker
+    from dreamrate.services import WorkerProcess, build_repository
 
     settings = load_settings(
         data_dir=data_dir,
@@ -45,13 +48,15 @@ async def start_bot(
         discord={
             "api_base": discord_server.api_base,
             "gateway_url": discord_server.gateway_url,
-            "guilds": [GUILD_ID],
+            "rate_cooldown": 0,
+            **(discord or {}),
         },
         generation={
             "model": str(tiny_sd),
             "default_steps": 2,
             "device": "cpu",
             "blocked_terms": ["gore"],
+            "poll_interval": 0.1,
             **env,
         },
     )
@@ -59,9 +64,7 @@ async def start_bot(
     engine = create_engine(database_url)
     await upgrade(engine)
     repo = build_repository(settings, engine)
-    worker = build_worker(settings, repo) if with_worker else None
-    if worker is not None:
-        worker.poll_interval = 0.1
+    worker = WorkerProcess(settings) if with_worker else None
     bot = DreamrateBot(
         settings=settings, engine=engine, repo=repo, worker=worker, delivery_interval=0.1
     )

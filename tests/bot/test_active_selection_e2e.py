@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from sqlalchemy import insert, select
 from dreamrate.aesthetic.predictor import Predictor, save_predictor
 from dreamrate.aesthetic.registry import register_predictor
 from dreamrate.db.models import Embedding, ImagePost
-from dreamrate.fake_discord import FakeDiscord, Member
+from dreamrate.fake_discord import GUILD_ID, FakeDiscord, Member
 from tests.aesthetic.community import seed_community
 
 FAY = Member(33, "fay")
@@ -19,21 +20,32 @@ MODEL = "ViT-L-14/openai"  # the bot's configured embedding model (the default)
 
 
 async def rate_once(server: FakeDiscord, engine) -> int:  # type: ignore[no-untyped-def]
+    """/rate count=1; the image it showed (posted anew, or a recent repost it pointed to)."""
     _, token = await server.slash(FAY, "rate", [{"name": "count", "type": 4, "value": 1}])
-    await server.wait_for(
-        lambda: any(
-            "Posted 1 image(s)" in server.messages[m]["content"]
-            for m in server.followups.get(token, [])
+    reply = await server.wait_for(
+        lambda: next(
+            (
+                server.messages[m]["content"]
+                for m in server.followups.get(token, [])
+                if "image(s) to rate" in server.messages[m]["content"]
+            ),
+            None,
         )
     )
+    if reply.startswith("Posted 1 image(s)"):
+        async with engine.connect() as conn:
+            return (
+                await conn.execute(
+                    select(ImagePost.image_id)
+                    .where(ImagePost.kind == "rate")
+                    .order_by(ImagePost.posted_at.desc(), ImagePost.message_id.desc())
+                    .limit(1)
+                )
+            ).scalar_one()
+    shown = int(re.findall(r"/(\d+)$", reply)[0])  # a link to the repost it reused
     async with engine.connect() as conn:
         return (
-            await conn.execute(
-                select(ImagePost.image_id)
-                .where(ImagePost.kind == "rate")
-                .order_by(ImagePost.posted_at.desc())
-                .limit(1)
-            )
+            await conn.execute(select(ImagePost.image_id).where(ImagePost.message_id == shown))
         ).scalar_one()
 
 
@@ -42,7 +54,9 @@ async def test_rate_asks_about_the_image_the_predictor_is_least_sure_of(
     running, tmp_path, caplog
 ) -> None:  # type: ignore[no-untyped-def]
     engine = running.engine
-    community = await seed_community(engine, running.data_dir / "images", prompts=6, per_prompt=3)
+    community = await seed_community(
+        engine, running.data_dir / "images", prompts=6, per_prompt=3, guild_id=GUILD_ID
+    )
     live = [i for i in community.image_ids if i != community.removed_image]
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(len(live), 32)).astype(np.float32)

@@ -48,7 +48,7 @@ async def test_a_banned_member_can_neither_generate_nor_rate(running) -> None:  
     )
     answer = await reply(server, interaction_id)
     assert (
-        answer["data"]["content"] == "You are banned from generating images here."
+        answer["data"]["content"] == "You are banned from generating and rating images here."
         and answer["data"]["flags"] & 64
     )
     await server.react(FAY, message, "9️⃣")

@@ -14,8 +14,11 @@ from tests.bot.conftest import settled, start_bot, stop_bot
 ADA, BOB, CY = Member(21, "ada"), Member(22, "bob"), Member(23, "cy")
 
 
-async def dream(server: FakeDiscord, member: Member, prompt: str, images: int = 1) -> list[int]:
-    """Run /dream and return the posted image messages, once their emoji are seeded."""
+async def dream(
+    server: FakeDiscord, member: Member, prompt: str, images: int = 1, **where: object
+) -> list[int]:
+    """Run /dream (``guild=``, ``channel=`` as for ``slash``) and return the posted image
+    messages, once their emoji are seeded."""
     _, token = await server.slash(
         member,
         "dream",
@@ -23,6 +26,7 @@ async def dream(server: FakeDiscord, member: Member, prompt: str, images: int = 
             {"name": "prompt", "type": 3, "value": prompt},
             {"name": "images", "type": 4, "value": images},
         ],
+        **where,  # type: ignore[arg-type]
     )
 
     def posted() -> list[int]:

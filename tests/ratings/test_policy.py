@@ -16,7 +16,7 @@ from dreamrate.ratings.schema import RATING_COLUMNS
 from dreamrate.ratings.selection import images_needing_ratings
 from dreamrate.ratings.stats import rating_stats
 from dreamrate.ratings.training_data import load_database_data, load_file_data
-from tests.aesthetic.community import seed_community
+from tests.aesthetic.community import GUILD, seed_community
 
 MODEL = "test-space"
 DIM = 16
@@ -64,11 +64,11 @@ async def test_every_reader_counts_the_same_members_and_images(engine, tmp_path:
     }
     assert community.removed_image not in set(data.panel.image_ids.tolist())
 
-    stats = await rating_stats(engine, 1000)
+    stats = await rating_stats(engine, 1000, GUILD)
     assert stats.total_ratings == len(data.panel)  # both leave out the same members
     assert stats.raters == 5
 
-    pool = await images_needing_ratings(engine, 100)
+    pool = await images_needing_ratings(engine, 100, GUILD)
     assert community.removed_image not in pool and flagged not in pool
 
     counts = await export_dataset(
@@ -174,3 +174,23 @@ def test_rated_at_in_any_unit_and_bad_types_are_one_line(tmp_path: Path) -> None
     pq.write_table(pa.table({"image_id": [1], "rater_id": ["a"], "value": [3.0]}), old)
     with pytest.raises(TrainingError, match=r"lacks column\(s\) rating \(`value` is now `rating`"):
         load_file_data(old, emb, embedding_model=MODEL, dim=2)
+
+
+async def test_maintainer_reads_can_be_limited_to_guilds(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from dreamrate.ratings.moderation import set_banned
+
+    await _community_with_a_flagged_image(engine, tmp_path / "images")
+    every = await current_ratings(engine)
+    assert await current_ratings(engine, guilds=[GUILD]) == every
+    assert await current_ratings(engine, guilds=[GUILD + 1]) == []
+    data = await load_database_data(
+        engine, embedding_model=MODEL, scale="numbers-10", guilds=[GUILD + 1]
+    )
+    assert len(data.panel) == 0 and len(data.image_ids) == 0
+    # A ban by this guild's moderators takes the member's ratings of its images out.
+    await set_banned(engine, GUILD, 1000, True)
+    assert {r["rater_id"] for r in await current_ratings(engine)} == {
+        r["rater_id"] for r in every
+    } - {"1000"}
+    await set_banned(engine, GUILD + 1, 1001, True)  # another guild's ban changes nothing here
+    assert "1001" in {r["rater_id"] for r in await current_ratings(engine)}
