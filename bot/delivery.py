@@ -84,11 +84,17 @@ class Delivery:
         self.interval = interval
         self._last_progress: dict[int, tuple[float, str]] = {}
         self._failures: dict[int, int] = {}  # job -> failed attempts
+        self._to_seed: dict[int, asyncio.Queue[tuple[int, int]]] = {}  # channel -> messages
+        self._seeders: dict[int, asyncio.Task[None]] = {}
         self._retry_at: dict[int, float] = {}  # job -> monotonic time of the next attempt
 
     async def run_forever(self) -> None:
         """|coro| Deliver every ``interval`` seconds until the client closes."""
-        await every(self.client, self.interval, self.deliver_once, "delivery pass")
+        try:
+            await every(self.client, self.interval, self.deliver_once, "delivery pass")
+        finally:
+            for seeder in self._seeders.values():
+                seeder.cancel()
 
     async def deliver_once(self) -> None:
         """|coro| Post finished jobs (one message per image) and refresh progress lines.
@@ -206,12 +212,30 @@ class Delivery:
             await self.deliveries.mark_posted(
                 image.id, message_id=message.id, channel_id=message.channel.id
             )
-            partial = self.client.get_partial_messageable(message.channel.id).get_partial_message(
-                message.id
+            if self.seed_emojis:
+                self._seed(message.channel.id, message.id, job.id)
+
+    def _seed(self, channel_id: int, message_id: int, job_id: int) -> None:
+        """Queue the rating emoji for a posted image. Each channel has one seeder: Discord
+        allows one reaction per 0.25 s per channel, and the seeder keeps that bucket busy
+        while the next images are uploaded (a separate bucket)."""
+        queue = self._to_seed.setdefault(channel_id, asyncio.Queue())
+        queue.put_nowait((message_id, job_id))
+        if channel_id not in self._seeders or self._seeders[channel_id].done():
+            self._seeders[channel_id] = asyncio.create_task(
+                self._seed_forever(channel_id, queue), name=f"seed-{channel_id}"
             )
+
+    async def _seed_forever(self, channel_id: int, queue: asyncio.Queue[tuple[int, int]]) -> None:
+        channel = self.client.get_partial_messageable(channel_id)
+        while True:
+            message_id, job_id = await queue.get()
+            partial = channel.get_partial_message(message_id)
             try:
                 for emoji in self.seed_emojis:
                     await partial.add_reaction(emoji)
             except discord.Forbidden as exc:
                 # The image is up; members can still react by hand. Don't knock again.
-                logger.warning("job %s: cannot seed the rating emoji (%s)", job.id, exc.text)
+                logger.warning("job %s: cannot seed the rating emoji (%s)", job_id, exc.text)
+            except discord.HTTPException as exc:
+                logger.warning("job %s: rating emoji not all seeded (%s)", job_id, exc.status)
