@@ -161,6 +161,7 @@ class ReactionRecorder:
                 channel_id=payload.channel_id,
                 guild_id=payload.guild_id,
                 user_name=payload.member.name if payload.member is not None else "",
+                received_at=utcnow(),
             )
         )
 
@@ -246,6 +247,11 @@ class ReactionRecorder:
             return 0, 0, 0
         scale = self.ratings.scale
         since = utcnow() - timedelta(days=self.backfill_days)
+        full = messages is None and channels is None
+        # Members who erased or opted in since the last full pass: this pass takes their
+        # baseline (their reactions the log lacks become tombstones), if it reads everything.
+        baselines = await self.ratings.pending_baselines() if full else []
+        complete = True
         checked = added = removed = 0
         for message_id, channel_id in await recent_image_messages(self.engine, since):
             if (messages is not None and message_id not in messages) or (
@@ -253,6 +259,7 @@ class ReactionRecorder:
             ):
                 continue
             if self._blocked.get(channel_id, (0.0, 0.0))[0] > time.monotonic():
+                complete = False
                 continue
             try:
                 message = await self.client.get_partial_messageable(channel_id).fetch_message(
@@ -273,9 +280,11 @@ class ReactionRecorder:
                 continue  # a deleted message has no reactions left to read
             except discord.Forbidden as exc:
                 self._block(channel_id, exc)
+                complete = False
                 continue
             except discord.HTTPException as exc:
                 logger.warning("backfill: message %s skipped (%s)", message_id, exc.status)
+                complete = False
                 continue
             self._blocked.pop(channel_id, None)
             a, r = await self.ratings.reconcile(
@@ -285,6 +294,8 @@ class ReactionRecorder:
                 guild_id=message.guild.id if message.guild else None,
             )
             checked, added, removed = checked + 1, added + a, removed + r
+        if baselines and complete:
+            await self.ratings.finish_baselines(baselines)
         logger.info(
             "backfill: %d message(s) checked, %d rating reaction(s) added, %d removed",
             checked,

@@ -38,10 +38,12 @@ __all__ = [
     "ImagePost",
     "Job",
     "JobStatus",
+    "PendingPost",
     "Predictor",
     "Rating",
     "RatingEvent",
     "RatingEventKind",
+    "ReactionTombstone",
     "User",
 ]
 
@@ -106,6 +108,11 @@ class User(Base):
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
     #: When the user erased their ratings; their data stays out of every dataset.
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Set at erase and at opt-in: reactions the bot received before it never count.
+    counted_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The next full backfill turns this member's reactions that the log lacks into
+    #: tombstones: they were made before an erase or while opted out.
+    baseline_pending: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Round-robin fairness: the last time a batch served this user.
     last_served_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -179,6 +186,8 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text)
 
+    #: The Discord interaction that asked for it: a retried enqueue finds this job again.
+    interaction_id: Mapped[int | None] = mapped_column(Snowflake, unique=True)
     #: Discord interaction token for follow-ups; valid 15 minutes, then plain messages.
     interaction_token: Mapped[str | None] = mapped_column(Text)
     interaction_token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -238,6 +247,21 @@ class ImagePost(Base):
     posted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class PendingPost(Base):
+    """A post about to be made: written before the message is sent, removed when the
+    message is recorded. After a crash in between, the message is found by the nonce in its
+    attachment's name instead of being posted again."""
+
+    __tablename__ = "pending_posts"
+
+    nonce: Mapped[str] = mapped_column(String(32), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[int] = mapped_column(Snowflake)
+    #: ``own`` (the image's own message), ``rate`` or ``feed``.
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Rating(Base):
     """A user's current rating of an image (one per user and image)."""
 
@@ -250,8 +274,11 @@ class Rating(Base):
     value: Mapped[float] = mapped_column(Float)
     #: Name of the rating scale in force when the rating was made (e.g. ``numbers-10``).
     scale: Mapped[str] = mapped_column(String(64))
-    #: ``reaction``, ``backfill`` or ``import``.
+    #: ``reaction`` or ``backfill``.
     source: Mapped[str] = mapped_column(String(16))
+    #: When the member chose this rating (the gateway's delivery of their reaction); None
+    #: when backfill found it, which says when the bot looked, not when they acted.
+    rated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -278,6 +305,20 @@ class RatingEvent(Base):
     value: Mapped[float | None] = mapped_column(Float)
     scale: Mapped[str | None] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReactionTombstone(Base):
+    """A message whose reactions by this member, as Discord shows them, never become ratings:
+    they were there when the member erased their data or opted out. Only reactions the bot
+    sees them add afterwards count. Names the message, not the emoji."""
+
+    __tablename__ = "reaction_tombstones"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    message_id: Mapped[int] = mapped_column(Snowflake, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Flag(Base):

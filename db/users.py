@@ -7,9 +7,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from dreamrate.db.models import User
-from dreamrate.db.types import utcnow
 
-__all__ = ["CLI_USER_NAME", "dialect_insert", "ensure_user", "set_user_flags", "user_name"]
+__all__ = [
+    "CLI_USER_NAME",
+    "dialect_insert",
+    "ensure_user",
+    "user_id_of",
+    "user_name",
+]
 
 #: The user that jobs enqueued from the command line belong to.
 CLI_USER_NAME = "cli"
@@ -62,26 +67,13 @@ def dialect_insert(engine: AsyncEngine):  # type: ignore[no-untyped-def]
     return pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
 
 
-async def set_user_flags(
-    engine: AsyncEngine, discord_id: int, *, name: str = "", **flags: bool
-) -> None:
-    """Set ``banned`` and/or ``opted_out`` for a member, creating their row if new."""
-    now = utcnow()
-    async with engine.begin() as conn:
-        await conn.execute(
-            dialect_insert(engine)(User)
-            .values(
-                discord_id=discord_id,
-                name=name[:100],
-                **{"banned": False, "opted_out": False, **flags},
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_update(index_elements=["discord_id"], set_={**flags, "updated_at": now})
-        )
-
-
 async def user_name(engine: AsyncEngine, user_id: int) -> str | None:
     """The display name stored for ``user_id``; None for an unknown id."""
     async with engine.connect() as conn:
         return await conn.scalar(select(User.name).where(User.id == user_id))
+
+
+async def user_id_of(engine: AsyncEngine, discord_id: int) -> int | None:
+    """The row id of the member with ``discord_id``; None if they have none (a read only)."""
+    async with engine.connect() as conn:
+        return await conn.scalar(select(User.id).where(User.discord_id == discord_id))

@@ -137,8 +137,11 @@ def _fast_raters(panel: RatingPanel, rater_idx: np.ndarray, n_raters: int, opts:
     fast = np.zeros(n_raters, dtype=bool)
     if panel.timestamps is None:
         return fast
-    order = np.lexsort((panel.timestamps, rater_idx))
-    raters, stamps = rater_idx[order], panel.timestamps[order]
+    # Only ratings with a time of their own are evidence: NaN marks a rating found by
+    # backfill, whose time is when the bot looked, not when the member acted.
+    timed = np.isfinite(panel.timestamps)
+    order = np.lexsort((panel.timestamps[timed], rater_idx[timed]))
+    raters, stamps = rater_idx[timed][order], panel.timestamps[timed][order]
     gaps = np.diff(stamps)
     same = raters[1:] == raters[:-1]
     for j in np.unique(raters[1:][same]):

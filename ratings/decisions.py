@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from dreamrate.db.models import RatingEventKind
@@ -42,6 +43,7 @@ class Outcome(enum.StrEnum):
     FLAGGED = "flagged"  #: the flag emoji: a report for moderators
     NOT_AN_IMAGE = "not_an_image"  #: the message is not a generated image
     NOT_A_RATING = "not_a_rating"  #: some other emoji
+    BEFORE_CONSENT = "before_consent"  #: made before the member's erase or opt-in: never counts
     BOT = "bot"  #: the bot's own reaction
     BANNED = "banned"  #: banned members are not recorded
     OPTED_OUT = "opted_out"  #: members who opted out are not recorded
@@ -58,6 +60,8 @@ class ReactionEvent:
     channel_id: int | None = None
     guild_id: int | None = None
     user_name: str = ""
+    #: When the gateway delivered it: the member's own time (None for backfill's finds).
+    received_at: datetime | None = None
 
 
 def classify(event: ReactionEvent, scale: RatingScale, bot_user_id: int | None) -> Outcome | None:
@@ -77,15 +81,25 @@ def decide(
     image_id: int | None,
     banned: bool,
     opted_out: bool,
+    counted_since: datetime | None = None,
 ) -> Outcome | None:
     """Whether an event that :func:`classify` let through is recorded: an :class:`Outcome`
-    when it is not a rating to log (``FLAGGED``: a report to file), None to log it."""
+    when it is not a rating to log (``FLAGGED``: a report to file), None to log it.
+
+    An event the bot received before ``counted_since`` (the member's erase or opt-in; it
+    may have waited in the inbox meanwhile) never counts."""
     if image_id is None:
         return Outcome.NOT_AN_IMAGE
     if banned:
         return Outcome.BANNED
     if opted_out:
         return Outcome.OPTED_OUT
+    if (
+        counted_since is not None
+        and event.received_at is not None
+        and event.received_at < counted_since
+    ):
+        return Outcome.BEFORE_CONSENT
     if event.emoji == scale.flag_emoji:
         return Outcome.FLAGGED
     return None
@@ -113,27 +127,38 @@ def present_emojis(events: Iterable[tuple[RatingEventKind, Any]]) -> list[Any]:
 class SettlePlan:
     """The writes that bring current ratings in line with the log, and what each meant."""
 
-    inserts: list[tuple[int, int, float]] = field(default_factory=list)  #: (user, image, value)
-    updates: list[tuple[int, int, float]] = field(default_factory=list)  #: (user, image, value)
+    #: (user, image, value, when the member chose it or None)
+    inserts: list[tuple[int, int, float, datetime | None]] = field(default_factory=list)
+    updates: list[tuple[int, int, float, datetime | None]] = field(default_factory=list)
     deletes: list[Row] = field(default_factory=list)  #: (user, image)
     outcomes: dict[Key, Outcome] = field(default_factory=dict)
 
 
 def settle_plan(
     touched: Mapping[Key, Row],
-    history: Mapping[Key, Sequence[tuple[RatingEventKind, tuple[int | None, str]]]],
+    history: Mapping[
+        Key, Sequence[tuple[RatingEventKind, tuple[int | None, str], datetime | None]]
+    ],
     current: Mapping[Row, float],
     scale: RatingScale,
 ) -> SettlePlan:
-    """Each touched member's rating of each touched image, from their replayed events.
+    """Each touched member's rating of each touched image, from their replayed events
+    ``(kind, (message, emoji), received_at)`` in log order.
 
     Replay keys are (message, emoji): an image shown in several messages is rated by the
     member's latest rating emoji on any of them; removing it falls back to another still
-    present, or removes the rating.
+    present, or removes the rating. A rating's time is when the member added the emoji
+    that decides it, or None when backfill found it.
     """
     plan = SettlePlan()
     for key, row in touched.items():
-        present = present_emojis(history.get(key, []))
+        events = history.get(key, [])
+        added_at = {
+            k: at if kind is RatingEventKind.ADD else None
+            for kind, k, at in events
+            if kind in _ADDS
+        }
+        present = present_emojis((kind, k) for kind, k, _ in events)
         before = current.get(row)
         if not present:
             if before is not None:
@@ -142,11 +167,12 @@ def settle_plan(
             continue
         value = scale.value_of(present[-1][1])
         assert value is not None  # only rating emoji are logged
+        when = added_at.get(present[-1])
         if before is None:
-            plan.inserts.append((*row, value))
+            plan.inserts.append((*row, value, when))
             plan.outcomes[key] = Outcome.RATED
         elif before != value:
-            plan.updates.append((*row, value))
+            plan.updates.append((*row, value, when))
             plan.outcomes[key] = Outcome.RATED
     return plan
 

@@ -5,7 +5,8 @@ dataset``, ``/stats`` and the pool of images shown for rating. A member counts u
 are banned, opted out or erased their data; a member banned by one guild's moderators does
 not count for that guild's images (and still counts elsewhere). An image counts unless a
 moderator removed it, and anything that leaves the database (exports, datasets, posts to
-Discord) also leaves out the images the safety checker flagged. Each guild is its own
+Discord) also leaves out the images the safety checker flagged and those with a member's
+report still open. Each guild is its own
 community: readers that serve one guild pass it, maintainer exports may pass several.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, exists, select
 
-from dreamrate.db.models import GuildBan, Image, Job, Rating, User
+from dreamrate.db.models import Flag, GuildBan, Image, Job, Rating, User
 
 __all__ = [
     "counted_image",
@@ -28,8 +29,12 @@ __all__ = [
 
 
 def counted_member() -> ColumnElement[bool]:
-    """A condition on ``User``: not banned everywhere, not opted out, not erased."""
-    return User.banned.is_(False) & User.opted_out.is_(False) & User.erased_at.is_(None)
+    """A condition on ``User``: not banned everywhere, not opted out.
+
+    Erasing deleted everything a member had rated, so every rating of theirs still there
+    was made afterwards and counts; what they requested before erasing does not
+    (:func:`counted_job`)."""
+    return User.banned.is_(False) & User.opted_out.is_(False)
 
 
 def _banned_here(user_id: Any) -> ColumnElement[bool]:
@@ -38,15 +43,20 @@ def _banned_here(user_id: Any) -> ColumnElement[bool]:
 
 def counted_job() -> ColumnElement[bool]:
     """A condition on ``Job`` (joined to its requester ``User``): the requester counts, in
-    the job's guild."""
-    return counted_member() & ~_banned_here(Job.requester_id)
+    the job's guild, and did not erase their data after requesting it."""
+    before_erase = User.erased_at.is_not(None) & (Job.created_at <= User.erased_at)
+    return counted_member() & ~_banned_here(Job.requester_id) & ~before_erase
 
 
 def counted_image(*, leaving: bool) -> ColumnElement[bool]:
     """A condition on ``Image``: kept by moderators, and with ``leaving`` (exports, datasets,
-    posts) also not flagged by the safety checker."""
+    posts) also not flagged by the safety checker, and with no member report waiting for a
+    moderator (an upheld report removes the image; a dismissed one no longer counts)."""
     condition = Image.removed.is_(False)
-    return condition & Image.flagged.is_(False) if leaving else condition
+    if not leaving:
+        return condition
+    reported = exists().where(Flag.image_id == Image.id, Flag.resolved_at.is_(None))
+    return condition & Image.flagged.is_(False) & ~reported
 
 
 def in_guilds(guilds: Sequence[int] | None) -> ColumnElement[bool]:

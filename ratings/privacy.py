@@ -2,42 +2,94 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.db.models import Image, Job, Rating, RatingEvent, User
+from dreamrate.db.models import Flag, Image, Job, Rating, RatingEvent, ReactionTombstone, User
 from dreamrate.db.types import utcnow
-from dreamrate.db.users import set_user_flags
+from dreamrate.db.users import dialect_insert, ensure_user
 
-__all__ = ["erase", "export_mine", "set_opted_out"]
+__all__ = ["Erased", "erase", "export_mine", "set_opted_out"]
 
 
 async def set_opted_out(
     engine: AsyncEngine, discord_id: int, opted_out: bool, *, name: str = ""
 ) -> None:
-    """Stop (or resume) recording the member's ratings; existing ones stay unless erased."""
-    await set_user_flags(engine, discord_id, name=name, opted_out=opted_out)
+    """Stop (or resume) recording the member's ratings; existing ones stay unless erased.
 
-
-async def erase(engine: AsyncEngine, discord_id: int) -> int:
-    """Delete every rating and rating event of the member; they never reach a dataset again.
-
-    Returns the number of current ratings deleted.
+    Opting back in counts only what the member does afterwards: reactions the bot received
+    before (or that sat on Discord while they were out) never become ratings.
     """
+    await ensure_user(engine, discord_id, name)
+    values: dict[str, Any] = {"opted_out": opted_out, "updated_at": utcnow()}
+    if not opted_out:
+        values |= {"counted_since": utcnow(), "baseline_pending": True}
+    async with engine.begin() as conn:
+        await conn.execute(update(User).where(User.discord_id == discord_id).values(**values))
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What ``/privacy erase`` deleted."""
+
+    ratings: int
+    events: int
+    reports: int
+
+    def __str__(self) -> str:
+        return (
+            f"Erased {self.ratings} rating(s), {self.events} rating event(s) and "
+            f"{self.reports} report(s) you made. Your reactions still on Discord will never "
+            "count and the images you made so far stay out of every dataset; what you rate "
+            "from now on counts like anyone's (or use /privacy optout)."
+        )
+
+
+async def erase(engine: AsyncEngine, discord_id: int) -> Erased:
+    """Delete the member's ratings, rating events and the reports they raised, for good.
+
+    The messages they had reacted to are tombstoned (their reactions there, still on
+    Discord, never become ratings), and the next full backfill takes a baseline of any
+    others. Only reactions the member adds afterwards count.
+    """
+    now = utcnow()
     async with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as conn:
         user_id = (
             await conn.execute(select(User.id).where(User.discord_id == discord_id))
         ).scalar_one_or_none()
         if user_id is None:
-            return 0
-        deleted = await conn.execute(delete(Rating).where(Rating.user_id == user_id))
-        await conn.execute(delete(RatingEvent).where(RatingEvent.discord_user_id == discord_id))
-        await conn.execute(
-            update(User).where(User.id == user_id).values(erased_at=utcnow(), updated_at=utcnow())
+            return Erased(0, 0, 0)
+        reacted = (
+            await conn.execute(
+                select(RatingEvent.message_id)
+                .where(
+                    RatingEvent.discord_user_id == discord_id, RatingEvent.message_id.is_not(None)
+                )
+                .distinct()
+            )
+        ).scalars()
+        graves = [{"user_id": user_id, "message_id": m, "created_at": now} for m in reacted]
+        if graves:
+            await conn.execute(
+                dialect_insert(engine)(ReactionTombstone).on_conflict_do_nothing(
+                    index_elements=["user_id", "message_id"]
+                ),
+                graves,
+            )
+        ratings = await conn.execute(delete(Rating).where(Rating.user_id == user_id))
+        events = await conn.execute(
+            delete(RatingEvent).where(RatingEvent.discord_user_id == discord_id)
         )
-        return deleted.rowcount or 0
+        reports = await conn.execute(delete(Flag).where(Flag.user_id == user_id))
+        await conn.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(erased_at=now, counted_since=now, baseline_pending=True, updated_at=now)
+        )
+        return Erased(ratings.rowcount or 0, events.rowcount or 0, reports.rowcount or 0)
 
 
 async def export_mine(engine: AsyncEngine, discord_id: int) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from dreamrate.db.models import (
     Rating,
     RatingEvent,
     RatingEventKind,
+    ReactionTombstone,
     User,
 )
 from dreamrate.db.types import UTCDateTime, utcnow
@@ -53,6 +54,7 @@ _UPDATE_RATING = (
         value=bindparam("v"),
         scale=bindparam("s"),
         source=bindparam("src"),
+        rated_at=bindparam("at", type_=UTCDateTime()),
         updated_at=bindparam("now", type_=UTCDateTime()),
     )
 )
@@ -108,6 +110,7 @@ class RatingService:
             banned_in = await self._guild_bans(conn, [u.id for u in users.values()])
             # 2. Decide each event; log the ratings
             log: list[dict[str, Any]] = []
+            tombstones: set[tuple[int, int]] = set()
             touched: dict[tuple[int, int], tuple[int, int]] = {}  # (member, image) -> rows
             now = utcnow()
             for i in wanted:
@@ -120,8 +123,12 @@ class RatingService:
                     image_id=image_id,
                     banned=user.banned or (event.guild_id, user.id) in banned_in,
                     opted_out=user.opted_out,
+                    counted_since=user.counted_since,
                 )
-                if outcomes[i] is Outcome.FLAGGED:
+                if outcomes[i] in (Outcome.OPTED_OUT, Outcome.BEFORE_CONSENT):
+                    # The reaction stays on Discord: backfill must never take it up later.
+                    tombstones.add((user.id, event.message_id))
+                elif outcomes[i] is Outcome.FLAGGED:
                     assert image_id is not None
                     outcomes[i] = await self._flag(conn, event, image_id, user.id)
                 elif outcomes[i] is None:
@@ -129,6 +136,8 @@ class RatingService:
                     kind = event_kind(event.added, source)
                     log.append(self._event_row(kind, event.emoji, event, user.id, image_id, now))
                     touched[(event.discord_user_id, image_id)] = (user.id, image_id)
+            if tombstones:
+                await self._bury(conn, tombstones)
             # 3. Settle the current ratings from the log
             if log:
                 await conn.execute(RatingEvent.__table__.insert(), log)
@@ -169,12 +178,24 @@ class RatingService:
             involved = {u: names.get(u, "") for u in set(wanted) | set(known) if u is not None}
             users = await self._users(conn, involved) if involved else {}
             banned_in = await self._guild_bans(conn, [u.id for u in users.values()])
+            buried = await self._buried(conn, message_id, [u.id for u in users.values()])
+            new_graves: set[tuple[int, int]] = set()
             for user_id in sorted(involved):
                 user = users[user_id]
-                if user.banned or user.opted_out or (guild_id, user.id) in banned_in:
+                if user.banned or (guild_id, user.id) in banned_in:
+                    continue
+                target = wanted.get(user_id, set())
+                if user.opted_out:
+                    if target:  # there while they are out: never to count later
+                        new_graves.add((user.id, message_id))
                     continue
                 have = set(await self._present(conn, user_id, message_id))
-                target = wanted.get(user_id, set())
+                if user.id in buried or user.baseline_pending:
+                    # Reactions from before an erase or an opt-in: only those the log saw
+                    # the member add since may stay; nothing is taken up from Discord.
+                    if target - have and user.id not in buried:
+                        new_graves.add((user.id, message_id))
+                    target = target & have
                 events = reconcile_plan(have, target)
                 if events:
                     event = ReactionEvent(
@@ -188,7 +209,27 @@ class RatingService:
                     await self._apply(conn, events, event, image_id, user.id, "backfill")
                     added += len(target - have)
                     removed += len(have - target)
+            if new_graves:
+                await self._bury(conn, new_graves)
         return added, removed
+
+    async def pending_baselines(self) -> list[int]:
+        """Row ids of members whose next full backfill takes their baseline (after an erase
+        or an opt-in)."""
+        async with self.engine.connect() as conn:
+            return list(
+                (
+                    await conn.execute(select(User.id).where(User.baseline_pending.is_(True)))
+                ).scalars()
+            )
+
+    async def finish_baselines(self, user_ids: Sequence[int]) -> None:
+        """A full backfill went through every recent message: these members' baselines are taken."""
+        if user_ids:
+            async with self._write_engine.begin() as conn:
+                await conn.execute(
+                    update(User).where(User.id.in_(list(user_ids))).values(baseline_pending=False)
+                )
 
     # -- inside a transaction -----------------------------------------------------------
 
@@ -207,7 +248,14 @@ class RatingService:
     async def _users(self, conn: AsyncConnection, names: Mapping[int, str]) -> dict[int, Any]:
         """Members by Discord id, created if new; locked on PostgreSQL so one member's events apply in order."""
         query = (
-            select(User.id, User.discord_id, User.banned, User.opted_out)
+            select(
+                User.id,
+                User.discord_id,
+                User.banned,
+                User.opted_out,
+                User.counted_since,
+                User.baseline_pending,
+            )
             .where(User.discord_id.in_(sorted(names)))
             .order_by(User.discord_id)
         )
@@ -234,6 +282,30 @@ class RatingService:
             )
             found = {row.discord_id: row for row in await conn.execute(query)}
         return found
+
+    async def _bury(self, conn: AsyncConnection, graves: set[tuple[int, int]]) -> None:
+        insert = dialect_insert(self.engine)
+        now = utcnow()
+        await conn.execute(
+            insert(ReactionTombstone).on_conflict_do_nothing(
+                index_elements=["user_id", "message_id"]
+            ),
+            [{"user_id": u, "message_id": m, "created_at": now} for u, m in sorted(graves)],
+        )
+
+    async def _buried(
+        self, conn: AsyncConnection, message_id: int, user_ids: list[int]
+    ) -> set[int]:
+        """Of ``user_ids``, those whose reactions on ``message_id`` are tombstoned."""
+        if not user_ids:
+            return set()
+        rows = await conn.execute(
+            select(ReactionTombstone.user_id).where(
+                ReactionTombstone.message_id == message_id,
+                ReactionTombstone.user_id.in_(user_ids),
+            )
+        )
+        return set(rows.scalars())
 
     async def _guild_bans(self, conn: AsyncConnection, user_ids: list[int]) -> set[tuple[int, int]]:
         """``(guild id, user id)`` of every guild ban of these members."""
@@ -264,7 +336,7 @@ class RatingService:
             "emoji": emoji,
             "value": self.scale.value_of(emoji),
             "scale": self.scale.name,
-            "received_at": now,
+            "received_at": event.received_at or now,
         }
 
     async def _settle(
@@ -281,7 +353,7 @@ class RatingService:
         """
         discord_ids = sorted({d for d, _ in touched})
         image_ids_touched = sorted({i for _, i in touched})
-        history: dict[tuple[int, int], list[tuple[RatingEventKind, tuple[int | None, str]]]] = {}
+        history: dict[tuple[int, int], list[Any]] = {}
         rows = await conn.execute(
             select(
                 RatingEvent.discord_user_id,
@@ -289,6 +361,7 @@ class RatingService:
                 RatingEvent.message_id,
                 RatingEvent.kind,
                 RatingEvent.emoji,
+                RatingEvent.received_at,
             )
             .where(
                 RatingEvent.image_id.in_(image_ids_touched),
@@ -299,7 +372,9 @@ class RatingService:
         for row in rows:
             key = (row.discord_user_id, row.image_id)
             if key in touched:
-                history.setdefault(key, []).append((row.kind, (row.message_id, row.emoji)))
+                history.setdefault(key, []).append(
+                    (row.kind, (row.message_id, row.emoji), row.received_at)
+                )
         user_ids = sorted({u for u, _ in touched.values()})
         image_ids = sorted({i for _, i in touched.values()})
         current = {
@@ -321,18 +396,27 @@ class RatingService:
                         "value": value,
                         "scale": self.scale.name,
                         "source": source,
+                        "rated_at": at,
                         "created_at": now,
                         "updated_at": now,
                     }
-                    for user_id, image_id, value in plan.inserts
+                    for user_id, image_id, value, at in plan.inserts
                 ],
             )
         if plan.updates:
             await conn.execute(
                 _UPDATE_RATING,
                 [
-                    {"u": u, "i": i, "v": v, "s": self.scale.name, "src": source, "now": now}
-                    for u, i, v in plan.updates
+                    {
+                        "u": u,
+                        "i": i,
+                        "v": v,
+                        "s": self.scale.name,
+                        "src": source,
+                        "at": at,
+                        "now": now,
+                    }
+                    for u, i, v, at in plan.updates
                 ],
             )
         for user_id, image_id in plan.deletes:

@@ -75,7 +75,7 @@ async def load_database_data(
             Rating.image_id,
             Rating.user_id,
             Rating.value,
-            Rating.updated_at,
+            Rating.rated_at,
             leaving=False,
             guilds=guilds,
         )
@@ -96,7 +96,8 @@ async def load_database_data(
         [r.image_id for r in ratings],
         [r.user_id for r in ratings],
         [r.value for r in ratings],
-        [r.updated_at.timestamp() for r in ratings],
+        # Only live ratings carry the member's own time; backfill's finds carry none.
+        [r.rated_at.timestamp() if r.rated_at else float("nan") for r in ratings],
     )
     dims = {row.dim for row in embedded}
     if len(dims) > 1:
@@ -150,7 +151,10 @@ def _seconds(column: Any) -> np.ndarray | None:
     if column.null_count:
         return None
     micros = pc.cast(pc.cast(column, pa.timestamp("us", tz="UTC")), pa.int64())
-    return micros.to_numpy(zero_copy_only=False).astype(np.float64) / 1e6
+    seconds = micros.to_numpy(zero_copy_only=False).astype(np.float64) / 1e6
+    if len(seconds) and not np.any(seconds % 86_400):
+        return None  # days only (this project's exports): no evidence of anyone's speed
+    return seconds
 
 
 def load_file_data(

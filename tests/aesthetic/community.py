@@ -116,6 +116,7 @@ async def seed_community(
                     **row,
                     "scale": "numbers-10",
                     "source": "reaction",
+                    "rated_at": start + timedelta(seconds=5 * k),
                     "created_at": start + timedelta(seconds=5 * k),
                     "updated_at": start + timedelta(seconds=5 * k),
                 }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
 from dreamrate.db.models import RatingEventKind as K
 from dreamrate.ratings.decisions import (
     Outcome,
@@ -40,22 +43,44 @@ def test_classify_and_decide() -> None:
 
 
 def test_settle_plan_latest_emoji_wins_across_messages_and_falls_back() -> None:
-    touched = {(1, 7): (11, 7), (2, 7): (12, 7), (3, 7): (13, 7), (4, 7): (14, 7)}
+    t1, t2, t3 = (datetime(2026, 1, 1, 12, 0, s, tzinfo=UTC) for s in (1, 2, 3))
+    touched = {
+        (1, 7): (11, 7),
+        (2, 7): (12, 7),
+        (3, 7): (13, 7),
+        (4, 7): (14, 7),
+        (5, 7): (15, 7),
+    }
     history = {
-        # member 1: 1 on the image's message, then 3 on a repost: rated 3
-        (1, 7): [(K.ADD, (5, "1️⃣")), (K.ADD, (6, "3️⃣"))],
+        # member 1: 1 on the image's message, then 3 on a repost: rated 3, at the repost's time
+        (1, 7): [(K.ADD, (5, "1️⃣"), t1), (K.ADD, (6, "3️⃣"), t2)],
         # member 2: 2 then 3, then takes 3 back: falls back to 2 (unchanged from before)
-        (2, 7): [(K.ADD, (5, "2️⃣")), (K.ADD, (5, "3️⃣")), (K.REMOVE, (5, "3️⃣"))],
+        (2, 7): [(K.ADD, (5, "2️⃣"), t1), (K.ADD, (5, "3️⃣"), t2), (K.REMOVE, (5, "3️⃣"), t3)],
         # member 3: everything removed: unrated
-        (3, 7): [(K.ADD, (5, "1️⃣")), (K.BACKFILL_REMOVE, (5, "1️⃣"))],
+        (3, 7): [(K.ADD, (5, "1️⃣"), t1), (K.BACKFILL_REMOVE, (5, "1️⃣"), t2)],
         # member 4: no history and no rating: nothing to do
+        # member 5: found by backfill: rated, with no time of the member's own
+        (5, 7): [(K.BACKFILL_ADD, (5, "2️⃣"), t3)],
     }
     current = {(12, 7): 2.0, (13, 7): 1.0}
     plan = settle_plan(touched, history, current, SCALE)
-    assert plan.inserts == [(11, 7, 3.0)]
+    assert plan.inserts == [(11, 7, 3.0, t2), (15, 7, 2.0, None)]
     assert plan.updates == []
     assert plan.deletes == [(13, 7)]
-    assert plan.outcomes == {(1, 7): Outcome.RATED, (3, 7): Outcome.UNRATED}
+    assert plan.outcomes == {
+        (1, 7): Outcome.RATED,
+        (3, 7): Outcome.UNRATED,
+        (5, 7): Outcome.RATED,
+    }
+
+
+def test_an_event_received_before_erase_or_opt_in_never_counts() -> None:
+    consent = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    kwargs = {"image_id": 7, "banned": False, "opted_out": False, "counted_since": consent}
+    before = replace(event("2️⃣"), received_at=consent - timedelta(seconds=1))
+    after = replace(before, received_at=consent + timedelta(seconds=1))
+    assert decide(before, SCALE, **kwargs) is Outcome.BEFORE_CONSENT
+    assert decide(after, SCALE, **kwargs) is None
 
 
 def test_reconcile_plans_removals_then_additions() -> None:
