@@ -13,7 +13,9 @@ from discord import app_commands
 from dreamrate.bot.embeds import fit_message
 from dreamrate.bot.permissions import is_moderator
 from dreamrate.core.errors import DreamrateError
+from dreamrate.db.retry import retry_on_disconnect
 from dreamrate.ratings.moderation import (
+    dismiss_reports,
     get_guild_settings,
     open_flags,
     remove_image,
@@ -55,7 +57,9 @@ def register_admin(
         interaction: discord.Interaction, channel: app_commands.AppCommandChannel
     ) -> None:
         assert interaction.guild_id is not None
-        current = await get_guild_settings(engine, interaction.guild_id)
+        current = await retry_on_disconnect(
+            lambda: get_guild_settings(engine, interaction.guild_id)
+        )
         allowed = list(current.allowed_channel_ids) if current else []
         if channel.id in allowed:
             allowed.remove(channel.id)
@@ -63,7 +67,9 @@ def register_admin(
         else:
             allowed.append(channel.id)
             text = f"/dream is allowed in {channel.mention}."
-        await update_guild_settings(engine, interaction.guild_id, allowed_channel_ids=allowed)
+        await retry_on_disconnect(
+            lambda: update_guild_settings(engine, interaction.guild_id, allowed_channel_ids=allowed)
+        )
         suffix = "" if allowed else " No channel is listed now, so /dream works everywhere."
         await interaction.response.send_message(text + suffix, ephemeral=True)
 
@@ -76,11 +82,13 @@ def register_admin(
         minutes: app_commands.Range[int, 1, 10080] = 60,
     ) -> None:
         assert interaction.guild_id is not None
-        await update_guild_settings(
-            engine,
-            interaction.guild_id,
-            feed_channel_id=channel.id,
-            feed_interval_minutes=minutes,
+        await retry_on_disconnect(
+            lambda: update_guild_settings(
+                engine,
+                interaction.guild_id,
+                feed_channel_id=channel.id,
+                feed_interval_minutes=minutes,
+            )
         )
         await interaction.response.send_message(
             f"Rating feed: {channel.mention} every {minutes} min.", ephemeral=True
@@ -89,7 +97,9 @@ def register_admin(
     @admin.command(name="ban", description="Ban a member from generating and rating.")
     async def ban(interaction: discord.Interaction, member: discord.User) -> None:
         assert interaction.guild_id is not None
-        await set_banned(engine, interaction.guild_id, member.id, True, name=member.name)
+        await retry_on_disconnect(
+            lambda: set_banned(engine, interaction.guild_id, member.id, True, name=member.name)
+        )
         await interaction.response.send_message(
             f"{member.mention} is banned from generating and rating in this server.",
             ephemeral=True,
@@ -98,7 +108,9 @@ def register_admin(
     @admin.command(name="unban", description="Lift a ban.")
     async def unban(interaction: discord.Interaction, member: discord.User) -> None:
         assert interaction.guild_id is not None
-        await set_banned(engine, interaction.guild_id, member.id, False, name=member.name)
+        await retry_on_disconnect(
+            lambda: set_banned(engine, interaction.guild_id, member.id, False, name=member.name)
+        )
         await interaction.response.send_message(
             f"{member.mention} may generate and rate again.", ephemeral=True
         )
@@ -111,7 +123,9 @@ def register_admin(
         if not message_id.isdigit():
             raise DreamrateError("message_id: give the image message's id (a number).")
         assert interaction.guild_id is not None
-        image = await remove_image(engine, interaction.guild_id, int(message_id))
+        image = await retry_on_disconnect(
+            lambda: remove_image(engine, interaction.guild_id, int(message_id))
+        )
         if image is None:
             raise DreamrateError(f"Message {message_id} is not a generated image of this server.")
         for channel_id, shown_as in image.messages:  # its own message and every repost
@@ -120,10 +134,26 @@ def register_admin(
                 await partial.delete()
         await interaction.response.send_message(f"Image {image.id} removed.", ephemeral=True)
 
+    @admin.command(
+        name="dismiss", description="Close an image's reports as reviewed (it stays; it was fine)."
+    )
+    async def dismiss(interaction: discord.Interaction, message_id: str) -> None:
+        if not message_id.isdigit():
+            raise DreamrateError("message_id: give the image message's id (a number).")
+        assert interaction.guild_id is not None
+        closed = await retry_on_disconnect(
+            lambda: dismiss_reports(engine, interaction.guild_id, int(message_id))
+        )
+        if closed is None:
+            raise DreamrateError(f"Message {message_id} is not a generated image of this server.")
+        await interaction.response.send_message(
+            f"Closed {closed} report(s); the image stays.", ephemeral=True
+        )
+
     @admin.command(name="flags", description="Images members reported with the flag emoji.")
     async def flags(interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None
-        found = await open_flags(engine, interaction.guild_id)
+        found = await retry_on_disconnect(lambda: open_flags(engine, interaction.guild_id))
         if not found:
             await interaction.response.send_message("No open reports.", ephemeral=True)
             return

@@ -28,7 +28,7 @@ from dreamrate.core.atomic import atomic_folder
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.models import Embedding, Image, Job, JobStatus, Rating, User
 from dreamrate.ratings.policy import counted_image, counted_job, counted_ratings, in_guilds
-from dreamrate.ratings.schema import prompt_group, rating_schema
+from dreamrate.ratings.schema import on_the_day, prompt_group, rating_schema
 
 __all__ = ["DatasetExportError", "export_dataset"]
 
@@ -108,6 +108,7 @@ async def export_dataset(
                         Rating.user_id,
                         Rating.value,
                         Rating.scale,
+                        Rating.rated_at,
                         Rating.updated_at,
                         leaving=True,
                         guilds=guilds,
@@ -133,9 +134,11 @@ async def export_dataset(
         )
     prompt_of = {job.id: job.prompt for job in jobs}
 
-    key = secrets.token_bytes(32)  # never stored: pseudonyms are unlinkable after export
+    # Two keys, drawn for this export and never stored: a requester's pseudonym differs
+    # from their rater pseudonym, so Discord's public "made by" cannot unmask their ratings.
+    requester_key, rater_key = secrets.token_bytes(32), secrets.token_bytes(32)
 
-    def pseudonym(user_id: int) -> str:
+    def pseudonym(key: bytes, user_id: int) -> str:
         return hmac.new(key, str(user_id).encode(), hashlib.sha256).hexdigest()[:16]
 
     with atomic_folder(out, DatasetExportError, overwrite=force) as tmp:
@@ -151,7 +154,7 @@ async def export_dataset(
         generations = pa.table(
             {
                 "generation_id": [r.id for r in jobs],
-                "requester": [pseudonym(r.requester_id) for r in jobs],
+                "requester": [pseudonym(requester_key, r.requester_id) for r in jobs],
                 "prompt": [r.prompt for r in jobs],
                 "negative_prompt": pa.array([r.negative_prompt for r in jobs], pa.string()),
                 "model": [r.model for r in jobs],
@@ -161,7 +164,9 @@ async def export_dataset(
                 "guidance": [r.guidance for r in jobs],
                 "scheduler": [r.scheduler for r in jobs],
                 "seed": pa.array([r.seed for r in jobs], pa.int64()),
-                "created_at": pa.array([r.created_at for r in jobs], pa.timestamp("us", tz="UTC")),
+                "created_at": pa.array(
+                    [on_the_day(r.created_at) for r in jobs], pa.timestamp("us", tz="UTC")
+                ),
             }
         )
         image_table = pa.table(
@@ -182,10 +187,10 @@ async def export_dataset(
             [
                 {
                     "image_id": r.image_id,
-                    "rater_id": pseudonym(r.user_id),
+                    "rater_id": pseudonym(rater_key, r.user_id),
                     "rating": float(r.value),
                     "scale": r.scale,
-                    "rated_at": r.updated_at,
+                    "rated_at": on_the_day(r.rated_at or r.updated_at),
                     "group": group_of[r.image_id],
                 }
                 for r in kept_ratings
@@ -251,10 +256,14 @@ have different numbers of ratings, and raters differ in how generous they are: s
 rater-aware aggregation in dreamrate (`ratings/aggregate.py`) before averaging.
 
 ## Privacy
-- Requesters and raters appear only as pseudonyms: keyed hashes whose key was drawn for this
-  export and discarded, so they cannot be linked to Discord accounts or across exports.
-- Members who opted out or erased their data, banned members, images removed by moderators
-  and images the safety checker flagged are not included.
+- Requesters and raters appear only as pseudonyms: keyed hashes whose keys were drawn for this
+  export and discarded, so they cannot be linked to Discord accounts or across exports. The
+  requester and the rater keys differ, so a member's generations (which Discord shows
+  publicly with their name) do not unmask their ratings.
+- Times are given to the day only (midnight UTC).
+- Members who opted out or erased their data, banned members (in the guild that banned them),
+  images removed by moderators, images the safety checker flagged, and images with reports
+  a moderator has not yet reviewed are not included.
 - Prompts are as typed by members; review them before publishing.
 
 ## Intended use

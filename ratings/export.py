@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.models import Image, Job, Rating, User
 from dreamrate.ratings.policy import counted_ratings
-from dreamrate.ratings.schema import RATING_COLUMNS, prompt_group, write_ratings
+from dreamrate.ratings.schema import RATING_COLUMNS, on_the_day, prompt_group, write_ratings
 
 __all__ = ["EXPORT_COLUMNS", "EXPORT_EXTRA", "ExportError", "current_ratings", "export_ratings"]
 
@@ -42,6 +42,7 @@ async def current_ratings(
             User.discord_id,
             Rating.value,
             Rating.scale,
+            Rating.rated_at,
             Rating.updated_at,
             Job.prompt,
             Image.job_id,
@@ -61,7 +62,7 @@ async def current_ratings(
             "rater_id": str(row.discord_id),
             "rating": float(row.value),
             "scale": row.scale,
-            "rated_at": row.updated_at,
+            "rated_at": on_the_day(row.rated_at or row.updated_at),
             "group": prompt_group(row.prompt),
             "job_id": row.job_id,
             "message_id": None if row.discord_message_id is None else str(row.discord_message_id),

@@ -18,6 +18,7 @@ from dreamrate.db.users import dialect_insert, ensure_user
 __all__ = [
     "OpenFlag",
     "RemovedImage",
+    "dismiss_reports",
     "feed_channels",
     "get_guild_settings",
     "is_banned_in",
@@ -138,6 +139,29 @@ async def remove_image(engine: AsyncEngine, guild_id: int, message_id: int) -> R
     if row.discord_message_id is not None and row.discord_channel_id is not None:
         messages.insert(0, (int(row.discord_channel_id), int(row.discord_message_id)))
     return RemovedImage(row.id, messages)
+
+
+async def dismiss_reports(engine: AsyncEngine, guild_id: int, message_id: int) -> int | None:
+    """Close the open reports of the image shown as ``message_id`` in ``guild_id``, as
+    reviewed and not upheld; the number closed, or None when no such image is there."""
+    reposted = select(ImagePost.image_id).where(ImagePost.message_id == message_id)
+    async with engine.begin() as conn:
+        image_id = await conn.scalar(
+            select(Image.id)
+            .join(Job, Job.id == Image.job_id)
+            .where(
+                or_(Image.discord_message_id == message_id, Image.id.in_(reposted)),
+                Job.guild_id == guild_id,
+            )
+        )
+        if image_id is None:
+            return None
+        closed = await conn.execute(
+            update(Flag)
+            .where(Flag.image_id == image_id, Flag.resolved_at.is_(None))
+            .values(resolved_at=utcnow(), resolution="dismissed")
+        )
+    return closed.rowcount or 0
 
 
 @dataclass(frozen=True, slots=True)

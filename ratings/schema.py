@@ -10,7 +10,9 @@ image_id      int64                       the rated image
 rater_id      string                      the rater (a Discord id, or a pseudonym in datasets)
 rating        float64                     the rating, on ``scale``
 scale         string (nullable)           the rating scale's name, e.g. ``numbers-10``
-rated_at      timestamp[us, UTC] (null.)  when the rating was last set
+rated_at      timestamp[us, UTC] (null.)  the day the rating was last set (midnight UTC:
+                                          exports never carry finer times, which could
+                                          link one rater across exports)
 group         string (nullable)           the prompt group: images of one prompt share it,
                                           so validation never splits them
 ============  ==========================  ===================================================
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ from dreamrate.core.errors import DreamrateError
 __all__ = [
     "RATING_COLUMNS",
     "REQUIRED_COLUMNS",
+    "on_the_day",
     "prompt_group",
     "rating_schema",
     "write_ratings",
@@ -47,6 +51,13 @@ FORMATS = (".parquet", ".jsonl")
 def prompt_group(prompt: str) -> str:
     """Images of the same prompt (up to case and spacing) share a validation group."""
     return hashlib.sha1(" ".join(prompt.lower().split()).encode()).hexdigest()[:16]
+
+
+def on_the_day(moment: datetime | None) -> datetime | None:
+    """``moment`` coarsened to its day (midnight UTC), as every export writes times."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def rating_schema(extra: Sequence[tuple[str, Any]] = ()) -> Any:

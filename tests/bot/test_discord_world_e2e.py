@@ -27,6 +27,8 @@ from tests.bot.test_ratings_e2e import dream, exported
 EVE, FAY, GUS = Member(32, "eve"), Member(33, "fay"), Member(34, "gus")
 #: A moderator of guild B only.
 MODB = Member(41, "modb")
+#: A moderator of guild A (Manage Server there).
+MODA = Member(42, "moda", permissions=BASIC | MANAGE_GUILD)
 
 
 def b_channel(server: FakeDiscord) -> int:
@@ -79,6 +81,13 @@ async def test_a_guild_moderator_has_no_power_in_another_guild(running) -> None:
     assert message in server.messages
     async with running.engine.connect() as conn:
         assert await conn.scalar(select(func.count()).where(Image.removed.is_(True))) == 0
+    # Fay's report is still open in guild A (it keeps the image out of exports until a
+    # moderator of A decides), and Eve's rating stands.
+    assert "1 report(s)" in await say(server, MODA, "admin", subcommand="flags")
+    assert await exported(running.engine) == set()
+    dismiss = [{"name": "message_id", "type": 3, "value": str(message)}]
+    closed = await say(server, MODA, "admin", dismiss, subcommand="dismiss")
+    assert closed == "Closed 1 report(s); the image stays."
     assert await exported(running.engine) == {(str(message), str(EVE.id), 7.0)}
     (again,) = await dream(server, EVE, "still welcome in guild A")
     # In guild B, though, Eve is banned: no /dream, and her reactions there do not count.

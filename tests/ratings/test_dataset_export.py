@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import insert, select, update
 
+from dreamrate.db.models import Flag, Image, Job, User
 from dreamrate.ratings.dataset_export import DatasetExportError, export_dataset
+from dreamrate.ratings.export import current_ratings
+from dreamrate.ratings.moderation import dismiss_reports
 from tests.aesthetic.community import seed_community
 
 
@@ -44,3 +48,60 @@ async def test_dataset_leaves_out_private_data_and_pseudonymises(engine, tmp_pat
     again = await export_dataset(engine, images_dir, out, force=True)
     assert set(pq.read_table(out / "ratings.parquet").column("rater_id").to_pylist()) != raters
     assert again == counts
+
+
+async def test_what_leaves_is_clean_flagged_and_reported_images_out_pseudonyms_apart(
+    engine, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    images_dir = tmp_path / "images"
+    community = await seed_community(engine, images_dir, prompts=4, per_prompt=3, raters=5)
+    flagged, reported, dismissed = community.image_ids[1:4]
+    async with engine.begin() as conn:
+        await conn.execute(update(Image).where(Image.id == flagged).values(flagged=True))
+        reporter = await conn.scalar(select(User.id).where(User.discord_id == 1001))
+        for image_id in (reported, dismissed):
+            await conn.execute(insert(Flag).values(image_id=image_id, user_id=reporter))
+    guild = await conn_guild(engine, dismissed)
+    message_id = await conn_message(engine, dismissed)
+    assert await dismiss_reports(engine, guild, message_id) == 1  # a moderator found it fine
+
+    out = tmp_path / "dataset"
+    await export_dataset(engine, images_dir, out)
+    exported = {row["image_id"] for row in pq.read_table(out / "images.parquet").to_pylist()}
+    live = set(community.image_ids) - {community.removed_image}
+    assert exported == live - {flagged, reported}
+    ratings = pq.read_table(out / "ratings.parquet")
+    assert {flagged, reported}.isdisjoint(ratings.column("image_id").to_pylist())
+    # Every time is a whole day: one rater cannot be followed across exports by the second.
+    for table in ("ratings.parquet", "generations.parquet"):
+        for column in pq.read_table(out / table).columns:
+            if str(column.type).startswith("timestamp"):
+                assert all(
+                    (t.hour, t.minute, t.second, t.microsecond) == (0, 0, 0, 0)
+                    for t in column.to_pylist()
+                    if t is not None
+                )
+    # The requester of prompt 0 also rated images: their two pseudonyms differ.
+    generations = pq.read_table(out / "generations.parquet").to_pylist()
+    requesters = {row["requester"] for row in generations}
+    assert requesters and requesters.isdisjoint(ratings.column("rater_id").to_pylist())
+    text = (out / "README.md").read_text()
+    assert "safety checker" in text and "report" in text and "day" in text
+
+    rows = await current_ratings(engine)
+    assert {flagged, reported}.isdisjoint(row["image_id"] for row in rows)
+    assert dismissed in {row["image_id"] for row in rows}
+
+
+async def conn_guild(engine, image_id: int) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        return int(
+            await conn.scalar(
+                select(Job.guild_id).join(Image, Image.job_id == Job.id).where(Image.id == image_id)
+            )
+        )
+
+
+async def conn_message(engine, image_id: int) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        return int(await conn.scalar(select(Image.discord_message_id).where(Image.id == image_id)))
