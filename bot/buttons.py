@@ -6,6 +6,7 @@ Custom ids carry the job id, so the buttons keep working after a restart without
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import discord
@@ -13,8 +14,10 @@ import discord
 from dreamrate.bot.permissions import is_moderator
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.models import JobStatus
-from dreamrate.db.users import ensure_user
-from dreamrate.generation.request import MAX_SEED, GenerationRequest
+from dreamrate.db.retry import retry_on_disconnect
+from dreamrate.db.users import ensure_user, user_id_of
+from dreamrate.generation.model_info import model_defaults
+from dreamrate.generation.request import MAX_SEED, RequestInput, validate_request
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -70,13 +73,17 @@ class Buttons:
                 await interaction.response.send_message(exc.message, ephemeral=True)
 
     async def _press(self, interaction: discord.Interaction, action: str, job_id: int) -> None:
-        job = await self.repo.get(job_id)
+        job = await retry_on_disconnect(lambda: self.repo.get(job_id))
         if job is None or job.guild_id != interaction.guild_id:
             raise DreamrateError(f"There is no job {job_id}.")
         if action == "cancel":
-            user = await ensure_user(self.engine, interaction.user.id, interaction.user.name)
+            user = await retry_on_disconnect(
+                lambda: ensure_user(self.engine, interaction.user.id, interaction.user.name)
+            )
             moderator = is_moderator(interaction, self.moderator_role)
-            status = await self.repo.cancel(job_id, by_user_id=user.id, is_moderator=moderator)
+            status = await retry_on_disconnect(
+                lambda: self.repo.cancel(job_id, by_user_id=user.id, is_moderator=moderator)
+            )
             text = (
                 f"Job {job_id} cancelled."
                 if status is JobStatus.CANCELLED
@@ -84,18 +91,29 @@ class Buttons:
             )
             await interaction.response.send_message(text, ephemeral=True)
         elif action == "reroll":
-            seed = random.SystemRandom().randint(0, MAX_SEED)
-            request = GenerationRequest(
-                prompt=job.prompt,
-                negative_prompt=job.negative_prompt,
-                seed=seed,
-                steps=job.steps,
-                guidance=job.guidance,
-                width=job.width,
-                height=job.height,
-                num_images=job.num_images,
-                model=job.model,
-                scheduler=job.scheduler,
-                notes=(f"reroll of job {job.id}, seed {seed}",),
+            # Today's limits and blocked terms, not the ones the job was made under.
+            requester = await retry_on_disconnect(
+                lambda: user_id_of(self.engine, interaction.user.id)
             )
-            await self.dreams.enqueue(interaction, request)
+            if requester != job.requester_id and not is_moderator(interaction, self.moderator_role):
+                raise DreamrateError("Only the requester or a moderator can reroll this job.")
+            seed = random.SystemRandom().randint(0, MAX_SEED)
+            request = validate_request(
+                RequestInput(
+                    prompt=job.prompt,
+                    negative=job.negative_prompt,
+                    seed=seed,
+                    steps=job.steps,
+                    guidance=job.guidance,
+                    width=job.width,
+                    height=job.height,
+                    images=job.num_images,
+                    model=job.model,
+                ),
+                self.dreams.limits,
+                model_defaults(job.model),
+            )
+            await self.dreams.enqueue(
+                interaction,
+                replace(request, notes=(f"reroll of job {job.id}, seed {seed}", *request.notes)),
+            )

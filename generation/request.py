@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from confusable_homoglyphs import confusables
+
 from dreamrate.core.errors import DreamrateError
 from dreamrate.generation.model_info import ModelDefaults
 from dreamrate.generation.tokens import CLIP_CONTEXT_TOKENS
@@ -23,6 +25,8 @@ __all__ = [
     "RequestError",
     "RequestInput",
     "clean_text",
+    "has_visible",
+    "match_form",
     "parse_size",
     "prepare_validation",
     "validate_request",
@@ -151,10 +155,53 @@ def _in_range(name: str, value: float, low: float, high: float) -> None:
         )
 
 
+#: Characters that show nothing although Unicode calls them letters or symbols (fillers,
+#: blank patterns) or that are default-ignorable (joiners, variation selectors, tags).
+_BLANK = frozenset(
+    (
+        *(0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 0xFFA0, 0xFEFF, 0x034F, 0x180E),
+        *range(0x180B, 0x1810),
+        *range(0x200B, 0x2010),
+        *range(0x2060, 0x2070),
+        *range(0xFE00, 0xFE10),
+        *range(0x1D173, 0x1D17B),
+        *range(0xE0000, 0xE1000),
+    )
+)
+#: Latin letters that Unicode's confusables table leaves alone (it only maps other scripts).
+_LATIN_LOOKALIKES = str.maketrans({"ɡ": "g", "ı": "i", "ſ": "s"})
+
+
+def _fold_lookalikes(text: str) -> str:
+    """Letters of other scripts that look like Latin ones (Cyrillic а, Greek ο) replaced by
+    the Latin letter, after Unicode's confusables table."""
+    found = confusables.is_confusable(text, greedy=True, preferred_aliases=["latin", "common"])
+    swap: dict[str, str] = {}
+    for entry in found or ():
+        latin = [g["c"] for g in entry["homoglyphs"] if g["c"].isascii() and g["c"].isalnum()]
+        if latin:
+            swap[entry["character"]] = latin[0]
+    return "".join(swap.get(ch, ch) for ch in text).translate(_LATIN_LOOKALIKES)
+
+
+def match_form(text: str) -> str:
+    """``text`` as blocked terms are matched against it: compatibility forms unified (NFKC),
+    invisible and format characters dropped, case and look-alike letters folded."""
+    text = unicodedata.normalize("NFKC", text)
+    kept = "".join(ch for ch in text if unicodedata.category(ch) != "Cf" and ord(ch) not in _BLANK)
+    return _fold_lookalikes(kept.casefold())
+
+
+def has_visible(text: str) -> bool:
+    """Whether anything in ``text`` would show: a letter, digit, mark of punctuation or
+    symbol that is not a blank filler or pattern."""
+    return any(unicodedata.category(ch)[0] in "LNPS" and ord(ch) not in _BLANK for ch in text)
+
+
 def _blocked(prompt: str, terms: Sequence[str]) -> str | None:
-    folded = unicodedata.normalize("NFKC", prompt).casefold()
+    folded = match_form(prompt)
     for term in terms:
-        pattern = r"(?<!\w)" + re.escape(unicodedata.normalize("NFKC", term).casefold()) + r"(?!\w)"
+        pattern = r"(?<!\w)" + re.escape(match_form(term)) + r"(?!\w)"
         if term.strip() and re.search(pattern, folded):
             return term
     return None
@@ -200,8 +247,8 @@ def validate_request(
     prompt = clean_text(raw.prompt or "")
     if not prompt:
         raise RequestError("prompt", "prompt: must not be empty.")
-    if not any(unicodedata.category(ch)[0] in "LNPS" for ch in prompt):
-        # Only zero-width or combining characters: nothing a reader (or CLIP) could see.
+    if not has_visible(prompt):
+        # Only fillers, blank patterns or zero-width characters: nothing a reader (or CLIP) sees.
         raise RequestError("prompt", "prompt: must contain visible text.")
     if len(prompt) > limits.max_prompt_chars:
         raise RequestError(

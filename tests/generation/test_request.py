@@ -153,3 +153,33 @@ def test_model_defaults_from_config_files(tiny_models) -> None:  # type: ignore[
     assert (defaults.width, defaults.height, defaults.steps, defaults.guidance) == (64, 64, 50, 7.5)
     # A hub model not in the cache gets Stable Diffusion's defaults.
     assert model_defaults("someone/not-cached-model") == ModelDefaults(512, 512, 50, 7.5)
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "much go\u200bre",  # a zero-width space inside the word
+        "much g\u00adore",  # a soft hyphen
+        "much g\u2060o\ufe0fre",  # word joiner, variation selector
+        "much g\u043er\u0435",  # Cyrillic о and е
+        "much \u0261\u03bfre",  # a script g, a Greek omicron
+        "much \uff27\uff2f\uff32\uff25",  # fullwidth letters (NFKC)
+        "much bad\u200b word",
+    ],
+)
+def test_blocked_terms_match_as_the_model_reads_them(prompt: str) -> None:
+    with pytest.raises(RequestError) as info:
+        check(prompt=prompt)
+    assert "contains the blocked term" in str(info.value)
+
+
+@pytest.mark.parametrize("prompt", ["\u3164\u3164", "\u2800\u2800\u2800", "\u200b\u3164\u2800"])
+def test_fillers_and_blank_patterns_are_not_visible_text(prompt: str) -> None:
+    with pytest.raises(RequestError) as info:
+        check(prompt=prompt)
+    assert str(info.value) == "prompt: must contain visible text."
+
+
+def test_other_scripts_and_accents_are_kept_and_not_blocked() -> None:
+    for prompt in ("Москва at night", "a naïve café", "東京の夜"):
+        assert check(prompt=prompt).prompt == prompt
