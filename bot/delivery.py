@@ -13,8 +13,10 @@ import discord
 
 from dreamrate.bot.embeds import image_embed, job_status_text, job_view
 from dreamrate.bot.loops import every
+from dreamrate.bot.posting import attachment_stem, find_posted
 from dreamrate.bot.uploads import DEFAULT_UPLOAD_LIMIT, image_file
 from dreamrate.db.models import JobStatus
+from dreamrate.db.pending import begin_post, pending_post
 from dreamrate.db.users import user_name
 
 if TYPE_CHECKING:
@@ -31,6 +33,8 @@ PROGRESS_EVERY_S = 2.0
 #: Attempts at a job whose channel refuses it (403) or is gone (404) before it fails: each
 #: refusal counts towards the 10,000 invalid requests that get an IP banned.
 MAX_DELIVERY_TRIES = 3
+#: Seconds between sweeps that drop expired interaction tokens.
+TOKEN_SWEEP_EVERY_S = 60.0
 
 
 def _why(exc: Exception) -> str:
@@ -84,6 +88,7 @@ class Delivery:
         self.interval = interval
         self._last_progress: dict[int, tuple[float, str]] = {}
         self._failures: dict[int, int] = {}  # job -> failed attempts
+        self._next_sweep = 0.0
         self._to_seed: dict[int, asyncio.Queue[tuple[int, int]]] = {}  # channel -> messages
         self._seeders: dict[int, asyncio.Task[None]] = {}
         self._retry_at: dict[int, float] = {}  # job -> monotonic time of the next attempt
@@ -103,6 +108,9 @@ class Delivery:
         again later and never holds up the others; channels are served concurrently.
         """
         now = time.monotonic()
+        if now >= self._next_sweep:  # expired tokens are secrets nothing can use
+            self._next_sweep = now + TOKEN_SWEEP_EVERY_S
+            await self.deliveries.forget_expired_tokens()
         by_channel: dict[int, list[JobRecord]] = {}
         for job_id in await self.deliveries.undelivered():
             if self._retry_at.get(job_id, 0.0) > now:
@@ -141,9 +149,9 @@ class Delivery:
         posted = sum(1 for image in await self.repo.images(job.id) if image.discord_message_id)
         reason = f"could not post its images ({why}); {posted} of {job.num_images} posted"
         logger.error("job %s: %s", job.id, reason)
+        token = await self.deliveries.interaction_token(job.id)  # dropped by fail_delivery
         await self.deliveries.fail_delivery(job.id, reason)
         self._forget(job.id)
-        token = await self.deliveries.interaction_token(job.id)
         failed = await self.repo.get(job.id)
         if token is not None and failed is not None:
             with contextlib.suppress(discord.HTTPException):  # tell the requester the truth
@@ -200,8 +208,25 @@ class Delivery:
         for image in await self.repo.images(job.id):
             if image.flagged or image.removed or image.discord_message_id is not None:
                 continue
+            # 1. An unfinished post (a crash after sending, before recording) is found, not redone.
+            intent = await pending_post(self.repo.engine, image.id, channel_id, "own")
+            if intent is not None:
+                found = await find_posted(self.client, channel_id, intent.nonce, intent.created_at)
+                if found is not None:
+                    await self.deliveries.mark_posted(
+                        image.id, message_id=found.id, channel_id=channel_id, nonce=intent.nonce
+                    )
+                    if self.seed_emojis:
+                        self._seed(channel_id, found.id, job.id)
+                    continue
+            nonce = (
+                intent.nonce
+                if intent is not None
+                else await begin_post(self.repo.engine, image.id, channel_id, "own")
+            )
+            # 2. Post, then record the message and clear the intent in one transaction.
             file = image_file(
-                self.images_dir / image.path, f"dreamrate-{job.id}-{image.index + 1}", limit
+                self.images_dir / image.path, attachment_stem(job.id, image.index, nonce), limit
             )
             embed = image_embed(job, image.index, image.seed, requester)
             token = await self.deliveries.interaction_token(job.id)
@@ -210,7 +235,7 @@ class Delivery:
             else:
                 message = await channel.send(file=file, embed=embed)  # type: ignore[union-attr]
             await self.deliveries.mark_posted(
-                image.id, message_id=message.id, channel_id=message.channel.id
+                image.id, message_id=message.id, channel_id=message.channel.id, nonce=nonce
             )
             if self.seed_emojis:
                 self._seed(message.channel.id, message.id, job.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,10 @@ import discord
 from dreamrate.aesthetic.select import select_images_to_rate
 from dreamrate.bot.embeds import image_embed
 from dreamrate.bot.loops import every
+from dreamrate.bot.posting import attachment_stem, find_posted
 from dreamrate.bot.uploads import image_file
+from dreamrate.db.pending import begin_post, drop_post, pending_reposts
+from dreamrate.db.retry import retry_on_disconnect
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import user_name
 from dreamrate.ratings.moderation import feed_channels
@@ -103,7 +107,9 @@ class RatingPosts:
         """|coro| ``guild_id``'s image ids for /rate and the feed: active selection once a
         predictor is active."""
         predictor = await self.predictor.get()
-        return await select_images_to_rate(self.engine, count, predictor, guild_id)
+        return await retry_on_disconnect(
+            partial(select_images_to_rate, self.engine, count, predictor, guild_id)
+        )
 
     async def post(
         self, channel_id: int, image_ids: list[int], *, kind: str
@@ -114,29 +120,48 @@ class RatingPosts:
         reactions still count) is not posted again. Returns ``(new message ids, message ids
         of the recent reposts reused)``.
         """
-        recent = await recent_posts(
-            self.engine, channel_id, image_ids, utcnow() - self.reuse_within
+        recent = await retry_on_disconnect(
+            partial(recent_posts, self.engine, channel_id, image_ids, utcnow() - self.reuse_within)
         )
         posted = []
         channel = self.client.get_partial_messageable(channel_id)
         for image_id in image_ids:
-            image = None if image_id in recent else await self.deliveries.image(image_id)
-            job = None if image is None else await self.repo.get(image.job_id)
+            image = (
+                None
+                if image_id in recent
+                else await retry_on_disconnect(partial(self.deliveries.image, image_id))
+            )
+            job = (
+                None
+                if image is None
+                else await retry_on_disconnect(partial(self.repo.get, image.job_id))
+            )
             if image is None or job is None:
                 continue
-            requester = await user_name(self.engine, job.requester_id) or "someone"
+            requester = (
+                await retry_on_disconnect(partial(user_name, self.engine, job.requester_id))
+                or "someone"
+            )
+            # The row is written first: a message is never left whose reactions don't count.
+            nonce = await retry_on_disconnect(
+                partial(begin_post, self.engine, image_id, channel_id, kind)
+            )
             message = await channel.send(
                 file=image_file(
-                    self.images_dir / image.path, f"dreamrate-{job.id}-{image.index + 1}"
+                    self.images_dir / image.path, attachment_stem(job.id, image.index, nonce)
                 ),
                 embed=image_embed(job, image.index, image.seed, requester),
             )
-            await record_post(
-                self.engine,
-                message_id=message.id,
-                image_id=image_id,
-                channel_id=channel_id,
-                kind=kind,
+            await retry_on_disconnect(
+                partial(
+                    record_post,
+                    self.engine,
+                    message_id=message.id,
+                    image_id=image_id,
+                    channel_id=channel_id,
+                    kind=kind,
+                    nonce=nonce,
+                )
             )
             for emoji in self.scale.reaction_emojis if self.seed else ():
                 await message.add_reaction(emoji)
@@ -144,8 +169,39 @@ class RatingPosts:
         return posted, [recent[i] for i in image_ids if i in recent]
 
     async def feed_forever(self) -> None:
-        """|coro| Run :meth:`feed_once` every :data:`FEED_CHECK_EVERY_S` until the client closes."""
+        """|coro| Finish reposts a crash interrupted, then run :meth:`feed_once` every
+        :data:`FEED_CHECK_EVERY_S` until the client closes."""
+        await self.client.wait_until_ready()
+        await self.recover()
         await every(self.client, FEED_CHECK_EVERY_S, self.feed_once, "rating feed pass")
+
+    async def recover(self) -> int:
+        """|coro| Reposts whose message went out but was not recorded (a crash in between)
+        are recorded now; those never sent are forgotten. Returns how many were recorded."""
+        recorded = 0
+        for nonce, image_id, channel_id, kind, created_at in await retry_on_disconnect(
+            partial(pending_reposts, self.engine)
+        ):
+            try:
+                found = await find_posted(self.client, channel_id, nonce, created_at)
+            except discord.HTTPException as exc:
+                logger.warning(
+                    "repost %s: cannot look in channel %s (%s)", nonce, channel_id, exc.status
+                )
+                continue
+            if found is None:
+                await drop_post(self.engine, nonce)
+                continue
+            await record_post(
+                self.engine,
+                message_id=found.id,
+                image_id=image_id,
+                channel_id=channel_id,
+                kind=kind,
+                nonce=nonce,
+            )
+            recorded += 1
+        return recorded
 
     async def feed_once(self) -> int:
         """|coro| Post to every feed channel whose interval has passed; the number of posts."""
@@ -157,8 +213,10 @@ class RatingPosts:
                 continue
             # The best few; the first one not already shown in this channel recently.
             candidates = await self.images_to_rate(FEED_CANDIDATES, guild_id)
-            shown = await recent_posts(
-                self.engine, channel_id, candidates, utcnow() - self.reuse_within
+            shown = await retry_on_disconnect(
+                partial(
+                    recent_posts, self.engine, channel_id, candidates, utcnow() - self.reuse_within
+                )
             )
             chosen = [i for i in candidates if i not in shown][:1]
             try:

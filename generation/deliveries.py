@@ -11,9 +11,12 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from dreamrate.db.models import Image, Job, JobStatus
+from dreamrate.db.pending import clear_post
 from dreamrate.db.types import utcnow
 
 __all__ = ["DeliveryRepository"]
+
+_NO_TOKEN = {"interaction_token": None, "interaction_token_expires_at": None}
 
 
 class DeliveryRepository:
@@ -58,19 +61,39 @@ class DeliveryRepository:
         async with self._read() as session:
             return await session.get(Image, image_id)
 
-    async def mark_posted(self, image_id: int, *, message_id: int, channel_id: int) -> None:
-        """Record the message an image was posted as (reactions on it rate the image)."""
+    async def mark_posted(
+        self, image_id: int, *, message_id: int, channel_id: int, nonce: str | None = None
+    ) -> None:
+        """Record the message an image was posted as (reactions on it rate the image), and
+        clear the intent with ``nonce`` in the same transaction."""
         async with self.engine.begin() as conn:
             await conn.execute(
                 update(Image)
                 .where(Image.id == image_id)
                 .values(discord_message_id=message_id, discord_channel_id=channel_id)
             )
+            if nonce is not None:
+                await clear_post(conn, nonce)
 
     async def mark_delivered(self, job_id: int) -> None:
-        """The job's delivery is complete: it leaves :meth:`undelivered`."""
+        """The job's delivery is complete: it leaves :meth:`undelivered`, and its interaction
+        token (a secret that could post as the bot) is dropped."""
         async with self.engine.begin() as conn:
-            await conn.execute(update(Job).where(Job.id == job_id).values(delivered_at=utcnow()))
+            await conn.execute(
+                update(Job).where(Job.id == job_id).values(delivered_at=utcnow(), **_NO_TOKEN)
+            )
+
+    async def forget_expired_tokens(self) -> int:
+        """Drop interaction tokens Discord no longer accepts; the number dropped."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(Job)
+                .where(
+                    Job.interaction_token.is_not(None), Job.interaction_token_expires_at < utcnow()
+                )
+                .values(**_NO_TOKEN)
+            )
+        return result.rowcount or 0
 
     async def fail_delivery(self, job_id: int, reason: str) -> None:
         """The job's images cannot be posted (the channel is gone, or the bot may not post
@@ -81,6 +104,10 @@ class DeliveryRepository:
                 update(Job)
                 .where(Job.id == job_id)
                 .values(
-                    status=JobStatus.FAILED, error=reason[:2000], delivered_at=now, updated_at=now
+                    status=JobStatus.FAILED,
+                    error=reason[:2000],
+                    delivered_at=now,
+                    updated_at=now,
+                    **_NO_TOKEN,
                 )
             )

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.db.models import Image, ImagePost
+from dreamrate.db.pending import clear_post
 from dreamrate.db.types import utcnow
 from dreamrate.ratings.policy import counted_image
 
@@ -18,10 +19,19 @@ __all__ = ["last_post_at", "recent_image_messages", "record_post"]
 
 
 async def record_post(
-    engine: AsyncEngine, *, message_id: int, image_id: int, channel_id: int, kind: str
+    engine: AsyncEngine,
+    *,
+    message_id: int,
+    image_id: int,
+    channel_id: int,
+    kind: str,
+    nonce: str | None = None,
 ) -> None:
-    """Remember that ``message_id`` shows ``image_id`` again (``kind``: ``rate`` or ``feed``)."""
+    """Remember that ``message_id`` shows ``image_id`` again (``kind``: ``rate`` or ``feed``),
+    clearing the intent with ``nonce`` in the same transaction."""
     async with engine.begin() as conn:
+        if nonce is not None:
+            await clear_post(conn, nonce)
         await conn.execute(
             ImagePost.__table__.insert().values(
                 message_id=message_id,

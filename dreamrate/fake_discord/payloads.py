@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +37,9 @@ __all__ = [
     "snowflake",
 ]
 
-_ids = itertools.count(1_100_000_000_000_000_000)
+#: Discord's epoch (2015-01-01) in Unix milliseconds; snowflakes carry time since it.
+DISCORD_EPOCH_MS = 1_420_070_400_000
+_last_id = 0
 GUILD_ID = 1_000_000_000_000_000_001
 CHANNEL_ID = 1_000_000_000_000_000_002
 APP_ID = 1_000_000_000_000_000_003
@@ -72,7 +74,12 @@ ERRORS: dict[str, tuple[int, int, str]] = {
 
 
 def snowflake() -> str:
-    return str(next(_ids))
+    """A new id in Discord's layout: milliseconds since its epoch in the top 42 bits, so
+    ``after=``/``before=`` a time works as in Discord; strictly increasing."""
+    global _last_id
+    now = (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22
+    _last_id = max(now, _last_id + 1)
+    return str(_last_id)
 
 
 def now_iso() -> str:
