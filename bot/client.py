@@ -41,6 +41,9 @@ __all__ = ["BackgroundWorker", "DreamrateBot"]
 
 logger = logging.getLogger(__name__)
 
+#: Seconds the bot's worker may take to finish its step and release its batch at shutdown.
+WORKER_STOP_TIMEOUT_S = 60.0
+
 
 class BackgroundWorker(Protocol):
     """What the bot runs beside itself: a generation worker in its own process
@@ -135,6 +138,7 @@ class DreamrateBot(discord.Client):
             repo=repo,
             dreams=self.dreams,
             posts=self.posts,
+            rebaseline=self.reactions.request_backfill,
         )
         register_admin(
             self.tree, client=self, engine=engine, moderator_role=settings.discord.moderator_role
@@ -163,8 +167,13 @@ class DreamrateBot(discord.Client):
         self._tasks += [asyncio.create_task(coro, name=name) for name, coro in loops.items()]
 
     async def close(self) -> None:
+        # The worker first, and given time: it finishes its step and hands its batch back
+        # (a cancelled worker would leave its lease to expire and spend an attempt).
+        workers = [t for t in self._tasks if t.get_name() == "worker"]
         if self.worker is not None:
             self.worker.stop.set()
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.gather(*workers), timeout=WORKER_STOP_TIMEOUT_S)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -14,11 +14,14 @@ from discord import app_commands
 
 from dreamrate.bot.embeds import fit_message
 from dreamrate.core.errors import DreamrateError
+from dreamrate.db.retry import retry_on_disconnect
 from dreamrate.generation.request import MAX_SEED, RequestInput
 from dreamrate.ratings.privacy import erase, export_mine, set_opted_out
 from dreamrate.ratings.stats import rating_stats
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from dreamrate.bot.dreams import DreamRequests
@@ -39,8 +42,12 @@ def register_commands(
     repo: "JobRepository",
     dreams: "DreamRequests",
     posts: "RatingPosts",
+    rebaseline: "Callable[[], None]",
 ) -> None:
-    """Add the members' commands to ``tree``, with option ranges from the settings."""
+    """Add the members' commands to ``tree``, with option ranges from the settings.
+
+    ``rebaseline`` asks for a backfill after an erase or an opt-in, which takes the
+    member's baseline (what they left on Discord never counts)."""
     g = generation
 
     # Generation and rating belong to a server's community: guild-only (not in DMs).
@@ -90,7 +97,7 @@ def register_commands(
     @tree.command(name="job", description="Show the full parameters and seed of a job.")
     @app_commands.guild_only()
     async def job(interaction: discord.Interaction, id: int) -> None:
-        record = await repo.get(id)
+        record = await retry_on_disconnect(lambda: repo.get(id))
         if record is None or record.guild_id != interaction.guild_id:
             raise DreamrateError(f"There is no job {id}.")  # other guilds' jobs stay theirs
         text = (
@@ -104,29 +111,37 @@ def register_commands(
 
     @privacy.command(name="optout", description="Stop recording my ratings.")
     async def optout(interaction: discord.Interaction) -> None:
-        await set_opted_out(engine, interaction.user.id, True, name=interaction.user.name)
+        await retry_on_disconnect(
+            lambda: set_opted_out(engine, interaction.user.id, True, name=interaction.user.name)
+        )
         await interaction.response.send_message(
             "Your reactions will no longer be recorded.", ephemeral=True
         )
 
     @privacy.command(name="optin", description="Record my ratings again.")
     async def optin(interaction: discord.Interaction) -> None:
-        await set_opted_out(engine, interaction.user.id, False, name=interaction.user.name)
+        await retry_on_disconnect(
+            lambda: set_opted_out(engine, interaction.user.id, False, name=interaction.user.name)
+        )
+        rebaseline()
         await interaction.response.send_message(
-            "Your reactions are recorded again.", ephemeral=True
+            "Your reactions are recorded again, from now on.", ephemeral=True
         )
 
     @privacy.command(
         name="erase", description="Erase all my ratings; they are kept out of every dataset."
     )
     async def erase_cmd(interaction: discord.Interaction) -> None:
-        count = await erase(engine, interaction.user.id)
-        await interaction.response.send_message(f"Erased {count} rating(s).", ephemeral=True)
+        erased = await retry_on_disconnect(lambda: erase(engine, interaction.user.id))
+        rebaseline()  # soon: the reactions they leave on Discord become tombstones
+        await interaction.response.send_message(str(erased), ephemeral=True)
 
     @privacy.command(name="export", description="Send me my data as a JSON file.")
     async def export(interaction: discord.Interaction) -> None:
         data = json.dumps(
-            await export_mine(engine, interaction.user.id), indent=2, ensure_ascii=False
+            await retry_on_disconnect(lambda: export_mine(engine, interaction.user.id)),
+            indent=2,
+            ensure_ascii=False,
         )
         file = discord.File(io.BytesIO(data.encode()), filename="dreamrate-my-data.json")
         await interaction.response.send_message("Your data:", file=file, ephemeral=True)
@@ -137,7 +152,9 @@ def register_commands(
     @app_commands.guild_only()
     async def stats(interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None
-        found = await rating_stats(engine, interaction.user.id, interaction.guild_id)
+        found = await retry_on_disconnect(
+            lambda: rating_stats(engine, interaction.user.id, interaction.guild_id)
+        )
         spread = (
             " ".join(f"{value:g}×{count}" for value, count in found.distribution.items())
             or "none yet"
@@ -165,7 +182,9 @@ def register_commands(
         if wait:
             raise DreamrateError(f"You can use /rate again in {max(1, round(wait))} s.")
         await interaction.response.defer(ephemeral=True, thinking=True)
-        chosen = await posts.images_to_rate(count, interaction.guild_id)
+        chosen = await retry_on_disconnect(
+            lambda: posts.images_to_rate(count, interaction.guild_id)
+        )
         if not chosen:
             await interaction.followup.send("No images to rate yet: try /dream!", ephemeral=True)
             return

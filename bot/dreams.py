@@ -129,6 +129,7 @@ class DreamRequests:
                 channel_id=interaction.channel_id,
                 interaction_token=interaction.token,
                 interaction_token_expires_at=utcnow() + TOKEN_LIFETIME,
+                interaction_id=interaction.id,
             )
         )
         info = await retry_on_disconnect(lambda: self.repo.queue_info(record.id))

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, bindparam, case, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from dreamrate.db.models import Image, Job, JobStatus, User
@@ -226,9 +227,13 @@ class JobRepository:
         priority: int = 0,
         interaction_token: str | None = None,
         interaction_token_expires_at: datetime | None = None,
+        interaction_id: int | None = None,
         enforce_caps: bool = True,
     ) -> JobRecord:
         """Queue a validated request.
+
+        With ``interaction_id``, enqueueing is idempotent: a retry after a commit whose
+        answer was lost (a dropped connection) returns the job already queued for it.
 
         Raises
         ------
@@ -236,6 +241,48 @@ class JobRepository:
             when the requester already has ``per_user_cap`` active jobs or the
             queue holds ``global_cap``.
         """
+        if interaction_id is not None:
+            existing = await self._for_interaction(interaction_id)
+            if existing is not None:
+                return existing
+        try:
+            return await self._insert(
+                request,
+                requester_id=requester_id,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                priority=priority,
+                interaction_token=interaction_token,
+                interaction_token_expires_at=interaction_token_expires_at,
+                interaction_id=interaction_id,
+                enforce_caps=enforce_caps,
+            )
+        except IntegrityError:
+            found = None if interaction_id is None else await self._for_interaction(interaction_id)
+            if found is None:
+                raise
+            return found  # the same interaction, queued by a concurrent attempt
+
+    async def _for_interaction(self, interaction_id: int) -> JobRecord | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(*JOBS.c).where(Job.interaction_id == interaction_id))
+            ).one_or_none()
+        return JobRecord.from_row(row._mapping) if row is not None else None
+
+    async def _insert(
+        self,
+        request: GenerationRequest,
+        *,
+        requester_id: int,
+        guild_id: int | None,
+        channel_id: int | None,
+        priority: int,
+        interaction_token: str | None,
+        interaction_token_expires_at: datetime | None,
+        interaction_id: int | None,
+        enforce_caps: bool,
+    ) -> JobRecord:
         async with self._write() as conn:
             if enforce_caps:
                 if self._is_pg:
@@ -280,6 +327,7 @@ class JobRepository:
                         priority=priority,
                         interaction_token=interaction_token,
                         interaction_token_expires_at=interaction_token_expires_at,
+                        interaction_id=interaction_id,
                     )
                     .returning(*JOBS.c)
                 )

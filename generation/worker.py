@@ -89,6 +89,8 @@ class _BatchState:
     cancelled: set[int] = field(default_factory=set)
     lost: set[int] = field(default_factory=set)
     stopping: bool = False
+    #: No step for a whole lease: the batch is given up (its lease expires, others take it).
+    stalled: bool = False
 
     def on_step(self) -> bool:
         self.steps_done += 1
@@ -220,6 +222,11 @@ class GenerationWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
         rendered = time.perf_counter()
+        if state.stalled:
+            # Its lease is (being) left to run out: another worker renders these jobs, and
+            # storing a late or partial result here would race it.
+            logger.warning("batch %s: giving up a stalled render", [j.id for j in jobs])
+            return 0
         if state.stopping:
             released = await self.repo.release(self.worker_id, [j.id for j in jobs])
             logger.info("shutting down: released %d job(s) back to the queue", released)
@@ -296,12 +303,29 @@ class GenerationWorker:
         return stored
 
     async def _heartbeat(self, jobs: list[JobRecord], state: _BatchState) -> None:
+        """Renew the batch's lease while rendering advances. A step that hangs (a stuck GPU
+        call) stops the renewals: the lease runs out and another worker takes the jobs."""
         ids = {job.id for job in jobs}
+        lease = self.repo.lease.total_seconds()
+        seen, moved_at = -1, time.monotonic()
         while True:
             await asyncio.sleep(self.progress_interval)
             if self.stop.is_set():
                 state.stopping = True
                 state.interrupt.set()
+            now = time.monotonic()
+            if state.steps_done != seen:
+                seen, moved_at = state.steps_done, now
+            elif now - moved_at > lease:
+                if not state.stalled:
+                    logger.error(
+                        "batch %s: no render step for %.0f s; letting its lease run out",
+                        sorted(ids),
+                        now - moved_at,
+                    )
+                state.stalled = True
+                state.interrupt.set()
+                continue
             active = ids - state.lost
             progress = min(state.steps_done / max(state.total_steps, 1), 0.99)
             try:

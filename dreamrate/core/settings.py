@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -98,7 +99,8 @@ class DatabaseSettings(_Section):
 
         try:
             url = make_url(value)
-        except ArgumentError:
+            url.port  # noqa: B018 - a malformed port raises here, not at connect time
+        except (ArgumentError, ValueError):
             raise ValueError(
                 "must be a database URL such as sqlite+aiosqlite:///data/dreamrate.db "
                 "or postgresql+asyncpg://user@host:5432/db"
@@ -435,7 +437,14 @@ def _describe(error: dict[str, Any]) -> str:
     name = env_name(loc) if loc else "settings"
     if "token" in name.lower():
         shown = ""  # never echo a secret back
+    elif name.endswith("_URL") and isinstance(given, str):
+        shown = f" (got {_without_password(given)[:60]!r})"
     return f"{name}: {message}{shown}"
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of ``scheme://user:password@host`` replaced by ``***``."""
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", url)
 
 
 def load_settings(**overrides: Any) -> Settings:
