@@ -164,3 +164,22 @@ def test_every_setting_is_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [name for name in known_env_names() if f"`{name}`" not in readme]
     assert not missing, f"README configuration table lacks {missing}"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql+asyncpg://dream:s3cret-pw@db.example:notaport/dreamrate", "must be a"),
+        ("mysql://dream:s3cret-pw@db.example/dreamrate", "driver 'mysql' is not supported"),
+    ],
+)
+def test_a_bad_database_url_is_one_line_with_the_password_masked(
+    monkeypatch: pytest.MonkeyPatch, url: str, reason: str
+) -> None:
+    monkeypatch.setenv("DREAMRATE_DATABASE_URL", url)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith(f"DREAMRATE_DATABASE_URL: {reason}")
+    assert "s3cret-pw" not in message and "dream:***@" in message
+    assert "\n" not in message

@@ -221,3 +221,48 @@ async def test_queue_position_and_eta(repo, user_factory) -> None:  # type: igno
     info = await repo.queue_info(b_job.id)
     assert info.position == 1 and info.eta_seconds is not None and info.eta_seconds > 0
     assert (await repo.queue_info(batch[0].id)).position is None
+
+
+async def test_enqueue_is_idempotent_by_interaction_id(repo, user_factory) -> None:  # type: ignore[no-untyped-def]
+    """A retry after a commit whose reply was lost returns the job already queued."""
+    user = await user_factory(1)
+    first = await repo.enqueue(make_request("once"), requester_id=user, interaction_id=555)
+    again = await repo.enqueue(make_request("once"), requester_id=user, interaction_id=555)
+    other = await repo.enqueue(make_request("twice"), requester_id=user, interaction_id=556)
+    assert again.id == first.id and other.id != first.id
+    async with repo.engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(Job)) == 2
+
+
+async def test_interaction_tokens_are_dropped_once_delivered_or_expired(repo, user_factory) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from dreamrate.db.types import utcnow
+    from dreamrate.generation.deliveries import DeliveryRepository
+
+    user = await user_factory(1)
+    deliveries = DeliveryRepository(repo.engine)
+    soon = utcnow() + timedelta(minutes=15)
+    delivered = await repo.enqueue(
+        make_request("a"),
+        requester_id=user,
+        interaction_token="tok-a",
+        interaction_token_expires_at=soon,
+    )
+    expired = await repo.enqueue(
+        make_request("b"),
+        requester_id=user,
+        interaction_token="tok-b",
+        interaction_token_expires_at=utcnow() - timedelta(seconds=1),
+    )
+    live = await repo.enqueue(
+        make_request("c"),
+        requester_id=user,
+        interaction_token="tok-c",
+        interaction_token_expires_at=soon,
+    )
+    await deliveries.mark_delivered(delivered.id)
+    assert await deliveries.forget_expired_tokens() == 1
+    async with repo.engine.connect() as conn:
+        stored = dict((await conn.execute(select(Job.id, Job.interaction_token))).all())
+    assert stored == {delivered.id: None, expired.id: None, live.id: "tok-c"}

@@ -228,3 +228,68 @@ async def test_database_outage_is_retried_with_backoff(pipelines, tmp_path, capl
     assert 2 <= len(lines) <= 4, lines
     assert "retrying in 1s" in lines[0] and "retrying in 2s" in lines[1]
     assert all("\n" not in line for line in lines)
+
+
+async def test_a_hung_render_step_loses_its_lease_and_another_worker_finishes(
+    engine, user_factory, pipelines, tiny, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from dreamrate.generation.pipeline import load_text2image
+
+    entered, release = threading.Event(), threading.Event()
+
+    def hanging(model: str, **kwargs: object):  # type: ignore[no-untyped-def]
+        # A pipeline whose second UNet call never returns, as a wedged GPU call does.
+        pipe = load_text2image(model, **kwargs)
+        calls = []
+
+        def hang(module, args):  # type: ignore[no-untyped-def]
+            calls.append(1)
+            if len(calls) == 2:
+                entered.set()
+                release.wait(120)
+
+        pipe.unet.register_forward_pre_hook(hang)
+        return pipe
+
+    def short_lease() -> JobRepository:
+        return JobRepository(
+            engine, max_attempts=3, lease_seconds=1, per_user_cap=100, global_cap=10_000
+        )
+
+    stuck_repo, other_repo = short_lease(), short_lease()
+    job = await enqueue(stuck_repo, await user_factory(1), "wedged", model=tiny, steps=4)
+    stuck = GenerationWorker(
+        repo=stuck_repo,
+        store=ImageStore(tmp_path / "stuck"),
+        pipelines=PipelineCache(device="cpu", loader=hanging),
+        worker_id="stuck",
+        progress_interval=0.05,
+    )
+    other = make_worker(other_repo, pipelines, tmp_path / "other", progress_interval=0.05)
+    other.worker_id = "other"
+    hung = asyncio.create_task(stuck.run_once())
+    try:
+        assert await asyncio.to_thread(entered.wait, 60)
+        # The step never advances: no more renewals, the lease runs out, the other worker
+        # reclaims the job (one attempt spent) and finishes it.
+        for _ in range(400):
+            if await other.run_once():
+                break
+            await asyncio.sleep(0.05)
+        done = await repo_get(other_repo, job.id)
+        assert done.status is JobStatus.DONE and done.attempts == 2
+        assert len(await other_repo.images(job.id)) == 1
+    finally:
+        release.set()
+    # The wedged call returns at last: the stalled worker stores nothing over the result.
+    assert await asyncio.wait_for(hung, timeout=60) == 0
+    assert not list((tmp_path / "stuck").rglob("*.png"))
+    assert len(await other_repo.images(job.id)) == 1
+
+
+async def repo_get(repo: JobRepository, job_id: int):  # type: ignore[no-untyped-def]
+    job = await repo.get(job_id)
+    assert job is not None
+    return job
