@@ -184,9 +184,14 @@ class DreamrateBot(discord.Client):
 
     async def on_ready(self) -> None:
         logger.info("connected as %s to %d guild(s)", self.user, len(self.guilds))
+        self.reactions.replaying = False
         self.reactions.request_backfill()
 
+    async def on_disconnect(self) -> None:
+        self.reactions.replaying = True
+
     async def on_resumed(self) -> None:
+        self.reactions.replaying = False
         self.reactions.request_backfill()
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:

@@ -120,10 +120,11 @@ def register_commands(
 
     @privacy.command(name="optin", description="Record my ratings again.")
     async def optin(interaction: discord.Interaction) -> None:
-        await retry_on_disconnect(
+        changed = await retry_on_disconnect(
             lambda: set_opted_out(engine, interaction.user.id, False, name=interaction.user.name)
         )
-        rebaseline()
+        if changed:
+            rebaseline()
         await interaction.response.send_message(
             "Your reactions are recorded again, from now on.", ephemeral=True
         )

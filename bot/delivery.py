@@ -16,7 +16,7 @@ from dreamrate.bot.loops import every
 from dreamrate.bot.posting import attachment_stem, find_posted
 from dreamrate.bot.uploads import DEFAULT_UPLOAD_LIMIT, image_file
 from dreamrate.db.models import JobStatus
-from dreamrate.db.pending import begin_post, pending_post
+from dreamrate.db.pending import begin_post, drop_post, pending_post, touch_post
 from dreamrate.db.users import user_name
 
 if TYPE_CHECKING:
@@ -219,21 +219,26 @@ class Delivery:
                     if self.seed_emojis:
                         self._seed(channel_id, found.id, job.id)
                     continue
-            nonce = (
-                intent.nonce
-                if intent is not None
-                else await begin_post(self.repo.engine, image.id, channel_id, "own")
-            )
+            if intent is not None:
+                nonce = intent.nonce
+                await touch_post(self.repo.engine, nonce)  # searched for from this try on
+            else:
+                nonce = await begin_post(self.repo.engine, image.id, channel_id, "own")
             # 2. Post, then record the message and clear the intent in one transaction.
             file = image_file(
                 self.images_dir / image.path, attachment_stem(job.id, image.index, nonce), limit
             )
             embed = image_embed(job, image.index, image.seed, requester)
             token = await self.deliveries.interaction_token(job.id)
-            if token is not None:
-                message = await self._webhook(token).send(file=file, embed=embed, wait=True)
-            else:
-                message = await channel.send(file=file, embed=embed)  # type: ignore[union-attr]
+            try:
+                if token is not None:
+                    message = await self._webhook(token).send(file=file, embed=embed, wait=True)
+                else:
+                    message = await channel.send(file=file, embed=embed)  # type: ignore[union-attr]
+            except discord.HTTPException as exc:
+                if exc.status < 500:  # refused outright: nothing was posted, nothing to find
+                    await drop_post(self.repo.engine, nonce)
+                raise
             await self.deliveries.mark_posted(
                 image.id, message_id=message.id, channel_id=message.channel.id, nonce=nonce
             )

@@ -16,7 +16,7 @@ from dreamrate.bot.embeds import image_embed
 from dreamrate.bot.loops import every
 from dreamrate.bot.posting import attachment_stem, find_posted
 from dreamrate.bot.uploads import image_file
-from dreamrate.db.pending import begin_post, drop_post, pending_reposts
+from dreamrate.db.pending import begin_post, drop_post, pending_post, pending_reposts, touch_post
 from dreamrate.db.retry import retry_on_disconnect
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import user_name
@@ -142,16 +142,46 @@ class RatingPosts:
                 await retry_on_disconnect(partial(user_name, self.engine, job.requester_id))
                 or "someone"
             )
-            # The row is written first: a message is never left whose reactions don't count.
-            nonce = await retry_on_disconnect(
-                partial(begin_post, self.engine, image_id, channel_id, kind)
+            # An earlier attempt may have sent it without hearing back: find it, don't repost.
+            intent = await retry_on_disconnect(
+                partial(pending_post, self.engine, image_id, channel_id, kind)
             )
-            message = await channel.send(
-                file=image_file(
-                    self.images_dir / image.path, attachment_stem(job.id, image.index, nonce)
-                ),
-                embed=image_embed(job, image.index, image.seed, requester),
-            )
+            if intent is not None:
+                found = await find_posted(self.client, channel_id, intent.nonce, intent.created_at)
+                if found is not None:
+                    await retry_on_disconnect(
+                        partial(
+                            record_post,
+                            self.engine,
+                            message_id=found.id,
+                            image_id=image_id,
+                            channel_id=channel_id,
+                            kind=kind,
+                            nonce=intent.nonce,
+                        )
+                    )
+                    for emoji in self.scale.reaction_emojis if self.seed else ():
+                        await found.add_reaction(emoji)  # the crash may have cut seeding short
+                    posted.append(found.id)
+                    continue
+                await retry_on_disconnect(partial(touch_post, self.engine, intent.nonce))
+                nonce = intent.nonce
+            else:
+                # The row is written first: a message is never left whose reactions don't count.
+                nonce = await retry_on_disconnect(
+                    partial(begin_post, self.engine, image_id, channel_id, kind)
+                )
+            try:
+                message = await channel.send(
+                    file=image_file(
+                        self.images_dir / image.path, attachment_stem(job.id, image.index, nonce)
+                    ),
+                    embed=image_embed(job, image.index, image.seed, requester),
+                )
+            except discord.HTTPException as exc:
+                if exc.status < 500:  # refused outright: nothing was posted, nothing to find
+                    await retry_on_disconnect(partial(drop_post, self.engine, nonce))
+                raise
             await retry_on_disconnect(
                 partial(
                     record_post,
@@ -171,9 +201,16 @@ class RatingPosts:
     async def feed_forever(self) -> None:
         """|coro| Finish reposts a crash interrupted, then run :meth:`feed_once` every
         :data:`FEED_CHECK_EVERY_S` until the client closes."""
-        await self.client.wait_until_ready()
-        await self.recover()
-        await every(self.client, FEED_CHECK_EVERY_S, self.feed_once, "rating feed pass")
+        recovered = False
+
+        async def step() -> None:
+            nonlocal recovered
+            if not recovered:  # inside the loop's error handling: a failure is tried again
+                await self.recover()
+                recovered = True
+            await self.feed_once()
+
+        await every(self.client, FEED_CHECK_EVERY_S, step, "rating feed pass")
 
     async def recover(self) -> int:
         """|coro| Reposts whose message went out but was not recorded (a crash in between)

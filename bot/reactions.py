@@ -121,6 +121,8 @@ class ReactionRecorder:
         #: Events not queued because their member was over their allowance / the inbox full.
         self.throttled = 0
         self.overflowed = 0
+        #: Between a dropped connection and RESUMED, events are the gateway's replay.
+        self.replaying = False
         self._inbox: deque[ReactionEvent | _Backfill] = deque()
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
@@ -161,12 +163,18 @@ class ReactionRecorder:
                 channel_id=payload.channel_id,
                 guild_id=payload.guild_id,
                 user_name=payload.member.name if payload.member is not None else "",
-                received_at=utcnow(),
+                # A resume replays what was missed in a burst: those times are not the member's.
+                received_at=None if self.replaying else utcnow(),
             )
         )
 
     def request_backfill(self) -> None:
         """Backfill once every event queued so far is recorded (on ready and on resume)."""
+        if any(
+            isinstance(i, _Backfill) and i.messages is None and i.channels is None
+            for i in self._inbox
+        ):
+            return  # one full pass already waits: it will see everything this one would
         self._put(_Backfill())
 
     def _repair_later(self, message_id: int, channel_id: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dreamrate.db.models import PendingPost
@@ -24,6 +24,7 @@ __all__ = [
     "drop_post",
     "pending_post",
     "pending_reposts",
+    "touch_post",
 ]
 
 
@@ -96,3 +97,11 @@ async def drop_post(engine: AsyncEngine, nonce: str) -> None:
     """The intent was never carried out: forget it."""
     async with engine.begin() as conn:
         await clear_post(conn, nonce)
+
+
+async def touch_post(engine: AsyncEngine, nonce: str) -> None:
+    """An unfinished post is about to be tried again: it is searched for from now on."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(PendingPost).where(PendingPost.nonce == nonce).values(created_at=utcnow())
+        )

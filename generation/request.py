@@ -169,7 +169,15 @@ _BLANK = frozenset(
     )
 )
 #: Latin letters that Unicode's confusables table leaves alone (it only maps other scripts).
-_LATIN_LOOKALIKES = str.maketrans({"ɡ": "g", "ı": "i", "ſ": "s"})
+#: Latin small capitals, script and dotless letters, and the lower-case Cyrillic letters
+#: that look like small capitals (в н т м к): the confusables table maps none of them.
+_LATIN_LOOKALIKES = str.maketrans(
+    {
+        **dict(zip("ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ", "abcdefghijklmnoprstuvwyz", strict=True)),
+        **{"ɡ": "g", "ı": "i", "ſ": "s", "ɑ": "a", "ɩ": "i"},
+        **dict(zip("вгнтмкпш", "brhtmknw", strict=True)),
+    }
+)
 
 
 def _fold_lookalikes(text: str) -> str:
@@ -184,11 +192,15 @@ def _fold_lookalikes(text: str) -> str:
     return "".join(swap.get(ch, ch) for ch in text).translate(_LATIN_LOOKALIKES)
 
 
-def match_form(text: str) -> str:
+def match_form(text: str, *, hidden: str = "") -> str:
     """``text`` as blocked terms are matched against it: compatibility forms unified (NFKC),
-    invisible and format characters dropped, case and look-alike letters folded."""
-    text = unicodedata.normalize("NFKC", text)
-    kept = "".join(ch for ch in text if unicodedata.category(ch) != "Cf" and ord(ch) not in _BLANK)
+    invisible and format characters replaced by ``hidden`` (dropped by default: a word
+    split by a zero-width space still reads as one), case and look-alike letters folded
+    (before and after case folding, so capitals of other scripts fold too)."""
+    text = _fold_lookalikes(unicodedata.normalize("NFKC", text))
+    kept = "".join(
+        hidden if unicodedata.category(ch) == "Cf" or ord(ch) in _BLANK else ch for ch in text
+    )
     return _fold_lookalikes(kept.casefold())
 
 
@@ -199,10 +211,12 @@ def has_visible(text: str) -> bool:
 
 
 def _blocked(prompt: str, terms: Sequence[str]) -> str | None:
-    folded = match_form(prompt)
+    # Both readings of an invisible character: it joins ("go\u200bre") or it separates, as
+    # a blank that shows like a space does ("nude\u2800photo").
+    forms = (match_form(prompt), match_form(prompt, hidden=" "))
     for term in terms:
         pattern = r"(?<!\w)" + re.escape(match_form(term)) + r"(?!\w)"
-        if term.strip() and re.search(pattern, folded):
+        if term.strip() and any(re.search(pattern, form) for form in forms):
             return term
     return None
 

@@ -223,9 +223,13 @@ class GenerationWorker:
                 await beat
         rendered = time.perf_counter()
         if state.stalled:
-            # Its lease is (being) left to run out: another worker renders these jobs, and
-            # storing a late or partial result here would race it.
-            logger.warning("batch %s: giving up a stalled render", [j.id for j in jobs])
+            # Storing a late or partial result would race whoever took the jobs over. Jobs
+            # still ours go back to the queue with this attempt counted (a render that
+            # always hangs fails in the end, saying so); others' are untouched.
+            reason = "a render step made no progress for a whole lease"
+            for job in jobs:
+                await self.repo.fail(self.worker_id, job.id, reason, retry=True)
+            logger.warning("batch %s: gave up a stalled render", [j.id for j in jobs])
             return 0
         if state.stopping:
             released = await self.repo.release(self.worker_id, [j.id for j in jobs])

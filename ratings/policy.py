@@ -2,7 +2,8 @@
 
 Every reader of ratings goes through here: training, ``ratings export``, ``export
 dataset``, ``/stats`` and the pool of images shown for rating. A member counts unless they
-are banned, opted out or erased their data; a member banned by one guild's moderators does
+are banned or opted out; erasing deleted everything they had rated, and the images they
+requested before erasing never count again. A member banned by one guild's moderators does
 not count for that guild's images (and still counts elsewhere). An image counts unless a
 moderator removed it, and anything that leaves the database (exports, datasets, posts to
 Discord) also leaves out the images the safety checker flagged and those with a member's
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, exists, select
+from sqlalchemy.orm import aliased
 
 from dreamrate.db.models import Flag, GuildBan, Image, Job, Rating, User
 
@@ -48,11 +50,22 @@ def counted_job() -> ColumnElement[bool]:
     return counted_member() & ~_banned_here(Job.requester_id) & ~before_erase
 
 
+def _made_before_erase() -> ColumnElement[bool]:
+    """The image's requester erased their data after requesting it."""
+    requester = aliased(User)
+    return exists().where(
+        Job.id == Image.job_id,
+        requester.id == Job.requester_id,
+        requester.erased_at.is_not(None),
+        Job.created_at <= requester.erased_at,
+    )
+
+
 def counted_image(*, leaving: bool) -> ColumnElement[bool]:
     """A condition on ``Image``: kept by moderators, and with ``leaving`` (exports, datasets,
     posts) also not flagged by the safety checker, and with no member report waiting for a
     moderator (an upheld report removes the image; a dismissed one no longer counts)."""
-    condition = Image.removed.is_(False)
+    condition = Image.removed.is_(False) & ~_made_before_erase()
     if not leaving:
         return condition
     reported = exists().where(Flag.image_id == Image.id, Flag.resolved_at.is_(None))

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dreamrate.db.models import Image, ImagePost
 from dreamrate.db.pending import clear_post
 from dreamrate.db.types import utcnow
+from dreamrate.db.users import dialect_insert
 from dreamrate.ratings.policy import counted_image
 
 __all__ = ["last_post_at", "recent_image_messages", "record_post"]
@@ -32,14 +33,17 @@ async def record_post(
     async with engine.begin() as conn:
         if nonce is not None:
             await clear_post(conn, nonce)
+        # Idempotent: a retry after a commit whose reply was lost finds the row there.
         await conn.execute(
-            ImagePost.__table__.insert().values(
+            dialect_insert(engine)(ImagePost)
+            .values(
                 message_id=message_id,
                 image_id=image_id,
                 channel_id=channel_id,
                 kind=kind,
                 posted_at=utcnow(),
             )
+            .on_conflict_do_nothing(index_elements=["message_id"])
         )
 
 

@@ -17,8 +17,9 @@ __all__ = ["Erased", "erase", "export_mine", "set_opted_out"]
 
 async def set_opted_out(
     engine: AsyncEngine, discord_id: int, opted_out: bool, *, name: str = ""
-) -> None:
+) -> bool:
     """Stop (or resume) recording the member's ratings; existing ones stay unless erased.
+    Returns whether anything changed.
 
     Opting back in counts only what the member does afterwards: reactions the bot received
     before (or that sat on Discord while they were out) never become ratings.
@@ -28,7 +29,13 @@ async def set_opted_out(
     if not opted_out:
         values |= {"counted_since": utcnow(), "baseline_pending": True}
     async with engine.begin() as conn:
-        await conn.execute(update(User).where(User.discord_id == discord_id).values(**values))
+        # Only a change counts: opting in again while in must not bury fresh reactions.
+        changed = await conn.execute(
+            update(User)
+            .where(User.discord_id == discord_id, User.opted_out.is_(not opted_out))
+            .values(**values)
+        )
+    return bool(changed.rowcount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +64,13 @@ async def erase(engine: AsyncEngine, discord_id: int) -> Erased:
     """
     now = utcnow()
     async with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as conn:
+        # The member's row is locked first, as recording locks it (PostgreSQL; SQLite's
+        # IMMEDIATE transaction is one writer already): a rating being recorded now either
+        # commits before this erase deletes it or waits and sees the erase.
         user_id = (
-            await conn.execute(select(User.id).where(User.discord_id == discord_id))
+            await conn.execute(
+                select(User.id).where(User.discord_id == discord_id).with_for_update()
+            )
         ).scalar_one_or_none()
         if user_id is None:
             return Erased(0, 0, 0)

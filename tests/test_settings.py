@@ -171,6 +171,8 @@ def test_every_setting_is_in_the_readme() -> None:
     [
         ("postgresql+asyncpg://dream:s3cret-pw@db.example:notaport/dreamrate", "must be a"),
         ("mysql://dream:s3cret-pw@db.example/dreamrate", "driver 'mysql' is not supported"),
+        ("mysql://dream:s3cret-pw@with@signs@db.example/d", "driver 'mysql' is not supported"),
+        ("postgresql+asyncpg://dream:s3cret-pw has spaces@db:x/d", "must be a"),
     ],
 )
 def test_a_bad_database_url_is_one_line_with_the_password_masked(

@@ -443,8 +443,14 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 def _without_password(url: str) -> str:
-    """``url`` with the password of ``scheme://user:password@host`` replaced by ``***``."""
-    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", url)
+    """``url`` with the password of ``scheme://user:password@host`` replaced by ``***``
+    (up to the last ``@``: a password may contain ``@``, spaces, anything)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable at all: mask by hand
+        return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
 
 
 def load_settings(**overrides: Any) -> Settings:

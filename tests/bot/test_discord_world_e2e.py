@@ -157,8 +157,12 @@ async def test_a_deleted_channel_fails_its_job_and_blocks_nobody(
             EVE, "dream", [{"name": "prompt", "type": 3, "value": "doomed"}], channel=gallery
         )
         _, fine = await server.slash(FAY, "dream", [{"name": "prompt", "type": 3, "value": "fine"}])
-        await server.wait_for(lambda: doomed in server.originals and fine in server.originals)
-        await server.delete_channel(gallery)  # between the request and the delivery
+        # Both queued and answered (the reply edited with the queue position), then the
+        # channel goes: between the request and the delivery.
+        await server.wait_for(
+            lambda: all(server.originals.get(t, {}).get("content") for t in (doomed, fine))
+        )
+        await server.delete_channel(gallery)
         worker = build_worker(running.settings, running.bot.repo)
         while await worker.run_once():
             pass

@@ -165,6 +165,9 @@ def test_model_defaults_from_config_files(tiny_models) -> None:  # type: ignore[
         "much \u0261\u03bfre",  # a script g, a Greek omicron
         "much \uff27\uff2f\uff32\uff25",  # fullwidth letters (NFKC)
         "much bad\u200b word",
+        "much gore\u2800photo",  # a blank that shows like a space separates words
+        "much \u0262\u1d0f\u0280\u1d07",  # Latin small capitals
+        "much G\u041eR\u0415",  # Cyrillic capitals О and Е
     ],
 )
 def test_blocked_terms_match_as_the_model_reads_them(prompt: str) -> None:

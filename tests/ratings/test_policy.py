@@ -200,3 +200,30 @@ async def test_maintainer_reads_can_be_limited_to_guilds(engine, tmp_path: Path)
     } - {"1000"}
     await set_banned(engine, GUILD + 1, 1001, True)  # another guild's ban changes nothing here
     assert "1001" in {r["rater_id"] for r in await current_ratings(engine)}
+
+
+async def test_what_a_member_requested_before_erasing_never_counts_again(
+    engine, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from dreamrate.db.models import Job, User
+    from dreamrate.ratings.privacy import erase
+
+    await seed_community(engine, tmp_path / "images", prompts=6, per_prompt=2, raters=5)
+    async with engine.connect() as conn:
+        theirs = set(
+            (
+                await conn.execute(
+                    select(Image.id)
+                    .join(Job, Job.id == Image.job_id)
+                    .join(User, User.id == Job.requester_id)
+                    .where(User.discord_id == 1000)
+                )
+            ).scalars()
+        )
+    assert theirs
+    await erase(engine, 1000)
+    rated = {row["image_id"] for row in await current_ratings(engine)}
+    assert rated and rated.isdisjoint(theirs)  # nobody's ratings of their images leave
+    assert set(await images_needing_ratings(engine, 50, GUILD)).isdisjoint(theirs)

@@ -290,3 +290,54 @@ async def test_an_image_shown_twice_takes_the_latest_emoji_on_either_message(
     assert await ratings(engine) == {(1, MESSAGES[0]): 4.0}  # still on the repost
     assert await service.reconcile(6001, {}) == (0, 1)  # gone from the repost while we were away
     assert await ratings(engine) == {}
+
+
+async def test_erase_waits_for_a_rating_being_recorded_and_takes_it_too(
+    service, engine, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A reaction mid-way through recording when the member erases is erased with the rest
+    (PostgreSQL's READ COMMITTED would otherwise let the erase miss the uncommitted rows)."""
+    from dreamrate.db.models import ReactionTombstone
+
+    await service.record(react(1, "7️⃣"))  # the member exists
+    inside, go_on = asyncio.Event(), asyncio.Event()
+    real = RatingService._settle
+
+    async def slow_settle(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        inside.set()
+        await go_on.wait()
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RatingService, "_settle", slow_settle)
+    recording = asyncio.create_task(service.record(react(1, "3️⃣", message=MESSAGES[1])))
+    await asyncio.wait_for(inside.wait(), 30)
+    erasing = asyncio.create_task(erase(engine, 1))
+    if engine.dialect.name == "postgresql":  # release only once the erase waits for the lock
+        from tests.conftest import _pg_execute
+
+        for _ in range(300):
+            waiting = await _pg_execute(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE '%FOR UPDATE%'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting, "the erase never waited for the member's row"
+    go_on.set()
+    await recording
+    erased = await erasing
+    assert erased.ratings == 2 and erased.events == 2
+    assert await ratings(engine) == {}
+    async with engine.connect() as conn:
+        graves = set((await conn.execute(select(ReactionTombstone.message_id))).scalars())
+    assert graves == {MESSAGES[0], MESSAGES[1]}
+
+
+async def test_opting_in_while_in_changes_nothing(service, engine) -> None:  # type: ignore[no-untyped-def]
+    await service.record(react(1, "7️⃣"))
+    assert await set_opted_out(engine, 1, False) is False  # already in: no new baseline
+    assert await service.pending_baselines() == []
+    assert await set_opted_out(engine, 1, True) is True
+    assert await set_opted_out(engine, 1, False) is True
+    assert len(await service.pending_baselines()) == 1
