@@ -49,6 +49,11 @@ def _plot_raters(result: TrainingResult, path: Path) -> None:
     spam = np.array([rid.item() if hasattr(rid, "item") else rid for rid in effects.rater_ids])
     flagged = np.isin(spam, list(effects.spam))
     fig, ax = plt.subplots(figsize=(6, 4))
+    if not len(effects.rater_ids):  # trained on choices alone
+        ax.text(0.5, 0.5, "no ratings: trained on choices", ha="center", va="center")
+        ax.set_axis_off()
+        _save(plt, fig, path)
+        return
     sizes = 10 + 40 * np.sqrt(effects.n_ratings / max(effects.n_ratings.max(), 1))
     ax.scatter(
         effects.offset[~flagged],
@@ -145,10 +150,20 @@ def image_grid(
 
 
 def _metrics_table(metrics: dict[str, dict[str, float]]) -> str:
-    head = "<tr><th>model</th><th>Spearman</th><th>Pearson</th><th>MSE</th><th>pairwise accuracy</th></tr>"
+    columns = {
+        "spearman": "Spearman",
+        "pearson": "Pearson",
+        "mse": "MSE",
+        "pairwise": "pairwise accuracy",
+    }
+    if any("choice_accuracy" in m for m in metrics.values()):
+        # Held-out choices among images of unseen prompts; the human ceiling's row is how
+        # often one member agrees with the others on a pair.
+        columns["choice_accuracy"] = "held-out choices"
+    head = "<tr><th>model</th>" + "".join(f"<th>{c}</th>" for c in columns.values()) + "</tr>"
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td>"
-        + "".join(f"<td>{m[k]:.3f}</td>" for k in ("spearman", "pearson", "mse", "pairwise"))
+        + "".join(f"<td>{m[k]:.3f}</td>" if k in m else "<td></td>" for k in columns)
         + "</tr>"
         for name, m in metrics.items()
     )

@@ -29,6 +29,9 @@ class SyntheticWorld:
     rater_noise: np.ndarray
     spammer: np.ndarray  #: 0 honest, 1 constant, 2 random
     seed: int
+    #: Steepness of each rater's private curve (0: linear in the truth); a steep curve
+    #: grades nearly everything 1-3 or 8-10.
+    rater_curve: np.ndarray | None = None
 
     @property
     def n_raters(self) -> int:
@@ -36,10 +39,15 @@ class SyntheticWorld:
 
     def rate(self, images: np.ndarray, raters: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Ratings 1..10 that ``raters`` give ``images`` (pairwise)."""
+        felt = self.truth[images]
+        if self.rater_curve is not None:
+            steep = self.rater_curve[raters]
+            bent = np.tanh(np.maximum(steep, 1e-6) * felt) / np.maximum(steep, 1e-6) * 3.0
+            felt = np.where(steep > 0, bent, felt)
         raw = (
             5.5
             + self.rater_offset[raters]
-            + self.rater_scale[raters] * 1.5 * self.truth[images]
+            + self.rater_scale[raters] * 1.5 * felt
             + rng.normal(0, 1, len(images)) * self.rater_noise[raters]
         )
         values = np.clip(np.rint(raw), 1, 10)
@@ -57,6 +65,41 @@ class SyntheticWorld:
         img, rat = img[np.sort(pairs)], rat[np.sort(pairs)]
         return img, rat, self.rate(img, rat, rng)
 
+    def choice_noise(self) -> float:
+        """The noise of an honest member's choices: an honest member agrees with the truth
+        on about 70 % of within-prompt pairs (the published single-human figure is 65-78 %)."""
+        pairs = [np.flatnonzero(self.groups == g) for g in np.unique(self.groups)]
+        diffs = np.concatenate([self.truth[p[0]] - self.truth[p[1:]] for p in pairs if len(p) > 1])
+        # E[Phi(|d| / s)] = 1/2 + arctan(D / s) / pi for d ~ N(0, D^2): 70 % at D / s = tan(0.2 pi)
+        return float(np.std(diffs) / np.tan(0.2 * np.pi))
+
+    def random_choices(
+        self, n: int, rng: np.random.Generator, *, within_prompt: float = 0.8
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``n`` clicks ``(image a, image b, rater, winner)``: mostly two images of one
+        prompt, as members compare them; winners ``"a"``, ``"b"`` or ``"tie"``. Spammers
+        always take the left image (constant raters) or choose at random."""
+        a = rng.integers(0, len(self.truth), n)
+        members = [np.flatnonzero(self.groups == g) for g in range(int(self.groups.max()) + 1)]
+        b = rng.integers(0, len(self.truth), n)
+        same = rng.random(n) < within_prompt
+        for k in np.flatnonzero(same):
+            options = members[self.groups[a[k]]]
+            options = options[options != a[k]]
+            if len(options):
+                b[k] = rng.choice(options)
+        b = np.where(b == a, (a + 1) % len(self.truth), b)
+        raters = rng.integers(0, self.n_raters, n)
+        # Each member's own noise, around the calibrated honest level.
+        noise = self.choice_noise() * self.rater_noise[raters] / float(np.mean(self.rater_noise))
+        margin = (self.truth[a] - self.truth[b]) + rng.normal(0, 1, n) * noise
+        winner = np.where(margin > 0, "a", "b").astype(object)
+        winner[np.abs(margin) < 0.1 * noise] = "tie"  # too close to call
+        winner[self.spammer[raters] == 1] = "a"
+        random = self.spammer[raters] == 2
+        winner[random] = np.where(rng.random(int(random.sum())) < 0.5, "a", "b")
+        return a, b, raters, winner
+
 
 def make_world(
     n_images: int,
@@ -67,6 +110,7 @@ def make_world(
     themes: int = 40,
     per_prompt: int = 4,
     seed: int = 0,
+    steep_curves: bool = False,
 ) -> SyntheticWorld:
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 1, (themes, dim))
@@ -101,6 +145,7 @@ def make_world(
         rater_noise=rng.uniform(0.5, 2.5, n_raters),
         spammer=spammer,
         seed=seed,
+        rater_curve=rng.uniform(1.5, 4.0, n_raters) if steep_curves else None,
     )
 
 

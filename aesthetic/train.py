@@ -34,6 +34,7 @@ __all__ = [
     "metrics",
     "nested_ridge_alphas",
     "pairwise_accuracy",
+    "ridge_baseline",
     "train_predictor",
     "unit_rows",
 ]
@@ -151,6 +152,12 @@ def nested_ridge_alphas(
     return [best(k) for k in range(len(tests))], best(None)
 
 
+def ridge_baseline(x: np.ndarray, y: np.ndarray) -> Any:
+    """The baseline every predictor is measured against: ``Ridge()`` on unit rows, fitted to
+    per-image mean ratings (as Simulacra did)."""
+    return _fit(_ridge_pipeline(), x, y, None)
+
+
 def _mlp_pipeline(seed: int) -> Any:
     from sklearn.neural_network import MLPRegressor
     from sklearn.pipeline import Pipeline
@@ -211,6 +218,23 @@ def train_predictor(
     TrainingError
         one line: too few ratings (saying how many are needed), bad embeddings.
     """
+    if data.comparisons is not None:
+        if model != "ridge":
+            raise TrainingError(
+                f"--model {model}: choices train one linear head; use --model ridge with them"
+            )
+        from dreamrate.aesthetic.train_joint import train_joint
+
+        return train_joint(
+            data,
+            min_ratings=min_ratings,
+            folds=folds,
+            seed=seed,
+            name=name,
+            scale=scale,
+            aggregate=aggregate,
+            progress=progress,
+        )
     say = progress or (lambda _msg: None)
     x_all = check_embeddings(data.embeddings, None, data.embedding_model)
     opts = aggregate or AggregateOptions(min_ratings=min_ratings)

@@ -15,16 +15,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.models import Embedding, Image, Job, Rating
 from dreamrate.ratings.aggregate import RatingPanel
+from dreamrate.ratings.choices import ChoicePanel
 from dreamrate.ratings.policy import counted_image, counted_ratings, in_guilds
 from dreamrate.ratings.schema import RATING_COLUMNS, REQUIRED_COLUMNS, prompt_group
 
 __all__ = [
+    "COMPARISON_COLUMNS",
     "TrainingData",
     "TrainingError",
     "check_embeddings",
     "load_database_data",
     "load_file_data",
+    "load_files",
 ]
+
+#: The comparisons file: one row per click (``group_a``, ``group_b``, ``timestamp`` optional).
+COMPARISON_COLUMNS = ("image_a", "image_b", "rater_id", "winner")
 
 
 class TrainingError(DreamrateError):
@@ -42,6 +48,8 @@ class TrainingData:
     embedding_model: str
     #: image id -> file, for the report's image grids (may be empty)
     image_paths: dict[int, str] = field(default_factory=dict)
+    #: Pairwise choices ("which of these two?"), when there are any
+    comparisons: ChoicePanel | None = None
 
 
 def check_embeddings(embeddings: np.ndarray, dim: int | None, model: str) -> np.ndarray:
@@ -190,6 +198,135 @@ def load_file_data(
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise TrainingError(f"--ratings: {first[:200]}") from None
 
+    image_ids, embeddings = _read_embeddings(
+        embeddings_path, embedding_model=embedding_model, dim=dim
+    )
+    # Images without a group are their own group (validation cannot do better for them).
+    group_of = (
+        {
+            int(i): str(g)
+            for i, g in zip(
+                values_of("image_id").tolist(), ratings.column("group").to_pylist(), strict=True
+            )
+            if g is not None
+        }
+        if "group" in names
+        else {}
+    )
+    groups = np.array([group_of.get(int(i), f"image-{i}") for i in image_ids])
+    return TrainingData(
+        panel=panel,
+        image_ids=image_ids,
+        embeddings=embeddings,
+        groups=groups,
+        embedding_model=embedding_model,
+    )
+
+
+def _comparisons(path: Path) -> tuple[ChoicePanel, dict[int, str]]:
+    """The comparisons file, and the prompt group of each image it names (if given)."""
+    import pyarrow as pa
+
+    table = _read_table(path, "--comparisons")
+    names = set(table.column_names)
+    missing = [c for c in COMPARISON_COLUMNS if c not in names]
+    if missing:
+        raise TrainingError(
+            f"--comparisons: {path} lacks column(s) {', '.join(missing)} "
+            f"(needs {', '.join(COMPARISON_COLUMNS)}; group_a, group_b, timestamp optional)"
+        )
+
+    def values_of(name: str) -> list[Any]:
+        return table.column(name).to_pylist()
+
+    try:
+        for column in ("image_a", "image_b", "rater_id", "winner"):
+            if table.column(column).null_count:
+                raise ValueError(f"{column} has {table.column(column).null_count} empty value(s)")
+        panel = ChoicePanel.from_columns(
+            np.asarray(values_of("image_a"), dtype=np.int64),
+            np.asarray(values_of("image_b"), dtype=np.int64),
+            [str(r) for r in values_of("rater_id")],
+            [str(w) for w in values_of("winner")],
+        )
+    except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise TrainingError(f"--comparisons: {first[:200]}") from None
+    groups: dict[int, str] = {}
+    for side in ("a", "b"):
+        if f"group_{side}" in names:
+            for i, g in zip(values_of(f"image_{side}"), values_of(f"group_{side}"), strict=True):
+                if g is not None:
+                    groups[int(i)] = str(g)
+    return panel, groups
+
+
+def load_files(
+    ratings_path: Path | None,
+    comparisons_path: Path | None,
+    embeddings_path: Path,
+    *,
+    embedding_model: str,
+    dim: int | None,
+) -> TrainingData:
+    """Ratings (the rating schema) and/or comparisons (:data:`COMPARISON_COLUMNS`, one row
+    per click) with ``embeddings.parquet``, which must hold every image either file names.
+    A ``rater_id`` in both files is the same member."""
+    if ratings_path is None and comparisons_path is None:
+        raise TrainingError("give --ratings, --comparisons or both, with --embeddings")
+    if ratings_path is not None:
+        data = load_file_data(
+            ratings_path, embeddings_path, embedding_model=embedding_model, dim=dim
+        )
+    else:
+        data = _embeddings_only(embeddings_path, embedding_model=embedding_model, dim=dim)
+    if comparisons_path is None:
+        return data
+    panel, groups = _comparisons(comparisons_path)
+    have = set(data.image_ids.tolist())
+    named = set(panel.image_a.tolist()) | set(panel.image_b.tolist())
+    lacking = sorted(named - have)
+    if lacking:
+        raise TrainingError(
+            f"--comparisons: {len(lacking)} image(s) have no embedding in {embeddings_path} "
+            f"(first: {lacking[0]})"
+        )
+    # A group from the comparisons fills in what the ratings did not say.
+    merged = np.array(
+        [
+            groups.get(int(i), g) if g == f"image-{i}" else g
+            for i, g in zip(data.image_ids.tolist(), data.groups.tolist(), strict=True)
+        ]
+    )
+    return TrainingData(
+        panel=data.panel,
+        image_ids=data.image_ids,
+        embeddings=data.embeddings,
+        groups=merged,
+        embedding_model=data.embedding_model,
+        image_paths=data.image_paths,
+        comparisons=panel,
+    )
+
+
+def _embeddings_only(path: Path, *, embedding_model: str, dim: int | None) -> TrainingData:
+    """The embeddings file with an empty rating panel (training on choices alone)."""
+    image_ids, embeddings = _read_embeddings(path, embedding_model=embedding_model, dim=dim)
+    return TrainingData(
+        panel=RatingPanel.from_columns([], [], []),
+        image_ids=image_ids,
+        embeddings=embeddings,
+        groups=np.array([f"image-{i}" for i in image_ids.tolist()]),
+        embedding_model=embedding_model,
+    )
+
+
+def _read_embeddings(
+    embeddings_path: Path, *, embedding_model: str, dim: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``embeddings.parquet`` (``image_id``, ``embedding``): ids and an ``(n, dim)`` array."""
+    import pyarrow as pa
+
     table = _read_table(embeddings_path, "--embeddings")
     if not {"image_id", "embedding"} <= set(table.column_names):
         raise TrainingError(f"--embeddings: {embeddings_path} needs columns image_id and embedding")
@@ -211,23 +348,4 @@ def load_file_data(
         np.asarray(flat, dtype=np.float32).reshape(len(table), width), dim, embedding_model
     )
     image_ids = table.column("image_id").to_numpy(zero_copy_only=False).astype(np.int64)
-    # Images without a group are their own group (validation cannot do better for them).
-    group_of = (
-        {
-            int(i): str(g)
-            for i, g in zip(
-                values_of("image_id").tolist(), ratings.column("group").to_pylist(), strict=True
-            )
-            if g is not None
-        }
-        if "group" in names
-        else {}
-    )
-    groups = np.array([group_of.get(int(i), f"image-{i}") for i in image_ids])
-    return TrainingData(
-        panel=panel,
-        image_ids=image_ids,
-        embeddings=embeddings,
-        groups=groups,
-        embedding_model=embedding_model,
-    )
+    return image_ids, embeddings

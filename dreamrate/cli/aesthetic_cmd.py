@@ -72,10 +72,14 @@ def _print_metrics(result) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
     table = Table(title="Held-out metrics (grouped by prompt, vs held-out mean ratings)")
-    for column in ("model", "Spearman", "Pearson", "MSE", "pairwise acc."):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    keys = {"spearman": "Spearman", "pearson": "Pearson", "mse": "MSE", "pairwise": "pairwise acc."}
+    if any("choice_accuracy" in m for m in result.metrics.values()):
+        keys["choice_accuracy"] = "held-out choices"  # beside the human ceiling's row
+    table.add_column("model")
+    for label in keys.values():
+        table.add_column(label, justify="right")
     for name, m in result.metrics.items():
-        table.add_row(name, *(f"{m[k]:.3f}" for k in ("spearman", "pearson", "mse", "pairwise")))
+        table.add_row(name, *(f"{m[k]:.3f}" if k in m else "" for k in keys))
     Console().print(table)
 
 
@@ -95,8 +99,16 @@ def train_cmd(
             "what `ratings export` and `export dataset` write."
         ),
     ] = None,
+    comparisons: Annotated[
+        Path | None,
+        typer.Option(
+            help="Pairwise choices, one row per click (image_a, image_b, rater_id, "
+            "winner a|b|tie [, group_a, group_b, timestamp]); alone or with --ratings."
+        ),
+    ] = None,
     embeddings: Annotated[
-        Path | None, typer.Option(help="Parquet: image_id, embedding (list of float32).")
+        Path | None,
+        typer.Option(help="Parquet: image_id, embedding (list of float32), every image named."),
     ] = None,
     embedding_model: Annotated[
         str | None,
@@ -121,15 +133,18 @@ def train_cmd(
     from dreamrate.ratings.training_data import (
         check_embeddings,
         load_database_data,
-        load_file_data,
+        load_files,
     )
 
     settings = state.settings
     if model not in ("ridge", "mlp", "auto"):
         raise UsageError(f"--model: must be ridge, mlp or auto, not {model!r}")
-    if (ratings is None) != (embeddings is None):
-        raise UsageError("--ratings and --embeddings go together (or neither: the database)")
-    if guild and ratings is not None:
+    files = ratings is not None or comparisons is not None
+    if files != (embeddings is not None):
+        raise UsageError(
+            "--embeddings goes with --ratings and/or --comparisons (or none: the database)"
+        )
+    if guild and files:
         raise UsageError("--guild reads the database; it does not go with --ratings files")
     model_id = _embedding_model_id(embedding_model)
     emb = settings.embedding
@@ -152,8 +167,8 @@ def train_cmd(
                 guilds=guild,
             )
 
-    if ratings is not None and embeddings is not None:
-        data = load_file_data(ratings, embeddings, embedding_model=model_id, dim=dim)
+    if embeddings is not None:
+        data = load_files(ratings, comparisons, embeddings, embedding_model=model_id, dim=dim)
     else:
         data = asyncio.run(from_database())
         if len(data.image_ids):
@@ -174,7 +189,7 @@ def train_cmd(
         overwrite=force,
         extras=lambda folder: write_report(result, folder, image_paths=data.image_paths),
     )
-    if ratings is None:
+    if not files:
 
         async def register() -> None:
             from dreamrate.aesthetic.registry import register_predictor
@@ -187,10 +202,20 @@ def train_cmd(
     spam = result.effects.spam
     typer.echo(
         f"trained {result.summary['model']} on {result.summary['images']} images"
-        + (f" of {covered(guild)}" if ratings is None else "")
+        + (f" of {covered(guild)}" if not files else "")
         + " "
         f"({result.summary['ratings']} ratings, {result.summary['raters']} raters"
         + (f", {len(spam)} flagged as spam" if spam else "")
+        + (
+            f", {result.summary['choices']} choices by {result.summary['choosers']} members"
+            + (
+                f", {result.summary['spam_choosers']} flagged"
+                if result.summary["spam_choosers"]
+                else ""
+            )
+            if "choices" in result.summary
+            else ""
+        )
         + f"); predictor {result.predictor.id} in {out}; report {out / 'report.html'}"
     )
 

@@ -21,10 +21,15 @@ def panel_cmd(
     ] = 3.0,
     raters: Annotated[int, typer.Option(min=2, help="Raters (5% of them spammers).")] = 200,
     dim: Annotated[int, typer.Option(min=2, help="Embedding width (768 for ViT-L-14).")] = 768,
+    choices: Annotated[
+        int,
+        typer.Option(min=0, help="Also write comparisons.parquet with this many clicks (0: none)."),
+    ] = 0,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
     """Write a rated synthetic community in the files ``dreamrate train`` reads, plus the
-    hidden truth (``truth.parquet``) to check a predictor against."""
+    hidden truth (``truth.parquet``) to check a predictor against; with ``--choices``, also
+    the community's pairwise choices from the same hidden taste."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -52,7 +57,23 @@ def panel_cmd(
     ):
         with atomic_file(out / f"{name}.parquet", StorageError) as tmp:
             pq.write_table(table, tmp)
-    typer.echo(f"wrote {len(img)} ratings of {images} images by {raters} raters to {out}")
+    said = f"wrote {len(img)} ratings of {images} images by {raters} raters"
+    if choices:
+        a, b, who, winner = world.random_choices(choices, rng)
+        table = pa.table(
+            {
+                "image_a": pa.array(a, pa.int64()),
+                "image_b": pa.array(b, pa.int64()),
+                "rater_id": [f"rater-{r}" for r in who],
+                "winner": [str(w) for w in winner],
+                "group_a": [f"prompt-{g}" for g in world.groups[a]],
+                "group_b": [f"prompt-{g}" for g in world.groups[b]],
+            }
+        )
+        with atomic_file(out / "comparisons.parquet", StorageError) as tmp:
+            pq.write_table(table, tmp)
+        said += f" and {choices} choices"
+    typer.echo(f"{said} to {out}")
 
 
 @app.command("shards")

@@ -245,7 +245,7 @@ def test_train_from_parquet_files_and_bad_embeddings(
     )
     _one_error_line(
         run_cli("train", "--ratings", str(ratings), env=env),
-        "--ratings and --embeddings go together",
+        "--embeddings goes with --ratings and/or --comparisons",
     )
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
