@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.aesthetic.predictor import Predictor, PredictorError
 from dreamrate.db.models import Embedding, Image, Job
+from dreamrate.ratings.pairs import choose_pairs, pair_pool
 from dreamrate.ratings.selection import images_needing_ratings, rating_counts, shown_for_rating
 
-__all__ = ["choose_for_rating", "priority", "select_images_to_rate"]
+__all__ = ["choose_for_rating", "priority", "select_images_to_rate", "select_pairs_to_compare"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,3 +112,39 @@ async def select_images_to_rate(
     uncertainty = None if members is None else members.std(axis=1)
     chosen = choose_for_rating(x, n_ratings, count, uncertainty=uncertainty)
     return [int(ids[k]) for k in chosen]
+
+
+async def select_pairs_to_compare(
+    engine: AsyncEngine,
+    count: int,
+    predictor: Predictor | None,
+    guild_id: int,
+    member_discord_id: int | None = None,
+) -> list[tuple[int, int]]:
+    """Pairs ``(left, right)`` of ``guild_id``'s images for ``/compare`` and the feed: those
+    whose order ``predictor`` is least sure of, when it exists (see
+    :mod:`dreamrate.ratings.pairs`)."""
+    pool = await pair_pool(engine, guild_id, member_discord_id)
+    if predictor is None or len(pool.image_ids) < 2:
+        return choose_pairs(pool, count)
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(Embedding.image_id, Embedding.vector).where(
+                    Embedding.model == predictor.embedding_model,
+                    Embedding.image_id.in_([int(i) for i in pool.image_ids]),
+                )
+            )
+        ).all()
+    vectors = {int(row.image_id): row.vector for row in rows}
+    if len(vectors) < len(pool.image_ids):
+        # Some candidates lack embeddings (run `dreamrate embed`): no scores for this batch.
+        return choose_pairs(pool, count)
+    x = np.frombuffer(b"".join(vectors[int(i)] for i in pool.image_ids), dtype=np.float32)
+    try:
+        x = x.reshape(len(pool.image_ids), -1)
+        scores, heads = predictor.predict(x), predictor.ensemble_predict(x)
+    except PredictorError as exc:
+        logger.warning("pair selection without the predictor: %s", exc.message)
+        return choose_pairs(pool, count)
+    return choose_pairs(pool, count, scores=scores, heads=heads)

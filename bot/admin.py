@@ -76,10 +76,14 @@ def register_admin(
     @admin.command(
         name="feed", description="Post an image needing ratings to a channel every N minutes."
     )
+    @app_commands.describe(
+        compare="Percent of posts that ask to choose between two images (0: ratings only)."
+    )
     async def feed(
         interaction: discord.Interaction,
         channel: app_commands.AppCommandChannel,
         minutes: app_commands.Range[int, 1, 10080] = 60,
+        compare: app_commands.Range[int, 0, 100] = 0,
     ) -> None:
         assert interaction.guild_id is not None
         await retry_on_disconnect(
@@ -88,10 +92,12 @@ def register_admin(
                 interaction.guild_id,
                 feed_channel_id=channel.id,
                 feed_interval_minutes=minutes,
+                feed_compare_percent=compare,
             )
         )
+        mix = f", {compare}% of posts comparisons" if compare else ""
         await interaction.response.send_message(
-            f"Rating feed: {channel.mention} every {minutes} min.", ephemeral=True
+            f"Rating feed: {channel.mention} every {minutes} min{mix}.", ephemeral=True
         )
 
     @admin.command(name="ban", description="Ban a member from generating and rating.")

@@ -199,6 +199,39 @@ def register_commands(
             text += f" Already here, waiting for your rating: {links}"
         await interaction.followup.send(fit_message(text), ephemeral=True)
 
+    @tree.command(
+        name="compare",
+        description="Post pairs of images here: choose the one you prefer with ⬅️ or ➡️.",
+    )
+    @app_commands.describe(count="How many pairs (1-5).")
+    @app_commands.guild_only()
+    async def compare(
+        interaction: discord.Interaction, count: app_commands.Range[int, 1, 5] = 1
+    ) -> None:
+        await dreams.check(interaction, "/compare")
+        assert interaction.guild_id is not None and interaction.channel_id is not None
+        wait = posts.cooldown(interaction.guild_id, interaction.user.id)
+        if wait:
+            raise DreamrateError(f"You can use /compare again in {max(1, round(wait))} s.")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        pairs = await retry_on_disconnect(
+            lambda: posts.pairs_to_compare(count, interaction.guild_id, interaction.user.id)
+        )
+        if not pairs:
+            await interaction.followup.send(
+                "No pairs to compare yet (you judged them all, or there are fewer than two "
+                "images): try /dream!",
+                ephemeral=True,
+            )
+            return
+        posted = await posts.compare(interaction.channel_id, pairs, kind="compare")
+        await interaction.followup.send(
+            f"Posted {len(posted)} pair(s): react {posts.scale.choice_emojis[0]} or "
+            f"{posts.scale.choice_emojis[1]} for the one you prefer, "
+            f"{posts.scale.choice_emojis[2]} if you can't choose.",
+            ephemeral=True,
+        )
+
     @tree.error
     async def on_error(
         interaction: discord.Interaction, error: app_commands.AppCommandError

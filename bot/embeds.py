@@ -15,6 +15,7 @@ __all__ = [
     "image_embed",
     "job_status_text",
     "job_view",
+    "pair_embed",
 ]
 
 #: Longest text the bot sends in one message (Discord's cap is 2,000; room for a suffix).
@@ -58,6 +59,23 @@ def image_embed(job: JobRecord, index: int, seed: int, requester: str) -> discor
     embed.add_field(name="size", value=f"{job.width}x{job.height}")
     embed.add_field(name="steps", value=str(job.steps))
     embed.set_footer(text=_short(f"job {job.id} #{index + 1} · by {requester}", 200))
+    return embed
+
+
+def pair_embed(
+    left: tuple[JobRecord, int], right: tuple[JobRecord, int], emojis: tuple[str, str, str]
+) -> discord.Embed:
+    """The card of a comparison: which emoji means what, and each side's job and prompt."""
+    embed = discord.Embed(
+        description=f"Which do you prefer? {emojis[0]} left · {emojis[1]} right · "
+        f"{emojis[2]} can't choose"
+    )
+    for side, (job, index) in (("left", left), ("right", right)):
+        embed.add_field(
+            name=_short(f"{side}: job {job.id} #{index + 1}", 256),
+            value=_short(discord.utils.escape_markdown(job.prompt), 300) or "-",
+            inline=True,
+        )
     return embed
 
 

@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from dreamrate.aesthetic.select import select_images_to_rate
-from dreamrate.bot.embeds import image_embed
+from dreamrate.aesthetic.select import select_images_to_rate, select_pairs_to_compare
+from dreamrate.bot.embeds import image_embed, pair_embed
 from dreamrate.bot.loops import every
 from dreamrate.bot.posting import attachment_stem, find_posted
-from dreamrate.bot.uploads import image_file
+from dreamrate.bot.uploads import image_file, pair_file
 from dreamrate.db.pending import begin_post, drop_post, pending_post, pending_reposts, touch_post
 from dreamrate.db.retry import retry_on_disconnect
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import user_name
 from dreamrate.ratings.moderation import feed_channels
-from dreamrate.ratings.posts import last_post_at, recent_posts, record_post
+from dreamrate.ratings.posts import feed_mix, recent_posts, record_comparison, record_post
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -110,6 +110,87 @@ class RatingPosts:
         return await retry_on_disconnect(
             partial(select_images_to_rate, self.engine, count, predictor, guild_id)
         )
+
+    async def pairs_to_compare(
+        self, count: int, guild_id: int, member_id: int | None = None
+    ) -> list[tuple[int, int]]:
+        """|coro| Pairs of ``guild_id``'s images for /compare (by ``member_id``) and the feed."""
+        predictor = await self.predictor.get()
+        return await retry_on_disconnect(
+            partial(select_pairs_to_compare, self.engine, count, predictor, guild_id, member_id)
+        )
+
+    async def compare(
+        self, channel_id: int, pairs: list[tuple[int, int]], *, kind: str
+    ) -> list[int]:
+        """|coro| Post each pair side by side in one message with the choice emoji
+        (``kind``: ``compare`` or ``feed``); returns the new message ids. Like every post, the
+        intent is written first, so a crash never posts a pair twice."""
+        intent_kind = "compare" if kind == "compare" else "feed_compare"
+        channel = self.client.get_partial_messageable(channel_id)
+        posted = []
+        for left, right in pairs:
+            shown = []
+            for image_id in (left, right):
+                image = await retry_on_disconnect(partial(self.deliveries.image, image_id))
+                job = (
+                    None
+                    if image is None
+                    else await retry_on_disconnect(partial(self.repo.get, image.job_id))
+                )
+                if image is not None and job is not None:
+                    shown.append((image, job))
+            if len(shown) < 2:
+                continue
+            record = partial(
+                record_comparison,
+                self.engine,
+                pair=(left, right),
+                channel_id=channel_id,
+                kind=kind,
+            )
+            intent = await retry_on_disconnect(
+                partial(
+                    pending_post, self.engine, left, channel_id, intent_kind, other_image_id=right
+                )
+            )
+            if intent is not None:
+                found = await find_posted(self.client, channel_id, intent.nonce, intent.created_at)
+                if found is not None:
+                    await retry_on_disconnect(
+                        partial(record, message_id=found.id, nonce=intent.nonce)
+                    )
+                    for emoji in self.scale.choice_reactions if self.seed else ():
+                        await found.add_reaction(emoji)
+                    posted.append(found.id)
+                    continue
+                await retry_on_disconnect(partial(touch_post, self.engine, intent.nonce))
+                nonce = intent.nonce
+            else:
+                nonce = await retry_on_disconnect(
+                    partial(
+                        begin_post, self.engine, left, channel_id, intent_kind, other_image_id=right
+                    )
+                )
+            (a, a_job), (b, b_job) = shown
+            try:
+                message = await channel.send(
+                    file=pair_file(
+                        self.images_dir / a.path,
+                        self.images_dir / b.path,
+                        f"dreamrate-compare-{left}-{right}-{nonce}",
+                    ),
+                    embed=pair_embed((a_job, a.index), (b_job, b.index), self.scale.choice_emojis),
+                )
+            except discord.HTTPException as exc:
+                if exc.status < 500:
+                    await retry_on_disconnect(partial(drop_post, self.engine, nonce))
+                raise
+            await retry_on_disconnect(partial(record, message_id=message.id, nonce=nonce))
+            for emoji in self.scale.choice_reactions if self.seed else ():
+                await message.add_reaction(emoji)
+            posted.append(message.id)
+        return posted
 
     async def post(
         self, channel_id: int, image_ids: list[int], *, kind: str
@@ -216,7 +297,7 @@ class RatingPosts:
         """|coro| Reposts whose message went out but was not recorded (a crash in between)
         are recorded now; those never sent are forgotten. Returns how many were recorded."""
         recorded = 0
-        for nonce, image_id, channel_id, kind, created_at in await retry_on_disconnect(
+        for nonce, image_id, other_id, channel_id, kind, created_at in await retry_on_disconnect(
             partial(pending_reposts, self.engine)
         ):
             try:
@@ -228,6 +309,17 @@ class RatingPosts:
                 continue
             if found is None:
                 await drop_post(self.engine, nonce)
+                continue
+            if other_id is not None:
+                await record_comparison(
+                    self.engine,
+                    message_id=found.id,
+                    pair=(image_id, other_id),
+                    channel_id=channel_id,
+                    kind="compare" if kind == "compare" else "feed",
+                    nonce=nonce,
+                )
+                recorded += 1
                 continue
             await record_post(
                 self.engine,
@@ -243,11 +335,23 @@ class RatingPosts:
     async def feed_once(self) -> int:
         """|coro| Post to every feed channel whose interval has passed; the number of posts."""
         posts = 0
-        for guild_id, channel_id, minutes in await feed_channels(self.engine):
-            last = await last_post_at(self.engine, channel_id, "feed")
+        for guild_id, channel_id, minutes, percent in await feed_channels(self.engine):
+            last, singles, pairs = await feed_mix(self.engine, channel_id)
             interval = timedelta(minutes=minutes) if minutes else self.feed_interval
             if last is not None and utcnow() - last < interval:
                 continue
+            # The mix: a comparison whenever the feed has posted fewer than its share of them.
+            if percent and pairs * 100 < percent * (singles + pairs + 1):
+                try:
+                    chosen_pairs = await self.pairs_to_compare(1, guild_id)
+                    if chosen_pairs:
+                        posts += len(await self.compare(channel_id, chosen_pairs, kind="feed"))
+                        continue
+                except (discord.Forbidden, discord.NotFound) as exc:
+                    logger.warning(
+                        "rating feed: cannot post in channel %s (%s)", channel_id, exc.text
+                    )
+                    continue
             # The best few; the first one not already shown in this channel recently.
             candidates = await self.images_to_rate(FEED_CANDIDATES, guild_id)
             shown = await retry_on_disconnect(

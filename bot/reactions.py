@@ -275,9 +275,9 @@ class ReactionRecorder:
                 )
                 on_discord: dict[str, list[tuple[int, str]]] = {}
                 for reaction in message.reactions:
-                    if (
-                        isinstance(reaction.emoji, str)
-                        and scale.value_of(reaction.emoji) is not None
+                    if isinstance(reaction.emoji, str) and (
+                        scale.value_of(reaction.emoji) is not None
+                        or scale.winner_of(reaction.emoji) is not None
                     ):
                         on_discord[reaction.emoji] = [
                             (u.id, u.name) async for u in reaction.users(limit=None)

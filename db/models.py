@@ -30,6 +30,9 @@ from dreamrate.db.types import BigId, JSONType, Snowflake, UTCDateTime, utcnow
 
 __all__ = [
     "Base",
+    "Choice",
+    "ChoiceEvent",
+    "ComparisonPost",
     "Embedding",
     "Flag",
     "GuildBan",
@@ -129,6 +132,8 @@ class GuildSettings(Base):
     allowed_channel_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
     feed_channel_id: Mapped[int | None] = mapped_column(Snowflake)
     feed_interval_minutes: Mapped[int | None] = mapped_column(Integer)
+    #: Percent of feed posts that are comparisons of two images (None or 0: ratings only).
+    feed_compare_percent: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
@@ -256,8 +261,11 @@ class PendingPost(Base):
 
     nonce: Mapped[str] = mapped_column(String(32), primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    #: The right-hand image of a comparison post (None for a post of one image).
+    other_image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
     channel_id: Mapped[int] = mapped_column(Snowflake)
-    #: ``own`` (the image's own message), ``rate`` or ``feed``.
+    #: ``own`` (the image's own message), ``rate`` or ``feed``; ``compare`` or
+    #: ``feed_compare`` for a comparison.
     kind: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -319,6 +327,70 @@ class ReactionTombstone(Base):
     )
     message_id: Mapped[int] = mapped_column(Snowflake, primary_key=True, autoincrement=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ComparisonPost(Base):
+    """A message showing two images side by side (``/compare``, the feed): a member's latest
+    choice emoji on it says which they prefer."""
+
+    __tablename__ = "comparison_posts"
+
+    message_id: Mapped[int] = mapped_column(Snowflake, primary_key=True, autoincrement=False)
+    #: Shown on the left (⬅️) and on the right (➡️).
+    image_a_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    image_b_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[int] = mapped_column(Snowflake)
+    guild_id: Mapped[int | None] = mapped_column(Snowflake)
+    #: ``compare`` or ``feed``.
+    kind: Mapped[str] = mapped_column(String(16))
+    posted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ChoiceEvent(Base):
+    """Append-only log of every raw choice event on a comparison post, written before
+    ``choices`` changes (the counterpart of :class:`RatingEvent`)."""
+
+    __tablename__ = "choice_events"
+    __table_args__ = (Index("ix_choice_events_message_user", "message_id", "discord_user_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[RatingEventKind] = mapped_column(_enum(RatingEventKind, "choice_event_kind"))
+    discord_user_id: Mapped[int | None] = mapped_column(Snowflake)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("comparison_posts.message_id", ondelete="CASCADE")
+    )
+    guild_id: Mapped[int | None] = mapped_column(Snowflake)
+    channel_id: Mapped[int | None] = mapped_column(Snowflake)
+    emoji: Mapped[str] = mapped_column(String(100))
+    #: ``a``, ``b`` or ``tie``.
+    winner: Mapped[str] = mapped_column(String(8))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Choice(Base):
+    """A member's current choice on one comparison post (one per member and post)."""
+
+    __tablename__ = "choices"
+    __table_args__ = (
+        UniqueConstraint("user_id", "message_id", name="uq_choices_user_message"),
+        CheckConstraint("winner IN ('a', 'b', 'tie')", name="winner_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("comparison_posts.message_id", ondelete="CASCADE"), index=True
+    )
+    image_a_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    image_b_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    winner: Mapped[str] = mapped_column(String(8))
+    #: ``reaction`` or ``backfill``.
+    source: Mapped[str] = mapped_column(String(16))
+    #: When the member chose (the gateway's delivery); None when backfill found it.
+    chosen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class Flag(Base):

@@ -38,15 +38,27 @@ class PendingIntent:
 
 
 async def pending_post(
-    engine: AsyncEngine, image_id: int, channel_id: int, kind: str
+    engine: AsyncEngine,
+    image_id: int,
+    channel_id: int,
+    kind: str,
+    *,
+    other_image_id: int | None = None,
 ) -> PendingIntent | None:
-    """The unfinished post of ``image_id`` of ``kind`` in ``channel_id``, if any."""
+    """The unfinished post of ``image_id`` (beside ``other_image_id``, for a comparison) of
+    ``kind`` in ``channel_id``, if any."""
+    other = (
+        PendingPost.other_image_id.is_(None)
+        if other_image_id is None
+        else PendingPost.other_image_id == other_image_id
+    )
     async with engine.connect() as conn:
         row = (
             await conn.execute(
                 select(PendingPost.nonce, PendingPost.created_at)
                 .where(
                     PendingPost.image_id == image_id,
+                    other,
                     PendingPost.channel_id == channel_id,
                     PendingPost.kind == kind,
                 )
@@ -57,14 +69,23 @@ async def pending_post(
     return None if row is None else PendingIntent(row.nonce, row.created_at)
 
 
-async def begin_post(engine: AsyncEngine, image_id: int, channel_id: int, kind: str) -> str:
-    """Record the intent to post ``image_id``; return the nonce to name the attachment by."""
+async def begin_post(
+    engine: AsyncEngine,
+    image_id: int,
+    channel_id: int,
+    kind: str,
+    *,
+    other_image_id: int | None = None,
+) -> str:
+    """Record the intent to post ``image_id`` (beside ``other_image_id``, for a comparison);
+    return the nonce to name the attachment by."""
     nonce = secrets.token_hex(6)
     async with engine.begin() as conn:
         await conn.execute(
             PendingPost.__table__.insert().values(
                 nonce=nonce,
                 image_id=image_id,
+                other_image_id=other_image_id,
                 channel_id=channel_id,
                 kind=kind,
                 created_at=utcnow(),
@@ -78,13 +99,17 @@ async def clear_post(conn: AsyncConnection, nonce: str) -> None:
     await conn.execute(delete(PendingPost).where(PendingPost.nonce == nonce))
 
 
-async def pending_reposts(engine: AsyncEngine) -> list[tuple[str, int, int, str, datetime]]:
-    """``(nonce, image id, channel id, kind, created_at)`` of unfinished reposts."""
+async def pending_reposts(
+    engine: AsyncEngine,
+) -> list[tuple[str, int, int | None, int, str, datetime]]:
+    """``(nonce, image id, other image id or None, channel id, kind, created_at)`` of
+    unfinished reposts and comparison posts."""
     async with engine.connect() as conn:
         rows = await conn.execute(
             select(
                 PendingPost.nonce,
                 PendingPost.image_id,
+                PendingPost.other_image_id,
                 PendingPost.channel_id,
                 PendingPost.kind,
                 PendingPost.created_at,

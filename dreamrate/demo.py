@@ -249,6 +249,7 @@ async def _maintainer_stages(
 ) -> None:
     from scipy.stats import spearmanr
 
+    from dreamrate.aesthetic.card import write_card
     from dreamrate.aesthetic.clip_model import model_spec
     from dreamrate.aesthetic.embed import embed_rated_images
     from dreamrate.aesthetic.filtering.engines import run_local
@@ -280,7 +281,10 @@ async def _maintainer_stages(
     save_predictor(
         result.predictor,
         predictor_dir,
-        extras=lambda tmp: write_report(result, tmp, image_paths=data.image_paths),
+        extras=lambda tmp: (
+            write_report(result, tmp, image_paths=data.image_paths),
+            write_card(result, tmp),
+        ),
     )
     await register_predictor(engine, result.predictor, predictor_dir, activate=True)
     summary.metrics = result.metrics

@@ -27,8 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dreamrate.core.atomic import atomic_folder
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.models import Embedding, Image, Job, JobStatus, Rating, User
+from dreamrate.ratings.choice_export import current_choices
 from dreamrate.ratings.policy import counted_image, counted_job, counted_ratings, in_guilds
-from dreamrate.ratings.schema import on_the_day, prompt_group, rating_schema
+from dreamrate.ratings.schema import choice_schema, on_the_day, prompt_group, rating_schema
 
 __all__ = ["DatasetExportError", "export_dataset"]
 
@@ -133,6 +134,7 @@ async def export_dataset(
             else []
         )
     prompt_of = {job.id: job.prompt for job in jobs}
+    choices = await current_choices(engine, guilds=guilds)
 
     # Two keys, drawn for this export and never stored: a requester's pseudonym differs
     # from their rater pseudonym, so Discord's public "made by" cannot unmask their ratings.
@@ -197,7 +199,29 @@ async def export_dataset(
             ],
             schema=rating_schema(),
         )
-        tables = [("generations", generations), ("images", image_table), ("ratings", rating_table)]
+        # A choice travels only with both of its images (same rater pseudonyms as ratings).
+        kept_choices = [c for c in choices if c["image_a"] in kept_ids and c["image_b"] in kept_ids]
+        choice_table = pa.Table.from_pylist(
+            [
+                {
+                    "image_a": c["image_a"],
+                    "image_b": c["image_b"],
+                    "rater_id": pseudonym(rater_key, c["user_id"]),
+                    "winner": c["winner"],
+                    "group_a": c["group_a"],
+                    "group_b": c["group_b"],
+                    "timestamp": c["timestamp"],
+                }
+                for c in kept_choices
+            ],
+            schema=choice_schema(),
+        )
+        tables = [
+            ("generations", generations),
+            ("images", image_table),
+            ("ratings", rating_table),
+            ("comparisons", choice_table),
+        ]
         kept_vectors = [v for v in vectors if v.image_id in kept_ids]
         if kept_vectors:
             tables.append(("embeddings", _embedding_table(kept_vectors)))
@@ -207,7 +231,8 @@ async def export_dataset(
             "generations": len(generations),
             "images": len(image_table),
             "ratings": len(rating_table),
-            "raters": len({r.user_id for r in kept_ratings}),
+            "comparisons": len(choice_table),
+            "raters": len({r.user_id for r in kept_ratings} | {c["user_id"] for c in kept_choices}),
             "embeddings": len(kept_vectors),
         }
         (tmp / "README.md").write_text(_datasheet(counts, embedding_model), encoding="utf-8")
@@ -241,17 +266,20 @@ def _datasheet(counts: dict[str, int], embedding_model: str | None) -> str:
 | `generations.parquet` | {counts["generations"]} | generation_id, requester (pseudonym), prompt, negative_prompt, model, width, height, steps, guidance, scheduler, seed, created_at |
 | `images.parquet` | {counts["images"]} | image_id, generation_id, index, seed, width, height, sha256, file |
 | `ratings.parquet` | {counts["ratings"]} | image_id, rater_id (pseudonym), rating, scale, rated_at, group (prompt) |
+| `comparisons.parquet` | {counts["comparisons"]} | image_a, image_b, rater_id (pseudonym), winner (a, b or tie), group_a, group_b, timestamp |
 | `embeddings.parquet` | {counts["embeddings"]} | image_id, embedding ({embedding_model or "none"} image embedding; absent when there are none) |
 | `images/` | {counts["images"]} | one PNG per image, named `<image_id>.png` |
 
 {counts["raters"]} raters. `rating` is on the scale named in `scale` (`numbers-10`: 1 worst to 10 best).
-Train a predictor on it with `dreamrate train --ratings ratings.parquet --embeddings
-embeddings.parquet --embedding-model {embedding_model or "MODEL"}`.
+Train a predictor on it with `dreamrate train --ratings ratings.parquet --comparisons
+comparisons.parquet --embeddings embeddings.parquet --embedding-model {embedding_model or "MODEL"}`
+(either of the first two alone works too).
 
 ## Collection
 Members of a Discord community generated these images with Stable Diffusion through the
 dreamrate bot (`/dream`) and rated them by reacting with rating emoji; a member's rating of
-an image is their latest rating emoji on it. Raters rated whatever they chose to, so images
+an image is their latest rating emoji on it. On comparison posts (two images side by side)
+they chose with ⬅️ (image_a), ➡️ (image_b) or 🟰 (can't choose, `tie`). Raters rated whatever they chose to, so images
 have different numbers of ratings, and raters differ in how generous they are: see the
 rater-aware aggregation in dreamrate (`ratings/aggregate.py`) before averaging.
 

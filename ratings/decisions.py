@@ -22,8 +22,10 @@ __all__ = [
     "classify",
     "decide",
     "event_kind",
+    "fits_message",
     "present_emojis",
     "reconcile_plan",
+    "settle_choice",
     "settle_plan",
     "wanted_reactions",
 ]
@@ -38,6 +40,8 @@ class Outcome(enum.StrEnum):
     """What recording one reaction did."""
 
     RATED = "rated"  #: the member's current rating was set or changed
+    CHOSEN = "chosen"  #: the member's current choice on a comparison was set or changed
+    UNCHOSEN = "unchosen"  #: the member has no choice on that comparison any more
     UNRATED = "unrated"  #: the member has no rating of the image any more
     UNCHANGED = "unchanged"  #: logged; the current rating stays as it was
     FLAGGED = "flagged"  #: the flag emoji: a report for moderators
@@ -65,13 +69,24 @@ class ReactionEvent:
 
 
 def classify(event: ReactionEvent, scale: RatingScale, bot_user_id: int | None) -> Outcome | None:
-    """What an event is before the database is asked: the bot's own or not a rating emoji
-    (an :class:`Outcome`), or None when it needs the image and the member to decide."""
+    """What an event is before the database is asked: the bot's own or neither a rating nor
+    a choice emoji (an :class:`Outcome`), or None when it needs the message and the member
+    to decide."""
     if bot_user_id is not None and event.discord_user_id == bot_user_id:
         return Outcome.BOT
-    if event.emoji != scale.flag_emoji and scale.value_of(event.emoji) is None:
+    if (
+        event.emoji != scale.flag_emoji
+        and scale.value_of(event.emoji) is None
+        and scale.winner_of(event.emoji) is None
+    ):
         return Outcome.NOT_A_RATING
     return None
+
+
+def fits_message(event: ReactionEvent, scale: RatingScale, *, comparison: bool) -> bool:
+    """Whether the emoji belongs on this kind of message: choice emoji on a comparison post,
+    rating emoji and the flag on an image's post. The others are ignored."""
+    return (scale.winner_of(event.emoji) is not None) == comparison
 
 
 def decide(
@@ -177,17 +192,38 @@ def settle_plan(
     return plan
 
 
+def settle_choice(
+    events: Sequence[tuple[RatingEventKind, str, datetime | None]], scale: RatingScale
+) -> tuple[str, datetime | None] | None:
+    """A member's current choice on one comparison post from their replayed events
+    ``(kind, emoji, received_at)``: the winner their latest choice emoji still present says,
+    and when they added it (None when backfill found it); None when no choice emoji is left."""
+    present = present_emojis((kind, emoji) for kind, emoji, _ in events)
+    if not present:
+        return None
+    at = None
+    for kind, emoji, received in events:
+        if emoji == present[-1] and kind in _ADDS:
+            at = received if kind is RatingEventKind.ADD else None
+    winner = scale.winner_of(present[-1])
+    assert winner is not None  # only choice emoji are logged
+    return winner, at
+
+
 def wanted_reactions(
     on_discord: Mapping[str, Iterable[tuple[int, str]]],
     scale: RatingScale,
     bot_user_id: int | None,
+    *,
+    comparison: bool = False,
 ) -> tuple[dict[int, set[str]], dict[int, str]]:
-    """From the reactions Discord shows on a message: each member's rating emoji there, and
-    their names (the bot's own seeded reactions and other emoji left out)."""
+    """From the reactions Discord shows on a message: each member's rating emoji there (choice
+    emoji for a ``comparison`` post), and their names (the bot's own seeded reactions and
+    other emoji left out)."""
     wanted: dict[int, set[str]] = {}
     names: dict[int, str] = {}
     for emoji, users in on_discord.items():
-        if scale.value_of(emoji) is None:
+        if (scale.winner_of(emoji) if comparison else scale.value_of(emoji)) is None:
             continue
         for user_id, name in users:
             if user_id != bot_user_id:

@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.db.models import Flag, GuildBan, GuildSettings, Image, ImagePost, Job, User
+from dreamrate.db.models import (
+    ComparisonPost,
+    Flag,
+    GuildBan,
+    GuildSettings,
+    Image,
+    ImagePost,
+    Job,
+    User,
+)
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import dialect_insert, ensure_user
 
@@ -70,27 +79,33 @@ async def get_guild_settings(engine: AsyncEngine, guild_id: int) -> GuildSetting
     return GuildSettings(**row._mapping)
 
 
-async def feed_channels(engine: AsyncEngine) -> list[tuple[int, int, int | None]]:
-    """``(guild id, channel id, minutes between posts or None for the default)`` of every
-    rating feed."""
+async def feed_channels(engine: AsyncEngine) -> list[tuple[int, int, int | None, int]]:
+    """``(guild id, channel id, minutes between posts or None for the default, percent of
+    posts that are comparisons)`` of every rating feed."""
     async with engine.connect() as conn:
         rows = await conn.execute(
             select(
                 GuildSettings.guild_id,
                 GuildSettings.feed_channel_id,
                 GuildSettings.feed_interval_minutes,
+                GuildSettings.feed_compare_percent,
             ).where(GuildSettings.feed_channel_id.is_not(None))
         )
-        return [(int(guild), int(channel), minutes) for guild, channel, minutes in rows]
+        return [
+            (int(guild), int(channel), minutes, int(percent or 0))
+            for guild, channel, minutes, percent in rows
+        ]
 
 
 async def update_guild_settings(engine: AsyncEngine, guild_id: int, **values: object) -> None:
-    """Set some of a guild's settings (allowed_channel_ids, feed_channel_id, feed_interval_minutes)."""
+    """Set some of a guild's settings (allowed_channel_ids, feed_channel_id,
+    feed_interval_minutes, feed_compare_percent)."""
     now = utcnow()
     defaults = {
         "allowed_channel_ids": [],
         "feed_channel_id": None,
         "feed_interval_minutes": None,
+        "feed_compare_percent": None,
     }
     async with engine.begin() as conn:
         await conn.execute(
@@ -133,7 +148,14 @@ async def remove_image(engine: AsyncEngine, guild_id: int, message_id: int) -> R
             .values(resolved_at=utcnow(), resolution="removed")
         )
         reposts = await conn.execute(
-            select(ImagePost.channel_id, ImagePost.message_id).where(ImagePost.image_id == row.id)
+            select(ImagePost.channel_id, ImagePost.message_id)
+            .where(ImagePost.image_id == row.id)
+            .union_all(
+                # Its comparisons end with it (their choices stop counting; see policy).
+                select(ComparisonPost.channel_id, ComparisonPost.message_id).where(
+                    or_(ComparisonPost.image_a_id == row.id, ComparisonPost.image_b_id == row.id)
+                )
+            )
         )
         messages = [(int(c), int(m)) for c, m in reposts]
     if row.discord_message_id is not None and row.discord_channel_id is not None:

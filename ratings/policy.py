@@ -19,9 +19,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, exists, select
 from sqlalchemy.orm import aliased
 
-from dreamrate.db.models import Flag, GuildBan, Image, Job, Rating, User
+from dreamrate.db.models import Choice, Flag, GuildBan, Image, Job, Rating, User
 
 __all__ = [
+    "counted_choices",
     "counted_image",
     "counted_job",
     "counted_member",
@@ -50,26 +51,30 @@ def counted_job() -> ColumnElement[bool]:
     return counted_member() & ~_banned_here(Job.requester_id) & ~before_erase
 
 
-def _made_before_erase() -> ColumnElement[bool]:
+def _made_before_erase(image: Any) -> ColumnElement[bool]:
     """The image's requester erased their data after requesting it."""
-    requester = aliased(User)
+    requester, job = aliased(User), aliased(Job)
     return exists().where(
-        Job.id == Image.job_id,
-        requester.id == Job.requester_id,
+        job.id == image.job_id,
+        requester.id == job.requester_id,
         requester.erased_at.is_not(None),
-        Job.created_at <= requester.erased_at,
+        job.created_at <= requester.erased_at,
     )
+
+
+def _image_counts(image: Any, *, leaving: bool) -> ColumnElement[bool]:
+    condition = image.removed.is_(False) & ~_made_before_erase(image)
+    if not leaving:
+        return condition
+    reported = exists().where(Flag.image_id == image.id, Flag.resolved_at.is_(None))
+    return condition & image.flagged.is_(False) & ~reported
 
 
 def counted_image(*, leaving: bool) -> ColumnElement[bool]:
     """A condition on ``Image``: kept by moderators, and with ``leaving`` (exports, datasets,
     posts) also not flagged by the safety checker, and with no member report waiting for a
     moderator (an upheld report removes the image; a dismissed one no longer counts)."""
-    condition = Image.removed.is_(False) & ~_made_before_erase()
-    if not leaving:
-        return condition
-    reported = exists().where(Flag.image_id == Image.id, Flag.resolved_at.is_(None))
-    return condition & Image.flagged.is_(False) & ~reported
+    return _image_counts(Image, leaving=leaving)
 
 
 def in_guilds(guilds: Sequence[int] | None) -> ColumnElement[bool]:
@@ -92,6 +97,29 @@ def counted_ratings(
             counted_member(),
             ~_banned_here(Rating.user_id),
             counted_image(leaving=leaving),
+            in_guilds(guilds),
+        )
+    )
+
+
+def counted_choices(
+    *columns: Any, leaving: bool, guilds: Sequence[int] | None = None
+) -> Select[Any]:
+    """``SELECT columns`` over the current choices that count (joined to the left ``Image``,
+    its ``Job`` and the chooser ``User``): the same rule as :func:`counted_ratings`, and
+    both images must count."""
+    right = aliased(Image)
+    return (
+        select(*columns)
+        .select_from(Choice)
+        .join(Image, Image.id == Choice.image_a_id)
+        .join(Job, Job.id == Image.job_id)
+        .join(User, User.id == Choice.user_id)
+        .where(
+            counted_member(),
+            ~_banned_here(Choice.user_id),
+            counted_image(leaving=leaving),
+            exists().where(right.id == Choice.image_b_id, _image_counts(right, leaving=leaving)),
             in_guilds(guilds),
         )
     )

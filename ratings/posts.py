@@ -9,14 +9,21 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import aliased
 
-from dreamrate.db.models import Image, ImagePost
+from dreamrate.db.models import ComparisonPost, Image, ImagePost, Job
 from dreamrate.db.pending import clear_post
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import dialect_insert
 from dreamrate.ratings.policy import counted_image
 
-__all__ = ["last_post_at", "recent_image_messages", "record_post"]
+__all__ = [
+    "feed_mix",
+    "last_post_at",
+    "recent_image_messages",
+    "record_comparison",
+    "record_post",
+]
 
 
 async def record_post(
@@ -47,6 +54,61 @@ async def record_post(
         )
 
 
+async def record_comparison(
+    engine: AsyncEngine,
+    *,
+    message_id: int,
+    pair: tuple[int, int],
+    channel_id: int,
+    kind: str,
+    nonce: str | None = None,
+) -> None:
+    """Remember that ``message_id`` compares ``pair`` (left, right); ``kind``: ``compare``
+    or ``feed``. Clears the intent with ``nonce`` in the same transaction; idempotent."""
+    async with engine.begin() as conn:
+        if nonce is not None:
+            await clear_post(conn, nonce)
+        # Both images come from one guild's pool: the left one's job says which.
+        guild_id = await conn.scalar(
+            select(Job.guild_id).join(Image, Image.job_id == Job.id).where(Image.id == pair[0])
+        )
+        await conn.execute(
+            dialect_insert(engine)(ComparisonPost)
+            .values(
+                message_id=message_id,
+                image_a_id=pair[0],
+                image_b_id=pair[1],
+                channel_id=channel_id,
+                guild_id=guild_id,
+                kind=kind,
+                posted_at=utcnow(),
+            )
+            .on_conflict_do_nothing(index_elements=["message_id"])
+        )
+
+
+async def feed_mix(engine: AsyncEngine, channel_id: int) -> tuple[datetime | None, int, int]:
+    """The feed of ``channel_id`` so far: when it last posted (either kind), and how many
+    single images and comparisons it has posted."""
+    async with engine.connect() as conn:
+        singles = (
+            await conn.execute(
+                select(func.max(ImagePost.posted_at), func.count()).where(
+                    ImagePost.channel_id == channel_id, ImagePost.kind == "feed"
+                )
+            )
+        ).one()
+        pairs = (
+            await conn.execute(
+                select(func.max(ComparisonPost.posted_at), func.count()).where(
+                    ComparisonPost.channel_id == channel_id, ComparisonPost.kind == "feed"
+                )
+            )
+        ).one()
+    times = [t for t in (singles[0], pairs[0]) if t is not None]
+    return (max(times) if times else None), int(singles[1]), int(pairs[1])
+
+
 async def last_post_at(engine: AsyncEngine, channel_id: int, kind: str) -> datetime | None:
     """When ``channel_id`` last got a repost of ``kind``; None if never."""
     async with engine.connect() as conn:
@@ -58,7 +120,8 @@ async def last_post_at(engine: AsyncEngine, channel_id: int, kind: str) -> datet
 
 
 async def recent_image_messages(engine: AsyncEngine, since: datetime) -> list[tuple[int, int]]:
-    """``(message id, channel id)`` of every message since ``since`` that shows a kept image."""
+    """``(message id, channel id)`` of every message since ``since`` that shows a kept image
+    (comparison posts of two kept images included)."""
     own = select(Image.discord_message_id, Image.discord_channel_id).where(
         Image.discord_message_id.is_not(None),
         counted_image(leaving=False),
@@ -69,8 +132,16 @@ async def recent_image_messages(engine: AsyncEngine, since: datetime) -> list[tu
         .join(Image, Image.id == ImagePost.image_id)
         .where(counted_image(leaving=False), ImagePost.posted_at >= since)
     )
+    left, right = aliased(Image), aliased(Image)
+    pairs = (
+        select(ComparisonPost.message_id, ComparisonPost.channel_id)
+        .join(left, left.id == ComparisonPost.image_a_id)
+        .join(right, right.id == ComparisonPost.image_b_id)
+        .where(left.removed.is_(False), right.removed.is_(False), ComparisonPost.posted_at >= since)
+    )
     async with engine.connect() as conn:
-        return [(int(m), int(c)) for m, c in await conn.execute(own.union_all(reposts))]
+        rows = await conn.execute(own.union_all(reposts, pairs))
+        return [(int(m), int(c)) for m, c in rows]
 
 
 async def recent_posts(

@@ -8,7 +8,17 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.db.models import Flag, Image, Job, Rating, RatingEvent, ReactionTombstone, User
+from dreamrate.db.models import (
+    Choice,
+    ChoiceEvent,
+    Flag,
+    Image,
+    Job,
+    Rating,
+    RatingEvent,
+    ReactionTombstone,
+    User,
+)
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import dialect_insert, ensure_user
 
@@ -45,11 +55,12 @@ class Erased:
     ratings: int
     events: int
     reports: int
+    choices: int = 0
 
     def __str__(self) -> str:
         return (
-            f"Erased {self.ratings} rating(s), {self.events} rating event(s) and "
-            f"{self.reports} report(s) you made. Your reactions still on Discord will never "
+            f"Erased {self.ratings} rating(s), {self.choices} choice(s) between images, "
+            f"{self.events} reaction event(s) and {self.reports} report(s) you made. Your reactions still on Discord will never "
             "count and the images you made so far stay out of every dataset; what you rate "
             "from now on counts like anyone's (or use /privacy optout)."
         )
@@ -80,7 +91,9 @@ async def erase(engine: AsyncEngine, discord_id: int) -> Erased:
                 .where(
                     RatingEvent.discord_user_id == discord_id, RatingEvent.message_id.is_not(None)
                 )
-                .distinct()
+                .union(
+                    select(ChoiceEvent.message_id).where(ChoiceEvent.discord_user_id == discord_id)
+                )
             )
         ).scalars()
         graves = [{"user_id": user_id, "message_id": m, "created_at": now} for m in reacted]
@@ -96,12 +109,21 @@ async def erase(engine: AsyncEngine, discord_id: int) -> Erased:
             delete(RatingEvent).where(RatingEvent.discord_user_id == discord_id)
         )
         reports = await conn.execute(delete(Flag).where(Flag.user_id == user_id))
+        choices = await conn.execute(delete(Choice).where(Choice.user_id == user_id))
+        choice_events = await conn.execute(
+            delete(ChoiceEvent).where(ChoiceEvent.discord_user_id == discord_id)
+        )
         await conn.execute(
             update(User)
             .where(User.id == user_id)
             .values(erased_at=now, counted_since=now, baseline_pending=True, updated_at=now)
         )
-        return Erased(ratings.rowcount or 0, events.rowcount or 0, reports.rowcount or 0)
+        return Erased(
+            ratings.rowcount or 0,
+            (events.rowcount or 0) + (choice_events.rowcount or 0),
+            reports.rowcount or 0,
+            choices.rowcount or 0,
+        )
 
 
 async def export_mine(engine: AsyncEngine, discord_id: int) -> dict[str, Any]:
@@ -109,7 +131,7 @@ async def export_mine(engine: AsyncEngine, discord_id: int) -> dict[str, Any]:
     async with engine.connect() as conn:
         user = (await conn.execute(select(User).where(User.discord_id == discord_id))).one_or_none()
         if user is None:
-            return {"discord_id": str(discord_id), "ratings": [], "jobs": []}
+            return {"discord_id": str(discord_id), "ratings": [], "choices": [], "jobs": []}
         ratings = (
             await conn.execute(
                 select(
@@ -122,6 +144,19 @@ async def export_mine(engine: AsyncEngine, discord_id: int) -> dict[str, Any]:
                 .join(Image, Image.id == Rating.image_id)
                 .where(Rating.user_id == user.id)
                 .order_by(Rating.updated_at)
+            )
+        ).all()
+        choices = (
+            await conn.execute(
+                select(
+                    Choice.message_id,
+                    Choice.image_a_id,
+                    Choice.image_b_id,
+                    Choice.winner,
+                    Choice.updated_at,
+                )
+                .where(Choice.user_id == user.id)
+                .order_by(Choice.updated_at)
             )
         ).all()
         jobs = (
@@ -156,6 +191,16 @@ async def export_mine(engine: AsyncEngine, discord_id: int) -> dict[str, Any]:
                 "updated_at": r.updated_at.isoformat(),
             }
             for r in ratings
+        ],
+        "choices": [
+            {
+                "message_id": str(c.message_id),
+                "left_image_id": c.image_a_id,
+                "right_image_id": c.image_b_id,
+                "winner": c.winner,
+                "updated_at": c.updated_at.isoformat(),
+            }
+            for c in choices
         ],
         "jobs": [
             {

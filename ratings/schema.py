@@ -19,6 +19,12 @@ group         string (nullable)           the prompt group: images of one prompt
 
 Writers may add columns after these (``ratings export`` adds ``job_id``, ``message_id`` and
 ``source``); readers need only ``image_id``, ``rater_id`` and ``rating``.
+
+Choices between two images (``comparisons export``, the dataset's ``comparisons.parquet``,
+``dreamrate train --comparisons``) have their own schema, one row per current choice:
+``image_a``, ``image_b`` (int64: left and right), ``rater_id`` (string), ``winner``
+(``a``, ``b`` or ``tie``), ``group_a``, ``group_b`` (prompt groups) and ``timestamp`` (the
+day, as ``rated_at``).
 """
 
 from __future__ import annotations
@@ -34,16 +40,28 @@ from dreamrate.core.atomic import atomic_file
 from dreamrate.core.errors import DreamrateError
 
 __all__ = [
+    "CHOICE_EXPORT_COLUMNS",
     "RATING_COLUMNS",
     "REQUIRED_COLUMNS",
+    "choice_schema",
     "on_the_day",
     "prompt_group",
     "rating_schema",
     "write_ratings",
+    "write_rows",
 ]
 
 RATING_COLUMNS = ("image_id", "rater_id", "rating", "scale", "rated_at", "group")
 REQUIRED_COLUMNS = ("image_id", "rater_id", "rating")
+CHOICE_EXPORT_COLUMNS = (
+    "image_a",
+    "image_b",
+    "rater_id",
+    "winner",
+    "group_a",
+    "group_b",
+    "timestamp",
+)
 #: File types the writers produce, by suffix.
 FORMATS = (".parquet", ".jsonl")
 
@@ -92,10 +110,39 @@ def write_ratings(
     error
         for another suffix, or a file that cannot be written.
     """
+    return write_rows(rows, out, error, rating_schema(extra), time_column="rated_at")
+
+
+def choice_schema(extra: Sequence[tuple[str, Any]] = ()) -> Any:
+    """The pyarrow schema of :data:`CHOICE_EXPORT_COLUMNS`, then ``extra`` columns."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("image_a", pa.int64(), nullable=False),
+            pa.field("image_b", pa.int64(), nullable=False),
+            pa.field("rater_id", pa.string(), nullable=False),
+            pa.field("winner", pa.string(), nullable=False),
+            ("group_a", pa.string()),
+            ("group_b", pa.string()),
+            ("timestamp", pa.timestamp("us", tz="UTC")),
+            *extra,
+        ]
+    )
+
+
+def write_rows(
+    rows: list[dict[str, Any]],
+    out: Path,
+    error: type[DreamrateError],
+    schema: Any,
+    *,
+    time_column: str,
+) -> int:
+    """Write ``rows`` in ``schema`` to ``out`` (``.parquet`` or ``.jsonl``) atomically."""
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
         raise error(f"--out: the file must end in .parquet or .jsonl, not {out.name!r}")
-    schema = rating_schema(extra)
     with atomic_file(out, error) as tmp:
         if suffix == ".parquet":
             import pyarrow as pa
@@ -105,7 +152,7 @@ def write_ratings(
         else:
             with tmp.open("w", encoding="utf-8") as handle:
                 for row in rows:
-                    stamp = row.get("rated_at")
-                    shown = {**row, "rated_at": stamp.isoformat() if stamp else None}
+                    stamp = row.get(time_column)
+                    shown = {**row, time_column: stamp.isoformat() if stamp else None}
                     handle.write(json.dumps(shown, ensure_ascii=False) + "\n")
     return len(rows)

@@ -17,6 +17,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dreamrate.db.models import (
+    ChoiceEvent,
     Flag,
     GuildBan,
     Image,
@@ -29,12 +30,20 @@ from dreamrate.db.models import (
 )
 from dreamrate.db.types import UTCDateTime, utcnow
 from dreamrate.db.users import dialect_insert
+from dreamrate.ratings.choice_log import (
+    choice_row,
+    comparisons_of,
+    members_on,
+    present_choices,
+    settle_choices,
+)
 from dreamrate.ratings.decisions import (
     Outcome,
     ReactionEvent,
     classify,
     decide,
     event_kind,
+    fits_message,
     present_emojis,
     reconcile_plan,
     settle_plan,
@@ -105,17 +114,25 @@ class RatingService:
             # 1. The images and members involved
             message_ids = sorted({events[i].message_id for i in wanted})
             images = await self._images(conn, message_ids)
+            pairs = await comparisons_of(conn, message_ids)
             names = {events[i].discord_user_id: events[i].user_name for i in wanted}
             users = await self._users(conn, names)
             banned_in = await self._guild_bans(conn, [u.id for u in users.values()])
             # 2. Decide each event; log the ratings
             log: list[dict[str, Any]] = []
+            choice_log: list[dict[str, Any]] = []
             tombstones: set[tuple[int, int]] = set()
             touched: dict[tuple[int, int], tuple[int, int]] = {}  # (member, image) -> rows
+            chose: dict[tuple[int, int], tuple[int, tuple[int, int]]] = {}  # (member, post)
             now = utcnow()
             for i in wanted:
                 event = events[i]
-                image_id = images.get(event.message_id)
+                pair = pairs.get(event.message_id)
+                if not fits_message(event, self.scale, comparison=pair is not None):
+                    # A choice emoji under one image, a rating emoji under a pair: ignored.
+                    outcomes[i] = Outcome.NOT_A_RATING
+                    continue
+                image_id = pair[0] if pair is not None else images.get(event.message_id)
                 user = users[event.discord_user_id]
                 outcomes[i] = decide(
                     event,
@@ -131,6 +148,12 @@ class RatingService:
                 elif outcomes[i] is Outcome.FLAGGED:
                     assert image_id is not None
                     outcomes[i] = await self._flag(conn, event, image_id, user.id)
+                elif outcomes[i] is None and pair is not None:
+                    kind = event_kind(event.added, source)
+                    choice_log.append(
+                        choice_row(kind, event.emoji, event, user.id, self.scale, now)
+                    )
+                    chose[(event.discord_user_id, event.message_id)] = (user.id, pair)
                 elif outcomes[i] is None:
                     assert image_id is not None
                     kind = event_kind(event.added, source)
@@ -138,12 +161,19 @@ class RatingService:
                     touched[(event.discord_user_id, image_id)] = (user.id, image_id)
             if tombstones:
                 await self._bury(conn, tombstones)
-            # 3. Settle the current ratings from the log
+            # 3. Settle the current ratings and choices from the logs
+            if choice_log:
+                await conn.execute(ChoiceEvent.__table__.insert(), choice_log)
+                chosen = await settle_choices(conn, chose, self.scale, source, now)
+                for i in wanted:
+                    key = (events[i].discord_user_id, events[i].message_id)
+                    if outcomes[i] is None and key in chose:
+                        outcomes[i] = chosen.get(key, Outcome.UNCHANGED)
             if log:
                 await conn.execute(RatingEvent.__table__.insert(), log)
                 changed = await self._settle(conn, touched, source, now)
                 for i in wanted:
-                    if outcomes[i] is None:
+                    if outcomes[i] is None and events[i].message_id not in pairs:
                         key = (events[i].discord_user_id, images[events[i].message_id])
                         outcomes[i] = changed.get(key, Outcome.UNCHANGED)
         return [o or Outcome.UNCHANGED for o in outcomes]
@@ -156,25 +186,32 @@ class RatingService:
         channel_id: int | None = None,
         guild_id: int | None = None,
     ) -> tuple[int, int]:
-        """Make the log agree with the rating reactions Discord shows on one message.
+        """Make the log agree with the rating reactions Discord shows on one message (the
+        choice reactions, on a comparison post).
 
-        ``on_discord`` maps each rating emoji to the ``(user id, user name)``
+        ``on_discord`` maps each rating (or choice) emoji to the ``(user id, user name)``
         pairs reacting with it. Missing reactions are logged as backfill adds,
         vanished ones as backfill removes. Idempotent. Returns ``(added, removed)``.
         """
-        wanted, names = wanted_reactions(on_discord, self.scale, self.bot_user_id)
         added = removed = 0
         async with self._write_engine.begin() as conn:
+            pair = (await comparisons_of(conn, [message_id])).get(message_id)
             image_id = (await self._images(conn, [message_id])).get(message_id)
-            if image_id is None:
+            if image_id is None and pair is None:
                 return 0, 0
-            known = (
-                await conn.execute(
-                    select(RatingEvent.discord_user_id)
-                    .where(RatingEvent.message_id == message_id)
-                    .distinct()
-                )
-            ).scalars()
+            wanted, names = wanted_reactions(
+                on_discord, self.scale, self.bot_user_id, comparison=pair is not None
+            )
+            if pair is not None:
+                known = await members_on(conn, message_id)
+            else:
+                known = (
+                    await conn.execute(
+                        select(RatingEvent.discord_user_id)
+                        .where(RatingEvent.message_id == message_id)
+                        .distinct()
+                    )
+                ).scalars()
             involved = {u: names.get(u, "") for u in set(wanted) | set(known) if u is not None}
             users = await self._users(conn, involved) if involved else {}
             banned_in = await self._guild_bans(conn, [u.id for u in users.values()])
@@ -189,7 +226,9 @@ class RatingService:
                     if target:  # there while they are out: never to count later
                         new_graves.add((user.id, message_id))
                     continue
-                have = set(await self._present(conn, user_id, message_id))
+                have = set(
+                    await (present_choices if pair else self._present)(conn, user_id, message_id)
+                )
                 if user.id in buried or user.baseline_pending:
                     # Reactions from before an erase or an opt-in: only those the log saw
                     # the member add since may stay; nothing is taken up from Discord.
@@ -206,7 +245,11 @@ class RatingService:
                         channel_id=channel_id,
                         guild_id=guild_id,
                     )
-                    await self._apply(conn, events, event, image_id, user.id, "backfill")
+                    if pair is not None:
+                        await self._apply_choices(conn, events, event, user.id, pair)
+                    else:
+                        assert image_id is not None
+                        await self._apply(conn, events, event, image_id, user.id, "backfill")
                     added += len(target - have)
                     removed += len(have - target)
             if new_graves:
@@ -455,6 +498,22 @@ class RatingService:
         return (await self._settle(conn, {key: (user_id, image_id)}, source, now)).get(
             key, Outcome.UNCHANGED
         )
+
+    async def _apply_choices(
+        self,
+        conn: AsyncConnection,
+        events: Sequence[tuple[RatingEventKind, str]],
+        event: ReactionEvent,
+        user_id: int,
+        pair: tuple[int, int],
+    ) -> None:
+        now = utcnow()
+        await conn.execute(
+            ChoiceEvent.__table__.insert(),
+            [choice_row(kind, emoji, event, user_id, self.scale, now) for kind, emoji in events],
+        )
+        key = (event.discord_user_id, event.message_id)
+        await settle_choices(conn, {key: (user_id, pair)}, self.scale, "backfill", now)
 
     async def _flag(
         self, conn: AsyncConnection, event: ReactionEvent, image_id: int, user_id: int

@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.core.errors import DreamrateError
-from dreamrate.db.models import Embedding, Image, Job, Rating
+from dreamrate.db.models import Choice, Embedding, Image, Job, Rating
 from dreamrate.ratings.aggregate import RatingPanel
 from dreamrate.ratings.choices import ChoicePanel
-from dreamrate.ratings.policy import counted_image, counted_ratings, in_guilds
+from dreamrate.ratings.policy import counted_choices, counted_image, counted_ratings, in_guilds
 from dreamrate.ratings.schema import RATING_COLUMNS, REQUIRED_COLUMNS, prompt_group
 
 __all__ = [
@@ -97,9 +97,18 @@ async def load_database_data(
         .where(Embedding.model == embedding_model, counted_image(leaving=False), in_guilds(guilds))
         .order_by(Embedding.image_id)
     )
+    choices_q = counted_choices(
+        Choice.image_a_id,
+        Choice.image_b_id,
+        Choice.user_id,
+        Choice.winner,
+        leaving=False,
+        guilds=guilds,
+    ).order_by(Choice.id)
     async with engine.connect() as conn:
         ratings = (await conn.execute(ratings_q)).all()
         embedded = (await conn.execute(emb_q)).all()
+        chosen = (await conn.execute(choices_q)).all()
     panel = RatingPanel.from_columns(
         [r.image_id for r in ratings],
         [r.user_id for r in ratings],
@@ -118,6 +127,18 @@ async def load_database_data(
     paths = {
         row.image_id: str(images_dir / row.path) if images_dir else row.path for row in embedded
     }
+    # Choices between two embedded images (`dreamrate embed` covers the rest later).
+    chosen = [c for c in chosen if c.image_a_id in paths and c.image_b_id in paths]
+    comparisons = (
+        ChoicePanel.from_columns(
+            [c.image_a_id for c in chosen],
+            [c.image_b_id for c in chosen],
+            [f"u{c.user_id}" for c in chosen],
+            [c.winner for c in chosen],
+        )
+        if chosen
+        else None
+    )
     return TrainingData(
         panel=panel,
         image_ids=np.array([row.image_id for row in embedded], dtype=np.int64),
@@ -125,6 +146,7 @@ async def load_database_data(
         groups=np.array([prompt_group(row.prompt) for row in embedded]),
         embedding_model=embedding_model,
         image_paths=paths,
+        comparisons=comparisons,
     )
 
 

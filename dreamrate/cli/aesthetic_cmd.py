@@ -126,6 +126,7 @@ def train_cmd(
     guild: GuildOption = None,
 ) -> None:
     """Train an aesthetic predictor on the community's ratings (or on Parquet files)."""
+    from dreamrate.aesthetic.card import write_card
     from dreamrate.aesthetic.clip_model import embedding_dim
     from dreamrate.aesthetic.predictor import save_predictor
     from dreamrate.aesthetic.report import write_report
@@ -187,7 +188,10 @@ def train_cmd(
         result.predictor,
         out,
         overwrite=force,
-        extras=lambda folder: write_report(result, folder, image_paths=data.image_paths),
+        extras=lambda folder: (
+            write_report(result, folder, image_paths=data.image_paths),
+            write_card(result, folder),
+        ),
     )
     if not files:
 

@@ -29,3 +29,23 @@ def export_cmd(
             return await export_ratings(engine, out, guilds=guild)
 
     typer.echo(f"wrote {asyncio.run(run())} ratings of {covered(guild)} to {out}")
+
+
+comparisons_app = typer.Typer(
+    help="Choices between two images recorded from reactions.", no_args_is_help=True
+)
+
+
+@comparisons_app.command("export")
+def comparisons_export_cmd(
+    out: Annotated[Path, typer.Option("--out", help="File to write: .parquet or .jsonl.")],
+    guild: GuildOption = None,
+) -> None:
+    """Write one row per counted choice: image_a, image_b, rater_id, winner, group_a, group_b, timestamp, message_id."""
+    from dreamrate.ratings.choice_export import export_choices
+
+    async def run() -> int:
+        async with database(state.settings) as engine:
+            return await export_choices(engine, out, guilds=guild)
+
+    typer.echo(f"wrote {asyncio.run(run())} choices of {covered(guild)} to {out}")

@@ -291,6 +291,10 @@ class RatingSettings(_Section):
         description="Value of each emoji (same order); default 1..10.",
     )
     flag_emoji: str = Field(default="🚩", description="Emoji that flags an image for moderators.")
+    choice_emojis: CommaList = Field(
+        default_factory=lambda: ["⬅️", "➡️", "🟰"],
+        description="On comparison posts: left image, right image, can't choose.",
+    )
     seed_reactions: bool = Field(
         default=True,
         description="Add the rating emoji under each posted image (off: members add them; "
@@ -300,10 +304,18 @@ class RatingSettings(_Section):
         default=1, ge=1, description="Ratings an image needs to train on."
     )
 
-    _split = field_validator("emojis", "values", mode="before")(_split_list)
+    _split = field_validator("emojis", "values", "choice_emojis", mode="before")(_split_list)
 
     @model_validator(mode="after")
     def _check_scale(self) -> RatingSettings:
+        bare = [e.replace("\ufe0f", "") for e in self.choice_emojis]
+        if len(set(bare)) != 3 or set(bare) & {
+            e.replace("\ufe0f", "") for e in (*self.emojis, self.flag_emoji)
+        }:
+            raise ValueError(
+                "DREAMRATE_RATING_CHOICE_EMOJIS: three distinct emoji (left, right, can't "
+                "choose), none of them a rating emoji or the flag"
+            )
         if not self.emojis:
             raise ValueError("DREAMRATE_RATING_EMOJIS: at least one rating emoji is needed")
         if len(self.emojis) != len(self.values):

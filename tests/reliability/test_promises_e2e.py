@@ -60,7 +60,9 @@ async def test_erase_stays_erased_across_a_restart_with_the_reactions_still_ther
     await server.react(BOB, first, "🚩")
     await settled(running)
     answer = await say(server, BOB, "privacy", subcommand="erase")
-    assert answer.startswith("Erased 2 rating(s), 2 rating event(s) and 1 report(s) you made.")
+    assert answer.startswith(
+        "Erased 2 rating(s), 0 choice(s) between images, 2 reaction event(s) and 1 report(s)"
+    )
     assert await ratings_of(running, BOB) == []
     # After a restart, with Bob's reactions still on Discord, Dee rates.
     bot = await restart(running, tiny_models[0])
@@ -310,7 +312,9 @@ async def test_killed_connections_during_rate_erase_and_admin_complete_once(
         state = kill_connection_once(bot.engine, r"DELETE FROM ratings")
         answer = await say(server, BOB, "privacy", subcommand="erase")
         assert state["kills"] == 1
-        assert answer.startswith("Erased 1 rating(s), 1 rating event(s)")
+        assert answer.startswith(
+            "Erased 1 rating(s), 0 choice(s) between images, 1 reaction event(s)"
+        )
         assert await ratings_of(bot, BOB) == []
         # /admin ban: done once, and said so.
         state = kill_connection_once(bot.engine, r"INSERT INTO guild_bans")
