@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.db.models import Image, Job, JobStatus, Rating, User
+from dreamrate.db.models import Choice, Image, Job, JobStatus, Rating, User
 from dreamrate.db.types import utcnow
 from dreamrate.generation.store import ImageStore
 
@@ -130,3 +130,69 @@ async def seed_community(
         removed = image_ids[0]
         await conn.execute(Image.__table__.update().where(Image.id == removed).values(removed=True))
     return Community(image_ids, brightness, removed, banned, opted_out)
+
+
+async def seed_choices(
+    engine: AsyncEngine, community: Community, *, choosers: int = 6, seed: int = 0
+) -> list[int]:
+    """Comparison posts of every pair of images within a prompt, and members choosing on
+    them through the real recording path (the brighter image, mostly; sometimes a tie).
+    The banned and opted-out members' choices are stored as if made before: never to count.
+    Returns the posts' message ids."""
+    from itertools import combinations
+
+    from dreamrate.ratings.decisions import ReactionEvent
+    from dreamrate.ratings.posts import record_comparison
+    from dreamrate.ratings.scale import RatingScale
+    from dreamrate.ratings.service import RatingService
+
+    rng = np.random.default_rng(seed)
+    scale = RatingScale("numbers-10", ("1️⃣",), (1.0,))
+    per_job: dict[int, list[int]] = {}
+    async with engine.connect() as conn:
+        for image_id, job_id in await conn.execute(
+            select(Image.id, Image.job_id).where(Image.id.in_(community.image_ids))
+        ):
+            per_job.setdefault(int(job_id), []).append(int(image_id))
+    messages, events, stale = [], [], []
+    for images in per_job.values():
+        for a, b in combinations(sorted(images), 2):
+            message_id = 800_000 + len(messages)
+            await record_comparison(
+                engine, message_id=message_id, pair=(a, b), channel_id=5, kind="compare"
+            )
+            messages.append(message_id)
+            for k in range(choosers):
+                gap = community.brightness[a] - community.brightness[b]
+                p_a = 1.0 / (1.0 + np.exp(-gap / 8.0))
+                roll = rng.random()
+                emoji = "🟰" if roll < 0.05 else ("⬅️" if rng.random() < p_a else "➡️")
+                events.append(
+                    ReactionEvent(
+                        added=True,
+                        discord_user_id=1000 + k,
+                        message_id=message_id,
+                        emoji=emoji,
+                        guild_id=GUILD,
+                        received_at=utcnow(),
+                    )
+                )
+            for user in (community.banned_user, community.opted_out_user):
+                stale.append((user, message_id, a, b))
+    await RatingService(engine, scale).record_many(events)
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(Choice),
+            [
+                {
+                    "user_id": u,
+                    "message_id": m,
+                    "image_a_id": a,
+                    "image_b_id": b,
+                    "winner": "a",
+                    "source": "reaction",
+                }
+                for u, m, a, b in stale
+            ],
+        )
+    return messages

@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import func, select
 
 from dreamrate.aesthetic.predictor import load_predictor
-from dreamrate.aesthetic.select import select_images_to_rate
+from dreamrate.aesthetic.select import select_images_to_rate, select_pairs_to_compare
 from dreamrate.aesthetic.synthetic import make_world
 from dreamrate.db.engine import create_engine
 from dreamrate.db.models import Embedding
 from dreamrate.db.models import Predictor as PredictorRow
 from dreamrate.ratings.training_data import load_database_data
-from tests.aesthetic.community import GUILD, seed_community
+from tests.aesthetic.community import GUILD, seed_choices, seed_community
 from tests.test_cli import _one_error_line, run_cli
 
 pytestmark = pytest.mark.slow
@@ -136,6 +136,78 @@ def test_embed_is_resumable_and_train_writes_predictor_and_report(
         "reads local-dir:",
         "not ViT-B-32/openai",
     )
+
+
+def test_train_from_the_database_on_choices_with_and_without_ratings(
+    community, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    env, url, seeded = community
+
+    async def with_engine(step):  # type: ignore[no-untyped-def]
+        engine = create_engine(url)
+        try:
+            return await step(engine)
+        finally:
+            await engine.dispose()
+
+    posts = asyncio.run(with_engine(lambda engine: seed_choices(engine, seeded)))
+    assert len(posts) == 12 * 3
+    assert run_cli("embed", env=env).returncode == 0
+    # 36 pairs, 2 of them with the removed image; 6 members who count choose on each.
+    counted = 34 * 6
+    jsonl = tmp_path / "choices.jsonl"
+    exported = run_cli("comparisons", "export", "--out", str(jsonl), env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert f"wrote {counted} choices of every guild" in exported.stdout
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert {r["rater_id"] for r in rows} == {str(1000 + k) for k in range(6)}
+    assert all(seeded.removed_image not in (r["image_a"], r["image_b"]) for r in rows)
+    _one_error_line(
+        run_cli("comparisons", "export", "--out", str(tmp_path / "c.csv"), env=env),
+        "--out: the file must end in .parquet or .jsonl",
+    )
+    assert not (tmp_path / "c.csv").exists()
+
+    both = tmp_path / "both"
+    trained = run_cli("train", "--out", str(both), env=env)
+    assert trained.returncode == 0, trained.stderr
+    assert f"{counted} choices by 6 members" in trained.stdout
+    assert "held-out" in trained.stdout and "human ceiling" in trained.stdout
+    meta = json.loads((both / "predictor.json").read_text())
+    assert meta["training"]["ratings"] == 35 * 3 and meta["training"]["choices"] == counted
+    card = (both / "PREDICTOR.md").read_text()
+    assert meta["sha256"] in card and "human ceiling" in card and str(counted) in card
+    assert "L2-normalised" in card and meta["embedding_model"] in card
+
+    async def drop_ratings(engine):  # type: ignore[no-untyped-def]
+        from dreamrate.db.models import Rating
+
+        async with engine.begin() as conn:
+            await conn.execute(Rating.__table__.delete())
+
+    asyncio.run(with_engine(drop_ratings))
+    alone = tmp_path / "alone"
+    trained = run_cli("train", "--out", str(alone), "--no-activate", env=env)
+    assert trained.returncode == 0, trained.stderr
+    meta = json.loads((alone / "predictor.json").read_text())
+    assert meta["training"]["ratings"] == 0 and meta["training"]["choices"] == counted
+    predictor = load_predictor(alone)
+    accuracy = meta["metrics"]["dreamrate"]["choice_accuracy"]
+    assert accuracy > 0.6  # brighter is better, and the members mostly say so
+
+    # The predictor now picks pairs: within a prompt, none the member judged, each image once.
+    judged = {frozenset((r["image_a"], r["image_b"])) for r in rows if r["rater_id"] == "1000"}
+    pairs = asyncio.run(
+        with_engine(lambda engine: select_pairs_to_compare(engine, 4, predictor, GUILD, 4242))
+    )
+    assert len(pairs) == 4 and len({i for p in pairs for i in p}) == 8
+    assert all(frozenset(p) in judged for p in pairs)  # every within-prompt pair, for a newcomer
+    assert all(seeded.removed_image not in p for p in pairs)
+    # Member 1000 judged every within-prompt pair: only pairs across prompts are left.
+    pairs = asyncio.run(
+        with_engine(lambda engine: select_pairs_to_compare(engine, 4, predictor, GUILD, 1000))
+    )
+    assert pairs and not {frozenset(p) for p in pairs} & judged
 
 
 def test_too_few_ratings_says_how_many_are_needed(

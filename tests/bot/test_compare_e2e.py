@@ -4,10 +4,11 @@ choose, members opt out and erase; emoji that belong on the other kind of post a
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from dreamrate.db.models import Choice, ComparisonPost
-from dreamrate.fake_discord import FakeDiscord, Member
+from dreamrate.db.models import Choice, ComparisonPost, Image, ImagePost
+from dreamrate.db.types import utcnow
+from dreamrate.fake_discord import BASIC, CHANNEL_ID, MANAGE_GUILD, FakeDiscord, Member
 from dreamrate.ratings.choice_export import current_choices
 from tests.bot.conftest import Running, settled
 from tests.bot.test_discord_world_e2e import say
@@ -89,8 +90,6 @@ async def test_choose_change_remove_and_wrong_emoji(running: Running) -> None:
 
 
 async def _image_ids(running: Running, messages: list[int]) -> list[int]:
-    from dreamrate.db.models import Image
-
     async with running.engine.connect() as conn:  # type: ignore[attr-defined]
         rows = await conn.execute(
             select(Image.id).where(Image.discord_message_id.in_(messages)).order_by(Image.id)
@@ -160,3 +159,41 @@ async def test_compare_never_repeats_a_pair_the_member_judged(running: Running) 
     # Another member may still judge them.
     (pair,) = await compare(server, CY)
     assert frozenset((await pairs(running))[pair]) in seen
+
+
+async def test_the_feed_alternates_ratings_and_comparisons(running: Running) -> None:
+    server, bot = running.discord, running.bot
+    await dream(server, ADA, "four plums", images=4)
+    mod = Member(89, "mod", permissions=BASIC | MANAGE_GUILD)
+    answer = await say(
+        server,
+        mod,
+        "admin",
+        [
+            {"name": "channel", "type": 7, "value": str(CHANNEL_ID)},
+            {"name": "minutes", "type": 4, "value": 30},
+            {"name": "compare", "type": 4, "value": 50},
+        ],
+        subcommand="feed",
+    )
+    assert answer.endswith("every 30 min, 50% of posts comparisons."), answer
+    kinds = []
+    for _ in range(4):
+        before = set(server.messages)
+        assert await bot.posts.feed_once() == 1  # type: ignore[attr-defined]
+        assert await bot.posts.feed_once() == 0  # type: ignore[attr-defined]  # the interval
+        (new,) = set(server.messages) - before
+        name = server.messages[new]["attachments"][0]["filename"]
+        kinds.append("pair" if name.startswith("dreamrate-compare-") else "single")
+        async with running.engine.begin() as conn:  # type: ignore[attr-defined]
+            # As if the interval had passed.
+            long_ago = utcnow().replace(year=2000)
+            await conn.execute(update(ImagePost).values(posted_at=long_ago))
+            await conn.execute(update(ComparisonPost).values(posted_at=long_ago))
+    assert kinds == ["pair", "single", "pair", "single"]
+    # Choices on the feed's pairs count like any.
+    feed_pairs = sorted(await pairs(running))
+    await server.wait_for(lambda: all(len(server.reactions[m]) == 3 for m in feed_pairs))
+    await server.react(BOB, feed_pairs[0], RIGHT)
+    await settled(running)
+    assert await choices(running) == {(feed_pairs[0], str(BOB.id), "b")}

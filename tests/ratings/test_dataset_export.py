@@ -12,12 +12,13 @@ from dreamrate.db.models import Flag, Image, Job, User
 from dreamrate.ratings.dataset_export import DatasetExportError, export_dataset
 from dreamrate.ratings.export import current_ratings
 from dreamrate.ratings.moderation import dismiss_reports
-from tests.aesthetic.community import seed_community
+from tests.aesthetic.community import seed_choices, seed_community
 
 
 async def test_dataset_leaves_out_private_data_and_pseudonymises(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     images_dir = tmp_path / "images"
     community = await seed_community(engine, images_dir, prompts=4, per_prompt=3, raters=5)
+    await seed_choices(engine, community, choosers=5)
     out = tmp_path / "dataset"
     counts = await export_dataset(engine, images_dir, out)
     live = [i for i in community.image_ids if i != community.removed_image]
@@ -25,9 +26,28 @@ async def test_dataset_leaves_out_private_data_and_pseudonymises(engine, tmp_pat
         "generations": 4,
         "images": len(live),
         "ratings": len(live) * 3,
+        # 4 prompts x 3 pairs, less the 2 with the removed image, x 5 members who count
+        "comparisons": 10 * 5,
         "raters": 5,
         "embeddings": 0,
     }
+    choices = pq.read_table(out / "comparisons.parquet")
+    assert choices.column_names == [
+        "image_a",
+        "image_b",
+        "rater_id",
+        "winner",
+        "group_a",
+        "group_b",
+        "timestamp",
+    ]
+    sides = set(choices.column("image_a").to_pylist()) | set(choices.column("image_b").to_pylist())
+    assert community.removed_image not in sides and sides <= set(live)
+    # Choosers carry the same pseudonyms as raters, and never a Discord id.
+    choosers = set(choices.column("rater_id").to_pylist())
+    rating_pseudonyms = set(pq.read_table(out / "ratings.parquet").column("rater_id").to_pylist())
+    assert choosers == rating_pseudonyms
+    assert set(choices.column("winner").to_pylist()) <= {"a", "b", "tie"}
     images = pq.read_table(out / "images.parquet").to_pylist()
     assert sorted(row["image_id"] for row in images) == sorted(live)
     for row in images:
