@@ -125,6 +125,16 @@ def test_toml_file_is_read_and_environment_wins(
             "DREAMRATE_RATING_EMOJIS and DREAMRATE_RATING_VALUES must have the same length",
         ),
         (
+            "DREAMRATE_RATING_CHOICE_EMOJIS",
+            "⬅️,5️⃣,🟰",
+            "DREAMRATE_RATING_CHOICE_EMOJIS: three distinct emoji (left, right, can't choose)",
+        ),
+        (
+            "DREAMRATE_RATING_CHOICE_EMOJIS",
+            "⬅️,⬅",
+            "DREAMRATE_RATING_CHOICE_EMOJIS: three distinct emoji (left, right, can't choose)",
+        ),
+        (
             "DREAMRATE_DISCORD_API_BASE",
             "localhost:8080",
             "DREAMRATE_DISCORD_API_BASE: must start with http://",
