@@ -79,6 +79,12 @@ class PreferenceProblem:
             self.x, self.rated, self.y, self.w, self.a, self.b, self.t, np.asarray(c, float)
         )
 
+    def with_rating_weight(self, factor: float) -> PreferenceProblem:
+        """The ratings' weights scaled by ``factor`` against the clicks'."""
+        return PreferenceProblem(
+            self.x, self.rated, self.y, self.w * factor, self.a, self.b, self.t, self.c
+        )
+
 
 def problem_from(
     x_unit: np.ndarray,
@@ -212,9 +218,11 @@ class QuadraticCells:
 
         ones = np.ones((n, 1))
         xa = np.hstack([p.x, ones])
+        # Rating cells are kept apart (keyed (-1, f)) so their weight against the clicks
+        # can be chosen at solve time.
         for f in np.unique(fold_of[p.rated]).tolist():
             mine = fold_of[p.rated] == f
-            add((f, f), xa[p.rated[mine]], p.w[mine], p.y[mine])
+            add((-1, f), xa[p.rated[mine]], p.w[mine], p.y[mine])
         if len(p.a):
             # One Newton step of the logistic term, as weighted least squares on differences.
             diff0 = scores0[p.a] - scores0[p.b]
@@ -229,21 +237,30 @@ class QuadraticCells:
                 mine = (lo == f) & (hi == g)
                 add((f, g), rows[mine], curvature[mine], target[mine])
 
-    def solve(self, folds: set[int], alpha: float) -> tuple[np.ndarray, float]:
-        """``(w, b)`` of the quadratic problem on the cells inside ``folds``."""
+    def solve(
+        self, folds: set[int], alpha: float, rating_weight: float = 1.0
+    ) -> tuple[np.ndarray, float]:
+        """``(w, b)`` of the quadratic problem on the cells inside ``folds``, the ratings
+        weighted ``rating_weight`` times."""
         from scipy.linalg import cho_factor, cho_solve
 
-        cells = [c for c in self.grams if c[0] in folds and c[1] in folds]
-        gram = sum(self.grams[c] for c in cells)
-        moment = sum(self.moments[c] for c in cells)
+        gram = np.zeros((self.d + 1, self.d + 1))
+        moment = np.zeros(self.d + 1)
+        for (f, g), cell in self.grams.items():
+            if g in folds and (f in folds or f == -1):
+                scale = rating_weight if f == -1 else 1.0
+                gram += scale * cell
+                moment += scale * self.moments[(f, g)]
         penalty = np.full(self.d + 1, alpha)
         penalty[-1] = 0.0 if self.has_bias else 1.0  # no bias without ratings
         theta = cho_solve(cho_factor(gram + np.diag(penalty)), moment)
         return theta[: self.d], float(theta[-1]) if self.has_bias else 0.0
 
 
-def held_out_loss(p: PreferenceProblem, scores: np.ndarray, k: float) -> float:
+def held_out_loss(
+    p: PreferenceProblem, scores: np.ndarray, k: float, *, choices_only: bool = False
+) -> float:
     """The data terms of the objective on held-out ratings and clicks (for choosing the
-    penalty)."""
+    penalty); only the clicks' with ``choices_only``."""
     r_loss, c_loss, _, _ = _terms(p, scores, k)
-    return r_loss + c_loss
+    return c_loss if choices_only else r_loss + c_loss

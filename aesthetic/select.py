@@ -13,6 +13,8 @@ Without a predictor (or embeddings) the bot falls back to "fewest ratings first"
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy import func, select
@@ -21,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dreamrate.aesthetic.predictor import Predictor, PredictorError
 from dreamrate.db.models import Embedding, Image, Job
 from dreamrate.ratings.pairs import choose_pairs, pair_pool
+from dreamrate.ratings.posts import recent_pairs
 from dreamrate.ratings.selection import images_needing_ratings, rating_counts, shown_for_rating
 
 __all__ = ["choose_for_rating", "priority", "select_images_to_rate", "select_pairs_to_compare"]
@@ -120,11 +123,17 @@ async def select_pairs_to_compare(
     predictor: Predictor | None,
     guild_id: int,
     member_discord_id: int | None = None,
+    *,
+    channel_id: int | None = None,
+    since: datetime | None = None,
 ) -> list[tuple[int, int]]:
     """Pairs ``(left, right)`` of ``guild_id``'s images for ``/compare`` and the feed: those
     whose order ``predictor`` is least sure of, when it exists (see
-    :mod:`dreamrate.ratings.pairs`)."""
+    :mod:`dreamrate.ratings.pairs`); none compared in ``channel_id`` since ``since``."""
     pool = await pair_pool(engine, guild_id, member_discord_id)
+    if channel_id is not None and since is not None:
+        shown = await recent_pairs(engine, channel_id, since)
+        pool = replace(pool, judged=pool.judged | shown)
     if predictor is None or len(pool.image_ids) < 2:
         return choose_pairs(pool, count)
     async with engine.connect() as conn:

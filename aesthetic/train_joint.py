@@ -53,6 +53,11 @@ __all__ = ["JOINT_ALPHAS", "MIN_CHOICES", "choice_accuracy", "train_joint"]
 #: Fewest decisive (not "can't choose") clicks worth fitting on without ratings.
 MIN_CHOICES = 50
 JOINT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 6))
+#: How much the ratings weigh against the clicks, chosen with the penalty by the inner CV on
+#: held-out choices (a rating's Gaussian precision says nothing of a private curve's pull).
+RATING_WEIGHTS = (0.125, 0.25, 0.5, 1.0, 2.0)
+#: Decisive choices needed before held-out choices judge the ratings' weight.
+MIN_CHOICES_TO_WEIGH = 200
 
 
 def choice_accuracy(choices: ChoicePanel, score_of: dict[int, float]) -> tuple[float, int]:
@@ -197,26 +202,32 @@ def train_joint(
     cells = QuadraticCells(problem, fold_of, scores0, link)
     held_out = [problem.within(fold_of == f) for f in range(k)]
 
-    def best_alpha(exclude: int | None) -> float:
+    # With ratings and enough choices, held-out choices also say how much ratings weigh.
+    weigh = has_ratings and decisive >= MIN_CHOICES_TO_WEIGH
+    grid = [(a, r) for a in JOINT_ALPHAS for r in (RATING_WEIGHTS if weigh else (1.0,))]
+
+    def best(exclude: int | None) -> tuple[float, float]:
         inner = [f for f in range(k) if f != exclude]
         errors = []
-        for alpha in JOINT_ALPHAS:
+        for alpha, weight in grid:
             total = 0.0
             for g in inner:
-                coef, bias = cells.solve(set(inner) - {g}, alpha)
-                total += held_out_loss(held_out[g], x @ coef + bias, link)
+                coef, bias = cells.solve(set(inner) - {g}, alpha, weight)
+                total += held_out_loss(held_out[g], x @ coef + bias, link, choices_only=weigh)
             errors.append(total)
-        return float(JOINT_ALPHAS[int(np.argmin(errors))])
+        return grid[int(np.argmin(errors))]
 
-    fold_alphas = [best_alpha(f) if k >= 3 else middle for f in range(k)]
-    final_alpha = best_alpha(None)
+    fold_best = [best(f) if k >= 3 else (middle, 1.0) for f in range(k)]
+    final_alpha, final_weight = best(None)
 
     oof = np.empty(len(ids))
     fold_heads = []
     for f in range(k):  # the exact fit of each outer fold, from its quadratic solution
         train = fold_of != f
-        start = np.r_[cells.solve(set(range(k)) - {f}, fold_alphas[f])]
-        coef, bias = fit_head(problem.within(train), fold_alphas[f], link, init=start)
+        alpha, weight = fold_best[f]
+        start = np.r_[cells.solve(set(range(k)) - {f}, alpha, weight)]
+        weighted = problem.with_rating_weight(weight).within(train)
+        coef, bias = fit_head(weighted, alpha, link, init=start)
         test = ~train
         oof[test] = x[test] @ coef + bias
         fold_heads.append((coef, bias))
@@ -237,7 +248,9 @@ def train_joint(
             oof_base[test] = _bt_baseline(x, problem.within(mask), test)
 
     say(f"fitting on all {len(ids)} images")
-    coef, bias = fit_head(problem, final_alpha, link, init=np.r_[coef0, bias0])
+    coef, bias = fit_head(
+        problem.with_rating_weight(final_weight), final_alpha, link, init=np.r_[coef0, bias0]
+    )
 
     # 6. Figures: held-out accuracy on unseen prompts' clicks, against the human ceiling
     held = {int(i): float(s) for i, s in zip(ids.tolist(), oof.tolist(), strict=True)}
@@ -282,6 +295,7 @@ def train_joint(
         "folds": k,
         "model": "joint" if has_ratings else "bradley-terry",
         "alpha": final_alpha,
+        "rating_weight": final_weight,
         "targets": (
             "ratings (rater-aware) and choices (Bradley-Terry), one linear head"
             if has_ratings

@@ -83,18 +83,25 @@ def register_admin(
         interaction: discord.Interaction,
         channel: app_commands.AppCommandChannel,
         minutes: app_commands.Range[int, 1, 10080] = 60,
-        compare: app_commands.Range[int, 0, 100] = 0,
+        compare: app_commands.Range[int, 0, 100] | None = None,
     ) -> None:
         assert interaction.guild_id is not None
+        # Left out, the share stays as it was (changing the interval keeps the mix).
+        share = {} if compare is None else {"feed_compare_percent": compare}
         await retry_on_disconnect(
             lambda: update_guild_settings(
                 engine,
                 interaction.guild_id,
                 feed_channel_id=channel.id,
                 feed_interval_minutes=minutes,
-                feed_compare_percent=compare,
+                **share,
             )
         )
+        if compare is None:
+            current = await retry_on_disconnect(
+                lambda: get_guild_settings(engine, interaction.guild_id)
+            )
+            compare = (current.feed_compare_percent if current else None) or 0
         mix = f", {compare}% of posts comparisons" if compare else ""
         await interaction.response.send_message(
             f"Rating feed: {channel.mention} every {minutes} min{mix}.", ephemeral=True

@@ -215,7 +215,9 @@ def register_commands(
             raise DreamrateError(f"You can use /compare again in {max(1, round(wait))} s.")
         await interaction.response.defer(ephemeral=True, thinking=True)
         pairs = await retry_on_disconnect(
-            lambda: posts.pairs_to_compare(count, interaction.guild_id, interaction.user.id)
+            lambda: posts.pairs_to_compare(
+                count, interaction.guild_id, interaction.channel_id, interaction.user.id
+            )
         )
         if not pairs:
             await interaction.followup.send(

@@ -63,17 +63,21 @@ def image_embed(job: JobRecord, index: int, seed: int, requester: str) -> discor
 
 
 def pair_embed(
-    left: tuple[JobRecord, int], right: tuple[JobRecord, int], emojis: tuple[str, str, str]
+    left: tuple[JobRecord, int, str | None],
+    right: tuple[JobRecord, int, str | None],
+    emojis: tuple[str, str, str],
 ) -> discord.Embed:
-    """The card of a comparison: which emoji means what, and each side's job and prompt."""
+    """The card of a comparison: which emoji means what, and each side's job, prompt and a
+    link to the image's own message (to rate it, or report it with the flag)."""
     embed = discord.Embed(
         description=f"Which do you prefer? {emojis[0]} left · {emojis[1]} right · "
         f"{emojis[2]} can't choose"
     )
-    for side, (job, index) in (("left", left), ("right", right)):
+    for side, (job, index, link) in (("left", left), ("right", right)):
+        prompt = _short(discord.utils.escape_markdown(job.prompt), 300) or "-"
         embed.add_field(
             name=_short(f"{side}: job {job.id} #{index + 1}", 256),
-            value=_short(discord.utils.escape_markdown(job.prompt), 300) or "-",
+            value=f"{prompt}\n[its own post]({link})" if link else prompt,
             inline=True,
         )
     return embed

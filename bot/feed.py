@@ -7,7 +7,7 @@ import time
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -39,6 +39,18 @@ logger = logging.getLogger(__name__)
 FEED_CHECK_EVERY_S = 30.0
 #: Candidates the feed considers, so it can skip images already shown in its channel.
 FEED_CANDIDATES = 5
+#: An unanswered comparison send this old is looked for before the channel gets another.
+RESUME_AFTER = timedelta(minutes=1)
+
+
+def _own_post(guild_id: int | None, image: Any) -> str | None:
+    """The link to an image's own message (where it is rated and reported)."""
+    if guild_id is None or image.discord_message_id is None:
+        return None
+    return (
+        f"https://discord.com/channels/{guild_id}/{image.discord_channel_id}/"
+        f"{image.discord_message_id}"
+    )
 
 
 class RatingPosts:
@@ -112,12 +124,22 @@ class RatingPosts:
         )
 
     async def pairs_to_compare(
-        self, count: int, guild_id: int, member_id: int | None = None
+        self, count: int, guild_id: int, channel_id: int, member_id: int | None = None
     ) -> list[tuple[int, int]]:
-        """|coro| Pairs of ``guild_id``'s images for /compare (by ``member_id``) and the feed."""
+        """|coro| Pairs of ``guild_id``'s images for /compare (by ``member_id``) and the feed,
+        none already compared in ``channel_id`` recently (that post is still open)."""
         predictor = await self.predictor.get()
         return await retry_on_disconnect(
-            partial(select_pairs_to_compare, self.engine, count, predictor, guild_id, member_id)
+            partial(
+                select_pairs_to_compare,
+                self.engine,
+                count,
+                predictor,
+                guild_id,
+                member_id,
+                channel_id=channel_id,
+                since=utcnow() - self.reuse_within,
+            )
         )
 
     async def compare(
@@ -128,7 +150,7 @@ class RatingPosts:
         intent is written first, so a crash never posts a pair twice."""
         intent_kind = "compare" if kind == "compare" else "feed_compare"
         channel = self.client.get_partial_messageable(channel_id)
-        posted = []
+        posted = await self.resume_comparisons(channel_id)
         for left, right in pairs:
             shown = []
             for image_id in (left, right):
@@ -173,6 +195,7 @@ class RatingPosts:
                     )
                 )
             (a, a_job), (b, b_job) = shown
+
             try:
                 message = await channel.send(
                     file=pair_file(
@@ -180,7 +203,11 @@ class RatingPosts:
                         self.images_dir / b.path,
                         f"dreamrate-compare-{left}-{right}-{nonce}",
                     ),
-                    embed=pair_embed((a_job, a.index), (b_job, b.index), self.scale.choice_emojis),
+                    embed=pair_embed(
+                        (a_job, a.index, _own_post(a_job.guild_id, a)),
+                        (b_job, b.index, _own_post(b_job.guild_id, b)),
+                        self.scale.choice_emojis,
+                    ),
                 )
             except discord.HTTPException as exc:
                 if exc.status < 500:
@@ -191,6 +218,38 @@ class RatingPosts:
                 await message.add_reaction(emoji)
             posted.append(message.id)
         return posted
+
+    async def resume_comparisons(self, channel_id: int) -> list[int]:
+        """|coro| Comparisons in ``channel_id`` whose send went unanswered a while ago (a 5xx,
+        a crash): recorded if the message went out after all, forgotten if not. The next
+        pair is picked afresh, so without this such a post would never count. Returns the
+        messages recorded."""
+        found_ids = []
+        cutoff = utcnow() - RESUME_AFTER
+        for nonce, left, right, channel, kind, created_at in await retry_on_disconnect(
+            partial(pending_reposts, self.engine)
+        ):
+            if channel != channel_id or right is None or created_at > cutoff:
+                continue  # another channel, a single image, or a send still in flight
+            found = await find_posted(self.client, channel_id, nonce, created_at)
+            if found is None:
+                await retry_on_disconnect(partial(drop_post, self.engine, nonce))
+                continue
+            await retry_on_disconnect(
+                partial(
+                    record_comparison,
+                    self.engine,
+                    message_id=found.id,
+                    pair=(left, right),
+                    channel_id=channel_id,
+                    kind="compare" if kind == "compare" else "feed",
+                    nonce=nonce,
+                )
+            )
+            for emoji in self.scale.choice_reactions if self.seed else ():
+                await found.add_reaction(emoji)
+            found_ids.append(found.id)
+        return found_ids
 
     async def post(
         self, channel_id: int, image_ids: list[int], *, kind: str
@@ -336,21 +395,21 @@ class RatingPosts:
         """|coro| Post to every feed channel whose interval has passed; the number of posts."""
         posts = 0
         for guild_id, channel_id, minutes, percent in await feed_channels(self.engine):
-            last, singles, pairs = await feed_mix(self.engine, channel_id)
+            last, recent = await feed_mix(self.engine, channel_id)
             interval = timedelta(minutes=minutes) if minutes else self.feed_interval
             if last is not None and utcnow() - last < interval:
                 continue
-            # The mix: a comparison whenever the feed has posted fewer than its share of them.
-            if percent and pairs * 100 < percent * (singles + pairs + 1):
+            # The mix: a comparison whenever the feed's recent posts hold fewer than its
+            # share of them (recent only: a share turned on late does not flood the channel).
+            if percent and sum(recent) * 100 < percent * (len(recent) + 1):
                 try:
-                    chosen_pairs = await self.pairs_to_compare(1, guild_id)
+                    chosen_pairs = await self.pairs_to_compare(1, guild_id, channel_id)
                     if chosen_pairs:
                         posts += len(await self.compare(channel_id, chosen_pairs, kind="feed"))
                         continue
-                except (discord.Forbidden, discord.NotFound) as exc:
-                    logger.warning(
-                        "rating feed: cannot post in channel %s (%s)", channel_id, exc.text
-                    )
+                except (discord.HTTPException, OSError, ValueError) as exc:
+                    # One unusable feed channel (or image) never stops the others' feeds.
+                    logger.warning("rating feed: no comparison in channel %s (%s)", channel_id, exc)
                     continue
             # The best few; the first one not already shown in this channel recently.
             candidates = await self.images_to_rate(FEED_CANDIDATES, guild_id)
@@ -362,7 +421,7 @@ class RatingPosts:
             chosen = [i for i in candidates if i not in shown][:1]
             try:
                 posts += len((await self.post(channel_id, chosen, kind="feed"))[0])
-            except (discord.Forbidden, discord.NotFound) as exc:
-                # One unusable feed channel never stops the others' feeds.
-                logger.warning("rating feed: cannot post in channel %s (%s)", channel_id, exc.text)
+            except (discord.HTTPException, OSError, ValueError) as exc:
+                # One unusable feed channel (or image) never stops the others' feeds.
+                logger.warning("rating feed: cannot post in channel %s (%s)", channel_id, exc)
         return posts

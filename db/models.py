@@ -351,7 +351,11 @@ class ChoiceEvent(Base):
     ``choices`` changes (the counterpart of :class:`RatingEvent`)."""
 
     __tablename__ = "choice_events"
-    __table_args__ = (Index("ix_choice_events_message_user", "message_id", "discord_user_id"),)
+    __table_args__ = (
+        Index("ix_choice_events_message_user", "message_id", "discord_user_id"),
+        # Erase deletes a member's events by their Discord id.
+        Index("ix_choice_events_discord_user_id", "discord_user_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     kind: Mapped[RatingEventKind] = mapped_column(_enum(RatingEventKind, "choice_event_kind"))
@@ -382,8 +386,8 @@ class Choice(Base):
     message_id: Mapped[int] = mapped_column(
         ForeignKey("comparison_posts.message_id", ondelete="CASCADE"), index=True
     )
-    image_a_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
-    image_b_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    image_a_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    image_b_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
     winner: Mapped[str] = mapped_column(String(8))
     #: ``reaction`` or ``backfill``.
     source: Mapped[str] = mapped_column(String(16))

@@ -222,7 +222,9 @@ def wanted_reactions(
     other emoji left out)."""
     wanted: dict[int, set[str]] = {}
     names: dict[int, str] = {}
-    for emoji, users in on_discord.items():
+    for shown, users in on_discord.items():
+        # Choice emoji in their configured form, as the log keeps them.
+        emoji = (scale.choice_emoji(shown) if comparison else shown) or ""
         if (scale.winner_of(emoji) if comparison else scale.value_of(emoji)) is None:
             continue
         for user_id, name in users:

@@ -21,6 +21,7 @@ __all__ = [
     "feed_mix",
     "last_post_at",
     "recent_image_messages",
+    "recent_pairs",
     "record_comparison",
     "record_post",
 ]
@@ -87,26 +88,41 @@ async def record_comparison(
         )
 
 
-async def feed_mix(engine: AsyncEngine, channel_id: int) -> tuple[datetime | None, int, int]:
-    """The feed of ``channel_id`` so far: when it last posted (either kind), and how many
-    single images and comparisons it has posted."""
+async def feed_mix(
+    engine: AsyncEngine, channel_id: int, last: int = 10
+) -> tuple[datetime | None, list[bool]]:
+    """The feed of ``channel_id``: when it last posted (either kind), and whether each of
+    its ``last`` most recent posts was a comparison (newest first)."""
     async with engine.connect() as conn:
-        singles = (
-            await conn.execute(
-                select(func.max(ImagePost.posted_at), func.count()).where(
-                    ImagePost.channel_id == channel_id, ImagePost.kind == "feed"
-                )
+        singles = await conn.execute(
+            select(ImagePost.posted_at)
+            .where(ImagePost.channel_id == channel_id, ImagePost.kind == "feed")
+            .order_by(ImagePost.posted_at.desc())
+            .limit(last)
+        )
+        posts = [(t, False) for t in singles.scalars()]
+        pairs = await conn.execute(
+            select(ComparisonPost.posted_at)
+            .where(ComparisonPost.channel_id == channel_id, ComparisonPost.kind == "feed")
+            .order_by(ComparisonPost.posted_at.desc())
+            .limit(last)
+        )
+        posts += [(t, True) for t in pairs.scalars()]
+    posts.sort(key=lambda p: p[0], reverse=True)
+    return (posts[0][0] if posts else None), [pair for _, pair in posts[:last]]
+
+
+async def recent_pairs(
+    engine: AsyncEngine, channel_id: int, since: datetime
+) -> set[frozenset[int]]:
+    """The pairs compared in ``channel_id`` since ``since``."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(ComparisonPost.image_a_id, ComparisonPost.image_b_id).where(
+                ComparisonPost.channel_id == channel_id, ComparisonPost.posted_at >= since
             )
-        ).one()
-        pairs = (
-            await conn.execute(
-                select(func.max(ComparisonPost.posted_at), func.count()).where(
-                    ComparisonPost.channel_id == channel_id, ComparisonPost.kind == "feed"
-                )
-            )
-        ).one()
-    times = [t for t in (singles[0], pairs[0]) if t is not None]
-    return (max(times) if times else None), int(singles[1]), int(pairs[1])
+        )
+        return {frozenset((int(a), int(b))) for a, b in rows}
 
 
 async def last_post_at(engine: AsyncEngine, channel_id: int, kind: str) -> datetime | None:

@@ -54,6 +54,11 @@ class RatingScale:
         except ValueError:
             return None
 
+    def choice_emoji(self, emoji: str) -> str | None:
+        """The configured form of a choice emoji (Discord may send it without U+FE0F)."""
+        winner = self.winner_of(emoji)
+        return None if winner is None else self.choice_emojis[WINNERS.index(winner)]
+
     def winner_of(self, emoji: str) -> str | None:
         """``a``, ``b`` or ``tie`` for a choice emoji; None for any other."""
         try:

@@ -22,6 +22,7 @@ from dreamrate.db.models import (
     GuildBan,
     Image,
     ImagePost,
+    Job,
     Rating,
     RatingEvent,
     RatingEventKind,
@@ -150,9 +151,9 @@ class RatingService:
                     outcomes[i] = await self._flag(conn, event, image_id, user.id)
                 elif outcomes[i] is None and pair is not None:
                     kind = event_kind(event.added, source)
-                    choice_log.append(
-                        choice_row(kind, event.emoji, event, user.id, self.scale, now)
-                    )
+                    emoji = self.scale.choice_emoji(event.emoji)
+                    assert emoji is not None
+                    choice_log.append(choice_row(kind, emoji, event, user.id, self.scale, now))
                     chose[(event.discord_user_id, event.message_id)] = (user.id, pair)
                 elif outcomes[i] is None:
                     assert image_id is not None
@@ -202,6 +203,14 @@ class RatingService:
             wanted, names = wanted_reactions(
                 on_discord, self.scale, self.bot_user_id, comparison=pair is not None
             )
+            if guild_id is None:
+                # A message fetched by channel id alone carries no guild: the image's job
+                # says which guild's bans apply.
+                guild_id = await conn.scalar(
+                    select(Job.guild_id)
+                    .join(Image, Image.job_id == Job.id)
+                    .where(Image.id == (pair[0] if pair is not None else image_id))
+                )
             if pair is not None:
                 known = await members_on(conn, message_id)
             else:

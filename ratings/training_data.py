@@ -133,7 +133,7 @@ async def load_database_data(
         ChoicePanel.from_columns(
             [c.image_a_id for c in chosen],
             [c.image_b_id for c in chosen],
-            [f"u{c.user_id}" for c in chosen],
+            [str(c.user_id) for c in chosen],  # the member's row id, as the ratings' rater_id
             [c.winner for c in chosen],
         )
         if chosen

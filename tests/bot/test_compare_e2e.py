@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from dreamrate.db.models import Choice, ComparisonPost, Image, ImagePost
 from dreamrate.db.types import utcnow
-from dreamrate.fake_discord import BASIC, CHANNEL_ID, MANAGE_GUILD, FakeDiscord, Member
+from dreamrate.fake_discord import BASIC, CHANNEL_ID, GUILD_ID, MANAGE_GUILD, FakeDiscord, Member
 from dreamrate.ratings.choice_export import current_choices
 from tests.bot.conftest import Running, settled
 from tests.bot.test_discord_world_e2e import say
@@ -19,10 +19,15 @@ ADA, BOB, CY, DEE = Member(81, "ada"), Member(82, "bob"), Member(83, "cy"), Memb
 LEFT, RIGHT, TIE = "⬅️", "➡️", "🟰"
 
 
-async def compare(server: FakeDiscord, member: Member, count: int = 1) -> list[int]:
-    """Run /compare and return the comparison messages it posted, once their emoji are seeded."""
+async def compare(
+    server: FakeDiscord, member: Member, count: int = 1, **where: object
+) -> list[int]:
+    """Run /compare (``channel=`` as for ``slash``) and return the comparison messages it
+    posted, once their emoji are seeded."""
     before = set(server.messages)
-    answer = await say(server, member, "compare", [{"name": "count", "type": 4, "value": count}])
+    answer = await say(
+        server, member, "compare", [{"name": "count", "type": 4, "value": count}], **where
+    )
     assert answer.startswith(f"Posted {count} pair(s)"), answer
 
     def posted() -> list[int]:
@@ -156,8 +161,10 @@ async def test_compare_never_repeats_a_pair_the_member_judged(running: Running) 
         await settled(running)
     answer = await say(server, BOB, "compare")
     assert answer.startswith("No pairs to compare yet"), answer
-    # Another member may still judge them.
-    (pair,) = await compare(server, CY)
+    # Another member judges them on the posts already here; in another channel they are
+    # posted for them again.
+    assert (await say(server, CY, "compare")).startswith("No pairs to compare yet")
+    (pair,) = await compare(server, CY, channel=GUILD_ID + 101)  # #gallery
     assert frozenset((await pairs(running))[pair]) in seen
 
 

@@ -42,8 +42,8 @@ async def test_one_batch_of_ratings_and_choices_each_where_it_belongs(service) -
             react(2, "🟰"),
             react(3, "7️⃣"),  # a rating emoji on a pair
             react(3, "⬅️", MESSAGES[1]),  # a choice emoji under one image
-            react(4, "⬅", PAIR_POST),  # without the presentation selector
-            react(4, "⬅", PAIR_POST, added=False),
+            react(4, "⬅️", PAIR_POST),
+            react(4, "⬅", PAIR_POST, added=False),  # the same emoji, without U+FE0F
         ]
     )
     assert outcomes == [
@@ -63,7 +63,7 @@ async def test_one_batch_of_ratings_and_choices_each_where_it_belongs(service) -
 
     # Backfill: Discord shows member 2's tie gone and member 5 choosing right.
     added, removed = await service.reconcile(
-        PAIR_POST, {"⬅️": [(1, "one")], "➡️": [(2, "two"), (5, "five")], "7️⃣": [(6, "six")]}
+        PAIR_POST, {"⬅": [(1, "one")], "➡️": [(2, "two"), (5, "five")], "7️⃣": [(6, "six")]}
     )
     assert (added, removed) == (1, 1)  # member 5 added, member 2's tie removed
     assert await winners(service) == {1: "a", 2: "b", 5: "b"}

@@ -96,6 +96,7 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_choice_events_message_user", ["message_id", "discord_user_id"], unique=False
         )
+        batch_op.create_index("ix_choice_events_discord_user_id", ["discord_user_id"], unique=False)
 
     op.create_table(
         "choices",
@@ -136,6 +137,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("choices", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_choices_message_id"), ["message_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_choices_image_a_id"), ["image_a_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_choices_image_b_id"), ["image_b_id"], unique=False)
 
     with op.batch_alter_table("guild_settings", schema=None) as batch_op:
         batch_op.add_column(sa.Column("feed_compare_percent", sa.Integer(), nullable=True))
@@ -162,10 +165,13 @@ def downgrade() -> None:
         batch_op.drop_column("feed_compare_percent")
 
     with op.batch_alter_table("choices", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_choices_image_b_id"))
+        batch_op.drop_index(batch_op.f("ix_choices_image_a_id"))
         batch_op.drop_index(batch_op.f("ix_choices_message_id"))
 
     op.drop_table("choices")
     with op.batch_alter_table("choice_events", schema=None) as batch_op:
+        batch_op.drop_index("ix_choice_events_discord_user_id")
         batch_op.drop_index("ix_choice_events_message_user")
 
     op.drop_table("choice_events")
