@@ -39,8 +39,10 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
 # The whole loop offline in a few minutes: a local Discord-compatible server, the real bot,
 # tiny models unless real ones are configured; everything lands in ./demo.
