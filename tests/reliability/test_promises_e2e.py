@@ -239,9 +239,9 @@ async def test_three_restarts_during_a_job_spend_none_of_its_attempts(
         ADA,
         "dream",
         [
-            {"name": "prompt", "type": 3, "value": "a long render"},
+            {"name": "prompt", "type": 3, "value": "a long render"},  # 50 steps at 128 px: seconds
             {"name": "steps", "type": 4, "value": 50},
-            {"name": "size", "type": 3, "value": "64"},
+            {"name": "size", "type": 3, "value": "128"},
         ],
     )
     bot, url = running, running.engine.url.render_as_string(hide_password=False)  # type: ignore[attr-defined]
