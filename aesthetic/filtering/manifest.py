@@ -3,6 +3,12 @@
 The kept rows keep the scores' order (shard N, then row), so the same scores and threshold
 always give the same files. ``--top-fraction`` finds the exact cut with bounded memory:
 one pass for the range, one for a fine histogram, one for the values in the cut's bin.
+
+The cut is found from the scores alone. Score files that are sidecars (``aesthetic`` only,
+the default) get their metadata from the source shard their footer names, and only the
+columns asked for of only the kept rows are read (row groups without a kept row are
+skipped); a source that changed since scoring is refused, naming the shard. Score files
+with metadata joined in (``score --columns``) are read as they are.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from dreamrate.aesthetic.filtering.reader import open_source, source_identity
+from dreamrate.aesthetic.filtering.runner import DEFAULT_COLUMNS
 from dreamrate.aesthetic.filtering.threshold import (
     HISTOGRAM_BINS,
     bin_mask,
@@ -23,7 +31,7 @@ from dreamrate.aesthetic.filtering.threshold import (
     kth_largest,
     rows_to_keep,
 )
-from dreamrate.aesthetic.filtering.writer import META_PREDICTOR, META_PREDICTOR_HASH
+from dreamrate.aesthetic.filtering.writer import META_PREDICTOR, META_PREDICTOR_HASH, shard_footer
 from dreamrate.core.atomic import atomic_folder
 from dreamrate.core.errors import DreamrateError
 
@@ -120,6 +128,66 @@ class _PartWriter:
         return self.files
 
 
+class _Sidecar:
+    """A sidecar score file's source metadata shard, checked against the footer."""
+
+    def __init__(self, path: Path, footer: dict[str, Any], rows: int) -> None:
+        import pyarrow.parquet as pq
+
+        self.path = path
+        url = footer["metadata"]["url"]
+        try:
+            identity = source_identity(url)
+        except OSError:
+            raise ManifestError(
+                f"--scores: {path.name}: its metadata shard {url} is missing "
+                "(move the source back, or rescore)"
+            ) from None
+        if identity != footer["metadata"]["identity"] or footer["rows"] != rows:
+            raise ManifestError(
+                f"--scores: {path.name} is stale: its source {url} changed since it was scored "
+                "(rescore: dreamrate score)"
+            )
+        self.handle = open_source(url)
+        self.file = pq.ParquetFile(self.handle)
+        if self.file.metadata.num_rows != rows:
+            raise ManifestError(
+                f"--scores: {path.name} has {rows} rows but {url} has "
+                f"{self.file.metadata.num_rows} (rescore: dreamrate score)"
+            )
+
+    def columns(self, wanted: tuple[str, ...] | None) -> list[str]:
+        names = self.file.schema_arrow.names
+        if wanted is None:
+            return [c for c in DEFAULT_COLUMNS if c in names]
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise ManifestError(
+                f"--columns: {', '.join(missing)} not in the metadata of {self.path.name}"
+            )
+        return list(wanted)
+
+    def rows(self, kept: np.ndarray, columns: list[str]) -> Any:
+        """The ``columns`` of rows ``kept`` (sorted row numbers), reading only the row groups
+        that hold one."""
+        import pyarrow as pa
+
+        pieces, start = [], 0
+        for group in range(self.file.num_row_groups):
+            size = self.file.metadata.row_group(group).num_rows
+            lo, hi = np.searchsorted(kept, [start, start + size])
+            if hi > lo:
+                table = self.file.read_row_group(group, columns=columns, use_threads=False)
+                pieces.append(table.take(pa.array(kept[lo:hi] - start)))
+            start += size
+        if not pieces:
+            return self.file.schema_arrow.empty_table().select(columns)
+        return pa.concat_tables(pieces)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
 def export_manifest(
     scores: Path,
     out: Path,
@@ -127,9 +195,14 @@ def export_manifest(
     min_score: float | None = None,
     top_fraction: float | None = None,
     rows_per_file: int = 5_000_000,
+    columns: tuple[str, ...] | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Write ``out/part-NNNNN.parquet`` and ``out/manifest.json``; return the manifest."""
+    """Write ``out/part-NNNNN.parquet`` and ``out/manifest.json``; return the manifest.
+
+    ``columns`` are the metadata columns a manifest from sidecars carries (default: url,
+    caption, key, hash, those present), before ``aesthetic``."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -137,10 +210,23 @@ def export_manifest(
     if out.exists() and not force:
         raise ManifestError(f"--out: {out} already exists (choose another folder or --force)")
     predictor_ids, hashes = set(), set()
+    footers: dict[Path, dict[str, Any] | None] = {}
+    joined: dict[Path, bool] = {}
     for path in files:
-        meta = pq.read_metadata(path).metadata or {}
+        file_meta = pq.read_metadata(path)
+        meta = file_meta.metadata or {}
         predictor_ids.add(meta.get(META_PREDICTOR, b"?").decode())
         hashes.add(meta.get(META_PREDICTOR_HASH, b"?").decode())
+        footers[path] = shard_footer(file_meta)
+        joined[path] = file_meta.schema.to_arrow_schema().names != ["aesthetic"]
+    if len(set(joined.values())) > 1:
+        raise ManifestError(
+            "--scores: some score files carry metadata (score --columns) and some do not; "
+            "rescore them one way"
+        )
+    sidecars = not next(iter(joined.values()))
+    if sidecars and any(f is None for f in footers.values()):
+        raise ManifestError("--scores: a score file names no source shard; rescore it")
     if len(predictor_ids) > 1 or len(hashes) > 1:
         raise ManifestError(
             f"--scores: files come from different predictors {sorted(predictor_ids)}; "
@@ -161,38 +247,63 @@ def export_manifest(
         if min_score is not None
         else _top_threshold(files, float(top_fraction or 1), lo, hi, valid)
     )
+    if threshold > hi:
+        raise ManifestError(
+            f"--min-score {threshold:g} keeps no row (scores run from {lo:.4g} to {hi:.4g}); "
+            "nothing written"
+        )
     edges = np.linspace(lo, hi if hi > lo else lo + 1, 21)
     histogram = np.zeros(20, dtype=np.int64)
+    # Every source is checked before anything is written.
+    sources = (
+        {path: _Sidecar(path, footers[path], pq.read_metadata(path).num_rows) for path in files}  # type: ignore[arg-type]
+        if sidecars
+        else {}
+    )
 
-    with atomic_folder(out, ManifestError, overwrite=force) as tmp:
-        writer = _PartWriter(tmp, rows_per_file)
-        columns: list[str] = []
-        for path in files:
-            table = pq.read_table(path)
-            columns = table.column_names
-            values = table.column("aesthetic").to_numpy(zero_copy_only=False).astype(np.float32)
-            histogram += np.histogram(values[np.isfinite(values)], bins=edges)[0]
-            kept = table.filter(pc.greater_equal(table.column("aesthetic"), threshold))
-            writer.write(kept.replace_schema_metadata(None))
-        parts = writer.close()
-        rows_out = sum(p["rows"] for p in parts)
-        manifest = {
-            "format": "dreamrate-manifest",
-            "version": 1,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "predictor": {"id": predictor_ids.pop(), "sha256": hashes.pop()},
-            "selection": {
-                "mode": "min_score" if min_score is not None else "top_fraction",
-                "value": min_score if min_score is not None else top_fraction,
-                "threshold": threshold,
-            },
-            "source_shards": [p.name for p in files],
-            "rows_in": rows_in,
-            "rows_null": rows_in - valid,
-            "rows_out": rows_out,
-            "columns": columns,
-            "files": parts,
-            "histogram": {"edges": [float(e) for e in edges], "counts": histogram.tolist()},
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    try:
+        with atomic_folder(out, ManifestError, overwrite=force) as tmp:
+            writer = _PartWriter(tmp, rows_per_file)
+            names: list[str] = []
+            for path in files:
+                values = _aesthetic(path)
+                histogram += np.histogram(values[np.isfinite(values)], bins=edges)[0]
+                if sidecars:
+                    source = sources[path]
+                    keep = np.flatnonzero(np.nan_to_num(values, nan=-np.inf) >= threshold)
+                    chosen = source.columns(columns)
+                    kept = source.rows(keep, chosen)
+                    kept = kept.append_column(
+                        "aesthetic", pa.array(values[keep], type=pa.float32())
+                    )
+                else:
+                    table = pq.read_table(path)
+                    kept = table.filter(pc.greater_equal(table.column("aesthetic"), threshold))
+                names = kept.column_names
+                writer.write(kept.replace_schema_metadata(None))
+            parts = writer.close()
+            columns_out = names
+            rows_out = sum(p["rows"] for p in parts)
+            manifest = {
+                "format": "dreamrate-manifest",
+                "version": 1,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "predictor": {"id": predictor_ids.pop(), "sha256": hashes.pop()},
+                "selection": {
+                    "mode": "min_score" if min_score is not None else "top_fraction",
+                    "value": min_score if min_score is not None else top_fraction,
+                    "threshold": threshold,
+                },
+                "source_shards": [p.name for p in files],
+                "rows_in": rows_in,
+                "rows_null": rows_in - valid,
+                "rows_out": rows_out,
+                "columns": columns_out,
+                "files": parts,
+                "histogram": {"edges": [float(e) for e in edges], "counts": histogram.tolist()},
+            }
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    finally:
+        for source in sources.values():
+            source.close()
     return {**manifest, "threshold": threshold}

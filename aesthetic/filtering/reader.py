@@ -31,6 +31,7 @@ __all__ = [
     "open_source",
     "read_npy_chunks",
     "read_parquet_embeddings",
+    "source_identity",
 ]
 
 _NUMBER = re.compile(r"(\d+)$")
@@ -219,6 +220,26 @@ def open_source(url: str):  # type: ignore[no-untyped-def]
     import fsspec
 
     return fsspec.open(url, "rb").open()
+
+
+#: Bytes read from each end of a file for its identity (a Parquet file's footer is at the end).
+_IDENTITY_BYTES = 65_536
+
+
+def source_identity(url: str) -> str:
+    """A short fingerprint of a source file: its size and a hash of its first and last
+    64 KiB (which hold an npy header and a Parquet footer). It survives a copy and changes
+    when the file is rewritten, at the cost of two small reads."""
+    import hashlib
+
+    with open_source(url) as handle:
+        head = handle.read(_IDENTITY_BYTES)
+        handle.seek(0, 2)
+        size = handle.tell()
+        handle.seek(max(0, size - _IDENTITY_BYTES))
+        tail = handle.read(_IDENTITY_BYTES)
+    digest = hashlib.sha256(str(size).encode() + b"|" + head + b"|" + tail).hexdigest()
+    return f"{size}:{digest[:16]}"
 
 
 def _read_exact(handle: Any, view: memoryview, start_row: int, row_bytes: int, rows: int) -> None:

@@ -25,6 +25,7 @@ from dreamrate.aesthetic.filtering.reader import (
     open_source,
     read_npy_chunks,
     read_parquet_embeddings,
+    source_identity,
 )
 from dreamrate.aesthetic.filtering.writer import (
     ScoreWriteError,
@@ -41,9 +42,11 @@ __all__ = [
     "score_shard",
     "score_shard_limited",
     "score_shards_pipelined",
+    "shard_identity",
 ]
 
-#: Metadata columns copied to the scores by default (those present), in this order.
+#: Metadata columns a manifest carries by default (those present), in this order; score
+#: files copy metadata only when asked (``--columns``).
 DEFAULT_COLUMNS = ("url", "caption", "key", "hash")
 CHUNK_ROWS = 16384  #: rows per kernel call and per read (25 MB of 768-d float16)
 
@@ -85,9 +88,21 @@ def _scores(shard: Shard, predictor: Predictor, result: ShardResult) -> tuple[np
     return scores, rest
 
 
+def shard_identity(shard: Shard) -> dict[str, Any]:
+    """The source files of ``shard`` and their identities, as a score file's footer keeps
+    them (so a changed source is noticed by reruns and by ``export manifest``)."""
+    embeddings = {"url": shard.embeddings, "identity": source_identity(shard.embeddings)}
+    metadata = (
+        embeddings
+        if shard.metadata is None
+        else {"url": shard.metadata, "identity": source_identity(shard.metadata)}
+    )
+    return {"embeddings": embeddings, "metadata": metadata, "rows": shard.rows}
+
+
 def _select_columns(available: list[str], requested: tuple[str, ...] | None) -> list[str]:
     if requested is None:
-        return [c for c in DEFAULT_COLUMNS if c in available]
+        return []  # a sidecar: the manifest reads the kept rows' metadata from the source
     missing = [c for c in requested if c not in available]
     if missing:
         raise ShardFailed(f"metadata lacks column(s) {', '.join(missing)}")
@@ -95,9 +110,14 @@ def _select_columns(available: list[str], requested: tuple[str, ...] | None) -> 
 
 
 def _compute(
-    shard: Shard, predictor: Predictor, columns: tuple[str, ...] | None, result: ShardResult
+    shard: Shard,
+    predictor: Predictor,
+    columns: tuple[str, ...] | None,
+    result: ShardResult,
+    identity: dict[str, Any] | None = None,
 ) -> Any:
-    """The scores table of ``shard`` (metadata columns + ``aesthetic``), not yet written."""
+    """The scores table of ``shard`` (``aesthetic``, after the ``columns`` asked for), not
+    yet written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -105,7 +125,10 @@ def _compute(
         raise ShardFailed(
             f"embeddings are {shard.dim}-d but the predictor ({predictor.embedding_model}) reads {predictor.dim}"
         )
-    if shard.kind == "npy":
+    if shard.kind == "npy" and columns is None:
+        scores, _ = _scores(shard, predictor, result)
+        metadata = pa.table({})
+    elif shard.kind == "npy":
         assert shard.metadata is not None
         metadata_url = shard.metadata
 
@@ -124,7 +147,9 @@ def _compute(
         metadata = rest.select(_select_columns(rest.column_names, columns))
     result.null_rows = int((~np.isfinite(scores)).sum())
     result.rows = len(scores)
-    return scores_table(metadata, scores, predictor, shard.embeddings)
+    return scores_table(
+        metadata, scores, predictor, shard.embeddings, identity or shard_identity(shard)
+    )
 
 
 def _fail(result: ShardResult, exc: BaseException, final: Path) -> None:
@@ -139,13 +164,18 @@ def _fail(result: ShardResult, exc: BaseException, final: Path) -> None:
 
 def _start(
     shard: Shard, predictor: Predictor, out_dir: str, force: bool
-) -> tuple[ShardResult, Path]:
+) -> tuple[ShardResult, Path, dict[str, Any] | None]:
     final = Path(out_dir) / shard.output_name
     result = ShardResult(n=shard.n, output=str(final))
-    if not force and existing_output_ok(final, shard.rows, predictor):
+    try:
+        identity = shard_identity(shard)
+    except OSError as exc:
+        _fail(result, exc, final)
+        return result, final, None
+    if not force and existing_output_ok(final, shard.rows, predictor, identity):
         result.skipped = True
         result.rows = shard.rows
-    return result, final
+    return result, final, identity
 
 
 def score_shard(
@@ -158,11 +188,11 @@ def score_shard(
 ) -> ShardResult:
     """Score one shard into ``out_dir/scores_N.parquet``; never raises for shard problems."""
     started = time.perf_counter()
-    result, final = _start(shard, predictor, out_dir, force)
-    if result.skipped:
+    result, final, identity = _start(shard, predictor, out_dir, force)
+    if result.skipped or result.error:
         return result
     try:
-        write_scores(_compute(shard, predictor, columns, result), final)
+        write_scores(_compute(shard, predictor, columns, result, identity), final)
     except Exception as exc:
         _fail(result, exc, final)
     result.seconds = time.perf_counter() - started
@@ -205,12 +235,12 @@ def score_shards_pipelined(
 
         for shard in shards:
             started = time.perf_counter()
-            result, final = _start(shard, predictor, out_dir, force)
-            if result.skipped:
+            result, final, identity = _start(shard, predictor, out_dir, force)
+            if result.skipped or result.error:
                 finish(result)
                 continue
             try:
-                table = _compute(shard, predictor, columns, result)
+                table = _compute(shard, predictor, columns, result, identity)
             except Exception as exc:
                 _fail(result, exc, final)
                 finish(result)

@@ -1,9 +1,12 @@
 """Writer: score files, ``scores_N.parquet``, one per source shard, whole or absent.
 
-A score file holds the kept metadata columns and ``aesthetic`` (float32, null where the
-embedding was NaN/inf), row-aligned with its source shard. Its footer names the predictor
-(id and fingerprint) and the source file, so reruns and manifests can tell whose scores
-they hold.
+A score file holds ``aesthetic`` (float32, null where the embedding was NaN/inf: the
+validity mask), row-aligned with its source shard, and by default nothing else: it is a
+sidecar, and ``export manifest`` reads the metadata of the kept rows from the source.
+With ``--columns`` the named metadata columns are joined in before ``aesthetic``. The
+footer names the predictor (id and fingerprint) and the source shard (its files and their
+identity), so reruns and manifests can tell whose scores they hold and whether the source
+has changed since.
 """
 
 from __future__ import annotations
@@ -20,24 +23,39 @@ from dreamrate.core.errors import DreamrateError
 __all__ = [
     "META_PREDICTOR",
     "META_PREDICTOR_HASH",
+    "META_SHARD",
     "META_SOURCE",
     "ScoreWriteError",
     "existing_output_ok",
     "scores_table",
+    "shard_footer",
     "write_scores",
 ]
 
 META_PREDICTOR = b"dreamrate.predictor_id"
 META_PREDICTOR_HASH = b"dreamrate.predictor_sha256"
 META_SOURCE = b"dreamrate.source"
+#: JSON: the source shard's files and identities, ``{"embeddings": {"url", "identity"},
+#: "metadata": {"url", "identity"}, "rows": N}`` (``metadata`` is the embeddings file itself
+#: for a Parquet dataset).
+META_SHARD = b"dreamrate.shard"
 
 
 class ScoreWriteError(DreamrateError):
     """A score file cannot be written."""
 
 
-def scores_table(metadata: Any, scores: np.ndarray, predictor: Predictor, source: str) -> Any:
-    """``metadata`` with the ``aesthetic`` column appended and the footer that names the run."""
+def scores_table(
+    metadata: Any,
+    scores: np.ndarray,
+    predictor: Predictor,
+    source: str,
+    shard: dict[str, Any] | None = None,
+) -> Any:
+    """``metadata`` (no columns for a sidecar) with the ``aesthetic`` column appended, and
+    the footer that names the run and the source ``shard``."""
+    import json
+
     import pyarrow as pa
 
     bad = ~np.isfinite(scores)
@@ -52,6 +70,7 @@ def scores_table(metadata: Any, scores: np.ndarray, predictor: Predictor, source
             META_PREDICTOR: predictor.id.encode(),
             META_PREDICTOR_HASH: predictor.sha256.encode(),
             META_SOURCE: Path(source).name.encode(),
+            **({META_SHARD: json.dumps(shard, sort_keys=True).encode()} if shard else {}),
         }
     )
 
@@ -73,8 +92,19 @@ def write_scores(table: Any, final: Path) -> None:
         )
 
 
-def existing_output_ok(path: Path, rows: int, predictor: Predictor) -> bool:
-    """True when ``path`` holds a whole shard scored by ``predictor`` (same fingerprint)."""
+def shard_footer(meta: Any) -> dict[str, Any] | None:
+    """The source shard a score file's footer names (None for files older than sidecars)."""
+    import json
+
+    raw = (meta.metadata or {}).get(META_SHARD)
+    return None if raw is None else json.loads(raw)
+
+
+def existing_output_ok(
+    path: Path, rows: int, predictor: Predictor, shard: dict[str, Any] | None = None
+) -> bool:
+    """True when ``path`` holds a whole shard scored by ``predictor`` (same fingerprint),
+    from the source ``shard`` as it is now (same identities), when given."""
     import pyarrow.parquet as pq
 
     try:
@@ -86,4 +116,5 @@ def existing_output_ok(path: Path, rows: int, predictor: Predictor) -> bool:
         meta.num_rows == rows
         and footer.get(META_PREDICTOR, b"").decode() == predictor.id
         and footer.get(META_PREDICTOR_HASH, b"").decode() == predictor.sha256
+        and (shard is None or shard_footer(meta) == shard)
     )

@@ -38,7 +38,9 @@ def score_cmd(
     columns: Annotated[
         str | None,
         typer.Option(
-            help="Metadata columns to keep, comma-separated (default: url, caption, key, hash when present)."
+            help="Metadata columns to copy into the score files, comma-separated (default: "
+            "none; the scores are sidecars and `export manifest` reads the kept rows' "
+            "metadata from the source)."
         ),
     ] = None,
     ray_address: Annotated[
@@ -178,6 +180,14 @@ def manifest_cmd(
         float | None, typer.Option(help="Keep this best fraction of rows (0-1].")
     ] = None,
     rows_per_file: Annotated[int, typer.Option(min=1, help="Most rows per part file.")] = 5_000_000,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="Metadata columns of the kept rows, comma-separated, read from the source "
+            "shards (default: url, caption, key, hash when present); score files made with "
+            "`score --columns` carry their own."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:
     """Write part-NNNNN.parquet files of the kept rows and manifest.json, for img2dataset."""
@@ -193,6 +203,7 @@ def manifest_cmd(
         min_score=min_score,
         top_fraction=top_fraction,
         rows_per_file=rows_per_file,
+        columns=tuple(c.strip() for c in columns.split(",") if c.strip()) if columns else None,
         force=force,
     )
     typer.echo(
@@ -229,7 +240,8 @@ def dataset_cmd(
     counts = asyncio.run(run())
     typer.echo(
         f"wrote {counts['generations']} generations, {counts['images']} images and "
-        f"{counts['ratings']} ratings by {counts['raters']} pseudonymous raters"
+        f"{counts['ratings']} ratings and {counts['comparisons']} choices by "
+        f"{counts['raters']} pseudonymous members"
         + (f" and {counts['embeddings']} {model_id} embeddings" if counts["embeddings"] else "")
         + f" of {covered(guild)} to {out}"
     )

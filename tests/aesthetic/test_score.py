@@ -73,9 +73,22 @@ def test_scores_match_the_predictor_and_keep_order_and_columns(
     assert "scored 9,000 rows in 3 shard(s)" in result.stdout
     names = sorted(p.name for p in (tmp_path / "out" / "scores").iterdir())
     assert names == ["scores_00.parquet", "scores_01.parquet", "scores_02.parquet"]
+    # By default a score file is a sidecar: the scores alone, row-aligned with the source,
+    # whose files and identities its footer names.
+    sidecar = pq.read_table(tmp_path / "out" / "scores" / "scores_00.parquet")
+    assert sidecar.column_names == ["aesthetic"]
+    footer = json.loads(sidecar.schema.metadata[b"dreamrate.shard"])
+    assert footer["rows"] == 3000 and footer["metadata"]["url"].endswith("metadata_00.parquet")
+    assert footer["embeddings"]["identity"].startswith(
+        f"{(source / 'img_emb' / 'img_emb_00.npy').stat().st_size}:"
+    )
+    joined = _score(folder, str(source), tmp_path / "joined", "--columns", "url,caption,key")
+    assert joined.returncode == 0, joined.stderr
     for label in ("00", "01", "02"):
-        table = pq.read_table(tmp_path / "out" / "scores" / f"scores_{label}.parquet")
+        table = pq.read_table(tmp_path / "joined" / "scores" / f"scores_{label}.parquet")
         assert table.column_names == ["url", "caption", "key", "aesthetic"]
+        sidecar = pq.read_table(tmp_path / "out" / "scores" / f"scores_{label}.parquet")
+        assert sidecar.column("aesthetic").equals(table.column("aesthetic"))
         assert table.schema.field("aesthetic").type == pa.float32()
         meta = pq.read_table(source / "metadata" / f"metadata_{label}.parquet")
         assert table.column("key").to_pylist() == meta.column("key").to_pylist()
@@ -103,7 +116,7 @@ def test_mlp_heads_and_parquet_datasets_and_urls(tmp_path: Path) -> None:
     results = run_local(shards, predictor, str(tmp_path / "scores"))
     assert results[0].error is None and results[0].rows == 2500
     table = pq.read_table(tmp_path / "scores" / "scores_7.parquet")
-    assert table.column_names == ["url", "caption", "aesthetic"]
+    assert table.column_names == ["aesthetic"]
     np.testing.assert_allclose(
         table.column("aesthetic").to_numpy(), predictor.predict(x), rtol=1e-4, atol=1e-4
     )
@@ -202,7 +215,10 @@ def test_bad_shards_are_listed_and_good_ones_kept(tmp_path: Path) -> None:
 
 def test_manifest_threshold_order_files_and_json(tmp_path: Path, source: Path) -> None:
     folder = save_predictor(_affine(), tmp_path / "p")
-    assert _score(folder, str(source), tmp_path / "out").returncode == 0
+    assert (
+        _score(folder, str(source), tmp_path / "out", "--columns", "url,caption,key").returncode
+        == 0
+    )
     scores = tmp_path / "out" / "scores"
     everything = pa.concat_tables(
         [pq.read_table(scores / f"scores_{n:02d}.parquet") for n in range(3)]
@@ -277,7 +293,13 @@ def test_manifest_threshold_order_files_and_json(tmp_path: Path, source: Path) -
     assert both.returncode == 2 and "exactly one of --min-score and --top-fraction" in both.stderr
     shutil.copy(scores / "scores_00.parquet", tmp_path / "keep.parquet")
     other = save_predictor(_affine(seed=3), tmp_path / "other")
-    run_local(discover_shards(str(source))[0][:1], _affine(seed=3), str(scores), force=True)
+    run_local(
+        discover_shards(str(source))[0][:1],
+        _affine(seed=3),
+        str(scores),
+        columns=("url", "caption", "key"),
+        force=True,
+    )
     mixed = run_cli(
         "export",
         "manifest",
@@ -290,6 +312,96 @@ def test_manifest_threshold_order_files_and_json(tmp_path: Path, source: Path) -
     )
     assert mixed.returncode == 2 and "different predictors" in mixed.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and other.exists()
+
+
+def _manifest(scores: Path, out: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return run_cli("export", "manifest", "--scores", str(scores), "--out", str(out), *extra)
+
+
+def test_sidecar_manifest_equals_the_joined_one_and_refuses_stale_sources(
+    tmp_path: Path, source: Path
+) -> None:
+    folder = save_predictor(_affine(), tmp_path / "p")
+    assert _score(folder, str(source), tmp_path / "side").returncode == 0
+    assert (
+        _score(folder, str(source), tmp_path / "joined", "--columns", "url,caption,key").returncode
+        == 0
+    )
+    for name in ("side", "joined"):
+        result = _manifest(
+            tmp_path / name / "scores",
+            tmp_path / f"m-{name}",
+            "--top-fraction",
+            "0.1",
+            "--rows-per-file",
+            "250",
+        )
+        assert result.returncode == 0, result.stderr
+        assert "kept 900 of 9,000 rows" in result.stdout
+    side, joined = tmp_path / "m-side", tmp_path / "m-joined"
+    parts = sorted(p.name for p in side.glob("part-*.parquet"))
+    assert parts == sorted(p.name for p in joined.glob("part-*.parquet")) and len(parts) == 4
+    for name in parts:  # the same rows, columns and scores, in the same order
+        assert pq.read_table(side / name).equals(pq.read_table(joined / name))
+    manifest = json.loads((side / "manifest.json").read_text())
+    assert manifest["columns"] == ["url", "caption", "key", "aesthetic"]
+    # --columns picks the metadata a sidecar manifest carries; unknown ones are one line.
+    assert (
+        _manifest(
+            tmp_path / "side" / "scores",
+            tmp_path / "urls",
+            "--top-fraction",
+            "0.1",
+            "--columns",
+            "url",
+        ).returncode
+        == 0
+    )
+    assert pq.read_table(tmp_path / "urls" / "part-00000.parquet").column_names == [
+        "url",
+        "aesthetic",
+    ]
+    bad = _manifest(
+        tmp_path / "side" / "scores",
+        tmp_path / "bad",
+        "--top-fraction",
+        "0.1",
+        "--columns",
+        "url,nope",
+    )
+    assert (
+        bad.returncode == 2
+        and "--columns: nope not in the metadata of scores_00.parquet" in bad.stderr
+    )
+    # A threshold that keeps nothing is reported, nothing written.
+    empty = _manifest(tmp_path / "side" / "scores", tmp_path / "empty", "--min-score", "1000")
+    assert (
+        empty.returncode == 2
+        and "keeps no row" in empty.stderr
+        and "nothing written" in empty.stderr
+    )
+    # The source changes after scoring: the manifest refuses, naming the shard.
+    meta = source / "metadata" / "metadata_01.parquet"
+    table = pq.read_table(meta)
+    pq.write_table(table.set_column(1, "caption", pa.array(["changed"] * len(table))), meta)
+    stale = _manifest(tmp_path / "side" / "scores", tmp_path / "stale", "--top-fraction", "0.1")
+    assert stale.returncode == 2
+    assert (
+        "scores_01.parquet is stale" in stale.stderr
+        and "metadata_01.parquet changed" in stale.stderr
+    )
+    # ... and a rerun of score rescores just that shard.
+    again = _score(folder, str(source), tmp_path / "side")
+    assert (
+        "scored 3,000 rows in 1 shard(s)" in again.stdout
+        and "2 shard(s) already scored" in again.stdout
+    )
+    # A metadata shard gone at export time is named too.
+    meta.unlink()
+    missing = _manifest(tmp_path / "side" / "scores", tmp_path / "missing", "--top-fraction", "0.1")
+    assert missing.returncode == 2 and "metadata_01.parquet is missing" in missing.stderr
+    for name in ("bad", "empty", "stale", "missing"):
+        assert not (tmp_path / name).exists()
 
 
 def test_every_forkserver_preload_imports() -> None:
