@@ -7,7 +7,13 @@ Side by side in one run, files in the page cache for all:
 4. the floor: read the npy files and one float16 matrix-vector product, nothing written.
 Then an MLP head (LAION's ReLU variant) against the machine's float32 GEMM rate.
 
+``--end-to-end`` measures what a maintainer waits for instead, in whole processes: (1)
+LAION's pipeline, then pandas keeps the top 10 % and writes them, against (2) ``dreamrate
+score`` + ``dreamrate export manifest --top-fraction 0.1`` (default workers), and prints the
+symmetric difference of the two kept sets.
+
 Run: .venv/bin/python -m benchmarks.bench_score [--rows 250000] [--shards 4] [--repeat 3]
+     .venv/bin/python -m benchmarks.bench_score --end-to-end --rows 1000000 [--repeat 3]
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +33,7 @@ from benchmarks.common import machine, median, print_table
 from dreamrate.aesthetic.filtering.engines import local_pool, run_local
 from dreamrate.aesthetic.filtering.reader import discover_shards
 from dreamrate.aesthetic.interop import import_head
-from dreamrate.aesthetic.predictor import Predictor
+from dreamrate.aesthetic.predictor import Predictor, save_predictor
 from dreamrate.aesthetic.synthetic import write_clip_retrieval
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
@@ -81,6 +89,84 @@ def reference_pipeline(source: Path, out: Path, predictor: Predictor) -> int:
         meta.to_parquet(out / f"scores_{k}.parquet")
         rows += len(meta)
     return rows
+
+
+def reference_end_to_end(source: str, out: str, predictor_dir: str) -> None:
+    """LAION's pipeline, then what a maintainer does next with pandas: keep the top 10 %
+    (by ``nlargest``) and write them. Run in its own process by :func:`end_to_end`."""
+    import glob
+
+    import pandas as pd
+
+    from dreamrate.aesthetic.predictor import load_predictor
+
+    predictor = load_predictor(Path(predictor_dir))
+    scores = Path(out) / "scores"
+    reference_pipeline(Path(source), scores, predictor)
+    table = pd.concat(pd.read_parquet(f) for f in sorted(glob.glob(str(scores / "*.parquet"))))
+    keep = -(-len(table) // 10)
+    table.nlargest(keep, "aesthetic").to_parquet(Path(out) / "top.parquet")
+
+
+def _run(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def end_to_end(source: Path, work: Path, predictor: Predictor, repeat: int, total: int) -> None:
+    """Whole processes, from shards to the kept rows: LAION's way against dreamrate's."""
+    import pyarrow.parquet as pq
+
+    folder = save_predictor(predictor, work / "predictor")
+    cli = str(Path(sys.executable).with_name("dreamrate"))
+    ref = work / "e2e-reference"
+    snippet = (
+        "from benchmarks.bench_score import reference_end_to_end; "
+        f"reference_end_to_end({str(source)!r}, {str(ref)!r}, {str(folder)!r})"
+    )
+
+    def reference() -> float:
+        shutil.rmtree(ref, ignore_errors=True)
+        return _run([sys.executable, "-c", snippet])
+
+    ours_dir = work / "e2e-dreamrate"
+
+    def ours() -> tuple[float, float]:
+        shutil.rmtree(ours_dir, ignore_errors=True)
+        score = _run(
+            [cli, "score", "--predictor", str(folder), "--embeddings", str(source),
+             "--out", str(ours_dir)]
+        )  # fmt: skip
+        manifest = _run(
+            [cli, "export", "manifest", "--scores", str(ours_dir / "scores"),
+             "--top-fraction", "0.1", "--out", str(ours_dir / "manifest")]
+        )  # fmt: skip
+        return score, manifest
+
+    ref_s = median([reference() for _ in range(repeat)])
+    runs = [ours() for _ in range(repeat)]
+    score_s = median([a for a, _ in runs])
+    manifest_s = median([b for _, b in runs])
+    ours_s = median([a + b for a, b in runs])
+    kept_ref = set(pq.read_table(ref / "top.parquet", columns=["url"]).column(0).to_pylist())
+    kept_ours = set()
+    for part in sorted((ours_dir / "manifest").glob("part-*.parquet")):
+        kept_ours |= set(pq.read_table(part, columns=["url"]).column(0).to_pylist())
+    print_table(
+        f"End to end, whole processes: {total:,} rows in, the top 10 % out (median of {repeat})",
+        ["pipeline", "seconds", "rows/s", "vs (1)"],
+        [
+            ["(1) LAION's pipeline + pandas top 10 %", f"{ref_s:.1f}", f"{total / ref_s:,.0f}", "1.0x"],
+            ["(2) dreamrate score + export manifest", f"{ours_s:.1f}", f"{total / ours_s:,.0f}", f"{ref_s / ours_s:.1f}x"],
+            ["    of which score", f"{score_s:.1f}", f"{total / score_s:,.0f}", ""],
+            ["    of which export manifest", f"{manifest_s:.1f}", "", ""],
+        ],
+    )  # fmt: skip
+    print(
+        f"kept: reference {len(kept_ref):,}, dreamrate {len(kept_ours):,}; "
+        f"symmetric difference {len(kept_ref ^ kept_ours):,} row(s)"
+    )
 
 
 def floor(source: Path, predictor: Predictor, *, mmap: bool) -> int:
@@ -144,6 +230,9 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data", type=Path, default=None, help="keep the synthetic folder here")
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="shards in, top 10 %% out, whole processes"
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}")
     work = Path(tempfile.mkdtemp(prefix="dreamrate-bench-score-"))
@@ -161,6 +250,9 @@ def main() -> None:
         shards, _ = discover_shards(str(source))
         total = sum(s.rows for s in shards)
         floor(source, predictor, mmap=False)  # warm the page cache and torch
+        if args.end_to_end:
+            end_to_end(source, work, predictor, args.repeat, total)
+            return
 
         def ours(workers: int, pool=None):  # type: ignore[no-untyped-def]
             def run() -> int:

@@ -13,9 +13,12 @@ with metadata joined in (``score --columns``) are read as they are.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,8 @@ from dreamrate.core.errors import DreamrateError
 __all__ = ["ManifestError", "export_manifest", "score_files"]
 
 ROW_GROUP = 131_072
+#: Shards read ahead of the writer.
+READ_AHEAD = 3
 _SCORES = re.compile(r"^scores_(\d+)\.parquet$")
 
 
@@ -265,22 +270,35 @@ def export_manifest(
         with atomic_folder(out, ManifestError, overwrite=force) as tmp:
             writer = _PartWriter(tmp, rows_per_file)
             names: list[str] = []
-            for path in files:
+
+            def kept_rows(path: Path) -> tuple[Any, np.ndarray]:
                 values = _aesthetic(path)
-                histogram += np.histogram(values[np.isfinite(values)], bins=edges)[0]
                 if sidecars:
                     source = sources[path]
                     keep = np.flatnonzero(np.nan_to_num(values, nan=-np.inf) >= threshold)
-                    chosen = source.columns(columns)
-                    kept = source.rows(keep, chosen)
+                    kept = source.rows(keep, source.columns(columns))
                     kept = kept.append_column(
                         "aesthetic", pa.array(values[keep], type=pa.float32())
                     )
                 else:
                     table = pq.read_table(path)
                     kept = table.filter(pc.greater_equal(table.column("aesthetic"), threshold))
-                names = kept.column_names
-                writer.write(kept.replace_schema_metadata(None))
+                return kept, values
+
+            # Shards are read on two threads (Parquet decoding releases the GIL), a couple
+            # ahead of the writer, which takes them in order.
+            with ThreadPoolExecutor(2) as pool:
+                ahead: deque[Any] = deque()
+                queue = iter(files)
+                for path in itertools.islice(queue, READ_AHEAD):
+                    ahead.append(pool.submit(kept_rows, path))
+                while ahead:
+                    kept, values = ahead.popleft().result()
+                    for path in itertools.islice(queue, 1):
+                        ahead.append(pool.submit(kept_rows, path))
+                    histogram += np.histogram(values[np.isfinite(values)], bins=edges)[0]
+                    names = kept.column_names
+                    writer.write(kept.replace_schema_metadata(None))
             parts = writer.close()
             columns_out = names
             rows_out = sum(p["rows"] for p in parts)
