@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -123,6 +124,46 @@ class RatingPosts:
             partial(select_images_to_rate, self.engine, count, predictor, guild_id)
         )
 
+    async def _post_once(
+        self,
+        channel_id: int,
+        what: tuple[int, int | None, str],
+        send: Callable[[str], Awaitable[discord.Message]],
+        record: Callable[..., Awaitable[None]],
+        emojis: tuple[str, ...],
+    ) -> int:
+        """|coro| Post once: the intent (``what``: image, the other image of a pair or None,
+        intent kind) is written before the message is sent with the intent's nonce in its
+        attachment's name, and cleared when ``record(message_id=, nonce=)`` stores it. An
+        earlier attempt that sent without hearing back is found by its nonce instead of
+        posting again. Returns the message id."""
+        image_id, other, kind = what
+        intent = await retry_on_disconnect(
+            partial(pending_post, self.engine, image_id, channel_id, kind, other_image_id=other)
+        )
+        message: discord.Message | None = None
+        if intent is not None:
+            message = await find_posted(self.client, channel_id, intent.nonce, intent.created_at)
+            if message is None:
+                await retry_on_disconnect(partial(touch_post, self.engine, intent.nonce))
+            nonce = intent.nonce
+        else:
+            # The row is written first: a message is never left whose reactions don't count.
+            nonce = await retry_on_disconnect(
+                partial(begin_post, self.engine, image_id, channel_id, kind, other_image_id=other)
+            )
+        if message is None:
+            try:
+                message = await send(nonce)
+            except discord.HTTPException as exc:
+                if exc.status < 500:  # refused outright: nothing was posted, nothing to find
+                    await retry_on_disconnect(partial(drop_post, self.engine, nonce))
+                raise
+        await retry_on_disconnect(partial(record, message_id=message.id, nonce=nonce))
+        for emoji in emojis if self.seed else ():  # a crash may have cut seeding short
+            await message.add_reaction(emoji)
+        return message.id
+
     async def pairs_to_compare(
         self, count: int, guild_id: int, channel_id: int, member_id: int | None = None
     ) -> list[tuple[int, int]]:
@@ -164,44 +205,14 @@ class RatingPosts:
                     shown.append((image, job))
             if len(shown) < 2:
                 continue
-            record = partial(
-                record_comparison,
-                self.engine,
-                pair=(left, right),
-                channel_id=channel_id,
-                kind=kind,
-            )
-            intent = await retry_on_disconnect(
-                partial(
-                    pending_post, self.engine, left, channel_id, intent_kind, other_image_id=right
-                )
-            )
-            if intent is not None:
-                found = await find_posted(self.client, channel_id, intent.nonce, intent.created_at)
-                if found is not None:
-                    await retry_on_disconnect(
-                        partial(record, message_id=found.id, nonce=intent.nonce)
-                    )
-                    for emoji in self.scale.choice_reactions if self.seed else ():
-                        await found.add_reaction(emoji)
-                    posted.append(found.id)
-                    continue
-                await retry_on_disconnect(partial(touch_post, self.engine, intent.nonce))
-                nonce = intent.nonce
-            else:
-                nonce = await retry_on_disconnect(
-                    partial(
-                        begin_post, self.engine, left, channel_id, intent_kind, other_image_id=right
-                    )
-                )
             (a, a_job), (b, b_job) = shown
 
-            try:
-                message = await channel.send(
+            def send(nonce: str, a=a, b=b, a_job=a_job, b_job=b_job) -> Any:  # type: ignore[no-untyped-def]
+                return channel.send(
                     file=pair_file(
                         self.images_dir / a.path,
                         self.images_dir / b.path,
-                        f"dreamrate-compare-{left}-{right}-{nonce}",
+                        f"dreamrate-compare-{a.id}-{b.id}-{nonce}",
                     ),
                     embed=pair_embed(
                         (a_job, a.index, _own_post(a_job.guild_id, a)),
@@ -209,14 +220,22 @@ class RatingPosts:
                         self.scale.choice_emojis,
                     ),
                 )
-            except discord.HTTPException as exc:
-                if exc.status < 500:
-                    await retry_on_disconnect(partial(drop_post, self.engine, nonce))
-                raise
-            await retry_on_disconnect(partial(record, message_id=message.id, nonce=nonce))
-            for emoji in self.scale.choice_reactions if self.seed else ():
-                await message.add_reaction(emoji)
-            posted.append(message.id)
+
+            posted.append(
+                await self._post_once(
+                    channel_id,
+                    (left, right, intent_kind),
+                    send,
+                    partial(
+                        record_comparison,
+                        self.engine,
+                        pair=(left, right),
+                        channel_id=channel_id,
+                        kind=kind,
+                    ),
+                    self.scale.choice_reactions,
+                )
+            )
         return posted
 
     async def resume_comparisons(self, channel_id: int) -> list[int]:
@@ -282,60 +301,30 @@ class RatingPosts:
                 await retry_on_disconnect(partial(user_name, self.engine, job.requester_id))
                 or "someone"
             )
-            # An earlier attempt may have sent it without hearing back: find it, don't repost.
-            intent = await retry_on_disconnect(
-                partial(pending_post, self.engine, image_id, channel_id, kind)
-            )
-            if intent is not None:
-                found = await find_posted(self.client, channel_id, intent.nonce, intent.created_at)
-                if found is not None:
-                    await retry_on_disconnect(
-                        partial(
-                            record_post,
-                            self.engine,
-                            message_id=found.id,
-                            image_id=image_id,
-                            channel_id=channel_id,
-                            kind=kind,
-                            nonce=intent.nonce,
-                        )
-                    )
-                    for emoji in self.scale.reaction_emojis if self.seed else ():
-                        await found.add_reaction(emoji)  # the crash may have cut seeding short
-                    posted.append(found.id)
-                    continue
-                await retry_on_disconnect(partial(touch_post, self.engine, intent.nonce))
-                nonce = intent.nonce
-            else:
-                # The row is written first: a message is never left whose reactions don't count.
-                nonce = await retry_on_disconnect(
-                    partial(begin_post, self.engine, image_id, channel_id, kind)
-                )
-            try:
-                message = await channel.send(
+
+            def send(nonce: str, image=image, job=job, requester=requester) -> Any:  # type: ignore[no-untyped-def]
+                return channel.send(
                     file=image_file(
                         self.images_dir / image.path, attachment_stem(job.id, image.index, nonce)
                     ),
                     embed=image_embed(job, image.index, image.seed, requester),
                 )
-            except discord.HTTPException as exc:
-                if exc.status < 500:  # refused outright: nothing was posted, nothing to find
-                    await retry_on_disconnect(partial(drop_post, self.engine, nonce))
-                raise
-            await retry_on_disconnect(
-                partial(
-                    record_post,
-                    self.engine,
-                    message_id=message.id,
-                    image_id=image_id,
-                    channel_id=channel_id,
-                    kind=kind,
-                    nonce=nonce,
+
+            posted.append(
+                await self._post_once(
+                    channel_id,
+                    (image_id, None, kind),
+                    send,
+                    partial(
+                        record_post,
+                        self.engine,
+                        image_id=image_id,
+                        channel_id=channel_id,
+                        kind=kind,
+                    ),
+                    self.scale.reaction_emojis,
                 )
             )
-            for emoji in self.scale.reaction_emojis if self.seed else ():
-                await message.add_reaction(emoji)
-            posted.append(message.id)
         return posted, [recent[i] for i in image_ids if i in recent]
 
     async def feed_forever(self) -> None:
