@@ -94,8 +94,20 @@ class ClipModel:
 
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        batch = torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(self.device)
-        with torch.inference_mode():
+        return self.embed_batch(torch.stack([self.preprocess(im.convert("RGB")) for im in images]))
+
+    def embed_batch(self, batch: Any) -> np.ndarray:
+        """The forward pass alone: preprocessed ``(n, 3, H, W)`` tensors to unit float32
+        vectors. On CUDA it runs in float16 (autocast), from pinned memory."""
+        import numpy as np
+        import torch
+
+        cuda = self.device.startswith("cuda")
+        if cuda:
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        else:
+            batch = batch.to(self.device)
+        with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=cuda):
             features = self.model.encode_image(batch).float()
         features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         return features.cpu().numpy().astype(np.float32, copy=False)

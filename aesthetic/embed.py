@@ -12,6 +12,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.aesthetic.clip_model import ClipModel
+from dreamrate.aesthetic.embed_pipeline import iter_embeddings
 from dreamrate.db.models import Embedding, Image, Rating
 from dreamrate.db.users import dialect_insert
 from dreamrate.ratings.policy import counted_image
@@ -43,18 +44,6 @@ async def images_to_embed(engine: AsyncEngine, model_id: str) -> list[tuple[int,
     return [(row.id, row.path) for row in rows]
 
 
-def _open(path: Path):
-    from PIL import Image as PILImage
-    from PIL import UnidentifiedImageError
-
-    try:
-        with PILImage.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        logger.warning("cannot read image %s (%s); skipped", path, type(exc).__name__)
-        return None
-
-
 async def embed_rated_images(
     engine: AsyncEngine,
     clip: ClipModel,
@@ -62,9 +51,13 @@ async def embed_rated_images(
     *,
     batch_size: int = 32,
     limit: int | None = None,
+    workers: int | None = None,
     show_progress: bool = True,
 ) -> EmbedSummary:
-    """Embed every rated image lacking a ``clip.id`` embedding; safe to stop and rerun."""
+    """Embed every rated image lacking a ``clip.id`` embedding; safe to stop and rerun.
+
+    Images are decoded and preprocessed on ``workers`` threads (default: the cores) a batch
+    ahead of the forward pass (:mod:`dreamrate.aesthetic.embed_pipeline`)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -97,15 +90,19 @@ async def embed_rated_images(
         disable=not show_progress,
         transient=False,
     )
+    batches = iter_embeddings(
+        clip, [(iid, images_dir / rel) for iid, rel in todo], batch_size=batch_size, workers=workers
+    )
     with progress:
         task = progress.add_task("embed", total=len(todo), rate="-")
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            loaded = [(iid, _open(images_dir / rel)) for iid, rel in batch]
-            ok = [(iid, im) for iid, im in loaded if im is not None]
-            unreadable += len(batch) - len(ok)
-            if ok:
-                vectors = await asyncio.to_thread(clip.embed_images, [im for _, im in ok])
+        while True:
+            # The generator runs on a worker thread: the event loop (and the database) stay free.
+            step = await asyncio.to_thread(next, batches, None)
+            if step is None:
+                break
+            ids, vectors, bad = step
+            unreadable += bad
+            if ids:
                 rows = [
                     {
                         "image_id": iid,
@@ -113,7 +110,7 @@ async def embed_rated_images(
                         "dim": clip.dim,
                         "vector": np.ascontiguousarray(vec, dtype=np.float32).tobytes(),
                     }
-                    for (iid, _), vec in zip(ok, vectors, strict=True)
+                    for iid, vec in zip(ids, vectors, strict=True)
                 ]
                 statement = insert(Embedding).on_conflict_do_nothing(
                     index_elements=["image_id", "model"]
@@ -121,7 +118,7 @@ async def embed_rated_images(
                 async with engine.begin() as conn:
                     await conn.execute(statement, rows)
                 embedded += len(rows)
-            progress.advance(task, len(batch))
+            progress.advance(task, len(ids) + bad)
             elapsed = progress.tasks[0].elapsed or 0
             progress.update(task, rate=f"{embedded / elapsed:.1f}" if elapsed else "-")
     return EmbedSummary(

@@ -39,6 +39,10 @@ def embed_cmd(
         int | None, typer.Option(min=1, help="Images per batch (default: the setting).")
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Embed at most this many.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Threads decoding images ahead of the model (default: cores)."),
+    ] = None,
 ) -> None:
     """Compute CLIP embeddings of rated images that lack them (resumable; stop any time)."""
     from dreamrate.aesthetic.clip_model import load_clip
@@ -57,6 +61,7 @@ def embed_cmd(
                 settings.images_dir,
                 batch_size=batch_size or settings.embedding.batch_size,
                 limit=limit,
+                workers=workers,
             )
 
     summary = asyncio.run(run())
