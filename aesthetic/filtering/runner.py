@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamrate.aesthetic.filtering.kernel import ScoreKernel, limit_threads
+from dreamrate.aesthetic.filtering.kernel import limit_threads
 from dreamrate.aesthetic.filtering.reader import (
     Shard,
     open_source,
@@ -27,6 +27,7 @@ from dreamrate.aesthetic.filtering.reader import (
     read_parquet_embeddings,
     source_identity,
 )
+from dreamrate.aesthetic.filtering.torch_kernel import choose_kernel
 from dreamrate.aesthetic.filtering.writer import (
     ScoreWriteError,
     existing_output_ok,
@@ -74,14 +75,14 @@ def _scores(shard: Shard, predictor: Predictor, result: ShardResult) -> tuple[np
     if shard.kind == "npy":
         chunk_rows = min(CHUNK_ROWS, max(shard.rows, 1))
         scores = np.empty(shard.rows, dtype=np.float32)
-        kernel = ScoreKernel(predictor, shard.dim, chunk_rows)
+        kernel = choose_kernel(predictor, shard.dim, chunk_rows)
         for start, chunk in read_npy_chunks(shard, chunk_rows):
             kernel(chunk, scores[start : start + len(chunk)])
         rest = None
     else:
         emb, rest = read_parquet_embeddings(shard)
         scores = np.empty(len(emb), dtype=np.float32)
-        kernel = ScoreKernel(predictor, shard.dim, min(CHUNK_ROWS, max(len(emb), 1)))
+        kernel = choose_kernel(predictor, shard.dim, min(CHUNK_ROWS, max(len(emb), 1)))
         for start in range(0, len(emb), CHUNK_ROWS):
             kernel(emb[start : start + CHUNK_ROWS], scores[start : start + CHUNK_ROWS])
     result.norm_min, result.norm_max = kernel.norm_min, kernel.norm_max

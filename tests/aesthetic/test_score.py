@@ -413,3 +413,26 @@ def test_every_forkserver_preload_imports() -> None:
 
     for name in FORKSERVER_PRELOAD:
         importlib.import_module(name)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_the_gpu_kernel_scores_like_the_numba_kernel(dtype) -> None:  # type: ignore[no-untyped-def]
+    from dreamrate.aesthetic.filtering.kernel import ScoreKernel
+    from dreamrate.aesthetic.filtering.torch_kernel import TorchKernel, choose_kernel
+
+    rng = np.random.default_rng(5)
+    chunk = (rng.normal(size=(300, DIM)) * 2).astype(dtype)
+    chunk[7] = np.nan
+    for predictor in (_affine(), _mlp()):
+        numba_out, torch_out = np.empty(300, np.float32), np.empty(300, np.float32)
+        reference = ScoreKernel(predictor, DIM, 512)
+        reference(chunk, numba_out)
+        gpu_path = TorchKernel(predictor, DIM, 512, "cpu")  # the CUDA code, run on the CPU
+        gpu_path(chunk, torch_out)
+        assert np.isnan(torch_out[7]) and np.isnan(numba_out[7])
+        np.testing.assert_allclose(torch_out, numba_out, rtol=1e-4, atol=1e-4)
+        assert gpu_path.norm_min == pytest.approx(reference.norm_min, rel=1e-5)
+        assert gpu_path.norm_max == pytest.approx(reference.norm_max, rel=1e-5)
+    # Chosen automatically: the numba kernel here (no CUDA), the torch one where asked.
+    assert isinstance(choose_kernel(_affine(), DIM, 16), ScoreKernel)
+    assert isinstance(choose_kernel(_affine(), DIM, 16, "cpu"), ScoreKernel)
