@@ -7,7 +7,7 @@ run, medians: (a) the bare forward pass on batches already preprocessed and in m
 the pipeline (decode + preprocess on threads a batch ahead, the forward pass, unit vectors
 out), and (c) the same pipeline with no read-ahead (one thread, in turn) for reference.
 
-Run: .venv/bin/python -m benchmarks.bench_embed [--images 256] [--batch 32] [--repeat 3]
+Run: .venv/bin/python -m benchmarks.bench_embed [--images 256] [--batch 32] [--repeat 3] [--size 512]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _model(device: str) -> ClipModel:
     return ClipModel(model, preprocess, "ViT-B-32/random", int(model.visual.output_dim), device)
 
 
-def _images(folder: Path, count: int) -> list[tuple[int, Path]]:
+def _images(folder: Path, count: int, size: int | None) -> list[tuple[int, Path]]:
     sources = sorted((SAC / "demo_images").glob("*/*.png"))
     if not sources:
         import numpy as np
@@ -50,7 +50,13 @@ def _images(folder: Path, count: int) -> list[tuple[int, Path]]:
     items = []
     for k in range(count):
         path = folder / f"{k}.png"
-        shutil.copyfile(sources[k % len(sources)], path)
+        if size is None:
+            shutil.copyfile(sources[k % len(sources)], path)
+        else:  # as Stable Diffusion writes them: larger PNGs, more to decode and resize
+            from PIL import Image
+
+            with Image.open(sources[k % len(sources)]) as im:
+                im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC).save(path)
         items.append((k, path))
     return items
 
@@ -62,13 +68,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--size", type=int, default=None, help="resize the images to SIZE px")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     work = Path(tempfile.mkdtemp(prefix="dreamrate-bench-embed-"))
     try:
         clip = _model(args.device)
-        items = _images(work, args.images)
+        items = _images(work, args.images, args.size)
         from PIL import Image
 
         with Image.open(items[0][1]) as first:
@@ -112,7 +119,7 @@ def main() -> None:
             f"{args.device}, batches of {args.batch}, median of {args.repeat}",
             ["run", "images/s", "vs bare forward"],
             [
-                ["(a) bare forward pass, preprocessed batches in memory", f"{rate['bare']:.1f}", "100 %"],
+                ["(a) bare forward pass, preprocessed batches in memory", f"{rate['bare']:.1f}", "100%"],
                 [f"(b) dreamrate embed pipeline ({default_workers()} decode threads, a batch ahead)", f"{rate['pipeline']:.1f}", f"{rate['pipeline'] / rate['bare']:.0%}"],
                 ["(c) decode then forward, in turn", f"{rate['turn']:.1f}", f"{rate['turn'] / rate['bare']:.0%}"],
             ],
