@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine, median, print_table
-from dreamrate.aesthetic.filtering.engines import local_pool, run_local
+from dreamrate.aesthetic.filtering.engines import local_pool, run_local, run_threads
 from dreamrate.aesthetic.filtering.reader import discover_shards
 from dreamrate.aesthetic.interop import import_head
 from dreamrate.aesthetic.predictor import Predictor, save_predictor
@@ -277,6 +277,13 @@ def main() -> None:
         with local_pool(2) as pool:
             ours(2, pool)()  # start the workers and load the kernels once
             warm_s, _ = timed(ours(2, pool), args.repeat)
+
+        def threaded() -> int:
+            results = run_threads(shards, predictor, str(work / "threads"), workers=2, force=True)
+            assert all(r.error is None for r in results), results
+            return sum(r.rows for r in results)
+
+        threads_s, _ = timed(threaded, args.repeat)
         floor_s, _ = timed(lambda: floor(source, predictor, mmap=False), args.repeat)
         mmap_s, _ = timed(lambda: floor(source, predictor, mmap=True), args.repeat)
         assert ref_rows == total
@@ -285,6 +292,7 @@ def main() -> None:
             "one": one_s,
             "two": two_s,
             "warm": warm_s,
+            "threads": threads_s,
             "floor": floor_s,
             "mmap": mmap_s,
         }
@@ -294,6 +302,7 @@ def main() -> None:
             "one": "(2) dreamrate score, 1 worker",
             "two": "(3) dreamrate score, 2 workers (process start included)",
             "warm": "(3') dreamrate score, 2 workers already started",
+            "threads": "(5) dreamrate score --engine threads, 2 threads (nothing to start)",
             "floor": "(4) floor: read npy into a buffer + float16 matvec, no output",
             "mmap": "(4') floor: memory-mapped npy + float16 matvec, no output",
         }

@@ -23,14 +23,15 @@ from dreamrate.aesthetic.filtering.runner import (
     ShardResult,
     score_shard_limited,
     score_shards_pipelined,
+    score_shards_threaded,
 )
 from dreamrate.aesthetic.predictor import Predictor
 
-__all__ = ["FORKSERVER_PRELOAD", "Engine", "local_pool", "run_local", "run_ray"]
+__all__ = ["FORKSERVER_PRELOAD", "Engine", "local_pool", "run_local", "run_ray", "run_threads"]
 
 logger = logging.getLogger(__name__)
 
-Engine = Literal["local", "ray"]
+Engine = Literal["local", "threads", "ray"]
 #: Modules the forkserver imports once for all workers (a name that fails to import is
 #: skipped silently by multiprocessing, so a test imports each of them).
 FORKSERVER_PRELOAD = ("pyarrow.parquet", "dreamrate.aesthetic.filtering.runner")
@@ -112,6 +113,28 @@ def run_local(
         if retry:
             logger.warning("a worker process died; retrying %d shard(s)", len(retry))
     return results
+
+
+def run_threads(
+    shards: Iterable[Shard],
+    predictor: Predictor,
+    out_dir: str,
+    *,
+    workers: int | None = None,
+    columns: tuple[str, ...] | None = None,
+    force: bool = False,
+    on_result: Progress | None = None,
+) -> list[ShardResult]:
+    """Score shards on ``workers`` threads of this process (default: the cores)."""
+    return score_shards_threaded(
+        list(shards),
+        predictor,
+        out_dir,
+        workers or _cores(),
+        columns=columns,
+        force=force,
+        on_result=on_result,
+    )
 
 
 def run_ray(

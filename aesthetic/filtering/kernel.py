@@ -100,6 +100,15 @@ def widen_f16(bits: np.ndarray, out: np.ndarray, norms: np.ndarray) -> None:
             norms[i] = np.sqrt(sq)
 
 
+# The same loops compiled without parfors and releasing the GIL: one per thread when shards
+# are scored side by side in threads (numba's default thread pool must not be entered from
+# two threads at once). ``prange`` is a plain ``range`` there.
+_SERIAL = {"nogil": True, "fastmath": _FAST, "cache": True}
+affine_f16_serial = njit(**_SERIAL)(affine_f16.py_func)
+affine_f32_serial = njit(**_SERIAL)(affine_f32.py_func)
+widen_f16_serial = njit(**_SERIAL)(widen_f16.py_func)
+
+
 class ScoreKernel:
     """Scores float16/float32 chunks with buffers allocated once (no per-chunk allocation).
 
@@ -109,7 +118,12 @@ class ScoreKernel:
     normalised in place, then each layer is one BLAS matrix product into its own buffer.
     """
 
-    def __init__(self, predictor: Predictor, dim: int, rows: int) -> None:
+    def __init__(self, predictor: Predictor, dim: int, rows: int, *, serial: bool = False) -> None:
+        self.f16, self.f32, self.widen = (
+            (affine_f16_serial, affine_f32_serial, widen_f16_serial)
+            if serial
+            else (affine_f16, affine_f32, widen_f16)
+        )
         self.affine = predictor.is_affine
         self.relu = predictor.activation == "relu"
         self.dot = np.empty(rows, dtype=np.float32)
@@ -140,15 +154,15 @@ class ScoreKernel:
             if self.affine:
                 dot = self.dot[:m]
                 if half:
-                    affine_f16(chunk.view(np.uint16), self.w, dot, norm)
+                    self.f16(chunk.view(np.uint16), self.w, dot, norm)
                 else:
-                    affine_f32(chunk, self.w, dot, norm)
+                    self.f32(chunk, self.w, dot, norm)
                 np.divide(dot, norm, out=out)
                 out += self.b
             else:
                 x = self.x32[:m]
                 if half:
-                    widen_f16(chunk.view(np.uint16), x, norm)
+                    self.widen(chunk.view(np.uint16), x, norm)
                 else:
                     np.copyto(x, chunk)
                     np.sqrt(np.einsum("ij,ij->i", x, x, out=norm), out=norm)

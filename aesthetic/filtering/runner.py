@@ -43,6 +43,7 @@ __all__ = [
     "score_shard",
     "score_shard_limited",
     "score_shards_pipelined",
+    "score_shards_threaded",
     "shard_identity",
 ]
 
@@ -70,19 +71,23 @@ class ShardResult:
     worker: str = field(default_factory=lambda: f"pid {os.getpid()}")
 
 
-def _scores(shard: Shard, predictor: Predictor, result: ShardResult) -> tuple[np.ndarray, Any]:
+def _scores(
+    shard: Shard, predictor: Predictor, result: ShardResult, serial: bool = False
+) -> tuple[np.ndarray, Any]:
     """The shard's scores, and its metadata table for a Parquet shard (None for npy)."""
     if shard.kind == "npy":
         chunk_rows = min(CHUNK_ROWS, max(shard.rows, 1))
         scores = np.empty(shard.rows, dtype=np.float32)
-        kernel = choose_kernel(predictor, shard.dim, chunk_rows)
+        kernel = choose_kernel(predictor, shard.dim, chunk_rows, serial=serial)
         for start, chunk in read_npy_chunks(shard, chunk_rows):
             kernel(chunk, scores[start : start + len(chunk)])
         rest = None
     else:
         emb, rest = read_parquet_embeddings(shard)
         scores = np.empty(len(emb), dtype=np.float32)
-        kernel = choose_kernel(predictor, shard.dim, min(CHUNK_ROWS, max(len(emb), 1)))
+        kernel = choose_kernel(
+            predictor, shard.dim, min(CHUNK_ROWS, max(len(emb), 1)), serial=serial
+        )
         for start in range(0, len(emb), CHUNK_ROWS):
             kernel(emb[start : start + CHUNK_ROWS], scores[start : start + CHUNK_ROWS])
     result.norm_min, result.norm_max = kernel.norm_min, kernel.norm_max
@@ -116,6 +121,7 @@ def _compute(
     columns: tuple[str, ...] | None,
     result: ShardResult,
     identity: dict[str, Any] | None = None,
+    serial: bool = False,
 ) -> Any:
     """The scores table of ``shard`` (``aesthetic``, after the ``columns`` asked for), not
     yet written."""
@@ -127,7 +133,7 @@ def _compute(
             f"embeddings are {shard.dim}-d but the predictor ({predictor.embedding_model}) reads {predictor.dim}"
         )
     if shard.kind == "npy" and columns is None:
-        scores, _ = _scores(shard, predictor, result)
+        scores, _ = _scores(shard, predictor, result, serial)
         metadata = pa.table({})
     elif shard.kind == "npy":
         assert shard.metadata is not None
@@ -141,10 +147,10 @@ def _compute(
 
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(read_metadata)
-            scores, _ = _scores(shard, predictor, result)
+            scores, _ = _scores(shard, predictor, result, serial)
             metadata = pending.result()
     else:
-        scores, rest = _scores(shard, predictor, result)
+        scores, rest = _scores(shard, predictor, result, serial)
         metadata = rest.select(_select_columns(rest.column_names, columns))
     result.null_rows = int((~np.isfinite(scores)).sum())
     result.rows = len(scores)
@@ -186,14 +192,16 @@ def score_shard(
     *,
     columns: tuple[str, ...] | None = None,
     force: bool = False,
+    serial: bool = False,
 ) -> ShardResult:
-    """Score one shard into ``out_dir/scores_N.parquet``; never raises for shard problems."""
+    """Score one shard into ``out_dir/scores_N.parquet``; never raises for shard problems.
+    ``serial``: on this thread alone, without the GIL (one shard per thread)."""
     started = time.perf_counter()
     result, final, identity = _start(shard, predictor, out_dir, force)
     if result.skipped or result.error:
         return result
     try:
-        write_scores(_compute(shard, predictor, columns, result, identity), final)
+        write_scores(_compute(shard, predictor, columns, result, identity, serial), final)
     except Exception as exc:
         _fail(result, exc, final)
     result.seconds = time.perf_counter() - started
@@ -263,3 +271,34 @@ def score_shard_limited(
     """``score_shard`` with numba and BLAS threads capped (one process per core share)."""
     with limit_threads(threads):
         return score_shard(shard, predictor, out_dir, columns=columns, force=force)
+
+
+def score_shards_threaded(
+    shards: list[Shard],
+    predictor: Predictor,
+    out_dir: str,
+    threads: int,
+    *,
+    columns: tuple[str, ...] | None = None,
+    force: bool = False,
+    on_result: Any = None,
+) -> list[ShardResult]:
+    """Score shards side by side on ``threads`` threads of this process, one shard per
+    thread with the GIL-free serial kernel: the cores add up with nothing to start (no
+    process, no import), and reading, compression and writing overlap across shards."""
+    from concurrent.futures import as_completed
+
+    results: list[ShardResult] = []
+    with limit_threads(1), ThreadPoolExecutor(threads) as pool:
+        futures = [
+            pool.submit(
+                score_shard, s, predictor, out_dir, columns=columns, force=force, serial=True
+            )
+            for s in shards
+        ]
+        for future in as_completed(futures):
+            result = future.result()
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results

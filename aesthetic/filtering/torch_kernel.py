@@ -77,13 +77,16 @@ def _has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def choose_kernel(predictor: Predictor, dim: int, rows: int, device: str = "auto") -> Any:
-    """The numba kernel on the CPU; :class:`TorchKernel` when ``device`` is (or, for
-    ``auto``, finds) a CUDA GPU."""
+def choose_kernel(
+    predictor: Predictor, dim: int, rows: int, device: str = "auto", *, serial: bool = False
+) -> Any:
+    """The numba kernel on the CPU (``serial``: its single-threaded, GIL-free form, for one
+    shard per thread); :class:`TorchKernel` when ``device`` is (or, for ``auto``, finds) a
+    CUDA GPU."""
     from dreamrate.aesthetic.filtering.kernel import ScoreKernel
 
     if device == "auto":
         device = "cuda" if _has_cuda() else "cpu"
     if device == "cpu":
-        return ScoreKernel(predictor, dim, rows)
+        return ScoreKernel(predictor, dim, rows, serial=serial)
     return TorchKernel(predictor, dim, rows, device)

@@ -31,9 +31,15 @@ def score_cmd(
         str, typer.Option(help="Embedding folder or URL (clip-retrieval layout or Parquet).")
     ],
     out: Annotated[str, typer.Option(help="Output folder: scores land in OUT/scores/.")],
-    engine: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this process for one worker, else a process pool), threads (one "
+            "shard per thread in this process) or ray."
+        ),
+    ] = "local",
     workers: Annotated[
-        int, typer.Option(min=1, help="Processes (local) or CPUs for a local Ray.")
+        int, typer.Option(min=1, help="Processes (local), threads, or CPUs for a local Ray.")
     ] = 1,
     columns: Annotated[
         str | None,
@@ -58,13 +64,13 @@ def score_cmd(
         TimeRemainingColumn,
     )
 
-    from dreamrate.aesthetic.filtering.engines import run_local, run_ray
+    from dreamrate.aesthetic.filtering.engines import run_local, run_ray, run_threads
     from dreamrate.aesthetic.filtering.reader import ShardProblem, discover_shards
     from dreamrate.aesthetic.filtering.runner import ShardResult
     from dreamrate.aesthetic.predictor import load_predictor
 
-    if engine not in ("local", "ray"):
-        raise ScoreError(f"--engine: must be local or ray, not {engine!r}")
+    if engine not in ("local", "threads", "ray"):
+        raise ScoreError(f"--engine: must be local, threads or ray, not {engine!r}")
     loaded = load_predictor(predictor)
     try:
         shards, problems = discover_shards(embeddings)
@@ -120,7 +126,17 @@ def score_cmd(
                 shards=f"{len(results)}/{len(shards)} shards",
             )
 
-        if engine == "local":
+        if engine == "threads":
+            run_threads(
+                shards,
+                loaded,
+                str(scores_dir),
+                workers=workers,
+                columns=wanted,
+                force=force,
+                on_result=on_result,
+            )
+        elif engine == "local":
             run_local(
                 shards,
                 loaded,

@@ -436,3 +436,26 @@ def test_the_gpu_kernel_scores_like_the_numba_kernel(dtype) -> None:  # type: ig
     # Chosen automatically: the numba kernel here (no CUDA), the torch one where asked.
     assert isinstance(choose_kernel(_affine(), DIM, 16), ScoreKernel)
     assert isinstance(choose_kernel(_affine(), DIM, 16, "cpu"), ScoreKernel)
+
+
+def test_the_threads_engine_writes_the_local_engines_files(tmp_path: Path, source: Path) -> None:
+    folder = save_predictor(_affine(), tmp_path / "p")
+    assert _score(folder, str(source), tmp_path / "local").returncode == 0
+    threads = _score(
+        folder, str(source), tmp_path / "threads", "--engine", "threads", "--workers", "2"
+    )
+    assert threads.returncode == 0, threads.stderr
+    assert "scored 9,000 rows in 3 shard(s)" in threads.stdout
+    for name in ("scores_00.parquet", "scores_01.parquet", "scores_02.parquet"):
+        assert (tmp_path / "local" / "scores" / name).read_bytes() == (
+            tmp_path / "threads" / "scores" / name
+        ).read_bytes()
+    # MLP heads take the serial widening kernel; their BLAS products run on one thread per
+    # shard here, which sums in another order: equal to float32 rounding.
+    mlp = save_predictor(_mlp(), tmp_path / "mlp")
+    assert _score(mlp, str(source), tmp_path / "mlp-local").returncode == 0
+    assert _score(mlp, str(source), tmp_path / "mlp-threads", "--engine", "threads").returncode == 0
+    for name in ("scores_00.parquet", "scores_02.parquet"):
+        local = pq.read_table(tmp_path / "mlp-local" / "scores" / name).column("aesthetic")
+        threaded = pq.read_table(tmp_path / "mlp-threads" / "scores" / name).column("aesthetic")
+        np.testing.assert_allclose(threaded.to_numpy(), local.to_numpy(), rtol=1e-5, atol=1e-5)
