@@ -102,8 +102,9 @@ def widen_f16(bits: np.ndarray, out: np.ndarray, norms: np.ndarray) -> None:
 
 # The same loops compiled without parfors and releasing the GIL: one per thread when shards
 # are scored side by side in threads (numba's default thread pool must not be entered from
-# two threads at once). ``prange`` is a plain ``range`` there.
-_SERIAL = {"nogil": True, "fastmath": _FAST, "cache": True}
+# two threads at once). ``prange`` is a plain ``range`` there. Not cached: numba's cache
+# names entries by the Python function, which these share with the parallel forms.
+_SERIAL = {"nogil": True, "fastmath": _FAST, "cache": False}
 affine_f16_serial = njit(**_SERIAL)(affine_f16.py_func)
 affine_f32_serial = njit(**_SERIAL)(affine_f32.py_func)
 widen_f16_serial = njit(**_SERIAL)(widen_f16.py_func)
