@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ async def embed_rated_images(
     batches = iter_embeddings(
         clip, [(iid, images_dir / rel) for iid, rel in todo], batch_size=batch_size, workers=workers
     )
-    with progress:
+    with progress, contextlib.closing(batches):  # an error stops the decoding threads too
         task = progress.add_task("embed", total=len(todo), rate="-")
         while True:
             # The generator runs on a worker thread: the event loop (and the database) stay free.

@@ -134,13 +134,12 @@ class _PartWriter:
 
 
 class _Sidecar:
-    """A sidecar score file's source metadata shard, checked against the footer."""
+    """A sidecar score file's source metadata shard, checked against the footer up front and
+    opened only while its kept rows are read (thousands of shards, a handful of open files)."""
 
     def __init__(self, path: Path, footer: dict[str, Any], rows: int) -> None:
-        import pyarrow.parquet as pq
-
-        self.path = path
-        url = footer["metadata"]["url"]
+        self.path, self.rows_expected = path, rows
+        self.url = url = footer["metadata"]["url"]
         try:
             identity = source_identity(url)
         except OSError:
@@ -153,44 +152,45 @@ class _Sidecar:
                 f"--scores: {path.name} is stale: its source {url} changed since it was scored "
                 "(rescore: dreamrate score)"
             )
-        self.handle = open_source(url)
-        self.file = pq.ParquetFile(self.handle)
-        if self.file.metadata.num_rows != rows:
-            raise ManifestError(
-                f"--scores: {path.name} has {rows} rows but {url} has "
-                f"{self.file.metadata.num_rows} (rescore: dreamrate score)"
-            )
 
-    def columns(self, wanted: tuple[str, ...] | None) -> list[str]:
-        names = self.file.schema_arrow.names
-        if wanted is None:
-            return [c for c in DEFAULT_COLUMNS if c in names]
-        missing = [c for c in wanted if c not in names]
-        if missing:
-            raise ManifestError(
-                f"--columns: {', '.join(missing)} not in the metadata of {self.path.name}"
-            )
-        return list(wanted)
-
-    def rows(self, kept: np.ndarray, columns: list[str]) -> Any:
-        """The ``columns`` of rows ``kept`` (sorted row numbers), reading only the row groups
-        that hold one."""
+    def read(self, kept: np.ndarray, wanted: tuple[str, ...] | None) -> Any:
+        """The ``wanted`` columns (default: url, caption, key, hash, those present) of rows
+        ``kept`` (sorted row numbers), reading only the row groups that hold one."""
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        pieces, start = [], 0
-        for group in range(self.file.num_row_groups):
-            size = self.file.metadata.row_group(group).num_rows
-            lo, hi = np.searchsorted(kept, [start, start + size])
-            if hi > lo:
-                table = self.file.read_row_group(group, columns=columns, use_threads=False)
-                pieces.append(table.take(pa.array(kept[lo:hi] - start)))
-            start += size
-        if not pieces:
-            return self.file.schema_arrow.empty_table().select(columns)
-        return pa.concat_tables(pieces)
-
-    def close(self) -> None:
-        self.handle.close()
+        try:
+            handle = open_source(self.url)
+        except OSError:
+            raise ManifestError(f"--scores: {self.path.name}: cannot open {self.url}") from None
+        with handle:
+            file = pq.ParquetFile(handle)
+            if file.metadata.num_rows != self.rows_expected:
+                raise ManifestError(
+                    f"--scores: {self.path.name} has {self.rows_expected} rows but {self.url} "
+                    f"has {file.metadata.num_rows} (rescore: dreamrate score)"
+                )
+            names = file.schema_arrow.names
+            if wanted is None:
+                columns = [c for c in DEFAULT_COLUMNS if c in names]
+            else:
+                missing = [c for c in wanted if c not in names]
+                if missing:
+                    raise ManifestError(
+                        f"--columns: {', '.join(missing)} not in the metadata of {self.path.name}"
+                    )
+                columns = list(wanted)
+            pieces, start = [], 0
+            for group in range(file.num_row_groups):
+                size = file.metadata.row_group(group).num_rows
+                lo, hi = np.searchsorted(kept, [start, start + size])
+                if hi > lo:
+                    table = file.read_row_group(group, columns=columns, use_threads=False)
+                    pieces.append(table.take(pa.array(kept[lo:hi] - start)))
+                start += size
+            if not pieces:
+                return file.schema_arrow.empty_table().select(columns)
+            return pa.concat_tables(pieces)
 
 
 def export_manifest(
@@ -266,62 +266,56 @@ def export_manifest(
         else {}
     )
 
-    try:
-        with atomic_folder(out, ManifestError, overwrite=force) as tmp:
-            writer = _PartWriter(tmp, rows_per_file)
-            names: list[str] = []
+    with atomic_folder(out, ManifestError, overwrite=force) as tmp:
+        writer = _PartWriter(tmp, rows_per_file)
+        names: list[str] = []
 
-            def kept_rows(path: Path) -> tuple[Any, np.ndarray]:
-                values = _aesthetic(path)
-                if sidecars:
-                    source = sources[path]
-                    keep = np.flatnonzero(np.nan_to_num(values, nan=-np.inf) >= threshold)
-                    kept = source.rows(keep, source.columns(columns))
-                    kept = kept.append_column(
-                        "aesthetic", pa.array(values[keep], type=pa.float32())
-                    )
-                else:
-                    table = pq.read_table(path)
-                    kept = table.filter(pc.greater_equal(table.column("aesthetic"), threshold))
-                return kept, values
+        def kept_rows(path: Path) -> tuple[Any, np.ndarray]:
+            values = _aesthetic(path)
+            if sidecars:
+                # Compared in float64, as the joined files' filter compares (NaN: False).
+                keep = np.flatnonzero(values.astype(np.float64) >= threshold)
+                kept = sources[path].read(keep, columns)
+                kept = kept.append_column("aesthetic", pa.array(values[keep], type=pa.float32()))
+            else:
+                table = pq.read_table(path)
+                kept = table.filter(pc.greater_equal(table.column("aesthetic"), threshold))
+            return kept, values
 
-            # Shards are read on two threads (Parquet decoding releases the GIL), a couple
-            # ahead of the writer, which takes them in order.
-            with ThreadPoolExecutor(2) as pool:
-                ahead: deque[Any] = deque()
-                queue = iter(files)
-                for path in itertools.islice(queue, READ_AHEAD):
+        # Shards are read on two threads (Parquet decoding releases the GIL), a couple
+        # ahead of the writer, which takes them in order.
+        with ThreadPoolExecutor(2) as pool:
+            ahead: deque[Any] = deque()
+            queue = iter(files)
+            for path in itertools.islice(queue, READ_AHEAD):
+                ahead.append(pool.submit(kept_rows, path))
+            while ahead:
+                kept, values = ahead.popleft().result()
+                for path in itertools.islice(queue, 1):
                     ahead.append(pool.submit(kept_rows, path))
-                while ahead:
-                    kept, values = ahead.popleft().result()
-                    for path in itertools.islice(queue, 1):
-                        ahead.append(pool.submit(kept_rows, path))
-                    histogram += np.histogram(values[np.isfinite(values)], bins=edges)[0]
-                    names = kept.column_names
-                    writer.write(kept.replace_schema_metadata(None))
-            parts = writer.close()
-            columns_out = names
-            rows_out = sum(p["rows"] for p in parts)
-            manifest = {
-                "format": "dreamrate-manifest",
-                "version": 1,
-                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "predictor": {"id": predictor_ids.pop(), "sha256": hashes.pop()},
-                "selection": {
-                    "mode": "min_score" if min_score is not None else "top_fraction",
-                    "value": min_score if min_score is not None else top_fraction,
-                    "threshold": threshold,
-                },
-                "source_shards": [p.name for p in files],
-                "rows_in": rows_in,
-                "rows_null": rows_in - valid,
-                "rows_out": rows_out,
-                "columns": columns_out,
-                "files": parts,
-                "histogram": {"edges": [float(e) for e in edges], "counts": histogram.tolist()},
-            }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    finally:
-        for source in sources.values():
-            source.close()
+                histogram += np.histogram(values[np.isfinite(values)], bins=edges)[0]
+                names = kept.column_names
+                writer.write(kept.replace_schema_metadata(None))
+        parts = writer.close()
+        columns_out = names
+        rows_out = sum(p["rows"] for p in parts)
+        manifest = {
+            "format": "dreamrate-manifest",
+            "version": 1,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "predictor": {"id": predictor_ids.pop(), "sha256": hashes.pop()},
+            "selection": {
+                "mode": "min_score" if min_score is not None else "top_fraction",
+                "value": min_score if min_score is not None else top_fraction,
+                "threshold": threshold,
+            },
+            "source_shards": [p.name for p in files],
+            "rows_in": rows_in,
+            "rows_null": rows_in - valid,
+            "rows_out": rows_out,
+            "columns": columns_out,
+            "files": parts,
+            "histogram": {"edges": [float(e) for e in edges], "counts": histogram.tolist()},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return {**manifest, "threshold": threshold}

@@ -232,12 +232,18 @@ def source_identity(url: str) -> str:
     when the file is rewritten, at the cost of two small reads."""
     import hashlib
 
-    with open_source(url) as handle:
-        head = handle.read(_IDENTITY_BYTES)
-        handle.seek(0, 2)
-        size = handle.tell()
-        handle.seek(max(0, size - _IDENTITY_BYTES))
-        tail = handle.read(_IDENTITY_BYTES)
+    if "://" in url:  # two range reads: an fsspec file would read ahead a block of MiBs
+        fs, path = _fs(url)
+        size = int(fs.size(path))
+        head = fs.cat_file(path, 0, min(_IDENTITY_BYTES, size))
+        tail = fs.cat_file(path, max(0, size - _IDENTITY_BYTES), size)
+    else:
+        with open(url, "rb") as handle:
+            head = handle.read(_IDENTITY_BYTES)
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - _IDENTITY_BYTES))
+            tail = handle.read(_IDENTITY_BYTES)
     digest = hashlib.sha256(str(size).encode() + b"|" + head + b"|" + tail).hexdigest()
     return f"{size}:{digest[:16]}"
 

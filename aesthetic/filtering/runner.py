@@ -27,7 +27,7 @@ from dreamrate.aesthetic.filtering.reader import (
     read_parquet_embeddings,
     source_identity,
 )
-from dreamrate.aesthetic.filtering.torch_kernel import choose_kernel
+from dreamrate.aesthetic.filtering.torch_kernel import choose_kernel, kernel_name
 from dreamrate.aesthetic.filtering.writer import (
     ScoreWriteError,
     existing_output_ok,
@@ -103,7 +103,14 @@ def shard_identity(shard: Shard) -> dict[str, Any]:
         if shard.metadata is None
         else {"url": shard.metadata, "identity": source_identity(shard.metadata)}
     )
-    return {"embeddings": embeddings, "metadata": metadata, "rows": shard.rows}
+    # Which kernel scores it: a GPU's scores differ from the CPU's in the last float32 bits,
+    # so a resumed run on another kind of host rescores rather than mixing the two.
+    return {
+        "embeddings": embeddings,
+        "metadata": metadata,
+        "rows": shard.rows,
+        "kernel": kernel_name(),
+    }
 
 
 def _select_columns(available: list[str], requested: tuple[str, ...] | None) -> list[str]:
@@ -296,9 +303,13 @@ def score_shards_threaded(
             )
             for s in shards
         ]
-        for future in as_completed(futures):
-            result = future.result()
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
+        try:
+            for future in as_completed(futures):
+                result = future.result()
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+        except BaseException:  # Ctrl-C: the shards not started are not started
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return results

@@ -15,7 +15,7 @@ import numpy as np
 
 from dreamrate.aesthetic.predictor import Predictor
 
-__all__ = ["TorchKernel", "choose_kernel"]
+__all__ = ["TorchKernel", "choose_kernel", "kernel_name"]
 
 
 class TorchKernel:
@@ -75,6 +75,13 @@ def _has_cuda() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def kernel_name(device: str = "auto") -> str:
+    """What :func:`choose_kernel` picks for ``device``: ``numba`` or ``torch-cuda``."""
+    if device == "auto":
+        device = "cuda" if _has_cuda() else "cpu"
+    return "numba" if device == "cpu" else f"torch-{device}"
 
 
 def choose_kernel(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -211,6 +212,8 @@ def manifest_cmd(
 
     if (min_score is None) == (top_fraction is None):
         raise ScoreError("give exactly one of --min-score and --top-fraction")
+    if min_score is not None and not math.isfinite(min_score):
+        raise ScoreError(f"--min-score: must be a finite number, got {min_score}")
     if top_fraction is not None and not 0 < top_fraction <= 1:
         raise ScoreError(f"--top-fraction: must be in (0, 1], got {top_fraction}")
     summary = export_manifest(

@@ -345,6 +345,18 @@ def test_sidecar_manifest_equals_the_joined_one_and_refuses_stale_sources(
         assert pq.read_table(side / name).equals(pq.read_table(joined / name))
     manifest = json.loads((side / "manifest.json").read_text())
     assert manifest["columns"] == ["url", "caption", "key", "aesthetic"]
+    # A --min-score written as a score prints (float32's shortest form) keeps the same rows
+    # either way: both compare in float64.
+    some = pq.read_table(tmp_path / "side" / "scores" / "scores_00.parquet").column("aesthetic")
+    cut = str(np.float32(np.median(some.to_numpy())))
+    kept = []
+    for name in ("side", "joined"):
+        result = _manifest(tmp_path / name / "scores", tmp_path / f"cut-{name}", "--min-score", cut)
+        assert result.returncode == 0, result.stderr
+        kept.append(
+            json.loads((tmp_path / f"cut-{name}" / "manifest.json").read_text())["rows_out"]
+        )
+    assert kept[0] == kept[1]
     # --columns picks the metadata a sidecar manifest carries; unknown ones are one line.
     assert (
         _manifest(
@@ -433,8 +445,11 @@ def test_the_gpu_kernel_scores_like_the_numba_kernel(dtype) -> None:  # type: ig
         np.testing.assert_allclose(torch_out, numba_out, rtol=1e-4, atol=1e-4)
         assert gpu_path.norm_min == pytest.approx(reference.norm_min, rel=1e-5)
         assert gpu_path.norm_max == pytest.approx(reference.norm_max, rel=1e-5)
-    # Chosen automatically: the numba kernel here (no CUDA), the torch one where asked.
-    assert isinstance(choose_kernel(_affine(), DIM, 16), ScoreKernel)
+    # Chosen automatically: the torch kernel where a CUDA GPU is, the numba one elsewhere.
+    import torch
+
+    automatic = TorchKernel if torch.cuda.is_available() else ScoreKernel
+    assert isinstance(choose_kernel(_affine(), DIM, 16), automatic)
     assert isinstance(choose_kernel(_affine(), DIM, 16, "cpu"), ScoreKernel)
 
 
