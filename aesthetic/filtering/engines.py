@@ -137,6 +137,21 @@ def run_threads(
     )
 
 
+def _score_on_ray(
+    shard: Shard,
+    predictor: Predictor,
+    out_dir: str,
+    columns: tuple[str, ...] | None,
+    force: bool,
+) -> ShardResult:
+    """The runner task on a Ray worker, saying which node ran it."""
+    import ray
+
+    result = score_shard_limited(shard, predictor, out_dir, 1, columns, force)
+    result.node = ray.get_runtime_context().get_node_id()
+    return result
+
+
 def run_ray(
     shards: Iterable[Shard],
     predictor: Predictor,
@@ -149,7 +164,8 @@ def run_ray(
     max_retries: int = 3,
     on_result: Progress | None = None,
 ) -> list[ShardResult]:
-    """One Ray task per shard on the cluster at ``address`` (default: a local Ray)."""
+    """One Ray task per shard on the cluster at ``address`` (default: a local Ray), spread
+    over the nodes (reading shared storage is the bottleneck, so every node's link counts)."""
     import ray
 
     started_here = not ray.is_initialized()
@@ -165,10 +181,12 @@ def run_ray(
             kwargs["num_cpus"] = workers
         ray.init(**kwargs)
     try:
-        task = ray.remote(max_retries=max_retries, num_cpus=1)(score_shard_limited)
+        task = ray.remote(max_retries=max_retries, num_cpus=1, scheduling_strategy="SPREAD")(
+            _score_on_ray
+        )
         predictor_ref = ray.put(predictor)
         shards = list(shards)
-        refs = {task.remote(s, predictor_ref, out_dir, 1, columns, force): s for s in shards}
+        refs = {task.remote(s, predictor_ref, out_dir, columns, force): s for s in shards}
         results: list[ShardResult] = []
         waiting = list(refs)
         while waiting:

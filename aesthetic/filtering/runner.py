@@ -69,6 +69,7 @@ class ShardResult:
     seconds: float = 0.0
     error: str | None = None
     worker: str = field(default_factory=lambda: f"pid {os.getpid()}")
+    node: str | None = None  #: the Ray node that ran it (None off Ray)
 
 
 def _scores(

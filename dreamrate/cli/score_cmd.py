@@ -165,6 +165,7 @@ def score_cmd(
     failed += [(p.file, p.message) for p in problems]
     rows = sum(r.rows for r in scored)
     nulls = sum(r.null_rows for r in scored)
+    nodes = {r.node for r in scored if r.node}
     lo = min((r.norm_min for r in scored), default=1.0)
     hi = max((r.norm_max for r in scored), default=1.0)
     if scored and (lo < 0.99 or hi > 1.01):
@@ -175,6 +176,7 @@ def score_cmd(
         )
     typer.echo(
         f"scored {rows:,} rows in {len(scored)} shard(s) with {loaded.name} ({loaded.id})"
+        + (f" on {len(nodes)} Ray node(s)" if nodes else "")
         + (f"; {len(skipped)} shard(s) already scored" if skipped else "")
         + (f"; {nulls:,} NaN/inf row(s) scored as null" if nulls else "")
         + f"; scores in {scores_dir}"
