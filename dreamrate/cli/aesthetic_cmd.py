@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.app import database
 from dreamrate.cli.context import GuildOption, covered, state
 from dreamrate.core.errors import DreamrateError
 from dreamrate.core.paths import ensure_writable_dir
@@ -47,6 +46,7 @@ def embed_cmd(
     """Compute CLIP embeddings of rated images that lack them (resumable; stop any time)."""
     from dreamrate.aesthetic.clip_model import load_clip
     from dreamrate.aesthetic.embed import embed_rated_images
+    from dreamrate.app import database
 
     settings = state.settings
     clip = load_clip(
@@ -136,6 +136,7 @@ def train_cmd(
     from dreamrate.aesthetic.predictor import save_predictor
     from dreamrate.aesthetic.report import write_report
     from dreamrate.aesthetic.train import train_predictor
+    from dreamrate.app import database
     from dreamrate.ratings.training_data import (
         check_embeddings,
         load_database_data,
@@ -283,6 +284,7 @@ def activate_cmd(predictor: Annotated[Path, typer.Argument(help="Predictor folde
     """Use this predictor to choose which images members are asked to rate."""
     from dreamrate.aesthetic.predictor import load_predictor
     from dreamrate.aesthetic.registry import register_predictor
+    from dreamrate.app import database
 
     loaded = load_predictor(predictor, embedding_model=_embedding_model_id())
 

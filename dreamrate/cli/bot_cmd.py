@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.app import open_database
 from dreamrate.cli.context import state
 from dreamrate.core.errors import ConfigError
 
@@ -23,6 +22,7 @@ def bot_cmd(
     ] = False,
 ) -> None:
     """Run the Discord bot until SIGTERM/SIGINT."""
+    from dreamrate.app import open_database
     from dreamrate.bot.connection import point_discord_at
     from dreamrate.bot.runner import run_bot
     from dreamrate.services import WorkerProcess, build_repository

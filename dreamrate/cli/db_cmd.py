@@ -6,9 +6,7 @@ import asyncio
 
 import typer
 
-from dreamrate.app import connect_database, database, safe_url
 from dreamrate.cli.context import state
-from dreamrate.db.migrate import migration_status
 
 __all__ = ["app"]
 
@@ -18,6 +16,8 @@ app = typer.Typer(help="Database schema and status.", no_args_is_help=True)
 @app.command("upgrade")
 def upgrade_cmd() -> None:
     """Create or migrate the database to the newest schema (safe to repeat)."""
+    from dreamrate.app import database, safe_url
+    from dreamrate.db.migrate import migration_status
 
     async def run() -> str:
         settings = state.settings
@@ -31,6 +31,8 @@ def upgrade_cmd() -> None:
 @app.command("status")
 def status_cmd() -> None:
     """Print the database's migration and whether it is current; exit 1 when behind."""
+    from dreamrate.app import connect_database, safe_url
+    from dreamrate.db.migrate import migration_status
 
     async def run() -> tuple[str, bool]:
         settings = state.settings

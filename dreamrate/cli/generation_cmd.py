@@ -10,10 +10,8 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.app import database
 from dreamrate.cli.context import state
 from dreamrate.core.errors import DreamrateError
-from dreamrate.db.users import ensure_user
 
 __all__ = ["generate_cmd", "worker_cmd"]
 
@@ -67,7 +65,9 @@ def generate_cmd(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the images.")] = 600.0,
 ) -> None:
     """Enqueue one job with /dream's options and limits, wait, print one image path per line."""
+    from dreamrate.app import database
     from dreamrate.db.models import JobStatus
+    from dreamrate.db.users import ensure_user
     from dreamrate.generation.model_info import model_defaults
     from dreamrate.generation.request import (
         GenerationLimits,

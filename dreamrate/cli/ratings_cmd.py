@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.app import database
 from dreamrate.cli.context import GuildOption, covered, state
 
 __all__ = ["app"]
@@ -22,6 +21,7 @@ def export_cmd(
     guild: GuildOption = None,
 ) -> None:
     """Write one row per counted rating: image_id, rater_id, rating, scale, rated_at, group, job_id, message_id, source."""
+    from dreamrate.app import database
     from dreamrate.ratings.export import export_ratings
 
     async def run() -> int:
@@ -42,6 +42,7 @@ def comparisons_export_cmd(
     guild: GuildOption = None,
 ) -> None:
     """Write one row per counted choice: image_a, image_b, rater_id, winner, group_a, group_b, timestamp, message_id."""
+    from dreamrate.app import database
     from dreamrate.ratings.choice_export import export_choices
 
     async def run() -> int:

@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.app import database
 from dreamrate.cli.context import GuildOption
 from dreamrate.core.errors import DreamrateError
 from dreamrate.core.paths import ensure_writable_dir
@@ -241,6 +240,7 @@ def dataset_cmd(
 ) -> None:
     """Write the community's images, generations and ratings as a shareable dataset."""
     from dreamrate.aesthetic.clip_model import model_spec
+    from dreamrate.app import database
     from dreamrate.cli.context import covered, state
     from dreamrate.ratings.dataset_export import export_dataset
 

@@ -65,5 +65,6 @@ def configure_logging(level: str = "INFO", *, secrets: Iterable[str] = ()) -> No
     root.addHandler(handler)
     root.setLevel(level)
     # Libraries that are chatty at INFO.
-    for name in ("discord.gateway", "httpx", "urllib3", "alembic.runtime.migration"):
+    # alembic: its plugin set-up logs at import, which commands now do after this runs.
+    for name in ("discord.gateway", "httpx", "urllib3", "alembic"):
         logging.getLogger(name).setLevel(max(logging.getLevelName(level), logging.WARNING))
