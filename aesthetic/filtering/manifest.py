@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from dreamrate.aesthetic.filtering.reader import open_source, source_identity
-from dreamrate.aesthetic.filtering.runner import DEFAULT_COLUMNS
 from dreamrate.aesthetic.filtering.threshold import (
     HISTOGRAM_BINS,
     bin_mask,
@@ -34,7 +33,14 @@ from dreamrate.aesthetic.filtering.threshold import (
     kth_largest,
     rows_to_keep,
 )
-from dreamrate.aesthetic.filtering.writer import META_PREDICTOR, META_PREDICTOR_HASH, shard_footer
+from dreamrate.aesthetic.filtering.writer import (
+    DEFAULT_COLUMNS,
+    META_PREDICTOR,
+    META_PREDICTOR_HASH,
+    float32_values,
+    numpy_column,
+    shard_footer,
+)
 from dreamrate.core.atomic import atomic_folder
 from dreamrate.core.errors import DreamrateError
 
@@ -43,6 +49,8 @@ __all__ = ["ManifestError", "export_manifest", "score_files"]
 ROW_GROUP = 131_072
 #: Shards read ahead of the writer.
 READ_AHEAD = 3
+#: Bytes of scores the cut keeps in memory between its passes (past it, files are re-read).
+CACHE_BYTES = 1 << 30
 _SCORES = re.compile(r"^scores_(\d+)\.parquet$")
 
 
@@ -60,24 +68,40 @@ def score_files(scores: Path) -> list[Path]:
     return sorted(files, key=lambda p: int(_SCORES.match(p.name).group(1)))  # type: ignore[union-attr]
 
 
-def _aesthetic(path: Path) -> np.ndarray:
-    import pyarrow.parquet as pq
+class _Scores:
+    """Each score file's ``aesthetic`` column as float32 (nulls as NaN), read once and kept
+    while they fit in ``budget`` bytes (4 bytes a row: 1 GiB holds 268M rows), re-read past
+    it, so the cut's passes cost one read at any size that fits and stay bounded beyond."""
 
-    column = pq.read_table(path, columns=["aesthetic"]).column(0)
-    return column.to_numpy(zero_copy_only=False).astype(np.float32)  # nulls become NaN
+    def __init__(self, budget: int = CACHE_BYTES) -> None:
+        self.budget = budget
+        self.kept: dict[Path, np.ndarray] = {}
+
+    def __call__(self, path: Path) -> np.ndarray:
+        import pyarrow.parquet as pq
+
+        if path in self.kept:
+            return self.kept[path]
+        values = float32_values(pq.ParquetFile(path).read(columns=["aesthetic"]).column(0))
+        if values.nbytes <= self.budget:
+            self.kept[path] = values
+            self.budget -= values.nbytes
+        return values
 
 
-def _top_threshold(files: list[Path], fraction: float, lo: float, hi: float, valid: int) -> float:
+def _top_threshold(
+    files: list[Path], fraction: float, lo: float, hi: float, valid: int, scores: _Scores
+) -> float:
     keep = rows_to_keep(fraction, valid)
     if hi <= lo:
         return lo
     edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
     counts = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
     for path in files:
-        values = _aesthetic(path)
+        values = scores(path)
         counts += np.histogram(values[np.isfinite(values)], bins=edges)[0]
     top_bin, rank = cut_bin(counts, keep)
-    inside = [v[bin_mask(v, edges, top_bin)] for v in map(_aesthetic, files)]
+    inside = [v[bin_mask(v, edges, top_bin)] for v in map(scores, files)]
     return kth_largest(np.concatenate(inside), rank)
 
 
@@ -186,7 +210,7 @@ class _Sidecar:
                 lo, hi = np.searchsorted(kept, [start, start + size])
                 if hi > lo:
                     table = file.read_row_group(group, columns=columns, use_threads=False)
-                    pieces.append(table.take(pa.array(kept[lo:hi] - start)))
+                    pieces.append(table.take(numpy_column(kept[lo:hi] - start)))
                 start += size
             if not pieces:
                 return file.schema_arrow.empty_table().select(columns)
@@ -207,7 +231,6 @@ def export_manifest(
 
     ``columns`` are the metadata columns a manifest from sidecars carries (default: url,
     caption, key, hash, those present), before ``aesthetic``."""
-    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -238,8 +261,9 @@ def export_manifest(
             "rescore with one (dreamrate score --force)"
         )
     lo, hi, rows_in, valid = math.inf, -math.inf, 0, 0
+    read_scores = _Scores()
     for path in files:
-        values = _aesthetic(path)
+        values = read_scores(path)
         finite = values[np.isfinite(values)]
         rows_in += len(values)
         valid += len(finite)
@@ -250,7 +274,7 @@ def export_manifest(
     threshold = (
         float(min_score)
         if min_score is not None
-        else _top_threshold(files, float(top_fraction or 1), lo, hi, valid)
+        else _top_threshold(files, float(top_fraction or 1), lo, hi, valid, read_scores)
     )
     if threshold > hi:
         raise ManifestError(
@@ -271,14 +295,14 @@ def export_manifest(
         names: list[str] = []
 
         def kept_rows(path: Path) -> tuple[Any, np.ndarray]:
-            values = _aesthetic(path)
+            values = read_scores(path)
             if sidecars:
                 # Compared in float64, as the joined files' filter compares (NaN: False).
                 keep = np.flatnonzero(values.astype(np.float64) >= threshold)
                 kept = sources[path].read(keep, columns)
-                kept = kept.append_column("aesthetic", pa.array(values[keep], type=pa.float32()))
+                kept = kept.append_column("aesthetic", numpy_column(values[keep]))
             else:
-                table = pq.read_table(path)
+                table = pq.ParquetFile(path).read()
                 kept = table.filter(pc.greater_equal(table.column("aesthetic"), threshold))
             return kept, values
 

@@ -29,6 +29,7 @@ from dreamrate.aesthetic.filtering.reader import (
 )
 from dreamrate.aesthetic.filtering.torch_kernel import choose_kernel, kernel_name
 from dreamrate.aesthetic.filtering.writer import (
+    DEFAULT_COLUMNS,
     ScoreWriteError,
     existing_output_ok,
     scores_table,
@@ -47,9 +48,6 @@ __all__ = [
     "shard_identity",
 ]
 
-#: Metadata columns a manifest carries by default (those present), in this order; score
-#: files copy metadata only when asked (``--columns``).
-DEFAULT_COLUMNS = ("url", "caption", "key", "hash")
 CHUNK_ROWS = 16384  #: rows per kernel call and per read (25 MB of 768-d float16)
 
 

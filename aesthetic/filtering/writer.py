@@ -21,12 +21,15 @@ from dreamrate.core.atomic import atomic_file
 from dreamrate.core.errors import DreamrateError
 
 __all__ = [
+    "DEFAULT_COLUMNS",
     "META_PREDICTOR",
     "META_PREDICTOR_HASH",
     "META_SHARD",
     "META_SOURCE",
     "ScoreWriteError",
     "existing_output_ok",
+    "float32_values",
+    "numpy_column",
     "scores_table",
     "shard_footer",
     "write_scores",
@@ -45,6 +48,48 @@ class ScoreWriteError(DreamrateError):
     """A score file cannot be written."""
 
 
+#: Metadata columns a manifest carries by default (those present), in this order; score
+#: files copy metadata only when asked (``--columns``).
+DEFAULT_COLUMNS = ("url", "caption", "key", "hash")
+
+
+def numpy_column(values: np.ndarray, *, valid: np.ndarray | None = None) -> Any:
+    """A 1-d float32 or int64 ``values`` as an Arrow array on the same memory, null where
+    ``valid`` is False. ``pa.array`` would import pandas to look for pandas types, a
+    quarter of a second at every command's start."""
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    kind = {np.dtype(np.float32): pa.float32(), np.dtype(np.int64): pa.int64()}[values.dtype]
+    bitmap = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    nulls = 0 if valid is None else len(valid) - int(np.count_nonzero(valid))
+    return pa.Array.from_buffers(kind, len(values), [bitmap, pa.py_buffer(values)], nulls)
+
+
+def float32_values(column: Any) -> np.ndarray:
+    """A float32 Arrow (chunked) array as numpy, nulls as NaN, without pandas (which
+    ``to_numpy`` imports for chunked arrays)."""
+    import pyarrow as pa
+
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out = np.empty(len(column), dtype=np.float32)
+    at = 0
+    for chunk in chunks:
+        if chunk.type != pa.float32():
+            raise ScoreWriteError(f"the aesthetic column is {chunk.type}, not float")
+        n, offset = len(chunk), chunk.offset
+        validity, data = chunk.buffers()
+        if n:
+            out[at : at + n] = np.frombuffer(data, np.float32, count=n, offset=offset * 4)
+        if chunk.null_count:
+            bits = np.unpackbits(
+                np.frombuffer(validity, np.uint8), count=offset + n, bitorder="little"
+            )[offset:]
+            out[at : at + n][bits == 0] = np.nan
+        at += n
+    return out
+
+
 def scores_table(
     metadata: Any,
     scores: np.ndarray,
@@ -59,7 +104,7 @@ def scores_table(
     import pyarrow as pa
 
     bad = ~np.isfinite(scores)
-    aesthetic = pa.array(scores, type=pa.float32(), mask=bad if bad.any() else None)
+    aesthetic = numpy_column(scores, valid=~bad if bad.any() else None)
     table = (
         metadata.append_column("aesthetic", aesthetic)
         if metadata.num_columns
