@@ -3,10 +3,12 @@
 numpy has no fast float16 -> float32 cast (0.5 M rows/s of 768-d here) and torch's
 float16 paths either round the result to float16 or need a second pass for the norms, so
 the affine head, the only hot loop of LAION-scale scoring, is compiled with numba: each
-row's halves are widened with integer bit operations (vectorised, exact, NaN/inf kept),
-then the dot product with the weights and the squared norm are summed in float32. Rows
-are split across threads (``prange``); every row is summed by one thread in a fixed order,
-so the result does not depend on the number of threads.
+row's halves are widened to float32 (exact, NaN/inf kept), then the dot product with the
+weights and the squared norm are summed in float32. The widening is LLVM's ``fpext half``,
+which is the CPU's own conversion (F16C's ``vcvtph2ps`` on x86, native on ARM) and 2.6x
+faster here than the portable form, integer bit operations, used on CPUs without it; both
+give the same bits. Rows are split across threads (``prange``); every row is summed by one
+thread in a fixed order, so the result does not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -15,11 +17,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from dreamrate.aesthetic.predictor import Predictor
 
-__all__ = ["ScoreKernel", "affine_f16", "affine_f32", "limit_threads", "widen_f16"]
+__all__ = [
+    "HARDWARE_HALF",
+    "ScoreKernel",
+    "affine_f16",
+    "affine_f32",
+    "limit_threads",
+    "widen_f16",
+]
 
 # Reassociation lets the sums vectorise; NaN/inf stay meaningful (no nnan/ninf flags).
 _FAST = {"reassoc", "contract", "nsz", "arcp"}
@@ -46,8 +57,61 @@ def _widen_row(bits: np.ndarray, out: np.ndarray, fix: np.ndarray) -> None:
 _BLOCK = 256  #: rows per parallel work item (scratch is allocated per block, not per row)
 
 
+def _has_hardware_half() -> bool:
+    import platform
+
+    import llvmlite.binding as llvm
+
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return True  # half <-> float conversion is part of ARMv8's floating point
+    return "+f16c" in llvm.get_host_cpu_features().flatten().split(",")
+
+
+#: Whether this CPU converts float16 itself (the fast kernels) or needs the bit form.
+HARDWARE_HALF = _has_hardware_half()
+
+
+@intrinsic
+def _half_to_float(typingctx, bits):  # type: ignore[no-untyped-def]
+    """float16 bits (uint16) -> float32, as LLVM's ``fpext half``; vectorised into F16C."""
+    sig = types.float32(types.uint16)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return sig, codegen
+
+
 @njit(parallel=True, fastmath=_FAST, cache=True)
-def affine_f16(bits: np.ndarray, w: np.ndarray, dots: np.ndarray, norms: np.ndarray) -> None:
+def affine_f16_hw(bits: np.ndarray, w: np.ndarray, dots: np.ndarray, norms: np.ndarray) -> None:
+    """:func:`affine_f16_bits` with the CPU's own float16 conversion."""
+    n, d = bits.shape
+    for i in prange(n):
+        dot = np.float32(0.0)
+        sq = np.float32(0.0)
+        for j in range(d):
+            v = _half_to_float(bits[i, j])
+            dot += v * w[j]
+            sq += v * v
+        dots[i] = dot
+        norms[i] = np.sqrt(sq)
+
+
+@njit(parallel=True, fastmath=_FAST, cache=True)
+def widen_f16_hw(bits: np.ndarray, out: np.ndarray, norms: np.ndarray) -> None:
+    """:func:`widen_f16_bits` with the CPU's own float16 conversion."""
+    n, d = bits.shape
+    for i in prange(n):
+        sq = np.float32(0.0)
+        for j in range(d):
+            v = _half_to_float(bits[i, j])
+            out[i, j] = v
+            sq += v * v
+        norms[i] = np.sqrt(sq)
+
+
+@njit(parallel=True, fastmath=_FAST, cache=True)
+def affine_f16_bits(bits: np.ndarray, w: np.ndarray, dots: np.ndarray, norms: np.ndarray) -> None:
     """``dots[i] = x_i . w`` and ``norms[i] = |x_i|`` for float16 rows given as uint16 bits."""
     n, d = bits.shape
     for block in prange((n + _BLOCK - 1) // _BLOCK):
@@ -83,7 +147,7 @@ def affine_f32(x: np.ndarray, w: np.ndarray, dots: np.ndarray, norms: np.ndarray
 
 
 @njit(parallel=True, fastmath=_FAST, cache=True)
-def widen_f16(bits: np.ndarray, out: np.ndarray, norms: np.ndarray) -> None:
+def widen_f16_bits(bits: np.ndarray, out: np.ndarray, norms: np.ndarray) -> None:
     """float16 rows (uint16 bits) -> float32 ``out`` and their norms (for MLP heads)."""
     n, d = bits.shape
     for block in prange((n + _BLOCK - 1) // _BLOCK):
@@ -104,6 +168,9 @@ def widen_f16(bits: np.ndarray, out: np.ndarray, norms: np.ndarray) -> None:
 # are scored side by side in threads (numba's default thread pool must not be entered from
 # two threads at once). ``prange`` is a plain ``range`` there. Not cached: numba's cache
 # names entries by the Python function, which these share with the parallel forms.
+affine_f16 = affine_f16_hw if HARDWARE_HALF else affine_f16_bits
+widen_f16 = widen_f16_hw if HARDWARE_HALF else widen_f16_bits
+
 _SERIAL = {"nogil": True, "fastmath": _FAST, "cache": False}
 affine_f16_serial = njit(**_SERIAL)(affine_f16.py_func)
 affine_f32_serial = njit(**_SERIAL)(affine_f32.py_func)

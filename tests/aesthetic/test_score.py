@@ -474,3 +474,33 @@ def test_the_threads_engine_writes_the_local_engines_files(tmp_path: Path, sourc
         local = pq.read_table(tmp_path / "mlp-local" / "scores" / name).column("aesthetic")
         threaded = pq.read_table(tmp_path / "mlp-threads" / "scores" / name).column("aesthetic")
         np.testing.assert_allclose(threaded.to_numpy(), local.to_numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_cpus_own_float16_conversion_gives_the_bit_kernels_results() -> None:
+    from dreamrate.aesthetic.filtering import kernel
+
+    if not kernel.HARDWARE_HALF:
+        pytest.skip("this CPU has no float16 conversion (F16C); the bit kernels are used")
+    rng = np.random.default_rng(8)
+    x = (rng.normal(size=(1000, 768)) * 0.05).astype(np.float16)
+    every_half = np.arange(2**16, dtype=np.uint16).view(np.float16)  # subnormals, inf, NaN
+    x[:85] = np.resize(every_half, (85, 768))
+    x[100] = 0
+    x[101, :7] = np.float16(6e-8)  # the smallest subnormal
+    bits, w = x.view(np.uint16), rng.normal(size=768).astype(np.float32)
+    outputs = []
+    for affine, widen in (
+        (kernel.affine_f16_hw, kernel.widen_f16_hw),
+        (kernel.affine_f16_bits, kernel.widen_f16_bits),
+    ):
+        dots, norms = np.empty(1000, np.float32), np.empty(1000, np.float32)
+        wide, wide_norms = np.empty((1000, 768), np.float32), np.empty(1000, np.float32)
+        with np.errstate(invalid="ignore", over="ignore"):
+            affine(bits, w, dots, norms)
+            widen(bits, wide, wide_norms)
+        outputs.append((dots, norms, wide, wide_norms))
+    for hardware, portable in zip(*outputs, strict=True):
+        np.testing.assert_array_equal(hardware, portable)  # bit for bit, NaN where NaN
+    # The widened values are float16's own.
+    wide = outputs[0][2]
+    np.testing.assert_array_equal(wide, x.astype(np.float32))
