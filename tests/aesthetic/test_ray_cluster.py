@@ -75,7 +75,9 @@ def _start_node(temp_dir: Path, *, head_port: int, head: bool) -> subprocess.Pop
         args += ["--dashboard-port", str(dashboard)]
     else:
         args += ["--address", f"127.0.0.1:{head_port}"]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Without token authentication, as the drivers here (this process, the CLI's) expect:
+    # a head started with the mode unset turns it on when ~/.ray/auth_token exists.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     with (temp_dir / f"{'head' if head else 'worker'}.log").open("wb") as log:
         return subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
