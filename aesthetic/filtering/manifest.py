@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from dreamrate.aesthetic.filtering.exclusions import Exclusions
 from dreamrate.aesthetic.filtering.reader import open_source, source_identity
 from dreamrate.aesthetic.filtering.threshold import (
     HISTOGRAM_BINS,
@@ -226,11 +227,15 @@ def export_manifest(
     rows_per_file: int = 5_000_000,
     columns: tuple[str, ...] | None = None,
     force: bool = False,
+    exclusions: Exclusions | None = None,
 ) -> dict[str, Any]:
     """Write ``out/part-NNNNN.parquet`` and ``out/manifest.json``; return the manifest.
 
     ``columns`` are the metadata columns a manifest from sidecars carries (default: url,
-    caption, key, hash, those present), before ``aesthetic``."""
+    caption, key, hash, those present), before ``aesthetic``. ``exclusions`` (opt-out
+    lists) drop rows after the cut: the cut is found from the scores alone, so a
+    ``--top-fraction`` manifest keeps that fraction less what the lists name."""
+    exclusions = exclusions or Exclusions()
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -319,8 +324,10 @@ def export_manifest(
                     ahead.append(pool.submit(kept_rows, path))
                 histogram += np.histogram(values[np.isfinite(values)], bins=edges)[0]
                 names = kept.column_names
-                writer.write(kept.replace_schema_metadata(None))
+                writer.write(exclusions.filter(kept).replace_schema_metadata(None))
         parts = writer.close()
+        if exclusions and not any(p["rows"] for p in parts):
+            raise ManifestError("the exclusion lists drop every kept row; nothing written")
         columns_out = names
         rows_out = sum(p["rows"] for p in parts)
         manifest = {
@@ -337,6 +344,7 @@ def export_manifest(
             "rows_in": rows_in,
             "rows_null": rows_in - valid,
             "rows_out": rows_out,
+            "excluded": dict(exclusions.dropped),
             "columns": columns_out,
             "files": parts,
             "histogram": {"edges": [float(e) for e in edges], "counts": histogram.tolist()},

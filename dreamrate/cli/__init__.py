@@ -14,6 +14,7 @@ from dreamrate.cli import (
     config_cmd,
     db_cmd,
     demo_cmd,
+    fetch_cmd,
     generation_cmd,
     models_cmd,
     ratings_cmd,
@@ -48,6 +49,7 @@ app.add_typer(aesthetic_cmd.predictor_app, name="predictor")
 app.command("score")(score_cmd.score_cmd)
 app.command("demo")(demo_cmd.demo_cmd)
 app.add_typer(score_cmd.export_app, name="export")
+app.command("fetch")(fetch_cmd.fetch_cmd)
 app.add_typer(synthetic_cmd.app, name="synthetic")
 
 

@@ -206,9 +206,18 @@ def manifest_cmd(
             "`score --columns` carry their own."
         ),
     ] = None,
+    exclude_urls: Annotated[
+        Path | None,
+        typer.Option(help="Opt-out list: URLs to leave out, one a line (# comments)."),
+    ] = None,
+    exclude_domains: Annotated[
+        Path | None,
+        typer.Option(help="Opt-out list: domains to leave out, with every host below them."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:
     """Write part-NNNNN.parquet files of the kept rows and manifest.json, for img2dataset."""
+    from dreamrate.aesthetic.filtering.exclusions import load_exclusions
     from dreamrate.aesthetic.filtering.manifest import export_manifest
 
     if (min_score is None) == (top_fraction is None):
@@ -225,10 +234,13 @@ def manifest_cmd(
         rows_per_file=rows_per_file,
         columns=tuple(c.strip() for c in columns.split(",") if c.strip()) if columns else None,
         force=force,
+        exclusions=load_exclusions(exclude_urls, exclude_domains),
     )
+    excluded = sum(summary["excluded"].values())
     typer.echo(
         f"kept {summary['rows_out']:,} of {summary['rows_in']:,} rows "
         f"(aesthetic >= {summary['threshold']:.4g}) in {len(summary['files'])} file(s) in {out}"
+        + (f"; {excluded:,} left out by the exclusion lists" if excluded else "")
     )
 
 
