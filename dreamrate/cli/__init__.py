@@ -15,6 +15,7 @@ from dreamrate.cli import (
     db_cmd,
     demo_cmd,
     fetch_cmd,
+    finetune_cmd,
     generation_cmd,
     models_cmd,
     ratings_cmd,
@@ -50,6 +51,7 @@ app.command("score")(score_cmd.score_cmd)
 app.command("demo")(demo_cmd.demo_cmd)
 app.add_typer(score_cmd.export_app, name="export")
 app.command("fetch")(fetch_cmd.fetch_cmd)
+app.command("finetune")(finetune_cmd.finetune_cmd)
 app.add_typer(synthetic_cmd.app, name="synthetic")
 
 
