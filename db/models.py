@@ -442,3 +442,17 @@ class Predictor(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RegisteredModel(Base):
+    """A generation model the bot serves by name: a diffusers folder, or a LoRA on a base."""
+
+    __tablename__ = "registered_models"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: ``path`` (a whole diffusers model) or ``lora`` (an adapter folder on ``base``).
+    kind: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(1000))
+    base: Mapped[str | None] = mapped_column(String(1000))
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -20,8 +20,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dreamrate.core.devices import DevicePreference
 from dreamrate.core.errors import ModelError, StorageError
-from dreamrate.generation.pipeline import load_text2image
+from dreamrate.generation.pipeline import load_text2image, looks_like_path
 from dreamrate.generation.queue import JobRecord, JobRepository, StoredImage
+from dreamrate.generation.registry import NAME, get_model
 from dreamrate.generation.render import ImageSpec, render_images
 from dreamrate.generation.store import ImageStore
 
@@ -56,27 +57,59 @@ class PipelineCache:
         self._retry_after = retry_after
         self._warm: OrderedDict[str, Any] = OrderedDict()
         self._failed: dict[str, tuple[float, ModelError]] = {}
+        self._adapters: dict[str, set[str]] = {}  #: LoRA adapters loaded into each warm base
         self._lock = threading.Lock()
+        self.loads = 0  #: base models loaded so far
 
-    def get(self, model: str) -> Any:
-        """The pipeline for ``model``, loading it if needed (blocking; call from a thread)."""
+    def get(self, model: str, adapter: tuple[str, str] | None = None) -> Any:
+        """The pipeline for ``model``, loading it if needed (blocking; call from a thread),
+        with the LoRA ``adapter`` ``(name, folder)`` on, or with every adapter off.
+
+        Adapters are loaded into the warm base once and switched on and off after that:
+        a registered LoRA never reloads its base."""
         with self._lock:
-            if model in self._warm:
-                self._warm.move_to_end(model)
-                return self._warm[model]
-            failed = self._failed.get(model)
-            if failed is not None and time.monotonic() - failed[0] < self._retry_after:
-                raise failed[1]
-            while len(self._warm) >= self._max_models:
-                self._warm.popitem(last=False)
-            try:
-                pipeline = self._loader(model, device=self._device)
-            except ModelError as exc:
-                self._failed[model] = (time.monotonic(), exc)
-                raise
-            self._failed.pop(model, None)
-            self._warm[model] = pipeline
+            pipeline = self._base(model)
+            self._use(pipeline, model, adapter)
             return pipeline
+
+    def _base(self, model: str) -> Any:
+        if model in self._warm:
+            self._warm.move_to_end(model)
+            return self._warm[model]
+        failed = self._failed.get(model)
+        if failed is not None and time.monotonic() - failed[0] < self._retry_after:
+            raise failed[1]
+        while len(self._warm) >= self._max_models:
+            evicted, _ = self._warm.popitem(last=False)
+            self._adapters.pop(evicted, None)
+        try:
+            pipeline = self._loader(model, device=self._device)
+        except ModelError as exc:
+            self._failed[model] = (time.monotonic(), exc)
+            raise
+        self.loads += 1
+        self._failed.pop(model, None)
+        self._warm[model] = pipeline
+        return pipeline
+
+    def _use(self, pipeline: Any, model: str, adapter: tuple[str, str] | None) -> None:
+        loaded = self._adapters.setdefault(model, set())
+        if adapter is None:
+            if loaded:
+                pipeline.disable_lora()
+            return
+        name, folder = adapter
+        if name not in loaded:
+            try:
+                pipeline.load_lora_weights(folder, adapter_name=name)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                raise ModelError(
+                    f"cannot load the LoRA in {folder} onto {model}: {reason}"
+                ) from None
+            loaded.add(name)
+        pipeline.enable_lora()
+        pipeline.set_adapters([name])
 
 
 @dataclass
@@ -189,9 +222,14 @@ class GenerationWorker:
         """Run one claimed batch to its end: done, failed, cancelled or released."""
         lead = jobs[0]
         started = time.perf_counter()
-        # 1. Pipeline (loaded once, kept warm)
+        # 1. Pipeline (loaded once, kept warm; a registered name resolves to its model, or to
+        # its LoRA on a warm base). Batches hold one model name, so adapters never mix.
         try:
-            pipeline = await self._on_torch_thread(self.pipelines.get, lead.model)
+            spec = await get_model(self.repo.engine, lead.model)
+            if spec is None and NAME.match(lead.model) and not looks_like_path(lead.model):
+                raise ModelError(f"model {lead.model} is not registered any more")
+            target, adapter = (lead.model, None) if spec is None else (spec.loads, spec.adapter)
+            pipeline = await self._on_torch_thread(self.pipelines.get, target, adapter)
         except ModelError as exc:
             for job in jobs:
                 await self.repo.fail(self.worker_id, job.id, exc.message, retry=False)

@@ -59,3 +59,66 @@ def check_cmd(
     typer.echo(
         f"embedding {clip.id}: {clip.dim}-d, norm {float((vector**2).sum() ** 0.5):.3f}, {done - rendered:.1f}s"
     )
+
+
+@app.command("add")
+def add_cmd(
+    name: Annotated[str, typer.Argument(help="The name members pick in /dream.")],
+    path: Annotated[Path | None, typer.Option(help="A whole diffusers model folder.")] = None,
+    lora: Annotated[
+        Path | None, typer.Option(help="A LoRA folder (dreamrate finetune --out).")
+    ] = None,
+    base: Annotated[str | None, typer.Option(help="The model the LoRA was trained on.")] = None,
+    replace: Annotated[bool, typer.Option(help="Change a registered name.")] = False,
+) -> None:
+    """Register a model the bot can serve by name: a diffusers folder, or a LoRA on a base."""
+    import asyncio
+
+    from dreamrate.app import database
+    from dreamrate.generation.registry import add_model, spec_for
+
+    spec = spec_for(name, path=path, lora=lora, base=base)
+
+    async def run() -> None:
+        async with database(state.settings) as engine:
+            await add_model(engine, spec, replace=replace)
+
+    asyncio.run(run())
+    what = f"LoRA {spec.path} on {spec.base}" if spec.kind == "lora" else spec.path
+    typer.echo(f"registered {name}: {what}")
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """The registered models, with what each loads."""
+    import asyncio
+
+    from dreamrate.app import database
+    from dreamrate.generation.registry import list_models
+
+    async def run():  # type: ignore[no-untyped-def]
+        async with database(state.settings) as engine:
+            return await list_models(engine)
+
+    specs = asyncio.run(run())
+    if not specs:
+        typer.echo("no registered models (add one with `dreamrate models add`)")
+    for spec in specs:
+        what = f"lora  {spec.path}  on {spec.base}" if spec.kind == "lora" else f"path  {spec.path}"
+        typer.echo(f"{spec.name}  {what}")
+
+
+@app.command("remove")
+def remove_cmd(name: Annotated[str, typer.Argument(help="A registered name.")]) -> None:
+    """Stop serving a registered model (its files stay where they are)."""
+    import asyncio
+
+    from dreamrate.app import database
+    from dreamrate.generation.registry import remove_model
+
+    async def run() -> None:
+        async with database(state.settings) as engine:
+            await remove_model(engine, name)
+
+    asyncio.run(run())
+    typer.echo(f"removed {name}; queued jobs for it will fail with a clear reason")
