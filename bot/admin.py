@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
+from dreamrate.bot.commands import offered_models
 from dreamrate.bot.embeds import fit_message
 from dreamrate.bot.permissions import is_moderator
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.retry import retry_on_disconnect
+from dreamrate.generation.registry import list_models
 from dreamrate.ratings.moderation import (
     dismiss_reports,
     get_guild_settings,
@@ -47,7 +49,7 @@ def register_admin(
 
     admin = app_commands.Group(
         name="admin",
-        description="Moderation: channels, feed, bans, images, flags.",
+        description="Moderation: channels, feed, bans, images, flags, models.",
         guild_only=True,
     )
     admin.interaction_check = moderators_only  # type: ignore[method-assign]
@@ -175,6 +177,19 @@ def register_admin(
             f"image {f.image_id}: {f.reports} report(s) https://discord.com/channels/{guild}/{f.channel_id}/{f.message_id}"
             for f in found
         ]
+        await interaction.response.send_message(fit_message("\n".join(lines)), ephemeral=True)
+
+    @admin.command(name="models", description="The models /dream can use, registered ones too.")
+    async def models(interaction: discord.Interaction) -> None:
+        specs = await retry_on_disconnect(lambda: list_models(engine))
+        offered = set(offered_models(tree))
+        lines = [f"configured: {', '.join(sorted(offered - {s.name for s in specs})) or '-'}"]
+        for spec in specs:
+            what = f"LoRA on {spec.base}" if spec.kind == "lora" else "diffusers model"
+            later = "" if spec.name in offered else " (in /dream's list after the bot restarts)"
+            lines.append(f"{spec.name}: {what}, {spec.path}{later}")
+        if not specs:
+            lines.append("No registered models (`dreamrate models add`).")
         await interaction.response.send_message(fit_message("\n".join(lines)), ephemeral=True)
 
     tree.add_command(admin)

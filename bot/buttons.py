@@ -98,6 +98,7 @@ class Buttons:
             if requester != job.requester_id and not is_moderator(interaction, self.moderator_role):
                 raise DreamrateError("Only the requester or a moderator can reroll this job.")
             seed = random.SystemRandom().randint(0, MAX_SEED)
+            limits = await self.dreams.current_limits()
             request = validate_request(
                 RequestInput(
                     prompt=job.prompt,
@@ -110,8 +111,8 @@ class Buttons:
                     images=job.num_images,
                     model=job.model,
                 ),
-                self.dreams.limits,
-                model_defaults(job.model),
+                limits,
+                model_defaults(limits.loads(job.model)),
             )
             await self.dreams.enqueue(
                 interaction,

@@ -20,7 +20,7 @@ from discord import app_commands
 from dreamrate.aesthetic.clip_model import model_spec
 from dreamrate.bot.admin import register_admin
 from dreamrate.bot.buttons import Buttons
-from dreamrate.bot.commands import register_commands
+from dreamrate.bot.commands import offer_models, register_commands
 from dreamrate.bot.delivery import Delivery
 from dreamrate.bot.dreams import DreamRequests
 from dreamrate.bot.feed import RatingPosts
@@ -148,8 +148,11 @@ class DreamrateBot(discord.Client):
 
     async def setup_hook(self) -> None:
         assert self.user is not None
-        # Before the gateway connects, so no interaction waits for the tokenizer or a config.
-        await asyncio.to_thread(prepare_validation, self.dreams.limits)
+        # Before the gateway connects, so no interaction waits for the tokenizer or a config;
+        # /dream offers the models registered now.
+        limits = await self.dreams.current_limits()
+        offer_models(self.tree, limits.models)
+        await asyncio.to_thread(prepare_validation, limits)
         ratings = RatingService(self.engine, self.scale, bot_user_id=self.user.id)
         guilds = [discord.Object(id=g) for g in self.settings.discord.guilds]
         for guild in guilds:

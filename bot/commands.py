@@ -7,6 +7,7 @@ types, with ranges taken from settings, from the callbacks' annotations at runti
 import io
 import json
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import discord
@@ -255,3 +256,20 @@ def register_commands(
             await interaction.followup.send(message, ephemeral=True)
         else:
             await interaction.response.send_message(message, ephemeral=True)
+
+
+def offer_models(tree: app_commands.CommandTree, models: Iterable[str]) -> None:
+    """Set the choices of ``/dream``'s ``model`` option (Discord takes at most 25), before the
+    commands are synced. discord.py has no public setter for a parameter's choices."""
+    command = tree.get_command("dream")
+    assert isinstance(command, app_commands.Command)
+    command._params["model"].choices = [
+        app_commands.Choice(name=m[-100:], value=m) for m in list(models)[:25]
+    ]
+
+
+def offered_models(tree: app_commands.CommandTree) -> list[str]:
+    """The ``model`` choices ``/dream`` offers now."""
+    command = tree.get_command("dream")
+    assert isinstance(command, app_commands.Command)
+    return [str(c.value) for c in command._params["model"].choices]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ from dreamrate.db.retry import retry_on_disconnect
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import ensure_user
 from dreamrate.generation.model_info import model_defaults
+from dreamrate.generation.registry import list_models
 from dreamrate.generation.request import (
     GenerationLimits,
     GenerationRequest,
@@ -64,8 +66,10 @@ class DreamRequests:
         DreamrateError
             one sentence for the member (bad parameter, ban, channel, full queue).
         """
-        # Validate first (pure, fast): refusals are ephemeral and enqueue nothing.
-        model = raw.model or self.limits.default_model
+        # Validate first (fast, reads only): refusals are ephemeral and enqueue nothing. The
+        # registered models are read each time, so one added or removed since start counts.
+        limits = await self.current_limits()
+        model = raw.model or limits.default_model
         width, height = parse_size(size) if size else (None, None)
         checked = RequestInput(
             prompt=raw.prompt,
@@ -79,8 +83,14 @@ class DreamRequests:
             model=model,
         )
         await self.enqueue(
-            interaction, validate_request(checked, self.limits, model_defaults(model))
+            interaction, validate_request(checked, limits, model_defaults(limits.loads(model)))
         )
+
+    async def current_limits(self) -> GenerationLimits:
+        """|coro| The limits with today's registered models."""
+        specs = await retry_on_disconnect(lambda: list_models(self.engine))
+        self.limits = replace(self.limits, registered={s.name: s.loads for s in specs})
+        return self.limits
 
     async def check(self, interaction: discord.Interaction, what: str = "/dream") -> None:
         """|coro| Refuse at once what may not happen here: outside a guild, a banned member,

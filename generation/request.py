@@ -77,6 +77,8 @@ class GenerationLimits:
     blocked_terms: tuple[str, ...] = ()
     default_steps: int | None = None
     default_guidance: float | None = None
+    #: Registered names (``dreamrate models add``) and the model each loads, for defaults.
+    registered: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: GenerationSettings) -> GenerationLimits:
@@ -96,7 +98,15 @@ class GenerationLimits:
 
     @property
     def models(self) -> tuple[str, ...]:
-        return (self.default_model, *(m for m in self.allowed_models if m != self.default_model))
+        configured = (
+            self.default_model,
+            *(m for m in self.allowed_models if m != self.default_model),
+        )
+        return (*configured, *(m for m in self.registered if m not in configured))
+
+    def loads(self, model: str) -> str:
+        """The diffusers model behind ``model`` (a registered LoRA's base), for its defaults."""
+        return self.registered.get(model, model)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -349,4 +359,4 @@ def prepare_validation(limits: GenerationLimits) -> None:
 
     clip_token_count("warm up")
     for model in limits.models:
-        model_defaults(model)
+        model_defaults(limits.loads(model))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import sys
 import time
@@ -79,6 +80,13 @@ def generate_cmd(
 
     settings = state.settings
     limits = GenerationLimits.from_settings(settings.generation)
+    from dreamrate.generation.registry import list_models
+
+    async def registered() -> dict[str, str]:
+        async with database(settings) as engine:
+            return {s.name: s.loads for s in await list_models(engine)}
+
+    limits = dataclasses.replace(limits, registered=asyncio.run(registered()))
     width, height = parse_size(size) if size else (None, None)
     chosen_model = model or limits.default_model
     request = validate_request(
@@ -94,7 +102,7 @@ def generate_cmd(
             model=chosen_model,
         ),
         limits,
-        model_defaults(chosen_model),
+        model_defaults(limits.loads(chosen_model)),
     )
     for note in request.notes:
         typer.echo(f"note: {note}", err=True)

@@ -28,6 +28,7 @@ async def test_non_moderators_cannot_use_any_admin_command(running) -> None:  # 
         ("unban", [{"name": "member", "type": 6, "value": str(FAY.id)}]),
         ("remove", [{"name": "message_id", "type": 3, "value": "123"}]),
         ("flags", []),
+        ("models", []),
     ]
     for sub, options in calls:
         interaction_id, _ = await server.slash(EVE, "admin", options, subcommand=sub)

@@ -1,0 +1,64 @@
+"""Registered models through the local Discord-compatible server: /dream offers them, renders
+with them, and /admin models lists them."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from dreamrate.db.engine import create_engine
+from dreamrate.db.migrate import upgrade
+from dreamrate.db.models import Job
+from dreamrate.fake_discord import BASIC, MANAGE_GUILD, Member
+from dreamrate.generation.finetune import FinetuneOptions, finetune
+from dreamrate.generation.registry import add_model, remove_model, spec_for
+from tests.bot.conftest import start_bot, stop_bot
+from tests.bot.test_discord_world_e2e import say
+from tests.bot.test_dream_e2e import image_messages
+
+pytestmark = pytest.mark.slow
+MOD = Member(61, "mod", permissions=BASIC | MANAGE_GUILD)
+ADA = Member(62, "ada")
+
+
+async def test_dream_offers_and_renders_a_registered_lora(
+    discord_server, database_url, tmp_path, tiny_models
+) -> None:  # type: ignore[no-untyped-def]
+    tiny = tiny_models[0]
+    shard = tmp_path / "images" / "00000"
+    shard.mkdir(parents=True)
+    Image.new("RGB", (32, 32), (230, 20, 20)).save(shard / "000000000.jpg")
+    options = FinetuneOptions(steps=2, rank=2, lr=0.05, resolution=32, batch_size=1)
+    finetune(tmp_path / "images", str(tiny), tmp_path / "lora", options, show_progress=False)
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    await add_model(engine, spec_for("red", path=None, lora=tmp_path / "lora", base=str(tiny)))
+    await engine.dispose()
+
+    running = await start_bot(discord_server, database_url, tmp_path / "data", tiny)
+    try:
+        server = running.discord
+        dream = next(c for c in server.commands if c["name"] == "dream")
+        model = next(o for o in dream["options"] if o["name"] == "model")
+        assert [c["value"] for c in model["choices"]] == [str(tiny), "red"]
+        listed = await say(server, MOD, "admin", subcommand="models")
+        assert f"red: LoRA on {tiny}" in listed and "restarts" not in listed
+
+        prompt = [{"name": "prompt", "type": 3, "value": "a red fox"}]
+        _, token = await server.slash(
+            ADA, "dream", [*prompt, {"name": "model", "type": 3, "value": "red"}]
+        )
+        await server.wait_for(lambda: len(image_messages(server, token)) == 1)
+        async with running.engine.connect() as conn:  # type: ignore[attr-defined]
+            jobs = (await conn.execute(select(Job.model, Job.status))).all()
+        assert [(m, s.value) for m, s in jobs] == [("red", "done")]
+
+        # Removed while the bot runs: /dream refuses it at once, in one ephemeral line.
+        await remove_model(running.engine, "red")  # type: ignore[arg-type]
+        refused = await say(
+            server, ADA, "dream", [*prompt, {"name": "model", "type": 3, "value": "red"}]
+        )
+        assert "'red' is not available" in refused
+    finally:
+        await stop_bot(running)
