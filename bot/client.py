@@ -19,6 +19,7 @@ from discord import app_commands
 
 from dreamrate.aesthetic.clip_model import model_spec
 from dreamrate.bot.admin import register_admin
+from dreamrate.bot.arena import Arena
 from dreamrate.bot.buttons import Buttons
 from dreamrate.bot.commands import offer_models, register_commands
 from dreamrate.bot.delivery import Delivery
@@ -130,6 +131,15 @@ class DreamrateBot(discord.Client):
         self.reactions = ReactionRecorder(
             self, engine=engine, backfill_days=settings.discord.backfill_days
         )
+        self.arena = Arena(
+            self,
+            engine=engine,
+            repo=repo,
+            dreams=self.dreams,
+            posts=self.posts,
+            hours=settings.discord.arena_hours,
+            interval=delivery_interval,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         register_commands(
             self.tree,
@@ -139,6 +149,7 @@ class DreamrateBot(discord.Client):
             dreams=self.dreams,
             posts=self.posts,
             rebaseline=self.reactions.request_backfill,
+            arena=self.arena,
         )
         register_admin(
             self.tree, client=self, engine=engine, moderator_role=settings.discord.moderator_role
@@ -164,6 +175,7 @@ class DreamrateBot(discord.Client):
             "delivery": self.delivery.run_forever(),
             "ratings": self.reactions.record_forever(ratings),
             "feed": self.posts.feed_forever(),
+            "arena": self.arena.run_forever(),
         }
         if self.worker is not None:
             loops["worker"] = self.worker.run()

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from dreamrate.bot.arena import Arena
     from dreamrate.bot.dreams import DreamRequests
     from dreamrate.bot.feed import RatingPosts
     from dreamrate.core.settings import GenerationSettings
@@ -44,6 +45,7 @@ def register_commands(
     dreams: "DreamRequests",
     posts: "RatingPosts",
     rebaseline: "Callable[[], None]",
+    arena: "Arena | None" = None,
 ) -> None:
     """Add the members' commands to ``tree``, with option ranges from the settings.
 
@@ -234,6 +236,17 @@ def register_commands(
             f"{posts.scale.choice_emojis[2]} if you can't choose.",
             ephemeral=True,
         )
+
+    if arena is not None:
+
+        @tree.command(
+            name="arena",
+            description="Two models draw one prompt with one seed; choose the better, blind.",
+        )
+        @app_commands.describe(prompt="What both models draw (a stock prompt if empty).")
+        @app_commands.guild_only()
+        async def arena_cmd(interaction: discord.Interaction, prompt: str | None = None) -> None:
+            await arena.start(interaction, prompt)
 
     @tree.error
     async def on_error(

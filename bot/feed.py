@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["FEED_CHECK_EVERY_S", "RatingPosts"]
 
 logger = logging.getLogger(__name__)
+#: A comparison intent's kind -> the kind of the comparison post it becomes.
+COMPARISON_KINDS = {"compare": "compare", "feed_compare": "feed", "arena": "arena"}
 
 #: How often the feed looks for channels whose interval has passed.
 FEED_CHECK_EVERY_S = 30.0
@@ -261,7 +263,7 @@ class RatingPosts:
                     message_id=found.id,
                     pair=(left, right),
                     channel_id=channel_id,
-                    kind="compare" if kind == "compare" else "feed",
+                    kind=COMPARISON_KINDS.get(kind, "feed"),
                     nonce=nonce,
                 )
             )
@@ -364,7 +366,7 @@ class RatingPosts:
                     message_id=found.id,
                     pair=(image_id, other_id),
                     channel_id=channel_id,
-                    kind="compare" if kind == "compare" else "feed",
+                    kind=COMPARISON_KINDS.get(kind, "feed"),
                     nonce=nonce,
                 )
                 recorded += 1

@@ -456,3 +456,26 @@ class RegisteredModel(Base):
     base: Mapped[str | None] = mapped_column(String(1000))
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ArenaRound(Base):
+    """One prompt and seed rendered by two models and posted as a blind comparison: the
+    models' names are shown once the round closes."""
+
+    __tablename__ = "arena_rounds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    guild_id: Mapped[int] = mapped_column(Snowflake)
+    channel_id: Mapped[int] = mapped_column(Snowflake)
+    prompt: Mapped[str] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(Snowflake)
+    #: The jobs shown on the left and on the right (sides drawn at random).
+    left_job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    right_job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    #: The comparison post, once both images are there.
+    message_id: Mapped[int | None] = mapped_column(Snowflake, unique=True)
+    #: ``rendering``, ``open``, ``closed`` or ``failed``.
+    status: Mapped[str] = mapped_column(String(16), default="rendering", index=True)
+    closes_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

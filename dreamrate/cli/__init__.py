@@ -10,6 +10,7 @@ import typer
 from dreamrate import __version__
 from dreamrate.cli import (
     aesthetic_cmd,
+    arena_cmd,
     bot_cmd,
     config_cmd,
     db_cmd,
@@ -41,6 +42,7 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(ratings_cmd.app, name="ratings")
 app.add_typer(ratings_cmd.comparisons_app, name="comparisons")
+app.add_typer(arena_cmd.app, name="arena")
 app.command("bot")(bot_cmd.bot_cmd)
 app.command("worker")(generation_cmd.worker_cmd)
 app.command("generate")(generation_cmd.generate_cmd)

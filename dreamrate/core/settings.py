@@ -152,6 +152,9 @@ class DiscordSettings(_Section):
     rate_cooldown: float = Field(
         default=60.0, ge=0, le=86_400, description="Seconds a member waits between two /rate."
     )
+    arena_hours: float = Field(
+        default=24.0, gt=0, le=720, description="Hours an /arena round stays open, names hidden."
+    )
 
     _split = field_validator("guilds", mode="before")(_split_list)
 

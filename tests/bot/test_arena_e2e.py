@@ -1,0 +1,103 @@
+"""/arena through the local Discord-compatible server: a blind pair of two models' images,
+judged with the comparison emoji, named when the round closes, counted by the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from dreamrate.aesthetic.arena import arena_report
+from dreamrate.db.engine import create_engine
+from dreamrate.db.migrate import upgrade
+from dreamrate.db.models import ArenaRound, Job
+from dreamrate.fake_discord import Member
+from dreamrate.generation.finetune import FinetuneOptions, finetune
+from dreamrate.generation.registry import add_model, spec_for
+from tests.bot.conftest import start_bot, stop_bot
+from tests.bot.test_discord_world_e2e import say
+
+pytestmark = pytest.mark.slow
+ADA, BOB, CY = Member(71, "ada"), Member(72, "bob"), Member(73, "cy")
+LEFT, RIGHT, TIE = "⬅️", "➡️", "🟰"
+
+
+async def test_an_arena_round_is_blind_until_it_closes_and_its_judgements_count(
+    discord_server, database_url, tmp_path, tiny_models
+) -> None:  # type: ignore[no-untyped-def]
+    tiny = tiny_models[0]
+    shard = tmp_path / "images" / "00000"
+    shard.mkdir(parents=True)
+    Image.new("RGB", (32, 32), (230, 20, 20)).save(shard / "000000000.jpg")
+    options = FinetuneOptions(steps=2, rank=2, lr=0.05, resolution=32, batch_size=1)
+    finetune(tmp_path / "images", str(tiny), tmp_path / "lora", options, show_progress=False)
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    await add_model(
+        engine, spec_for("community-v1", path=None, lora=tmp_path / "lora", base=str(tiny))
+    )
+    await engine.dispose()
+
+    # Rounds stay open 6 s here (a day by default).
+    running = await start_bot(
+        discord_server, database_url, tmp_path / "data", tiny, discord={"arena_hours": 6 / 3600}
+    )
+    try:
+        server = running.discord
+        before = set(server.messages)
+        started = await say(
+            server, ADA, "arena", [{"name": "prompt", "type": 3, "value": "a quiet harbour"}]
+        )
+        assert started.startswith("Arena round started") and "a quiet harbour" in started
+
+        def arena_post() -> int | None:
+            for mid, message in server.messages.items():
+                names = [a["filename"] for a in message["attachments"]]
+                if mid not in before and any("dreamrate-arena-" in n for n in names):
+                    return mid if len(server.reactions[mid]) == 3 else None
+            return None
+
+        post = await server.wait_for(arena_post)
+        # Only the pair was posted: neither job was delivered as an image of its own.
+        new = [m for m in server.messages if m not in before and server.messages[m]["attachments"]]
+        assert new == [post]
+        async with running.engine.connect() as conn:  # type: ignore[attr-defined]
+            (round_,) = (await conn.execute(select(ArenaRound))).all()
+            models = dict((await conn.execute(select(Job.id, Job.model))).all())
+        left, right = models[round_.left_job_id], models[round_.right_job_id]
+        assert {left, right} == {str(tiny), "community-v1"} and round_.status == "open"
+        shown = json.dumps(server.messages[post]["embeds"]) + server.messages[post]["content"]
+        assert "community-v1" not in shown and "tiny-sd" not in shown and "a quiet harbour" in shown
+
+        await server.react(ADA, post, LEFT)
+        await server.react(BOB, post, LEFT)
+        await server.react(CY, post, TIE)
+
+        def named() -> bool:
+            embed = server.messages[post]["embeds"][0]
+            return any(f["name"] == "left" for f in embed.get("fields", []))
+
+        await server.wait_for(named, timeout=60)
+        fields = {f["name"]: f["value"] for f in server.messages[post]["embeds"][0]["fields"]}
+        shown_name = {str(tiny): "tiny-sd", "community-v1": "community-v1"}
+        assert (fields["left"], fields["right"]) == (shown_name[left], shown_name[right])
+
+        report = await arena_report(running.engine)  # type: ignore[arg-type]
+        (pair,) = report.pairs
+        assert pair.judgements == 3 and pair.ties == 1
+        first_won = 2 if left == pair.first else 0
+        assert (pair.wins, pair.losses) == (first_won, 2 - first_won)
+        # Choices after the round closed do not count.
+        await server.react(Member(74, "dee"), post, RIGHT)
+        await server.wait_for(lambda: running.bot.reactions.received >= 4)  # type: ignore[attr-defined]
+        await running.bot.reactions.drained()  # type: ignore[attr-defined]
+        assert (await arena_report(running.engine)).pairs[0].judgements == 3  # type: ignore[arg-type]
+    finally:
+        await stop_bot(running)
+
+
+async def test_arena_needs_two_models(running) -> None:  # type: ignore[no-untyped-def]
+    answer = await say(running.discord, ADA, "arena")
+    assert "needs two models" in answer and "dreamrate models add" in answer
