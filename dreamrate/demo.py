@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import random
 import shutil
@@ -28,6 +29,8 @@ __all__ = ["DemoSummary", "run_demo"]
 logger = logging.getLogger(__name__)
 
 MARKER = ".dreamrate-demo"
+#: How long the demo's arena round stays open (a day in a real community).
+ARENA_SECONDS = 10
 PROMPTS = (
     "a lighthouse at dawn",
     "a cat made of clouds",
@@ -57,8 +60,39 @@ class DemoSummary:
     spam_raters: int = 0
     rows_scored: int = 0
     rows_kept: int = 0
+    fetched: int = 0
+    finetune_steps: int = 0
+    aesthetic_before: float = float("nan")
+    aesthetic_after: float = float("nan")
+    arena_judgements: int = 0
+    arena_win_rate: float = float("nan")
     paths: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        """``summary.json``: the loop's figures, NaN as null."""
+
+        def number(value: float) -> float | None:
+            return None if value != value else round(float(value), 4)
+
+        return {
+            "jobs": self.jobs,
+            "images": self.images,
+            "ratings": self.ratings,
+            "heldout_spearman_truth": number(self.spearman_vs_taste),
+            "heldout_spearman_mean_ratings": number(
+                self.metrics.get("dreamrate", {}).get("spearman", float("nan"))
+            ),
+            "rows_scored": self.rows_scored,
+            "rows_kept": self.rows_kept,
+            "fetched": self.fetched,
+            "finetune_steps": self.finetune_steps,
+            "aesthetic_before": number(self.aesthetic_before),
+            "aesthetic_after": number(self.aesthetic_after),
+            "arena_judgements": self.arena_judgements,
+            "arena_win_rate": number(self.arena_win_rate),
+            "seconds": round(self.seconds, 1),
+        }
 
 
 def _hidden_direction(dim: int, seed: int) -> np.ndarray:
@@ -236,30 +270,110 @@ async def run_demo(
         bot_task.cancel()
         await server.stop()
 
+    async def arena_round(new_model: str) -> tuple[int, float]:
+        """One /arena round of the configured model against ``new_model``, the members
+        choosing by their taste; returns the judgements and ``new_model``'s win rate."""
+        from sqlalchemy import select
+
+        from dreamrate.aesthetic.arena import arena_report
+        from dreamrate.db.models import ArenaRound
+
+        arena_server = FakeDiscord()
+        await arena_server.start()
+        arena_settings = load_settings(
+            data_dir=data,
+            discord={
+                "api_base": arena_server.api_base,
+                "gateway_url": arena_server.gateway_url,
+                "arena_hours": ARENA_SECONDS / 3600,
+            },
+            generation=settings.generation.model_dump(),
+            embedding={"model": embedding_model, "device": "cpu"},
+        )
+        point_discord_at(arena_settings.discord.api_base, arena_settings.discord.gateway_url)
+        arena_bot = DreamrateBot(
+            settings=arena_settings,
+            engine=engine,
+            repo=build_repository(arena_settings, engine),
+            worker=WorkerProcess(arena_settings),
+            delivery_interval=0.1,
+        )
+        task = asyncio.get_running_loop().create_task(arena_bot.start("demo.local.token"))
+        try:
+            await arena_server.wait_connected()
+            await arena_server.wait_for(lambda: arena_server.commands and arena_bot.is_ready())
+            before = set(arena_server.messages)
+            prompt = [{"name": "prompt", "type": 3, "value": "a lantern festival at night"}]
+            await arena_server.slash(community[0], "arena", prompt)
+
+            def post() -> int | None:
+                for mid, message in arena_server.messages.items():
+                    files = [a["filename"] for a in message["attachments"]]
+                    if mid not in before and any("dreamrate-arena-" in f for f in files):
+                        return mid if len(arena_server.reactions[mid]) == 3 else None
+                return None
+
+            message = await arena_server.wait_for(post, timeout=180)
+            async with engine.connect() as conn:
+                (round_,) = (await conn.execute(select(ArenaRound))).all()
+            left_png, right_png = [
+                (settings.images_dir / (await repo.images(job))[0].path).read_bytes()
+                for job in (round_.left_job_id, round_.right_job_id)
+            ]
+            left_taste, right_taste = _tastes(clip, [left_png, right_png], seed)
+            left, right, tie = arena_bot.scale.choice_emojis
+            for k, member in enumerate(community[:-1]):  # the opted-out member sits it out
+                if k in careless:
+                    choice = rng.choice((left, right, tie))
+                else:
+                    choice = left if left_taste > right_taste else right
+                await arena_server.react(member, message, choice)
+
+            def named() -> bool:
+                embed = arena_server.messages[message]["embeds"][0]
+                return any(f["name"] == "left" for f in embed.get("fields", []))
+
+            await arena_server.wait_for(named, timeout=ARENA_SECONDS + 60)
+            report = await arena_report(engine, models=(settings.generation.model, new_model))
+            if not report.pairs:
+                return 0, float("nan")
+            (pair,) = report.pairs
+            rate = pair.win_rate if pair.first == new_model else 1 - pair.win_rate
+            return pair.judgements, rate
+        finally:
+            await arena_bot.close()
+            task.cancel()
+            await arena_server.stop()
+
     try:
-        await _maintainer_stages(settings, engine, clip, folder, summary, seed, say)
+        await _maintainer_stages(settings, engine, clip, folder, summary, seed, say, arena_round)
     finally:
         await engine.dispose()
     summary.seconds = time.perf_counter() - started
+    (folder / "summary.json").write_text(json.dumps(summary.as_json(), indent=2) + "\n")
     return summary
 
 
 async def _maintainer_stages(
-    settings: Any, engine: Any, clip: Any, folder: Path, summary: DemoSummary, seed: int, say: Any
+    settings: Any,
+    engine: Any,
+    clip: Any,
+    folder: Path,
+    summary: DemoSummary,
+    seed: int,
+    say: Any,
+    arena_round: Any,
 ) -> None:
     from scipy.stats import spearmanr
 
     from dreamrate.aesthetic.card import write_card
     from dreamrate.aesthetic.clip_model import model_spec
     from dreamrate.aesthetic.embed import embed_rated_images
-    from dreamrate.aesthetic.filtering.engines import run_local
-    from dreamrate.aesthetic.filtering.manifest import export_manifest
-    from dreamrate.aesthetic.filtering.reader import discover_shards
     from dreamrate.aesthetic.predictor import save_predictor
     from dreamrate.aesthetic.registry import register_predictor
     from dreamrate.aesthetic.report import write_report
-    from dreamrate.aesthetic.synthetic import write_clip_retrieval
     from dreamrate.aesthetic.train import train_predictor
+    from dreamrate.demo_loop import retrain_stages
     from dreamrate.ratings.dataset_export import export_dataset
     from dreamrate.ratings.training_data import load_database_data
 
@@ -295,14 +409,9 @@ async def _maintainer_stages(
     )
     summary.spearman_vs_taste = float(spearmanr(result.oof, hidden).statistic)
 
-    say("scoring a synthetic clip-retrieval dataset and exporting a manifest")
-    shards_dir = folder / "laion-sample"
-    write_clip_retrieval(shards_dir, shards=2, rows=50_000, dim=result.predictor.dim, seed=1)
-    shards, _ = discover_shards(str(shards_dir))
-    results = run_local(shards, result.predictor, str(folder / "scored" / "scores"), workers=1)
-    summary.rows_scored = sum(r.rows for r in results)
-    manifest = export_manifest(folder / "scored" / "scores", folder / "manifest", top_fraction=0.1)
-    summary.rows_kept = int(manifest["rows_out"])
+    await retrain_stages(
+        settings, engine, clip, folder, result.predictor, summary, seed, say, arena_round
+    )
 
     say("exporting the community's ratings dataset")
     await export_dataset(engine, settings.images_dir, folder / "dataset", embedding_model=model_id)
@@ -310,6 +419,9 @@ async def _maintainer_stages(
         "training report": predictor_dir / "report.html",
         "predictor": predictor_dir,
         "manifest": folder / "manifest",
+        "fetched images": folder / "fetched",
+        "LoRA": folder / "lora",
+        "summary": folder / "summary.json",
         "ratings dataset": folder / "dataset",
         "database": Path(str(settings.database_url).split("///", 1)[-1]),
     }

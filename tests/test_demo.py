@@ -34,11 +34,22 @@ def test_demo_runs_the_loop_and_summarises(tmp_path: Path) -> None:
     assert recorded, out
     ratings, reactions, private = map(int, recorded.groups())
     assert reactions == 24 * 3 and private > 0 and ratings == reactions - private
-    assert "100,000 / " in out and "held-out Spearman vs the hidden taste" in out
+    assert "held-out Spearman vs the hidden taste" in out
+    assert re.search(r"sample rows scored / kept \(top 25 %\)\s+│ 120 / \d+", out), out
+    summary = json.loads((folder / "summary.json").read_text())
+    keys = {"jobs", "images", "ratings", "heldout_spearman_truth", "rows_scored", "rows_kept"}
+    keys |= {"fetched", "finetune_steps", "aesthetic_before", "aesthetic_after"}
+    keys |= {"arena_judgements", "arena_win_rate", "seconds"}
+    assert keys <= set(summary) and summary["jobs"] == 12 and summary["rows_scored"] == 120
+    # The loop closes: the kept images were fetched over HTTP, a LoRA trained and judged.
+    assert 0 < summary["fetched"] == summary["rows_kept"] and summary["finetune_steps"] == 40
+    assert (folder / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    assert summary["aesthetic_before"] is not None and summary["aesthetic_after"] is not None
+    assert summary["arena_judgements"] == 5 and 0 <= summary["arena_win_rate"] <= 1
     assert f"training report: {folder / 'predictor' / 'report.html'}" in out
     assert (folder / "predictor" / "report.html").is_file()
     manifest = json.loads((folder / "manifest" / "manifest.json").read_text())
-    assert manifest["rows_in"] == 100_000 and manifest["rows_out"] >= 10_000  # ties are kept
+    assert manifest["rows_in"] == 120 and manifest["rows_out"] >= 30  # ties are kept
     assert (folder / "dataset" / "README.md").is_file()
     assert "demo.local.token" not in out + result.stderr
     # A second run replaces the demo folder; a folder that is not a demo's is refused.

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -119,7 +120,8 @@ def fetch_manifest(
     force: bool = False,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """Download ``manifest``'s images into ``out`` and return the fetch record.
+    """Download ``manifest``'s images into ``out`` and return the fetch record (on the main
+    thread: img2dataset sets a signal handler).
 
     Images are resized to ``image_size`` squares (centre crop), the size fine-tuning reads;
     each sample keeps its caption and its ``aesthetic`` score."""
@@ -164,6 +166,8 @@ def fetch_manifest(
 
     started = time.perf_counter()
     interrupted = False
+    # img2dataset installs a Ctrl-C handler that exits 0; ours comes back afterwards.
+    previous_handler = signal.getsignal(signal.SIGINT)
     try:
         download(
             url_list=str(manifest),
@@ -186,6 +190,8 @@ def fetch_manifest(
         )
     except SystemExit:  # img2dataset's Ctrl-C handler exits 0
         interrupted = True
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
     summary = fetch_summary(out)
     record.update(summary)
     record["seconds"] = round(record.get("seconds", 0) + time.perf_counter() - started, 1)

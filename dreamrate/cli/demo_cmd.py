@@ -22,7 +22,8 @@ def demo_cmd(
         float, typer.Option(min=0.0, help="Seconds between one member's reactions.")
     ] = 1.1,
 ) -> None:
-    """Play a small community end to end: /dream, emoji ratings, embed, train, score, export."""
+    """Play a small community end to end: /dream, emoji ratings, embed, train, score, fetch,
+    fine-tune, arena, export."""
     import logging
     import os
 
@@ -77,7 +78,20 @@ def demo_cmd(
             f"{ours['spearman']:.3f} (baseline {base['spearman']:.3f})",
         ),
         ("held-out Spearman vs the hidden taste", f"{summary.spearman_vs_taste:.3f}"),
-        ("rows scored / kept (top 10 %)", f"{summary.rows_scored:,} / {summary.rows_kept:,}"),
+        (
+            "sample rows scored / kept (top 25 %)",
+            f"{summary.rows_scored:,} / {summary.rows_kept:,}",
+        ),
+        ("images fetched (img2dataset)", f"{summary.fetched:,}"),
+        ("LoRA fine-tune steps", str(summary.finetune_steps)),
+        (
+            "predicted aesthetic, same prompts and seeds",
+            f"{summary.aesthetic_before:.3f} before -> {summary.aesthetic_after:.3f} after",
+        ),
+        (
+            "arena: community-v1 against the base",
+            f"won {summary.arena_win_rate:.0%} of {summary.arena_judgements} judgement(s)",
+        ),
     ]
     for name, value in rows:
         table.add_row(name, value)
