@@ -37,6 +37,7 @@ __all__ = [
     "arena_report",
     "close_round",
     "fail_round",
+    "feed_arena_channels",
     "open_round",
     "posted_message",
     "round_for_job",
@@ -133,6 +134,23 @@ async def rounds_due(engine: AsyncEngine, now: datetime | None = None) -> list[R
         or r.left_status in FINISHED
         or r.right_status in FINISHED
     ]
+
+
+async def feed_arena_channels(engine: AsyncEngine) -> list[tuple[int, int]]:
+    """``(guild, feed channel)`` of every feed with the arena on and no round going there."""
+    from dreamrate.db.models import GuildSettings
+
+    going = select(ArenaRound.id).where(
+        ArenaRound.channel_id == GuildSettings.feed_channel_id,
+        ArenaRound.status.in_(("rendering", "open")),
+    )
+    query = select(GuildSettings.guild_id, GuildSettings.feed_channel_id).where(
+        GuildSettings.feed_arena.is_(True),
+        GuildSettings.feed_channel_id.is_not(None),
+        ~going.exists(),
+    )
+    async with engine.connect() as conn:
+        return [(int(g), int(c)) for g, c in (await conn.execute(query)).all()]
 
 
 async def round_for_job(engine: AsyncEngine, job_id: int) -> RoundState | None:

@@ -79,17 +79,21 @@ def register_admin(
         name="feed", description="Post an image needing ratings to a channel every N minutes."
     )
     @app_commands.describe(
-        compare="Percent of posts that ask to choose between two images (0: ratings only)."
+        compare="Percent of posts that ask to choose between two images (0: ratings only).",
+        arena="Keep an arena round (two models, judged blind) going in the feed channel.",
     )
     async def feed(
         interaction: discord.Interaction,
         channel: app_commands.AppCommandChannel,
         minutes: app_commands.Range[int, 1, 10080] = 60,
         compare: app_commands.Range[int, 0, 100] | None = None,
+        arena: bool | None = None,
     ) -> None:
         assert interaction.guild_id is not None
         # Left out, the share stays as it was (changing the interval keeps the mix).
-        share = {} if compare is None else {"feed_compare_percent": compare}
+        share: dict[str, object] = {} if compare is None else {"feed_compare_percent": compare}
+        if arena is not None:
+            share["feed_arena"] = arena
         await retry_on_disconnect(
             lambda: update_guild_settings(
                 engine,
@@ -105,6 +109,8 @@ def register_admin(
             )
             compare = (current.feed_compare_percent if current else None) or 0
         mix = f", {compare}% of posts comparisons" if compare else ""
+        if arena:
+            mix += ", an arena round always going"
         await interaction.response.send_message(
             f"Rating feed: {channel.mention} every {minutes} min{mix}.", ephemeral=True
         )

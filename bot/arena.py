@@ -22,6 +22,7 @@ from dreamrate.aesthetic.arena import (
     RoundState,
     close_round,
     fail_round,
+    feed_arena_channels,
     open_round,
     posted_message,
     rounds_due,
@@ -105,9 +106,32 @@ class Arena:
         self.interval = interval
 
     async def start(self, interaction: discord.Interaction, prompt: str | None) -> None:
-        """|coro| Queue the two jobs of a new round (the checks are /dream's)."""
+        """|coro| ``/arena``: queue the two jobs of a new round here (the checks are /dream's)."""
         await self.dreams.check(interaction, "/arena")
         assert interaction.guild_id is not None and interaction.channel_id is not None
+        await interaction.response.defer(thinking=True)
+        user = await retry_on_disconnect(
+            lambda: ensure_user(self.engine, interaction.user.id, interaction.user.name)
+        )
+        text = await self.start_round(
+            interaction.guild_id, interaction.channel_id, user.id, prompt, enforce_caps=True
+        )
+        await interaction.followup.send(
+            f"Arena round started: two models draw “{_short(text, 200)}” with the same seed. "
+            "The pair appears here, unnamed, when both are done."
+        )
+
+    async def start_round(
+        self,
+        guild_id: int,
+        channel_id: int,
+        requester_id: int,
+        prompt: str | None,
+        *,
+        enforce_caps: bool,
+    ) -> str:
+        """|coro| Queue a round's two jobs (two of the models /dream offers, drawn at random,
+        the first shown left) and record it; returns the prompt."""
         limits = await self.dreams.current_limits()
         models = list(dict.fromkeys(limits.models))
         if len(models) < 2:
@@ -125,10 +149,6 @@ class Arena:
             )
             for m in pair
         ]
-        await interaction.response.defer(thinking=True)
-        user = await retry_on_disconnect(
-            lambda: ensure_user(self.engine, interaction.user.id, interaction.user.name)
-        )
         jobs = []
         for request in requests:
             # No channel: the worker renders it, the delivery loop never posts it.
@@ -137,8 +157,9 @@ class Arena:
                     partial(
                         self.repo.enqueue,
                         request,
-                        requester_id=user.id,
-                        guild_id=interaction.guild_id,
+                        requester_id=requester_id,
+                        guild_id=guild_id,
+                        enforce_caps=enforce_caps,
                     )
                 )
             )
@@ -146,18 +167,33 @@ class Arena:
             partial(
                 start_round,
                 self.engine,
-                guild_id=interaction.guild_id,
-                channel_id=interaction.channel_id,
+                guild_id=guild_id,
+                channel_id=channel_id,
                 prompt=requests[0].prompt,
                 seed=seed,
                 left_job_id=jobs[0].id,
                 right_job_id=jobs[1].id,
             )
         )
-        await interaction.followup.send(
-            f"Arena round started: two models draw “{_short(requests[0].prompt, 200)}” with "
-            "the same seed. The pair appears here, unnamed, when both are done."
-        )
+        return requests[0].prompt
+
+    async def feed_rounds(self) -> int:
+        """|coro| A new round in every feed channel whose moderators turned the arena on and
+        whose last round has closed; the bot asks."""
+        channels = await retry_on_disconnect(partial(feed_arena_channels, self.engine))
+        if not channels:
+            return 0
+        me = self.client.user
+        assert me is not None
+        bot = await retry_on_disconnect(lambda: ensure_user(self.engine, me.id, me.name))
+        started = 0
+        for guild_id, channel_id in channels:
+            try:
+                await self.start_round(guild_id, channel_id, bot.id, None, enforce_caps=False)
+                started += 1
+            except DreamrateError as exc:  # e.g. fewer than two models: try again later
+                logger.warning("feed arena in channel %s: %s", channel_id, exc.message)
+        return started
 
     async def run_forever(self) -> None:
         while True:
@@ -170,7 +206,9 @@ class Arena:
             await asyncio.sleep(self.interval)
 
     async def step(self) -> int:
-        """|coro| Post, fail or close the rounds that are due; returns how many changed."""
+        """|coro| Post, fail or close the rounds that are due, and start the feeds' next
+        ones; returns how many changed."""
+        await self.feed_rounds()
         due = await retry_on_disconnect(partial(rounds_due, self.engine))
         for state in due:
             if state.status == "open":

@@ -134,6 +134,8 @@ class GuildSettings(Base):
     feed_interval_minutes: Mapped[int | None] = mapped_column(Integer)
     #: Percent of feed posts that are comparisons of two images (None or 0: ratings only).
     feed_compare_percent: Mapped[int | None] = mapped_column(Integer)
+    #: The feed keeps one arena round going in its channel (a new one when the last closes).
+    feed_arena: Mapped[bool | None] = mapped_column(Boolean)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -99,13 +99,14 @@ async def feed_channels(engine: AsyncEngine) -> list[tuple[int, int, int | None,
 
 async def update_guild_settings(engine: AsyncEngine, guild_id: int, **values: object) -> None:
     """Set some of a guild's settings (allowed_channel_ids, feed_channel_id,
-    feed_interval_minutes, feed_compare_percent)."""
+    feed_interval_minutes, feed_compare_percent, feed_arena)."""
     now = utcnow()
     defaults = {
         "allowed_channel_ids": [],
         "feed_channel_id": None,
         "feed_interval_minutes": None,
         "feed_compare_percent": None,
+        "feed_arena": None,
     }
     async with engine.begin() as conn:
         await conn.execute(

@@ -24,10 +24,7 @@ ADA, BOB, CY = Member(71, "ada"), Member(72, "bob"), Member(73, "cy")
 LEFT, RIGHT, TIE = "⬅️", "➡️", "🟰"
 
 
-async def test_an_arena_round_is_blind_until_it_closes_and_its_judgements_count(
-    discord_server, database_url, tmp_path, tiny_models
-) -> None:  # type: ignore[no-untyped-def]
-    tiny = tiny_models[0]
+async def _register_a_lora(tmp_path, database_url, tiny) -> None:  # type: ignore[no-untyped-def]
     shard = tmp_path / "images" / "00000"
     shard.mkdir(parents=True)
     Image.new("RGB", (32, 32), (230, 20, 20)).save(shard / "000000000.jpg")
@@ -35,10 +32,16 @@ async def test_an_arena_round_is_blind_until_it_closes_and_its_judgements_count(
     finetune(tmp_path / "images", str(tiny), tmp_path / "lora", options, show_progress=False)
     engine = create_engine(database_url)
     await upgrade(engine)
-    await add_model(
-        engine, spec_for("community-v1", path=None, lora=tmp_path / "lora", base=str(tiny))
-    )
+    lora = spec_for("community-v1", path=None, lora=tmp_path / "lora", base=str(tiny))
+    await add_model(engine, lora)
     await engine.dispose()
+
+
+async def test_an_arena_round_is_blind_until_it_closes_and_its_judgements_count(
+    discord_server, database_url, tmp_path, tiny_models
+) -> None:  # type: ignore[no-untyped-def]
+    tiny = tiny_models[0]
+    await _register_a_lora(tmp_path, database_url, tiny)
 
     # Rounds stay open 6 s here (a day by default).
     running = await start_bot(
@@ -101,3 +104,41 @@ async def test_an_arena_round_is_blind_until_it_closes_and_its_judgements_count(
 async def test_arena_needs_two_models(running) -> None:  # type: ignore[no-untyped-def]
     answer = await say(running.discord, ADA, "arena")
     assert "needs two models" in answer and "dreamrate models add" in answer
+
+
+async def test_the_feed_keeps_an_arena_round_going_once_a_moderator_turns_it_on(
+    discord_server, database_url, tmp_path, tiny_models
+) -> None:  # type: ignore[no-untyped-def]
+    from dreamrate.fake_discord import BASIC, CHANNEL_ID, MANAGE_GUILD
+
+    tiny = tiny_models[0]
+    await _register_a_lora(tmp_path, database_url, tiny)
+    running = await start_bot(discord_server, database_url, tmp_path / "data", tiny)
+    try:
+        server = running.discord
+        mod = Member(75, "mod", permissions=BASIC | MANAGE_GUILD)
+        # Rounds start only where moderators asked for them.
+        async with running.engine.connect() as conn:  # type: ignore[attr-defined]
+            assert (await conn.execute(select(ArenaRound))).all() == []
+        options = [
+            {"name": "channel", "type": 7, "value": str(CHANNEL_ID)},
+            {"name": "arena", "type": 5, "value": True},
+        ]
+        answer = await say(server, mod, "admin", options, subcommand="feed")
+        assert "an arena round always going" in answer
+
+        def arena_posts() -> list[int]:
+            return [
+                mid
+                for mid, m in server.messages.items()
+                if any("dreamrate-arena-" in a["filename"] for a in m["attachments"])
+                and int(m["channel_id"]) == CHANNEL_ID
+            ]
+
+        (post,) = await server.wait_for(arena_posts, timeout=120)
+        async with running.engine.connect() as conn:  # type: ignore[attr-defined]
+            rounds = (await conn.execute(select(ArenaRound))).all()
+        assert len(rounds) == 1 and rounds[0].status == "open"  # one at a time
+        assert "community-v1" not in json.dumps(server.messages[post]["embeds"])
+    finally:
+        await stop_bot(running)

@@ -34,3 +34,14 @@ def test_wilson_interval_at_the_edges() -> None:
     assert all(math.isnan(v) for v in wilson_interval(0, 0))
     # Wider with fewer judgements at the same rate.
     assert wilson_interval(7, 10)[0] < wilson_interval(70, 100)[0]
+
+
+def test_arena_report_refuses_a_model_against_itself(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_cli import _one_error_line, run_cli
+
+    env = {"DREAMRATE_DATA_DIR": str(tmp_path / "data")}
+    _one_error_line(run_cli("arena", "report", "--models", "a,a", env=env), "two different models")
+    _one_error_line(run_cli("arena", "report", "--models", "a", env=env), "--models", "A,B")
+    assert not (tmp_path / "data").exists()  # refused before the database is opened
+    empty = run_cli("arena", "report", env=env)
+    assert empty.returncode == 0 and "no arena judgements yet" in empty.stdout

@@ -1,4 +1,4 @@
-"""arena rounds: one prompt and seed on two models, posted blind
+"""arena rounds: one prompt and seed on two models, posted blind; the feed's arena switch
 
 Revision ID: 0008
 Revises: 0007
@@ -54,9 +54,13 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_arena_rounds_left_job_id"), ["left_job_id"])
         batch_op.create_index(batch_op.f("ix_arena_rounds_right_job_id"), ["right_job_id"])
         batch_op.create_index(batch_op.f("ix_arena_rounds_status"), ["status"])
+    with op.batch_alter_table("guild_settings", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("feed_arena", sa.Boolean(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("guild_settings", schema=None) as batch_op:
+        batch_op.drop_column("feed_arena")
     with op.batch_alter_table("arena_rounds", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_arena_rounds_status"))
         batch_op.drop_index(batch_op.f("ix_arena_rounds_right_job_id"))
