@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 FINISHED = (JobStatus.FAILED, JobStatus.CANCELLED)
+FEED_RETRY = timedelta(hours=1)  #: a feed waits this long after a failed round
 
 
 class ArenaError(DreamrateError):
@@ -142,7 +143,10 @@ async def feed_arena_channels(engine: AsyncEngine) -> list[tuple[int, int]]:
 
     going = select(ArenaRound.id).where(
         ArenaRound.channel_id == GuildSettings.feed_channel_id,
-        ArenaRound.status.in_(("rendering", "open")),
+        # A round going, or one that failed within the hour: a broken model is not
+        # retried every few seconds.
+        ArenaRound.status.in_(("rendering", "open"))
+        | ((ArenaRound.status == "failed") & (ArenaRound.created_at > utcnow() - FEED_RETRY)),
     )
     query = select(GuildSettings.guild_id, GuildSettings.feed_channel_id).where(
         GuildSettings.feed_arena.is_(True),

@@ -9,8 +9,11 @@ machinery, and when the round closes its card is edited to name them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import random
+import time
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -50,6 +53,9 @@ if TYPE_CHECKING:
 __all__ = ["ARENA_PROMPTS", "Arena", "arena_embed"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between looks for feed channels that need a new round.
+FEED_CHECK_SECONDS = 30.0
 
 #: Prompts for a round started without one: plain subjects every model can draw.
 ARENA_PROMPTS = (
@@ -104,6 +110,7 @@ class Arena:
         self.dreams, self.posts = dreams, posts
         self.duration = timedelta(hours=hours)
         self.interval = interval
+        self._feed_checked = -math.inf
 
     async def start(self, interaction: discord.Interaction, prompt: str | None) -> None:
         """|coro| ``/arena``: queue the two jobs of a new round here (the checks are /dream's)."""
@@ -150,19 +157,22 @@ class Arena:
             for m in pair
         ]
         jobs = []
-        for request in requests:
-            # No channel: the worker renders it, the delivery loop never posts it.
-            jobs.append(
-                await retry_on_disconnect(
-                    partial(
-                        self.repo.enqueue,
+        try:
+            for request in requests:
+                # No channel: the worker renders it, the delivery loop never posts it.
+                jobs.append(
+                    await self.repo.enqueue(
                         request,
                         requester_id=requester_id,
                         guild_id=guild_id,
                         enforce_caps=enforce_caps,
                     )
                 )
-            )
+        except BaseException:
+            for job in jobs:  # half a round is no round: its first job goes too
+                with contextlib.suppress(DreamrateError):
+                    await self.repo.cancel(job.id, by_user_id=requester_id)
+            raise
         await retry_on_disconnect(
             partial(
                 start_round,
@@ -208,24 +218,43 @@ class Arena:
     async def step(self) -> int:
         """|coro| Post, fail or close the rounds that are due, and start the feeds' next
         ones; returns how many changed."""
-        await self.feed_rounds()
+        now = time.monotonic()
+        if now - self._feed_checked >= FEED_CHECK_SECONDS:
+            self._feed_checked = now
+            await self.feed_rounds()
         due = await retry_on_disconnect(partial(rounds_due, self.engine))
         for state in due:
-            if state.status == "open":
-                await self._close(state)
-            elif JobStatus.DONE == state.left_status == state.right_status:
-                await self._post(state)
-            else:
+            try:
+                if state.status == "open":
+                    await self._close(state)
+                elif JobStatus.DONE == state.left_status == state.right_status:
+                    await self._post(state)
+                else:
+                    await self._fail(state, "could not be rendered")
+            except discord.HTTPException as exc:
+                # One round that cannot post (a deleted channel, lost permissions) never
+                # holds up the others; refused outright, it ends.
+                logger.warning("arena round %s: Discord answered %s", state.id, exc.status)
+                if exc.status < 500:
+                    await retry_on_disconnect(partial(fail_round, self.engine, state.id))
+            except (OSError, IndexError) as exc:  # an image file gone, a job without images
+                logger.warning("arena round %s: %s", state.id, exc)
                 await retry_on_disconnect(partial(fail_round, self.engine, state.id))
-                channel = self.client.get_partial_messageable(state.channel_id)
-                await channel.send(
-                    "An arena round could not be rendered; start another with /arena."
-                )
         return len(due)
+
+    async def _fail(self, state: RoundState, why: str) -> None:
+        await retry_on_disconnect(partial(fail_round, self.engine, state.id))
+        channel = self.client.get_partial_messageable(state.channel_id)
+        await channel.send(f"An arena round {why}; start another with /arena.")
 
     async def _post(self, state: RoundState) -> None:
         left = (await retry_on_disconnect(partial(self.repo.images, state.left_job_id)))[0]
         right = (await retry_on_disconnect(partial(self.repo.images, state.right_job_id)))[0]
+        if left.flagged or left.removed or right.flagged or right.removed:
+            await self._fail(
+                state, "was stopped: the safety check or a moderator held an image back"
+            )
+            return
         recovered = await retry_on_disconnect(
             partial(posted_message, self.engine, left.id, right.id)
         )

@@ -138,7 +138,7 @@ class DreamrateBot(discord.Client):
             dreams=self.dreams,
             posts=self.posts,
             hours=settings.discord.arena_hours,
-            interval=delivery_interval,
+            interval=max(delivery_interval, 1.0),
         )
         self._tasks: list[asyncio.Task[None]] = []
         register_commands(

@@ -114,6 +114,10 @@ def _prepare_out(
                 raise FinetuneError(
                     f"--resume: {out} was trained with another {key} ({theirs}, not {mine})"
                 )
+        if previous.get("status") == "done":
+            raise FinetuneError(
+                f"--resume: {out} finished its run already (--force trains it again)"
+            )
         if previous.get("data", {}).get("images") != record["data"]["images"]:
             raise FinetuneError(f"--resume: the data changed since {out} was started")
         return previous
@@ -131,7 +135,9 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted(folder.glob("step-*"), key=lambda p: int(p.name[5:])) if folder.is_dir() else []
 
 
-def _save_checkpoint(out: Path, step: int, unet: Any, optimizer: Any, losses: list[float]) -> None:
+def _save_checkpoint(
+    out: Path, step: int, unet: Any, optimizer: Any, losses: list[float], scaler: Any = None
+) -> None:
     import torch
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
@@ -144,13 +150,15 @@ def _save_checkpoint(out: Path, step: int, unet: Any, optimizer: Any, losses: li
         }
         save_file(state, str(tmp / "lora.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if scaler is not None:  # fp16's loss scale: without it a resumed run skips other steps
+            torch.save(scaler.state_dict(), tmp / "scaler.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}))
     for old in _checkpoints(out)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
 
 
 def _load_checkpoint(
-    checkpoint: Path, unet: Any, optimizer: Any, device: Any
+    checkpoint: Path, unet: Any, optimizer: Any, device: Any, scaler: Any = None
 ) -> tuple[int, list[float]]:
     import torch
     from peft.utils import set_peft_model_state_dict
@@ -160,6 +168,8 @@ def _load_checkpoint(
     optimizer.load_state_dict(
         torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True)
     )
+    if scaler is not None and (checkpoint / "scaler.pt").is_file():
+        scaler.load_state_dict(torch.load(checkpoint / "scaler.pt", weights_only=True))
     state = json.loads((checkpoint / "state.json").read_text())
     return int(state["step"]), [float(x) for x in state["losses"]]
 
@@ -266,7 +276,7 @@ def finetune(
     if previous is not None:
         checkpoints = _checkpoints(out)
         if checkpoints:
-            start, losses = _load_checkpoint(checkpoints[-1], unet, optimizer, run_device)
+            start, losses = _load_checkpoint(checkpoints[-1], unet, optimizer, run_device, scaler)
         record["started_at"] = previous.get("started_at", record["started_at"])
         record["resumed"] = [*previous.get("resumed", []), start]
         logger.info("resuming %s from step %d", out, start)
@@ -353,7 +363,7 @@ def finetune(
                 losses.append(float(loss.detach()))
                 progress.update(task, completed=step, loss=f"{losses[-1]:.4f}")
                 if step % options.checkpoint_every == 0 and step < options.steps:
-                    _save_checkpoint(out, step, unet, optimizer, losses)
+                    _save_checkpoint(out, step, unet, optimizer, losses, scaler)
     except KeyboardInterrupt:
         record.update(status="interrupted", steps_done=len(losses), losses=losses)
         _write_json(out / "train.json", record)

@@ -61,7 +61,14 @@ class ModelSpec:
         a valid module name for peft."""
         if self.kind != "lora":
             return None
-        digest = hashlib.sha256(f"{self.name}|{self.path}".encode()).hexdigest()[:12]
+        # The file's size and time too: a LoRA retrained into the same folder is a new
+        # adapter to a warm worker, not the one it loaded before.
+        try:
+            stat = (Path(self.path) / LORA_FILE).stat()
+            version = f"{stat.st_size}|{stat.st_mtime_ns}"
+        except OSError:
+            version = "missing"
+        digest = hashlib.sha256(f"{self.name}|{self.path}|{version}".encode()).hexdigest()[:12]
         return f"m{digest}", self.path
 
 

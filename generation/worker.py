@@ -103,10 +103,9 @@ class PipelineCache:
             try:
                 pipeline.load_lora_weights(folder, adapter_name=name)
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
-                reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-                raise ModelError(
-                    f"cannot load the LoRA in {folder} onto {model}: {reason}"
-                ) from None
+                # The folder stays in the worker's log; members see the job's error.
+                logger.error("cannot load the LoRA in %s onto %s: %s", folder, model, exc)
+                raise ModelError("the model's LoRA adapter could not be loaded") from None
             loaded.add(name)
         pipeline.enable_lora()
         pipeline.set_adapters([name])

@@ -15,7 +15,14 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dreamrate.db.models import Choice, ChoiceEvent, ComparisonPost, Image, RatingEventKind
+from dreamrate.db.models import (
+    ArenaRound,
+    Choice,
+    ChoiceEvent,
+    ComparisonPost,
+    Image,
+    RatingEventKind,
+)
 from dreamrate.db.types import UTCDateTime
 from dreamrate.ratings.decisions import Outcome, ReactionEvent, present_emojis, settle_choice
 from dreamrate.ratings.policy import counted_image
@@ -58,6 +65,13 @@ async def comparisons_of(conn: AsyncConnection, message_ids: Sequence[int]) -> d
         select(ComparisonPost.message_id, ComparisonPost.image_a_id, ComparisonPost.image_b_id)
         .where(ComparisonPost.message_id.in_(list(message_ids)))
         .where(_kept(ComparisonPost.image_a_id), _kept(ComparisonPost.image_b_id))
+        # A closed arena round is settled: its post names the models now, so a choice
+        # made, changed or taken back since would not be blind.
+        .where(
+            ~exists().where(
+                ArenaRound.message_id == ComparisonPost.message_id, ArenaRound.status == "closed"
+            )
+        )
     )
     return {int(m): (int(a), int(b)) for m, a, b in rows}
 

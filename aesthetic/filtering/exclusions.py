@@ -35,9 +35,19 @@ def _entries(path: Path, option: str) -> list[str]:
     return [line for line in lines if line]
 
 
+def _ascii(host: str) -> str:
+    """``host`` lowercased in its ASCII (IDNA) form, so ``bücher.example`` and
+    ``xn--bcher-kva.example`` are one domain."""
+    host = host.lower().rstrip(".")
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
+
+
 def _host(url: str) -> str:
     try:
-        return (urlsplit(url).hostname or "").rstrip(".")
+        return _ascii(urlsplit(url).hostname or "")
     except ValueError:  # a malformed URL (e.g. a bad IPv6 literal) has no host to match
         return ""
 
@@ -65,8 +75,7 @@ class Exclusions:
         by_domain = np.zeros(len(urls), dtype=bool)
         if self.domains:
             hosts = (
-                _host(u).lower() if u and not listed else ""
-                for u, listed in zip(urls, by_url, strict=True)
+                _host(u) if u and not listed else "" for u, listed in zip(urls, by_url, strict=True)
             )
             by_domain = np.fromiter((bool(h) and self._blocked_host(h) for h in hosts), bool)
         self.dropped["urls"] += int(by_url.sum())
@@ -80,7 +89,8 @@ def load_exclusions(urls_file: Path | None, domains_file: Path | None) -> Exclus
     urls = frozenset(_entries(urls_file, "--exclude-urls")) if urls_file else frozenset()
     domains: set[str] = set()
     for entry in _entries(domains_file, "--exclude-domains") if domains_file else []:
-        host = _host(entry) if "//" in entry else entry.split("/", 1)[0]
-        host = host.lower().rstrip(".")
-        domains.add(host[4:] if host.startswith("www.") else host)
+        # A URL, host:port or *.domain all name the domain.
+        host = _host(entry) if "//" in entry else _ascii(entry.split("/", 1)[0].split(":", 1)[0])
+        host = host.removeprefix("*.")
+        domains.add(host.removeprefix("www."))
     return Exclusions(urls, frozenset(d for d in domains if d))

@@ -140,7 +140,10 @@ def fetch_manifest(
     ident = manifest_id(manifest)
     _prepare_out(out, ident, force=force, resume=resume)
     rows = int(data.get("rows_out", 0))
-    expected_shards = math.ceil(rows / SAMPLES_PER_SHARD) if rows else 0
+    # img2dataset shards each input file on its own.
+    expected_shards = sum(
+        math.ceil(int(f.get("rows", 0)) / SAMPLES_PER_SHARD) for f in data["files"]
+    )
     columns = data.get("columns") or []
     record: dict[str, Any] = {
         "format": "dreamrate-fetch",

@@ -24,7 +24,8 @@ ADA, BOB, CY = Member(71, "ada"), Member(72, "bob"), Member(73, "cy")
 LEFT, RIGHT, TIE = "⬅️", "➡️", "🟰"
 
 
-async def _register_a_lora(tmp_path, database_url, tiny) -> None:  # type: ignore[no-untyped-def]
+async def register_a_lora(tmp_path, database_url, tiny, name: str = "community-v1") -> None:  # type: ignore[no-untyped-def]
+    """A two-step LoRA of the tiny model, registered as ``name`` before the bot starts."""
     shard = tmp_path / "images" / "00000"
     shard.mkdir(parents=True)
     Image.new("RGB", (32, 32), (230, 20, 20)).save(shard / "000000000.jpg")
@@ -32,7 +33,7 @@ async def _register_a_lora(tmp_path, database_url, tiny) -> None:  # type: ignor
     finetune(tmp_path / "images", str(tiny), tmp_path / "lora", options, show_progress=False)
     engine = create_engine(database_url)
     await upgrade(engine)
-    lora = spec_for("community-v1", path=None, lora=tmp_path / "lora", base=str(tiny))
+    lora = spec_for(name, path=None, lora=tmp_path / "lora", base=str(tiny))
     await add_model(engine, lora)
     await engine.dispose()
 
@@ -41,7 +42,7 @@ async def test_an_arena_round_is_blind_until_it_closes_and_its_judgements_count(
     discord_server, database_url, tmp_path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]
     tiny = tiny_models[0]
-    await _register_a_lora(tmp_path, database_url, tiny)
+    await register_a_lora(tmp_path, database_url, tiny)
 
     # Rounds stay open 6 s here (a day by default).
     running = await start_bot(
@@ -112,7 +113,7 @@ async def test_the_feed_keeps_an_arena_round_going_once_a_moderator_turns_it_on(
     from dreamrate.fake_discord import BASIC, CHANNEL_ID, MANAGE_GUILD
 
     tiny = tiny_models[0]
-    await _register_a_lora(tmp_path, database_url, tiny)
+    await register_a_lora(tmp_path, database_url, tiny)
     running = await start_bot(discord_server, database_url, tmp_path / "data", tiny)
     try:
         server = running.discord
@@ -133,6 +134,7 @@ async def test_the_feed_keeps_an_arena_round_going_once_a_moderator_turns_it_on(
                 for mid, m in server.messages.items()
                 if any("dreamrate-arena-" in a["filename"] for a in m["attachments"])
                 and int(m["channel_id"]) == CHANNEL_ID
+                and len(server.reactions[mid]) == 3  # seeded once the round is recorded open
             ]
 
         (post,) = await server.wait_for(arena_posts, timeout=120)

@@ -4,16 +4,13 @@ with them, and /admin models lists them."""
 from __future__ import annotations
 
 import pytest
-from PIL import Image
 from sqlalchemy import select
 
-from dreamrate.db.engine import create_engine
-from dreamrate.db.migrate import upgrade
 from dreamrate.db.models import Job
 from dreamrate.fake_discord import BASIC, MANAGE_GUILD, Member
-from dreamrate.generation.finetune import FinetuneOptions, finetune
-from dreamrate.generation.registry import add_model, remove_model, spec_for
+from dreamrate.generation.registry import remove_model
 from tests.bot.conftest import start_bot, stop_bot
+from tests.bot.test_arena_e2e import register_a_lora
 from tests.bot.test_discord_world_e2e import say
 from tests.bot.test_dream_e2e import image_messages
 
@@ -26,15 +23,7 @@ async def test_dream_offers_and_renders_a_registered_lora(
     discord_server, database_url, tmp_path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]
     tiny = tiny_models[0]
-    shard = tmp_path / "images" / "00000"
-    shard.mkdir(parents=True)
-    Image.new("RGB", (32, 32), (230, 20, 20)).save(shard / "000000000.jpg")
-    options = FinetuneOptions(steps=2, rank=2, lr=0.05, resolution=32, batch_size=1)
-    finetune(tmp_path / "images", str(tiny), tmp_path / "lora", options, show_progress=False)
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    await add_model(engine, spec_for("red", path=None, lora=tmp_path / "lora", base=str(tiny)))
-    await engine.dispose()
+    await register_a_lora(tmp_path, database_url, tiny, name="red")
 
     running = await start_bot(discord_server, database_url, tmp_path / "data", tiny)
     try:

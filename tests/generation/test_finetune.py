@@ -141,6 +141,9 @@ def test_an_interrupted_fine_tune_resumes_to_the_weights_of_an_uninterrupted_one
     assert mine.keys() == theirs.keys() and len(mine) > 0
     for key in mine:
         np.testing.assert_array_equal(mine[key], theirs[key])
+    # A finished run has nothing to resume.
+    again = run_cli("finetune", *common, "--out", str(out), "--resume", timeout=300)
+    _one_error_line(again, "finished its run already", "--force")
 
 
 def test_fine_tune_bad_input_is_one_line_and_writes_nothing(
