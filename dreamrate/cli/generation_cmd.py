@@ -86,9 +86,12 @@ def generate_cmd(
         async with database(settings) as engine:
             return {s.name: s.loads for s in await list_models(engine)}
 
-    limits = dataclasses.replace(limits, registered=asyncio.run(registered()))
-    width, height = parse_size(size) if size else (None, None)
     chosen_model = model or limits.default_model
+    if chosen_model not in limits.models:
+        # Only a model the settings do not name sends us to the registry (and the database):
+        # a bad request with a configured model is refused before anything is opened.
+        limits = dataclasses.replace(limits, registered=asyncio.run(registered()))
+    width, height = parse_size(size) if size else (None, None)
     request = validate_request(
         RequestInput(
             prompt=prompt,
