@@ -159,6 +159,8 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_queue", "status", "priority", "created_at"),
         Index("ix_jobs_requester_status", "requester_id", "status"),
+        # The web gallery: a guild's images, newest first.
+        Index("ix_jobs_guild_id_id", "guild_id", "id"),
         CheckConstraint("num_images >= 1", name="num_images_positive"),
         CheckConstraint("width > 0 AND height > 0", name="size_positive"),
     )
@@ -343,8 +345,10 @@ class ComparisonPost(Base):
     image_b_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
     channel_id: Mapped[int] = mapped_column(Snowflake)
     guild_id: Mapped[int | None] = mapped_column(Snowflake)
-    #: ``compare`` or ``feed``.
+    #: ``compare``, ``feed``, ``arena`` or ``web`` (a pair shown on the web home).
     kind: Mapped[str] = mapped_column(String(16))
+    #: The one member a ``web`` pair was shown to: only they may choose on it.
+    shown_to: Mapped[int | None] = mapped_column(Snowflake)
     posted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -480,4 +484,24 @@ class ArenaRound(Base):
     status: Mapped[str] = mapped_column(String(16), default="rendering", index=True)
     closes_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    """One moderation action (web or Discord): who did what to whom, in which guild."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_guild_id_id", "guild_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(Snowflake)
+    actor_discord_id: Mapped[int] = mapped_column(Snowflake)
+    actor_name: Mapped[str] = mapped_column(String(100), default="")
+    #: ``remove``, ``dismiss``, ``ban``, ``unban``, ``settings``, ...
+    action: Mapped[str] = mapped_column(String(32))
+    #: What it acted on, as shown: ``image 12``, ``member 345``.
+    target: Mapped[str] = mapped_column(String(200), default="")
+    #: Where it was done: ``web`` or ``discord``.
+    source: Mapped[str] = mapped_column(String(16), default="web")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.db.models import (
@@ -23,6 +23,7 @@ from dreamrate.db.models import (
 )
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import dialect_insert, ensure_user
+from dreamrate.ratings.posts import WEB_KIND
 
 __all__ = [
     "OpenFlag",
@@ -33,6 +34,7 @@ __all__ = [
     "is_banned_in",
     "open_flags",
     "remove_image",
+    "remove_image_by_id",
     "set_banned",
     "update_guild_settings",
 ]
@@ -128,15 +130,27 @@ async def remove_image(engine: AsyncEngine, guild_id: int, message_id: int) -> R
     """Mark the image shown as ``message_id`` (its own message or a repost) removed, out of
     every dataset; None when no image made in ``guild_id`` is shown there."""
     reposted = select(ImagePost.image_id).where(ImagePost.message_id == message_id)
+    return await _remove(
+        engine, guild_id, or_(Image.discord_message_id == message_id, Image.id.in_(reposted))
+    )
+
+
+async def remove_image_by_id(
+    engine: AsyncEngine, guild_id: int, image_id: int
+) -> RemovedImage | None:
+    """:func:`remove_image` for an image named by its id (the web home's moderation page)."""
+    return await _remove(engine, guild_id, Image.id == image_id)
+
+
+async def _remove(
+    engine: AsyncEngine, guild_id: int, which: ColumnElement[bool]
+) -> RemovedImage | None:
     in_guild = select(Job.id).where(Job.guild_id == guild_id)
     async with engine.begin() as conn:
         row = (
             await conn.execute(
                 update(Image)
-                .where(
-                    or_(Image.discord_message_id == message_id, Image.id.in_(reposted)),
-                    Image.job_id.in_(in_guild),
-                )
+                .where(which, Image.job_id.in_(in_guild))
                 .values(removed=True, removed_at=utcnow())
                 .returning(Image.id, Image.discord_channel_id, Image.discord_message_id)
             )
@@ -150,11 +164,12 @@ async def remove_image(engine: AsyncEngine, guild_id: int, message_id: int) -> R
         )
         reposts = await conn.execute(
             select(ImagePost.channel_id, ImagePost.message_id)
-            .where(ImagePost.image_id == row.id)
+            .where(ImagePost.image_id == row.id, ImagePost.kind != WEB_KIND)
             .union_all(
                 # Its comparisons end with it (their choices stop counting; see policy).
                 select(ComparisonPost.channel_id, ComparisonPost.message_id).where(
-                    or_(ComparisonPost.image_a_id == row.id, ComparisonPost.image_b_id == row.id)
+                    or_(ComparisonPost.image_a_id == row.id, ComparisonPost.image_b_id == row.id),
+                    ComparisonPost.kind != WEB_KIND,
                 )
             )
         )

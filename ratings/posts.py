@@ -27,6 +27,11 @@ __all__ = [
 ]
 
 
+#: The ``kind`` of posts that exist only in the database: what the web home showed
+#: (:mod:`dreamrate.ratings.web_events`).
+WEB_KIND = "web"
+
+
 async def record_post(
     engine: AsyncEngine,
     *,
@@ -146,14 +151,23 @@ async def recent_image_messages(engine: AsyncEngine, since: datetime) -> list[tu
     reposts = (
         select(ImagePost.message_id, ImagePost.channel_id)
         .join(Image, Image.id == ImagePost.image_id)
-        .where(counted_image(leaving=False), ImagePost.posted_at >= since)
+        .where(
+            counted_image(leaving=False),
+            ImagePost.posted_at >= since,
+            ImagePost.kind != WEB_KIND,  # only in the database: nothing to re-read
+        )
     )
     left, right = aliased(Image), aliased(Image)
     pairs = (
         select(ComparisonPost.message_id, ComparisonPost.channel_id)
         .join(left, left.id == ComparisonPost.image_a_id)
         .join(right, right.id == ComparisonPost.image_b_id)
-        .where(left.removed.is_(False), right.removed.is_(False), ComparisonPost.posted_at >= since)
+        .where(
+            left.removed.is_(False),
+            right.removed.is_(False),
+            ComparisonPost.posted_at >= since,
+            ComparisonPost.kind != WEB_KIND,
+        )
     )
     async with engine.connect() as conn:
         rows = await conn.execute(own.union_all(reposts, pairs))

@@ -1,0 +1,209 @@
+"""Ratings and choices made on the web home, recorded exactly like reactions.
+
+A click on the web is a reaction on a message that exists only in the database: an image's
+web "post" is message ``-image_id`` and a pair shown to one member is a comparison post
+with a negative id drawn at random (Discord's ids are positive, so they never meet). Both
+live in the same tables as Discord's posts, with channel :data:`WEB_CHANNEL`, so the one
+rating log, its replay and every rule of :class:`~dreamrate.ratings.service.RatingService`
+(bans, opt-out, erase, the flag) hold unchanged. Re-rating on the web takes the member's
+earlier web emoji away first, so their rating of an image stays the last one they gave on
+either side.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dreamrate.core.errors import DreamrateError
+from dreamrate.db.models import ComparisonPost, Image, ImagePost, Job, RatingEvent
+from dreamrate.db.types import utcnow
+from dreamrate.db.users import dialect_insert
+from dreamrate.ratings.choice_log import present_choices
+from dreamrate.ratings.decisions import Outcome, ReactionEvent, present_emojis
+from dreamrate.ratings.policy import counted_image
+from dreamrate.ratings.posts import WEB_KIND
+from dreamrate.ratings.scale import WINNERS
+from dreamrate.ratings.service import RatingService
+
+__all__ = [
+    "WEB_CHANNEL",
+    "WEB_KIND",
+    "NotShownError",
+    "WebPair",
+    "choose_on_web",
+    "image_guild",
+    "rate_on_web",
+    "show_pair_on_web",
+    "web_message_of",
+]
+
+#: The channel id of every web post (no Discord channel is 0).
+WEB_CHANNEL = 0
+#: Web pairs draw their ids below this, far from the images' ``-image_id``.
+_PAIR_BASE = -(1 << 53)
+
+
+class NotShownError(DreamrateError):
+    """A choice on a pair that was never shown to this member (or no longer counts)."""
+
+
+def web_message_of(image_id: int) -> int:
+    """The id of an image's web post."""
+    return -image_id
+
+
+@dataclass(frozen=True, slots=True)
+class WebPair:
+    message_id: int
+    left: int
+    right: int
+
+
+async def _ensure_web_post(engine: AsyncEngine, image_id: int) -> int:
+    message_id = web_message_of(image_id)
+    async with engine.begin() as conn:
+        await conn.execute(
+            dialect_insert(engine)(ImagePost)
+            .values(
+                message_id=message_id,
+                image_id=image_id,
+                channel_id=WEB_CHANNEL,
+                kind=WEB_KIND,
+                posted_at=utcnow(),
+            )
+            .on_conflict_do_nothing(index_elements=["message_id"])
+        )
+    return message_id
+
+
+async def rate_on_web(
+    service: RatingService,
+    *,
+    discord_id: int,
+    name: str,
+    guild_id: int,
+    image_id: int,
+    value: float,
+) -> Outcome:
+    """Record the member's rating ``value`` of ``image_id`` (made in ``guild_id``), as if
+    they had reacted with its emoji; ValueError when ``value`` is not on the scale."""
+    scale = service.scale
+    if value not in scale.values:
+        raise ValueError(f"a rating is one of {', '.join(f'{v:g}' for v in scale.values)}")
+    emoji = scale.emojis[scale.values.index(value)]
+    message_id = await _ensure_web_post(service.engine, image_id)
+    async with service.engine.connect() as conn:
+        rows = await conn.execute(
+            select(RatingEvent.kind, RatingEvent.emoji)
+            .where(RatingEvent.message_id == message_id, RatingEvent.discord_user_id == discord_id)
+            .order_by(RatingEvent.id)
+        )
+        present = present_emojis((row.kind, row.emoji) for row in rows)
+    common = {
+        "discord_user_id": discord_id,
+        "message_id": message_id,
+        "channel_id": WEB_CHANNEL,
+        "guild_id": guild_id,
+        "user_name": name,
+    }
+    now = utcnow()
+    events = [ReactionEvent(added=False, emoji=e, received_at=now, **common) for e in present]
+    events.append(ReactionEvent(added=True, emoji=emoji, received_at=now, **common))
+    outcomes = await service.record_many(events, source=WEB_KIND)
+    return outcomes[-1]
+
+
+async def show_pair_on_web(
+    engine: AsyncEngine, *, guild_id: int, discord_id: int, left: int, right: int
+) -> WebPair:
+    """Remember that the pair (``left``, ``right``) was shown to this member on the web."""
+    for _ in range(3):
+        message_id = _PAIR_BASE - secrets.randbits(52)
+        async with engine.begin() as conn:
+            done = await conn.execute(
+                dialect_insert(engine)(ComparisonPost)
+                .values(
+                    message_id=message_id,
+                    image_a_id=left,
+                    image_b_id=right,
+                    channel_id=WEB_CHANNEL,
+                    guild_id=guild_id,
+                    kind=WEB_KIND,
+                    shown_to=discord_id,
+                    posted_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["message_id"])
+            )
+        if done.rowcount:
+            return WebPair(message_id, left, right)
+    raise RuntimeError("could not draw a free id for a web pair")  # 2^52 ids: never
+
+
+async def choose_on_web(
+    service: RatingService,
+    *,
+    discord_id: int,
+    name: str,
+    guild_id: int,
+    message_id: int,
+    winner: str,
+) -> Outcome:
+    """Record the member's choice (``a``, ``b`` or ``tie``) on a pair shown to them.
+
+    Raises
+    ------
+    ValueError
+        for a winner that is not one of the three.
+    NotShownError
+        when the pair was not shown to this member in ``guild_id``, or one of its images
+        no longer counts (removed by a moderator since).
+    """
+    if winner not in WINNERS:
+        raise ValueError("a choice is a (left), b (right) or tie")
+    left, right = Image.__table__.alias("l"), Image.__table__.alias("r")
+    async with service.engine.connect() as conn:
+        shown = (
+            await conn.execute(
+                select(ComparisonPost.message_id)
+                .join(left, left.c.id == ComparisonPost.image_a_id)
+                .join(right, right.c.id == ComparisonPost.image_b_id)
+                .where(
+                    ComparisonPost.message_id == message_id,
+                    ComparisonPost.kind == WEB_KIND,
+                    ComparisonPost.shown_to == discord_id,
+                    ComparisonPost.guild_id == guild_id,
+                    left.c.removed.is_(False),
+                    right.c.removed.is_(False),
+                )
+            )
+        ).first()
+        if shown is None:
+            raise NotShownError("that pair was not shown to you")
+        present = await present_choices(conn, discord_id, message_id)
+    scale = service.scale
+    emoji = scale.choice_emojis[WINNERS.index(winner)]
+    common = {
+        "discord_user_id": discord_id,
+        "message_id": message_id,
+        "channel_id": WEB_CHANNEL,
+        "guild_id": guild_id,
+        "user_name": name,
+    }
+    now = utcnow()
+    events = [ReactionEvent(added=False, emoji=e, received_at=now, **common) for e in present]
+    events.append(ReactionEvent(added=True, emoji=emoji, received_at=now, **common))
+    return (await service.record_many(events, source=WEB_KIND))[-1]
+
+
+async def image_guild(engine: AsyncEngine, image_id: int) -> int | None:
+    """The guild an image was made in, for an image that is kept (else None)."""
+    async with engine.connect() as conn:
+        return await conn.scalar(
+            select(Job.guild_id)
+            .join(Image, Image.job_id == Job.id)
+            .where(Image.id == image_id, counted_image(leaving=False))
+        )
