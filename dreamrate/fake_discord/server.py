@@ -24,6 +24,7 @@ from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
+from dreamrate.fake_discord.oauth import OAuthServer
 from dreamrate.fake_discord.payloads import (
     ADD_REACTIONS,
     APP_ID,
@@ -102,6 +103,8 @@ class FakeDiscord:
         #: Every REST answer by HTTP status (429s and 403s included).
         self.statuses: Counter[int] = Counter()
         self.limiter = RateLimiter(enabled=rate_limits)
+        #: Discord login for the web home (OAuth2 authorization-code flow).
+        self.oauth = OAuthServer(self.guilds)
         self.ack_deadline = ack_deadline
         self.token_lifetime = token_lifetime
         self.identifies = 0
@@ -123,6 +126,8 @@ class FakeDiscord:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/oauth2/authorize", self.oauth.authorize_page)
+        app.router.add_post("/oauth2/authorize", self.oauth.authorize)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -314,6 +319,8 @@ class FakeDiscord:
     def _routes(self) -> list[tuple[tuple[str, str], Callable[..., Any]]]:
         return [
             (("GET", "/users/@me"), self._me),
+            (("GET", "/users/@me/guilds"), self._my_guilds),
+            (("POST", "/oauth2/token"), self._token),
             (("GET", "/oauth2/applications/@me"), self._app),
             (("GET", "/applications/@me"), self._app),
             (("PUT", "/applications/*/guilds/*/commands"), self._put_guild_commands),
@@ -356,7 +363,26 @@ class FakeDiscord:
         return (ATTACH_FILES if files else 0) | (EMBED_LINKS if payload.get("embeds") else 0)
 
     async def _me(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization", "").startswith("Bearer "):
+            grant = self.oauth.grant_of(request)
+            return self.oauth.unauthorized() if grant is None else self.oauth.me(grant)
         return json_response(BOT_USER)
+
+    async def _my_guilds(self, request: web.Request) -> web.Response:
+        """The guilds of the member a bearer token belongs to, or the bot's own."""
+        if request.headers.get("Authorization", "").startswith("Bearer "):
+            grant = self.oauth.grant_of(request)
+            return self.oauth.unauthorized() if grant is None else self.oauth.my_guilds(grant)
+        return json_response(
+            [
+                {"id": str(g.id), "name": g.name, "icon": None, "owner": False,
+                 "permissions": str(BASIC), "features": []}
+                for g in self.guilds.values()
+            ]
+        )  # fmt: skip
+
+    async def _token(self, request: web.Request) -> web.Response:
+        return await self.oauth.token(request)
 
     async def _app(self, request: web.Request) -> web.Response:
         return json_response(
