@@ -1,4 +1,5 @@
-"""The active predictor for picking images to rate, loaded once and reloaded when it changes."""
+"""The active predictor for picking images to rate (bot and web), loaded once and reloaded when
+it changes."""
 
 from __future__ import annotations
 

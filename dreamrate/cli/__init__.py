@@ -22,6 +22,7 @@ from dreamrate.cli import (
     ratings_cmd,
     score_cmd,
     synthetic_cmd,
+    web_cmd,
 )
 from dreamrate.cli.context import state
 from dreamrate.core.errors import DreamrateError
@@ -55,6 +56,7 @@ app.add_typer(score_cmd.export_app, name="export")
 app.command("fetch")(fetch_cmd.fetch_cmd)
 app.command("finetune")(finetune_cmd.finetune_cmd)
 app.add_typer(synthetic_cmd.app, name="synthetic")
+app.command("web")(web_cmd.web_cmd)
 
 
 def _version(value: bool) -> None:

@@ -346,6 +346,50 @@ class RatingSettings(_Section):
             return None
 
 
+class WebSettings(_Section):
+    """The web home (``dreamrate web``): where it listens and how members log in."""
+
+    host: str = Field(default="127.0.0.1", description="Address the web server listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the web server listens on.")
+    base_url: str | None = Field(
+        default=None,
+        description="Public URL members open (https://... behind a TLS proxy): the OAuth2 "
+        "redirect is BASE_URL/callback, and https makes cookies Secure. Default: http://HOST:PORT",
+    )
+    client_id: int | None = Field(
+        default=None,
+        description="OAuth2 client id of the Discord application; default: read with the bot token.",
+    )
+    client_secret: SecretStr | None = Field(
+        default=None, description="OAuth2 client secret of the Discord application. Never logged."
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that signs session cookies; default: a random key kept in "
+        "DATA_DIR/web-secret-key.",
+    )
+    session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 90, description="Hours a login lasts (then log in again)."
+    )
+    maintainers: CommaIntList = Field(
+        default_factory=list, description="Discord ids of the maintainers (the maintainer pages)."
+    )
+    thumbnail_size: int = Field(
+        default=384, ge=64, le=2048, description="Longest side of gallery thumbnails, in pixels."
+    )
+
+    _split = field_validator("maintainers", mode="before")(_split_list)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
 class Settings(BaseSettings):
     """All of dreamrate's settings, read once at start-up."""
 
@@ -369,6 +413,7 @@ class Settings(BaseSettings):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     rating: RatingSettings = Field(default_factory=RatingSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -1,0 +1,68 @@
+"""``dreamrate web``: serve the web home (gallery, rating, moderation) on the configured
+database."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from dreamrate.cli.context import state
+from dreamrate.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dreamrate.core.settings import Settings
+
+__all__ = ["serve_web", "web_cmd"]
+
+logger = logging.getLogger(__name__)
+
+
+def web_cmd(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to listen on (DREAMRATE_WEB_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="Port to listen on (DREAMRATE_WEB_PORT)."),
+    ] = None,
+) -> None:
+    """Serve the web home until SIGTERM/SIGINT: members log in with Discord."""
+    settings = state.settings
+    web = settings.web.model_copy(
+        update={"host": host or settings.web.host, "port": port or settings.web.port}
+    )
+    settings = settings.model_copy(update={"web": web})
+    if web.client_secret is None:
+        raise ConfigError("set DREAMRATE_WEB_CLIENT_SECRET to the Discord application's secret")
+    if settings.discord.resolved_token() is None:
+        raise ConfigError(
+            "set DISCORD_TOKEN: the web home asks Discord which servers the bot is in"
+        )
+    asyncio.run(serve_web(settings))
+
+
+async def serve_web(settings: Settings) -> None:
+    """Serve the web home with uvicorn until it is told to stop (SIGINT/SIGTERM)."""
+    import uvicorn
+
+    from dreamrate.app import open_database
+    from dreamrate.web.app import create_app
+
+    engine = await open_database(settings)
+    try:
+        config = uvicorn.Config(
+            create_app(settings, engine),
+            host=settings.web.host,
+            port=settings.web.port,
+            log_level="warning",
+            access_log=False,
+            # Behind a TLS reverse proxy: trust its X-Forwarded-Proto / -For from localhost.
+            proxy_headers=True,
+        )
+        logger.info("web home on http://%s:%s", settings.web.host, settings.web.port)
+        await uvicorn.Server(config).serve()
+    finally:
+        await engine.dispose()

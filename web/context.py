@@ -1,0 +1,107 @@
+"""What every page handler shares: the services, and the checks that answer 401/403/404."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.templating import Jinja2Templates
+
+from dreamrate.aesthetic.active import ActivePredictor
+from dreamrate.core.settings import Settings
+from dreamrate.ratings.scale import RatingScale
+from dreamrate.ratings.service import RatingService
+from dreamrate.web.discord_api import DiscordAPI
+from dreamrate.web.security import ClickThrottle, LoggedIn, logged_in
+from dreamrate.web.thumbs import Thumbnails
+
+__all__ = ["WebContext", "ctx"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+class NotLoggedIn(Exception):
+    """Raised by :meth:`WebContext.member`: pages redirect to the login, APIs answer 401."""
+
+
+@dataclass
+class WebContext:
+    settings: Settings
+    engine: AsyncEngine
+    discord: DiscordAPI
+    scale: RatingScale
+    service: RatingService
+    thumbnails: Thumbnails
+    predictor: ActivePredictor
+    templates: Jinja2Templates
+    throttle: ClickThrottle = field(default_factory=ClickThrottle)
+    client_id: int | None = None
+
+    @property
+    def base_url(self) -> str:
+        web = self.settings.web
+        return web.base_url or f"http://{web.host}:{web.port}"
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self.base_url}/callback"
+
+    def member(self, request: Request) -> LoggedIn:
+        member = logged_in(request, self.settings.web.session_hours * 3600)
+        if member is None:
+            raise NotLoggedIn
+        return member
+
+    def maybe_member(self, request: Request) -> LoggedIn | None:
+        return logged_in(request, self.settings.web.session_hours * 3600)
+
+    def guild_member(self, request: Request, guild_id: int) -> LoggedIn:
+        """The member, who must share ``guild_id`` with the bot (else 403)."""
+        member = self.member(request)
+        if not member.member_of(guild_id):
+            raise HTTPException(403, "You are not a member of that server (or the bot is not).")
+        return member
+
+    def moderator(self, request: Request, guild_id: int) -> LoggedIn:
+        member = self.guild_member(request, guild_id)
+        if not member.moderates(guild_id):
+            raise HTTPException(403, "Only moderators (Manage Server) can open this page.")
+        return member
+
+    def maintainer(self, request: Request) -> LoggedIn:
+        member = self.member(request)
+        if member.discord_id not in self.settings.web.maintainers:
+            raise HTTPException(403, "Only maintainers (DREAMRATE_WEB_MAINTAINERS) can open this.")
+        return member
+
+    def render(
+        self,
+        request: Request,
+        name: str,
+        context: dict[str, Any] | None = None,
+        status_code: int = 200,
+    ) -> Response:
+        member = self.maybe_member(request)
+        base = {
+            "member": member,
+            "scale": self.scale,
+            "csrf": member.csrf if member else "",
+            "maintainers": self.settings.web.maintainers,
+        }
+        return self.templates.TemplateResponse(
+            request, name, {**base, **(context or {})}, status_code=status_code
+        )
+
+
+def ctx(request: Request) -> WebContext:
+    context: WebContext = request.app.state.ctx
+    return context
+
+
+def json_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)

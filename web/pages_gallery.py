@@ -1,0 +1,154 @@
+"""The home page, a guild's gallery (with infinite scroll), an image's page, and the image
+and thumbnail files (only to members of the guild the image was made in)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from dreamrate.web.context import ctx
+from dreamrate.web.queries import (
+    GalleryQuery,
+    gallery_models,
+    gallery_page,
+    image_detail,
+    image_file,
+    member_user_id,
+)
+from dreamrate.web.thumbs import inside
+
+__all__ = ["gallery", "gallery_more", "home", "image_page", "image_png", "thumbnail"]
+
+PAGE = 24
+#: Images and thumbnails never change under one id (the store is content-addressed);
+#: ``private``: they are members-only, so no shared cache may keep them.
+FILE_CACHE = "private, max-age=86400, immutable"
+
+
+async def home(request: Request) -> Response:
+    context = ctx(request)
+    member = context.maybe_member(request)
+    return context.render(request, "home.html", {"guilds": member.guilds if member else {}})
+
+
+def _query(request: Request, user_id: int | None) -> GalleryQuery:
+    params = request.query_params
+    sort = params.get("sort", "top")
+    if sort not in ("top", "new"):
+        raise HTTPException(400, "sort is top or new")
+    since = None
+    if params.get("since"):
+        try:
+            since = datetime.fromisoformat(params["since"]).replace(tzinfo=UTC)
+        except ValueError:
+            raise HTTPException(400, "since is a date, YYYY-MM-DD") from None
+    text = params.get("q", "").strip()
+    if len(text) > 200:
+        raise HTTPException(400, "the prompt filter is at most 200 characters")
+    return GalleryQuery(
+        sort=sort,
+        text=text,
+        model=params.get("model", ""),
+        since=since,
+        unrated_by=(user_id if user_id is not None else -1) if params.get("unrated") else None,
+        cursor=params.get("cursor", ""),
+        limit=PAGE,
+    )
+
+
+async def _page(request: Request, guild_id: int) -> tuple[dict[str, object], GalleryQuery]:
+    context = ctx(request)
+    member = context.guild_member(request, guild_id)
+    user_id = await member_user_id(context.engine, member.discord_id)
+    query = _query(request, user_id)
+    try:
+        cards, cursor = await gallery_page(context.engine, guild_id, query)
+    except ValueError:
+        raise HTTPException(400, "that page does not exist (a bad cursor)") from None
+    return {"cards": cards, "cursor": cursor, "guild_id": guild_id}, query
+
+
+def _more_link(request: Request, cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    params = dict(request.query_params)
+    params["cursor"] = cursor
+    return f"{request.url.path.removesuffix('/more')}/more?{urlencode(params)}"
+
+
+async def gallery(request: Request) -> Response:
+    guild_id = request.path_params["guild_id"]
+    context = ctx(request)
+    page, query = await _page(request, guild_id)
+    member = context.member(request)
+    return context.render(
+        request,
+        "gallery.html",
+        {
+            **page,
+            "query": query,
+            "guild_name": member.guilds[guild_id][0],
+            "moderator": member.moderates(guild_id),
+            "models": await gallery_models(context.engine, guild_id),
+            "more": _more_link(request, page["cursor"]),  # type: ignore[arg-type]
+            "unrated": bool(request.query_params.get("unrated")),
+        },
+    )
+
+
+async def gallery_more(request: Request) -> Response:
+    """The next cards, as an HTML fragment the page appends (infinite scroll)."""
+    guild_id = request.path_params["guild_id"]
+    page, _ = await _page(request, guild_id)
+    response = ctx(request).render(
+        request,
+        "_cards.html",
+        {**page, "more": _more_link(request, page["cursor"])},  # type: ignore[arg-type]
+    )
+    return response
+
+
+async def image_page(request: Request) -> Response:
+    guild_id, image_id = request.path_params["guild_id"], request.path_params["image_id"]
+    context = ctx(request)
+    member = context.guild_member(request, guild_id)
+    user_id = await member_user_id(context.engine, member.discord_id)
+    detail = await image_detail(context.engine, image_id, member_user_id=user_id)
+    if detail is None or detail.guild_id != guild_id:
+        raise HTTPException(404, "No such image here.")
+    most = max(detail.distribution.values(), default=0)
+    return context.render(
+        request, "image.html", {"image": detail, "guild_id": guild_id, "most": most}
+    )
+
+
+async def _file_of(request: Request) -> tuple[str, str]:
+    """(path in the store, sha256) of an image the member may see, else 404."""
+    context = ctx(request)
+    member = context.member(request)
+    found = await image_file(context.engine, request.path_params["image_id"])
+    if found is None or not member.member_of(found[0]):
+        raise HTTPException(404, "No such image.")
+    return found[1], found[2]
+
+
+async def image_png(request: Request) -> Response:
+    relative, _ = await _file_of(request)
+    path = inside(ctx(request).settings.images_dir, relative)
+    if path is None or not path.is_file():
+        raise HTTPException(404, "No such image.")
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": FILE_CACHE})
+
+
+async def thumbnail(request: Request) -> Response:
+    context = ctx(request)
+    relative, sha256 = await _file_of(request)
+    source = inside(context.settings.images_dir, relative)
+    if source is None or not source.is_file():
+        raise HTTPException(404, "No such image.")
+    path = await context.thumbnails.get(sha256, source)
+    return FileResponse(path, media_type="image/webp", headers={"Cache-Control": FILE_CACHE})

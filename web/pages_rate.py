@@ -1,0 +1,190 @@
+"""Rating in the browser: one image or one pair at a time, from the same active selection
+as ``/rate`` and ``/compare``; each click is an event in the same log (``source = web``).
+
+The pages load the next image or pair as JSON and post each click as JSON with the
+session's CSRF token in ``X-CSRF-Token``. Answers: 200 with the outcome, 400 for a value
+off the scale, 403 for a banned or opted-out member, 404 for an image or pair that is not
+theirs to rate, 429 past the click throttle: nothing is recorded on any of those.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from dreamrate.aesthetic.select import select_images_to_rate, select_pairs_to_compare
+from dreamrate.ratings.decisions import Outcome
+from dreamrate.ratings.web_events import (
+    NotShownError,
+    choose_on_web,
+    image_guild,
+    rate_on_web,
+    show_pair_on_web,
+)
+from dreamrate.web.context import ctx, json_error
+from dreamrate.web.queries import image_detail, member_user_id, next_unrated
+from dreamrate.web.security import LoggedIn, csrf_ok
+
+__all__ = ["choose", "compare_next", "compare_page", "rate", "rate_next", "rate_page"]
+
+REFUSED = {
+    Outcome.BANNED: "You are banned from rating in this server.",
+    Outcome.OPTED_OUT: "You opted out of ratings: opt in on your privacy page first.",
+    Outcome.NOT_AN_IMAGE: "That image is no longer shown.",
+}
+
+
+async def rate_page(request: Request) -> Response:
+    guild_id = request.path_params["guild_id"]
+    context = ctx(request)
+    member = context.guild_member(request, guild_id)
+    return context.render(
+        request, "rate.html", {"guild_id": guild_id, "guild_name": member.guilds[guild_id][0]}
+    )
+
+
+async def compare_page(request: Request) -> Response:
+    guild_id = request.path_params["guild_id"]
+    context = ctx(request)
+    member = context.guild_member(request, guild_id)
+    return context.render(
+        request, "compare.html", {"guild_id": guild_id, "guild_name": member.guilds[guild_id][0]}
+    )
+
+
+async def rate_next(request: Request) -> Response:
+    guild_id = request.path_params["guild_id"]
+    context = ctx(request)
+    member = context.guild_member(request, guild_id)
+    user_id = await member_user_id(context.engine, member.discord_id)
+    predictor = await context.predictor.get()
+    candidates = await select_images_to_rate(context.engine, 20, predictor, guild_id)
+    image_id = await next_unrated(context.engine, guild_id, candidates, user_id)
+    if image_id is None:
+        return JSONResponse({"image": None})
+    detail = await image_detail(context.engine, image_id, member_user_id=user_id)
+    if detail is None:
+        return JSONResponse({"image": None})
+    return JSONResponse(
+        {
+            "image": {
+                "id": detail.id,
+                "url": f"/img/{detail.id}.png",
+                "page": f"/g/{guild_id}/i/{detail.id}",
+                "prompt": detail.prompt,
+                "width": detail.width,
+                "height": detail.height,
+            }
+        }
+    )
+
+
+async def _json_body(request: Request) -> dict[str, Any] | None:
+    body = await request.body()
+    if len(body) > 4096:
+        return None
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _clicker(request: Request, guild_id: int) -> LoggedIn | Response:
+    """The member about to click, or the refusal (CSRF, throttle)."""
+    context = ctx(request)
+    member = context.guild_member(request, guild_id)
+    if not csrf_ok(member, request.headers.get("x-csrf-token")):
+        return json_error(403, "Refused: missing or wrong CSRF token.")
+    if not context.throttle.allow(member.discord_id):
+        return json_error(429, "Slow down: too many clicks in a row.")
+    return member
+
+
+async def rate(request: Request) -> Response:
+    guild_id = request.path_params["guild_id"]
+    context = ctx(request)
+    member = _clicker(request, guild_id)
+    if isinstance(member, Response):
+        return member
+    body = await _json_body(request)
+    if body is None:
+        return json_error(400, "Send a JSON object {image_id, value}.")
+    try:
+        image_id, value = int(body["image_id"]), float(body["value"])
+    except (KeyError, TypeError, ValueError):
+        return json_error(400, "image_id is an id and value a number on the scale.")
+    if value not in context.scale.values:
+        allowed = ", ".join(f"{v:g}" for v in context.scale.values)
+        return json_error(400, f"A rating is one of {allowed}.")
+    if await image_guild(context.engine, image_id) != guild_id:
+        return json_error(404, "No such image here.")
+    outcome = await rate_on_web(
+        context.service,
+        discord_id=member.discord_id,
+        name=member.name,
+        guild_id=guild_id,
+        image_id=image_id,
+        value=value,
+    )
+    if outcome in REFUSED:
+        return json_error(403 if outcome is not Outcome.NOT_AN_IMAGE else 404, REFUSED[outcome])
+    return JSONResponse({"outcome": str(outcome), "image_id": image_id, "value": value})
+
+
+async def compare_next(request: Request) -> Response:
+    guild_id = request.path_params["guild_id"]
+    context = ctx(request)
+    member = context.guild_member(request, guild_id)
+    predictor = await context.predictor.get()
+    pairs = await select_pairs_to_compare(context.engine, 1, predictor, guild_id, member.discord_id)
+    if not pairs:
+        return JSONResponse({"pair": None})
+    left, right = pairs[0]
+    shown = await show_pair_on_web(
+        context.engine, guild_id=guild_id, discord_id=member.discord_id, left=left, right=right
+    )
+    return JSONResponse(
+        {
+            "pair": {
+                "id": str(shown.message_id),
+                "left": {"id": left, "url": f"/img/{left}.png"},
+                "right": {"id": right, "url": f"/img/{right}.png"},
+            }
+        }
+    )
+
+
+async def choose(request: Request) -> Response:
+    guild_id = request.path_params["guild_id"]
+    context = ctx(request)
+    member = _clicker(request, guild_id)
+    if isinstance(member, Response):
+        return member
+    body = await _json_body(request)
+    if body is None:
+        return json_error(400, "Send a JSON object {pair, winner}.")
+    winner = body.get("winner")
+    if winner not in ("a", "b", "tie"):
+        return json_error(400, "winner is a (left), b (right) or tie.")
+    try:
+        message_id = int(body["pair"])
+    except (KeyError, TypeError, ValueError):
+        return json_error(400, "pair is the id the page was given.")
+    try:
+        outcome = await choose_on_web(
+            context.service,
+            discord_id=member.discord_id,
+            name=member.name,
+            guild_id=guild_id,
+            message_id=message_id,
+            winner=str(winner),
+        )
+    except NotShownError as exc:
+        return json_error(404, f"{exc.message}.")
+    if outcome in REFUSED:
+        return json_error(403, REFUSED[outcome])
+    return JSONResponse({"outcome": str(outcome), "winner": winner})

@@ -1,0 +1,460 @@
+"""The web home's reads: a guild's gallery page by page, one image with its ratings, the
+images a member rates next, and the maintainers' figures.
+
+Every read of ratings goes through :mod:`dreamrate.ratings.policy` (who counts). The
+gallery shows what may be shown to the community: kept images, not flagged by the safety
+checker, no report waiting, not made by a member banned there, nothing an erase took out.
+Pages are keyset-paginated (``(score, id)`` or ``id`` below the cursor), so page 500
+costs what page 1 does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dreamrate.db.models import (
+    Flag,
+    GuildBan,
+    Image,
+    Job,
+    JobStatus,
+    Predictor,
+    Rating,
+    RatingEvent,
+    User,
+)
+from dreamrate.db.types import utcnow
+from dreamrate.ratings.policy import counted_image, counted_ratings
+
+__all__ = [
+    "Card",
+    "GalleryQuery",
+    "ImageDetail",
+    "gallery_page",
+    "image_detail",
+    "image_file",
+    "maintainer_overview",
+    "next_unrated",
+]
+
+#: Sort key of images nobody has rated yet: below every rating.
+UNRATED = -1.0
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryQuery:
+    sort: str = "top"  #: ``top`` (community rating) or ``new``
+    text: str = ""  #: a piece of the prompt
+    model: str = ""
+    since: datetime | None = None
+    unrated_by: int | None = None  #: the member's user row id: images they have not rated
+    cursor: str = ""
+    limit: int = 24
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    id: int
+    width: int
+    height: int
+    prompt: str
+    model: str
+    created_at: datetime
+    mean: float | None
+    ratings: int
+
+
+def shown_in_gallery(guild_id: int) -> ColumnElement[bool]:
+    """On ``Image`` joined to its ``Job``: made in ``guild_id`` and fit to show there."""
+    requester_banned = exists().where(
+        User.id == Job.requester_id,
+        or_(
+            User.banned.is_(True),
+            exists().where(GuildBan.user_id == User.id, GuildBan.guild_id == guild_id),
+        ),
+    )
+    return (Job.guild_id == guild_id) & counted_image(leaving=True) & ~requester_banned
+
+
+def _stats(guild_id: int) -> Any:
+    return (
+        counted_ratings(
+            Rating.image_id,
+            func.avg(Rating.value).label("mean"),
+            func.count().label("n"),
+            leaving=True,
+            guilds=[guild_id],
+        )
+        .group_by(Rating.image_id)
+        .subquery()
+    )
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def parse_cursor(sort: str, cursor: str) -> tuple[float, int] | None:
+    """``(score, id)`` from a cursor the gallery made; None for the first page.
+
+    Raises
+    ------
+    ValueError
+        for a cursor the gallery did not make.
+    """
+    if not cursor:
+        return None
+    if sort == "new":
+        return (0.0, int(cursor))
+    score, _, image_id = cursor.partition("_")
+    return (float(score), int(image_id))
+
+
+async def gallery_page(
+    engine: AsyncEngine, guild_id: int, query: GalleryQuery
+) -> tuple[list[Card], str | None]:
+    """One page of ``guild_id``'s gallery and the cursor of the next (None at the end)."""
+    stats = _stats(guild_id)
+    score = func.coalesce(stats.c.mean, UNRATED)
+    statement = (
+        select(
+            Image.id,
+            Image.width,
+            Image.height,
+            Job.prompt,
+            Job.model,
+            Image.created_at,
+            stats.c.mean,
+            func.coalesce(stats.c.n, 0).label("n"),
+            score.label("score"),
+        )
+        .join(Job, Job.id == Image.job_id)
+        .outerjoin(stats, stats.c.image_id == Image.id)
+        .where(shown_in_gallery(guild_id))
+    )
+    if query.text:
+        statement = statement.where(Job.prompt.ilike(_like(query.text), escape="\\"))
+    if query.model:
+        statement = statement.where(Job.model == query.model)
+    if query.since is not None:
+        statement = statement.where(Image.created_at >= query.since)
+    if query.unrated_by is not None:
+        statement = statement.where(
+            ~exists().where(Rating.image_id == Image.id, Rating.user_id == query.unrated_by)
+        )
+    after = parse_cursor(query.sort, query.cursor)
+    if query.sort == "new":
+        if after is not None:
+            statement = statement.where(Image.id < after[1])
+        statement = statement.order_by(Image.id.desc())
+    else:
+        if after is not None:
+            statement = statement.where(
+                or_(score < after[0], and_(score == after[0], Image.id < after[1]))
+            )
+        statement = statement.order_by(score.desc(), Image.id.desc())
+    async with engine.connect() as conn:
+        rows = (await conn.execute(statement.limit(query.limit + 1))).all()
+    cards = [
+        Card(
+            r.id,
+            r.width,
+            r.height,
+            r.prompt,
+            r.model,
+            r.created_at,
+            None if r.mean is None else float(r.mean),
+            int(r.n),
+        )
+        for r in rows[: query.limit]
+    ]
+    if len(rows) <= query.limit:
+        return cards, None
+    last = rows[query.limit - 1]
+    cursor = str(last.id) if query.sort == "new" else f"{float(last.score)!r}_{last.id}"
+    return cards, cursor
+
+
+async def gallery_models(engine: AsyncEngine, guild_id: int) -> list[str]:
+    """The models ``guild_id``'s images were made with (for the filter)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(Job.model).where(Job.guild_id == guild_id).distinct().order_by(Job.model)
+        )
+        return [str(m) for m in rows.scalars()]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDetail:
+    id: int
+    guild_id: int
+    path: str
+    width: int
+    height: int
+    seed: int
+    prompt: str
+    negative_prompt: str | None
+    model: str
+    steps: int
+    guidance: float
+    scheduler: str
+    created_at: datetime
+    #: The requester's name, unless they opted out of being shown.
+    requester: str | None
+    distribution: dict[float, int]
+    mean: float | None
+    mine: float | None
+
+
+async def image_file(engine: AsyncEngine, image_id: int) -> tuple[int, str, str] | None:
+    """``(guild id, path in the store, sha256)`` of an image fit to show, else None."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(Job.guild_id, Image.path, Image.sha256)
+                .join(Job, Job.id == Image.job_id)
+                .where(Image.id == image_id, counted_image(leaving=True))
+            )
+        ).first()
+    if row is None or row.guild_id is None:
+        return None
+    return int(row.guild_id), str(row.path), str(row.sha256)
+
+
+async def image_detail(
+    engine: AsyncEngine, image_id: int, *, member_user_id: int | None
+) -> ImageDetail | None:
+    """An image of the gallery with its ratings; None when it is not shown (removed,
+    flagged, reported, erased) or unknown."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(
+                    Image.id,
+                    Image.path,
+                    Image.width,
+                    Image.height,
+                    Image.seed,
+                    Image.created_at,
+                    Job.guild_id,
+                    Job.prompt,
+                    Job.negative_prompt,
+                    Job.model,
+                    Job.steps,
+                    Job.guidance,
+                    Job.scheduler,
+                    User.name,
+                    User.opted_out,
+                )  # fmt: skip
+                .join(Job, Job.id == Image.job_id)
+                .join(User, User.id == Job.requester_id)
+                .where(Image.id == image_id, Job.guild_id.is_not(None))
+            )
+        ).first()
+        if row is None:
+            return None
+        shown = await conn.scalar(
+            select(Image.id)
+            .join(Job, Job.id == Image.job_id)
+            .where(Image.id == image_id, shown_in_gallery(int(row.guild_id)))
+        )
+        if shown is None:
+            return None
+        counts = await conn.execute(
+            counted_ratings(Rating.value, func.count(), leaving=True, guilds=[int(row.guild_id)])
+            .where(Rating.image_id == image_id)
+            .group_by(Rating.value)
+        )
+        distribution = {float(v): int(n) for v, n in counts}
+        mine = None
+        if member_user_id is not None:
+            mine = await conn.scalar(
+                select(Rating.value).where(
+                    Rating.image_id == image_id, Rating.user_id == member_user_id
+                )
+            )
+    total = sum(distribution.values())
+    mean = sum(v * n for v, n in distribution.items()) / total if total else None
+    return ImageDetail(
+        id=row.id,
+        guild_id=int(row.guild_id),
+        path=row.path,
+        width=row.width,
+        height=row.height,
+        seed=int(row.seed),
+        prompt=row.prompt,
+        negative_prompt=row.negative_prompt,
+        model=row.model,
+        steps=row.steps,
+        guidance=row.guidance,
+        scheduler=row.scheduler,
+        created_at=row.created_at,
+        requester=None if row.opted_out else row.name,
+        distribution=distribution,
+        mean=mean,
+        mine=None if mine is None else float(mine),
+    )
+
+
+async def member_user_id(engine: AsyncEngine, discord_id: int) -> int | None:
+    async with engine.connect() as conn:
+        return await conn.scalar(select(User.id).where(User.discord_id == discord_id))
+
+
+async def next_unrated(
+    engine: AsyncEngine, guild_id: int, candidates: list[int], member_user_id: int | None
+) -> int | None:
+    """The first of ``candidates`` (the active selection) the member has not rated, else
+    the gallery's image with the fewest ratings they have not rated; None when none is left."""
+    mine = (
+        exists().where(Rating.image_id == Image.id, Rating.user_id == member_user_id)
+        if member_user_id is not None
+        else None
+    )
+    async with engine.connect() as conn:
+        if candidates:
+            statement = select(Image.id).where(Image.id.in_(candidates))
+            if mine is not None:
+                statement = statement.where(~mine)
+            left = set((await conn.execute(statement)).scalars())
+            for image_id in candidates:
+                if image_id in left:
+                    return image_id
+        stats = _stats(guild_id)
+        statement = (
+            select(Image.id)
+            .join(Job, Job.id == Image.job_id)
+            .outerjoin(stats, stats.c.image_id == Image.id)
+            .where(shown_in_gallery(guild_id))
+            .order_by(func.coalesce(stats.c.n, 0), Image.id.desc())
+            .limit(1)
+        )
+        if mine is not None:
+            statement = statement.where(~mine)
+        return await conn.scalar(statement)
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    queue: dict[str, int]
+    workers: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+    predictors: list[dict[str, Any]]
+    ratings_per_day: list[tuple[str, int]]
+    raters_per_day: list[tuple[str, int]]
+    wait_per_day: list[tuple[str, float]]
+    open_reports: int
+
+
+def _day(column: Any, dialect: str) -> Any:
+    if dialect == "postgresql":
+        return func.to_char(func.date_trunc("day", column), "YYYY-MM-DD")
+    return func.strftime("%Y-%m-%d", column)
+
+
+async def maintainer_overview(engine: AsyncEngine, *, days: int = 30) -> Overview:
+    """Queue, workers, failures, predictors and the last ``days`` of activity."""
+    now = utcnow()
+    since = now - timedelta(days=days)
+    dialect = engine.dialect.name
+    async with engine.connect() as conn:
+        queue = {
+            str(status): int(n)
+            for status, n in await conn.execute(
+                select(Job.status, func.count()).group_by(Job.status)
+            )
+        }
+        workers = [
+            {
+                "worker": str(r.lease_owner),
+                "heartbeat": r.heartbeat,
+                "running": int(r.running),
+            }
+            for r in await conn.execute(
+                select(
+                    Job.lease_owner,
+                    func.max(Job.heartbeat_at).label("heartbeat"),
+                    func.count().label("running"),
+                )
+                .where(Job.lease_owner.is_not(None), Job.heartbeat_at >= now - timedelta(hours=1))
+                .group_by(Job.lease_owner)
+                .order_by(func.max(Job.heartbeat_at).desc())
+            )
+        ]
+        done_hour = dict(
+            (
+                await conn.execute(
+                    select(Job.lease_owner, func.count())
+                    .where(
+                        Job.status == JobStatus.DONE, Job.finished_at >= now - timedelta(hours=1)
+                    )
+                    .group_by(Job.lease_owner)
+                )
+            ).all()
+        )
+        for worker in workers:
+            worker["done_last_hour"] = int(done_hour.get(worker["worker"], 0))
+        failures = [
+            {"id": r.id, "error": r.error or "", "finished_at": r.finished_at, "model": r.model}
+            for r in await conn.execute(
+                select(Job.id, Job.error, Job.finished_at, Job.model)
+                .where(Job.status == JobStatus.FAILED)
+                .order_by(Job.id.desc())
+                .limit(20)
+            )
+        ]
+        predictors = [
+            {
+                "name": p.name,
+                "active": p.active,
+                "embedding_model": p.embedding_model,
+                "metrics": dict(p.metrics or {}),
+                "created_at": p.created_at,
+            }
+            for p in (await conn.execute(select(Predictor).order_by(Predictor.id.desc()))).scalars()
+        ]
+        day = _day(RatingEvent.received_at, dialect)
+        per_day = (
+            await conn.execute(
+                select(
+                    day.label("day"),
+                    func.count(),
+                    func.count(RatingEvent.discord_user_id.distinct()),
+                )
+                .where(RatingEvent.received_at >= since)
+                .group_by(day)
+                .order_by(day)
+            )
+        ).all()
+        job_day = _day(Job.created_at, dialect)
+        if dialect == "postgresql":
+            wait = func.avg(func.extract("epoch", Job.started_at - Job.created_at))
+        else:
+            wait = func.avg(
+                (func.julianday(Job.started_at) - func.julianday(Job.created_at)) * 86400
+            )
+        waits = (
+            await conn.execute(
+                select(job_day.label("day"), wait)
+                .where(Job.created_at >= since, Job.started_at.is_not(None))
+                .group_by(job_day)
+                .order_by(job_day)
+            )
+        ).all()
+        reports = await conn.scalar(select(func.count()).where(Flag.resolved_at.is_(None)))
+    return Overview(
+        queue=queue,
+        workers=workers,
+        failures=failures,
+        predictors=predictors,
+        ratings_per_day=[(str(d), int(n)) for d, n, _ in per_day],
+        raters_per_day=[(str(d), int(r)) for d, _, r in per_day],
+        wait_per_day=[(str(d), float(w or 0)) for d, w in waits],
+        open_reports=int(reports or 0),
+    )
