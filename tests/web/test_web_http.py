@@ -1,0 +1,578 @@
+"""The web home over HTTP: login through the local Discord, what each member may see, and
+every refusal (CSRF, forged or expired sessions, OAuth state, other guilds, traversal, bad
+input) recording nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import aiohttp
+from itsdangerous import TimestampSigner
+from sqlalchemy import func, select, update
+
+from dreamrate.db.models import (
+    AuditEntry,
+    ChoiceEvent,
+    Flag,
+    GuildBan,
+    Image,
+    Job,
+    Rating,
+    RatingEvent,
+    User,
+)
+from dreamrate.fake_discord import GUILD_B_ID, GUILD_ID
+from tests.bot.conftest import TOKEN
+from tests.web.conftest import ALICE, BOB, MOD, STRANGER, Web, client, csrf_of, login
+
+
+async def _count(web: Web, table) -> int:  # type: ignore[no-untyped-def]
+    async with web.engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(table)))
+
+
+async def _text(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with session.get(url, allow_redirects=False) as response:
+        return response.status, (await response.read()).decode(errors="replace")
+
+
+async def test_login_shows_only_guilds_shared_with_the_bot(web: Web) -> None:
+    async with client() as alice, client() as bob, client() as stranger:
+        await login(alice, web, ALICE)
+        await login(bob, web, BOB)
+        await login(stranger, web, STRANGER)
+        _, home = await _text(alice, f"{web.base}/")
+        assert f"/g/{GUILD_ID}" in home and f"/g/{GUILD_B_ID}" not in home
+        _, home = await _text(bob, f"{web.base}/")
+        assert f"/g/{GUILD_ID}" in home and f"/g/{GUILD_B_ID}" in home
+        _, home = await _text(stranger, f"{web.base}/")
+        assert "You share no server with the bot yet." in home
+        # The session cookie: signed, HttpOnly, SameSite=Lax; not Secure over plain http.
+        async with alice.get(f"{web.base}/login", allow_redirects=False) as response:
+            cookie = response.headers["Set-Cookie"]
+        assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
+        assert "secure" not in cookie.lower()
+        # The access token never reaches the cookie (it is signed, not encrypted).
+        assert "access_token" not in cookie
+
+
+async def test_a_member_of_one_guild_sees_nothing_of_another(web: Web) -> None:
+    secret = web.prompts[web.images[GUILD_B_ID][0]]
+    b_image = web.images[GUILD_B_ID][0]
+    a_image = web.images[GUILD_ID][0]
+    async with client() as alice:
+        await login(alice, web, ALICE)
+        for url in (
+            f"/g/{GUILD_B_ID}",
+            f"/g/{GUILD_B_ID}/more",
+            f"/g/{GUILD_B_ID}/i/{b_image}",
+            f"/g/{GUILD_B_ID}/mod",
+            f"/g/{GUILD_B_ID}/rate",
+        ):
+            status, body = await _text(alice, web.base + url)
+            assert status == 403, url
+            assert secret not in body and "nightowls" not in body, url
+        # Another guild's image through this guild's pages, or its files: not found.
+        for url in (f"/g/{GUILD_ID}/i/{b_image}", f"/img/{b_image}.png", f"/thumb/{b_image}.webp"):
+            status, body = await _text(alice, web.base + url)
+            assert status == 404 and secret not in body, url
+        status, _ = await _text(alice, f"{web.base}/img/{a_image}.png")
+        assert status == 200
+        # A member is no moderator: the moderation page of their own guild is refused.
+        status, body = await _text(alice, f"{web.base}/g/{GUILD_ID}/mod")
+        assert status == 403 and "Only moderators" in body
+        status, body = await _text(alice, f"{web.base}/maintainers")
+        assert status == 403
+
+
+async def test_refusals_without_login_and_with_bad_sessions(web: Web) -> None:
+    image = web.images[GUILD_ID][0]
+    async with client() as anonymous:
+        for url in (f"/g/{GUILD_ID}", f"/g/{GUILD_ID}/i/{image}", f"/img/{image}.png", "/me"):
+            status, body = await _text(anonymous, web.base + url)
+            assert status == 401 and "Log in with Discord" in body, url
+        async with anonymous.get(f"{web.base}/g/{GUILD_ID}/rate/next") as response:
+            assert response.status == 401 and (await response.json())["error"]
+    # A forged cookie: the right shape, signed with another key.
+    forged = TimestampSigner("not-the-key").sign(
+        _b64(
+            {
+                "uid": str(MOD.id),
+                "name": "x",
+                "guilds": {str(GUILD_ID): ["x", True]},
+                "csrf": "c",
+                "at": time.time(),
+            }
+        )
+    )
+    async with client() as forger:
+        forger.cookie_jar.update_cookies({"dreamrate_session": forged.decode()})
+        status, _ = await _text(forger, f"{web.base}/g/{GUILD_ID}/mod")
+        assert status == 401
+    # An expired login: the session's login time is older than the session lifetime.
+    key = (web.settings.data_dir / "web-secret-key").read_text().strip()
+    old = TimestampSigner(key).sign(
+        _b64(
+            {
+                "uid": str(MOD.id),
+                "name": "x",
+                "guilds": {str(GUILD_ID): ["x", True]},
+                "csrf": "c",
+                "at": time.time() - 13 * 3600,
+            }
+        )
+    )
+    async with client() as late:
+        late.cookie_jar.update_cookies({"dreamrate_session": old.decode()})
+        status, _ = await _text(late, f"{web.base}/g/{GUILD_ID}/mod")
+        assert status == 401
+    # The same cookie with a fresh login time is accepted: the test above tests expiry.
+    fresh = TimestampSigner(key).sign(
+        _b64(
+            {
+                "uid": str(MOD.id),
+                "name": "x",
+                "guilds": {str(GUILD_ID): ["x", True]},
+                "csrf": "c",
+                "at": time.time(),
+            }
+        )
+    )
+    async with client() as ok:
+        ok.cookie_jar.update_cookies({"dreamrate_session": fresh.decode()})
+        status, _ = await _text(ok, f"{web.base}/g/{GUILD_ID}/mod")
+        assert status == 200
+
+
+def _b64(data: dict[str, object]) -> bytes:
+    import base64
+
+    return base64.b64encode(json.dumps(data).encode())
+
+
+async def test_oauth_state_and_codes_are_checked(web: Web) -> None:
+    async with client() as session:
+        # A callback this browser did not start: refused, no session.
+        status, body = await _text(session, f"{web.base}/callback?code=abc&state=forged")
+        assert status == 400 and "Login refused" in body
+        status, _ = await _text(session, f"{web.base}/g/{GUILD_ID}")
+        assert status == 401
+        # A login started here but finished with another state.
+        async with session.get(f"{web.base}/login", allow_redirects=False) as response:
+            location = response.headers["Location"]
+        assert "state=" in location and "scope=identify+guilds" in location
+        status, body = await _text(session, f"{web.base}/callback?code=abc&state=other")
+        assert status == 400 and "Login refused" in body
+        # A code Discord does not know (the state is right this time).
+        async with session.get(f"{web.base}/login", allow_redirects=False) as response:
+            state = response.headers["Location"].split("state=")[1].split("&")[0]
+        status, body = await _text(session, f"{web.base}/callback?code=made-up&state={state}")
+        assert status == 502 and "invalid_grant" in body
+        assert web.discord.oauth.token_requests[-1] == "invalid_grant"
+        status, _ = await _text(session, f"{web.base}/g/{GUILD_ID}")
+        assert status == 401
+
+
+async def test_clicks_need_the_csrf_token_and_a_value_on_the_scale(web: Web) -> None:
+    image = web.images[GUILD_ID][0]
+    url = f"{web.base}/g/{GUILD_ID}/rate"
+    async with client() as alice:
+        csrf = await login(alice, web, ALICE)
+        for headers in ({}, {"X-CSRF-Token": "wrong"}):
+            async with alice.post(url, json={"image_id": image, "value": 5}, headers=headers) as r:
+                assert r.status == 403 and "CSRF" in (await r.json())["error"]
+        ok = {"X-CSRF-Token": csrf}
+        for body, status in (
+            ({"image_id": image, "value": 11}, 400),
+            ({"image_id": image, "value": "high"}, 400),
+            ({"image_id": image}, 400),
+            ({"image_id": web.images[GUILD_B_ID][0], "value": 5}, 404),
+            ({"image_id": 999_999, "value": 5}, 404),
+        ):
+            async with alice.post(url, json=body, headers=ok) as r:
+                assert r.status == status, (body, await r.text())
+        async with alice.post(
+            url, data="[1,2]", headers={**ok, "Content-Type": "application/json"}
+        ) as r:
+            assert r.status == 400
+        # A choice on a pair never shown to this member.
+        choose = f"{web.base}/g/{GUILD_ID}/compare"
+        async with alice.post(choose, json={"pair": "-123", "winner": "a"}, headers=ok) as r:
+            assert r.status == 404 and "not shown to you" in (await r.json())["error"]
+        # Forms need it too: a moderator action and an erase without the token.
+        async with alice.post(f"{web.base}/me/erase", data={"confirm": "erase"}) as r:
+            assert r.status == 403
+    assert await _count(web, RatingEvent) == 0 and await _count(web, ChoiceEvent) == 0
+    async with client() as mod:
+        await login(mod, web, MOD)
+        async with mod.post(
+            f"{web.base}/g/{GUILD_ID}/mod/ban", data={"discord_id": str(ALICE.id), "csrf": "x"}
+        ) as r:
+            assert r.status == 403
+    assert await _count(web, GuildBan) == 0 and await _count(web, AuditEntry) == 0
+
+
+async def test_a_pair_shown_to_one_member_takes_only_their_choice(web: Web) -> None:
+    async with client() as alice, client() as bob:
+        a_csrf = await login(alice, web, ALICE)
+        b_csrf = await login(bob, web, BOB)
+        async with alice.get(f"{web.base}/g/{GUILD_ID}/compare/next") as r:
+            pair = (await r.json())["pair"]
+        url = f"{web.base}/g/{GUILD_ID}/compare"
+        async with bob.post(
+            url, json={"pair": pair["id"], "winner": "b"}, headers={"X-CSRF-Token": b_csrf}
+        ) as r:
+            assert r.status == 404
+        async with alice.post(
+            url, json={"pair": pair["id"], "winner": "x"}, headers={"X-CSRF-Token": a_csrf}
+        ) as r:
+            assert r.status == 400
+        async with alice.post(
+            url, json={"pair": pair["id"], "winner": "b"}, headers={"X-CSRF-Token": a_csrf}
+        ) as r:
+            assert r.status == 200 and (await r.json())["outcome"] == "chosen"
+    assert await _count(web, ChoiceEvent) == 1
+
+
+async def test_the_click_throttle_slows_one_member_only(web: Web) -> None:
+    image = web.images[GUILD_ID][0]
+    url = f"{web.base}/g/{GUILD_ID}/rate"
+    async with client() as alice, client() as bob:
+        a = {"X-CSRF-Token": await login(alice, web, ALICE)}
+        b = {"X-CSRF-Token": await login(bob, web, BOB)}
+        statuses = []
+        for k in range(30):
+            async with alice.post(
+                url, json={"image_id": image, "value": 1 + k % 10}, headers=a
+            ) as r:
+                statuses.append(r.status)
+        assert 429 in statuses and statuses[0] == 200
+        async with bob.post(url, json={"image_id": image, "value": 4}, headers=b) as r:
+            assert r.status == 200
+    async with web.engine.connect() as conn:
+        # Every accepted click is one rating event pair at most; the refused ones left none.
+        accepted = statuses.count(200)
+        adds = await conn.scalar(
+            select(func.count()).where(
+                RatingEvent.kind == "add", RatingEvent.discord_user_id == ALICE.id
+            )
+        )
+    assert adds == accepted
+
+
+async def test_paths_that_try_to_leave_the_image_store_are_refused(web: Web) -> None:
+    image = web.images[GUILD_ID][0]
+    async with client() as alice:
+        await login(alice, web, ALICE)
+        for url in (
+            "/img/..%2F..%2Fdreamrate.db.png",
+            "/img/%2e%2e/web-secret-key",
+            "/thumb/..%2fweb-secret-key.webp",
+            "/static/..%2Fweb-secret-key",
+            "/static/%2e%2e/%2e%2e/dreamrate.db",
+            f"/img/{image}.png/../../dreamrate.db",
+        ):
+            status, body = await _text(alice, web.base + url)
+            assert status == 404, url
+            assert "SQLite" not in body
+        # A tampered row pointing outside the store is refused too.
+        async with web.engine.begin() as conn:
+            await conn.execute(
+                update(Image).where(Image.id == image).values(path="../web-secret-key")
+            )
+        for url in (f"/img/{image}.png", f"/thumb/{image}.webp"):
+            status, body = await _text(alice, web.base + url)
+            assert status == 404, url
+        key = (web.settings.data_dir / "web-secret-key").read_text().strip()
+        assert key not in body
+
+
+async def test_oversized_queries_bad_cursors_and_unknown_ids_are_clear_4xx(web: Web) -> None:
+    async with client() as alice:
+        await login(alice, web, ALICE)
+        status, _ = await _text(alice, f"{web.base}/g/{GUILD_ID}?q={'x' * 5000}")
+        assert status == 414
+        status, body = await _text(alice, f"{web.base}/g/{GUILD_ID}?q={'x' * 300}")
+        assert status == 400 and "200 characters" in body
+        status, body = await _text(alice, f"{web.base}/g/{GUILD_ID}/more?cursor=zzz")
+        assert status == 400 and "bad cursor" in body
+        status, _ = await _text(alice, f"{web.base}/g/{GUILD_ID}?sort=random")
+        assert status == 400
+        status, _ = await _text(alice, f"{web.base}/g/{GUILD_ID}?since=yesterday")
+        assert status == 400
+        status, _ = await _text(alice, f"{web.base}/g/{GUILD_ID}/i/999999")
+        assert status == 404
+        status, _ = await _text(alice, f"{web.base}/g/123")
+        assert status == 403
+        status, _ = await _text(alice, f"{web.base}/g/notanumber")
+        assert status == 404
+
+
+async def test_gallery_pages_cover_every_shown_image_once_best_first(web: Web) -> None:
+    ids = web.images[GUILD_ID]
+    removed, flagged, reported = ids[0], ids[1], ids[2]
+    async with web.engine.begin() as conn:
+        await conn.execute(update(Image).where(Image.id == removed).values(removed=True))
+        await conn.execute(update(Image).where(Image.id == flagged).values(flagged=True))
+        await conn.execute(Flag.__table__.insert().values(image_id=reported, reason=""))
+    shown = ids[3:]
+    async with client() as alice, client() as bob:
+        a = {"X-CSRF-Token": await login(alice, web, ALICE)}
+        b = {"X-CSRF-Token": await login(bob, web, BOB)}
+        url = f"{web.base}/g/{GUILD_ID}/rate"
+        # Ratings that make an order: shown[1] best, then shown[0], the rest unrated.
+        for session, headers, image, value in (
+            (alice, a, shown[1], 9), (bob, b, shown[1], 8), (alice, a, shown[0], 6),
+        ):  # fmt: skip
+            async with session.post(
+                url, json={"image_id": image, "value": value}, headers=headers
+            ) as r:
+                assert r.status == 200
+        from dreamrate.web import pages_gallery
+
+        pages_gallery.PAGE, page_size = 2, pages_gallery.PAGE
+        try:
+            seen: list[int] = []
+            status, html = await _text(alice, f"{web.base}/g/{GUILD_ID}")
+            while True:
+                import re
+
+                seen += [int(i) for i in re.findall(r'data-image="(\d+)"', html)]
+                more = re.search(r'data-more="([^"]+)"', html)
+                if more is None:
+                    break
+                status, html = await _text(alice, web.base + more.group(1).replace("&amp;", "&"))
+                assert status == 200
+            unrated = sorted(set(shown) - {shown[0], shown[1]}, reverse=True)
+            assert seen == [shown[1], shown[0], *unrated]
+            status, html = await _text(alice, f"{web.base}/g/{GUILD_ID}?sort=new&unrated=1")
+            assert shown[1] not in [int(i) for i in re.findall(r'data-image="(\d+)"', html)]
+            status, html = await _text(alice, f"{web.base}/g/{GUILD_ID}?q=picture+4")
+            assert [int(i) for i in re.findall(r'data-image="(\d+)"', html)] == [ids[4]]
+            status, html = await _text(alice, f"{web.base}/g/{GUILD_ID}?q=%25")
+            assert re.findall(r'data-image="(\d+)"', html) == []  # % is a character, not a wildcard
+        finally:
+            pages_gallery.PAGE = page_size
+        # Removed, flagged and reported images have no page and no file.
+        for image in (removed, flagged, reported):
+            status, _ = await _text(alice, f"{web.base}/g/{GUILD_ID}/i/{image}")
+            assert status == 404
+            status, _ = await _text(alice, f"{web.base}/img/{image}.png")
+            assert status == 404
+        status, html = await _text(alice, f"{web.base}/g/{GUILD_ID}/i/{shown[1]}")
+        assert "8.50" in html and "by maker" in html
+
+
+async def test_the_requester_name_hides_when_they_opt_out_and_prompts_are_text(web: Web) -> None:
+    image = web.images[GUILD_ID][3]
+    async with web.engine.begin() as conn:
+        job_id = await conn.scalar(select(Image.job_id).where(Image.id == image))
+        await conn.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(prompt='<script>alert(1)</script><img src=x onerror="alert(2)">')
+        )
+    async with client() as alice:
+        await login(alice, web, ALICE)
+        status, html = await _text(alice, f"{web.base}/g/{GUILD_ID}/i/{image}")
+        assert (
+            "<script>alert(1)</script>" not in html
+            and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        )
+        assert "by maker" in html
+        async with web.engine.begin() as conn:
+            requester = await conn.scalar(select(Job.requester_id).where(Job.id == job_id))
+            await conn.execute(update(User).where(User.id == requester).values(opted_out=True))
+        status, html = await _text(alice, f"{web.base}/g/{GUILD_ID}/i/{image}")
+        assert status == 200 and "by maker" not in html
+        async with alice.get(f"{web.base}/g/{GUILD_ID}/i/{image}") as response:
+            csp = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+
+
+async def test_thumbnails_are_made_once_and_cached(web: Web) -> None:
+    image = web.images[GUILD_ID][4]
+    async with client() as alice:
+        await login(alice, web, ALICE)
+        async with alice.get(f"{web.base}/thumb/{image}.webp") as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "image/webp"
+            assert (
+                "immutable" in r.headers["Cache-Control"]
+                and "private" in r.headers["Cache-Control"]
+            )
+            first = await r.read()
+        made = list((web.settings.data_dir / "thumbnails").rglob("*.webp"))
+        assert len(made) == 1
+        stamp = made[0].stat().st_mtime_ns
+        async with alice.get(f"{web.base}/thumb/{image}.webp") as r:
+            assert await r.read() == first
+        assert made[0].stat().st_mtime_ns == stamp
+        from io import BytesIO
+
+        from PIL import Image as PILImage
+
+        assert PILImage.open(BytesIO(first)).format == "WEBP"
+
+
+async def test_moderators_ban_remove_and_change_settings_with_an_audit_trail(web: Web) -> None:
+    image = web.images[GUILD_ID][5]
+    # The image's message is on Discord (the local server), posted with the bot's token.
+    async with (
+        aiohttp.ClientSession() as bot,
+        bot.post(
+            f"{web.discord.api_base}/channels/{GUILD_ID + 1}/messages",
+            json={"content": "an image"},
+            headers={"Authorization": f"Bot {TOKEN}"},
+        ) as posted,
+    ):
+        message = int((await posted.json())["id"])
+    async with web.engine.begin() as conn:
+        await conn.execute(
+            update(Image).where(Image.id == image).values(discord_message_id=message)
+        )
+    async with client() as mod, client() as alice:
+        csrf = await login(mod, web, MOD)
+        a_csrf = await login(alice, web, ALICE)
+        status, html = await _text(mod, f"{web.base}/g/{GUILD_ID}/mod")
+        assert status == 200 and "Moderating dreamers" in html
+        async with mod.post(
+            f"{web.base}/g/{GUILD_ID}/mod/remove", data={"image_id": str(image), "csrf": csrf}
+        ) as r:
+            assert r.status == 200 and "removed (1 Discord message(s) deleted)" in await r.text()
+        assert message not in web.discord.messages
+        async with mod.post(
+            f"{web.base}/g/{GUILD_ID}/mod/remove",
+            data={"image_id": str(web.images[GUILD_B_ID][0]), "csrf": csrf},
+        ) as r:
+            assert r.status == 404  # another guild's image
+        async with mod.post(
+            f"{web.base}/g/{GUILD_ID}/mod/ban", data={"discord_id": str(ALICE.id), "csrf": csrf}
+        ) as r:
+            assert r.status == 200
+        async with mod.post(
+            f"{web.base}/g/{GUILD_ID}/mod/ban", data={"discord_id": "alice", "csrf": csrf}
+        ) as r:
+            assert r.status == 400
+        async with mod.post(
+            f"{web.base}/g/{GUILD_ID}/mod/settings",
+            data={
+                "csrf": csrf,
+                "allowed_channel_ids": f"{GUILD_ID + 1}, {GUILD_ID + 2}",
+                "feed_channel_id": "",
+                "feed_interval_minutes": "30",
+                "feed_compare_percent": "20",
+            },
+        ) as r:
+            assert r.status == 200 and "Settings saved." in await r.text()
+        async with mod.post(
+            f"{web.base}/g/{GUILD_ID}/mod/settings",
+            data={"csrf": csrf, "feed_interval_minutes": "0"},
+        ) as r:
+            assert r.status == 400
+        # The banned member's clicks are refused and recorded nowhere.
+        async with alice.post(
+            f"{web.base}/g/{GUILD_ID}/rate",
+            json={"image_id": web.images[GUILD_ID][6], "value": 3},
+            headers={"X-CSRF-Token": a_csrf},
+        ) as r:
+            assert r.status == 403 and "banned" in (await r.json())["error"]
+        status, html = await _text(mod, f"{web.base}/g/{GUILD_ID}/mod")
+        assert (
+            html.count("moddy (2003)") == 3
+            and f"image {image}" in html
+            and f"member {ALICE.id}" in html
+        )
+        async with mod.post(
+            f"{web.base}/g/{GUILD_ID}/mod/unban", data={"discord_id": str(ALICE.id), "csrf": csrf}
+        ) as r:
+            assert r.status == 200
+    from dreamrate.ratings.moderation import get_guild_settings, is_banned_in
+
+    settings = await get_guild_settings(web.engine, GUILD_ID)
+    assert settings is not None and settings.allowed_channel_ids == [GUILD_ID + 1, GUILD_ID + 2]
+    assert settings.feed_interval_minutes == 30 and settings.feed_compare_percent == 20
+    assert not await is_banned_in(web.engine, GUILD_ID, ALICE.id)
+    async with web.engine.connect() as conn:
+        actions = list(
+            (await conn.execute(select(AuditEntry.action).order_by(AuditEntry.id))).scalars()
+        )
+        assert await conn.scalar(select(Image.removed).where(Image.id == image)) is True
+    assert actions == ["remove", "ban", "settings", "unban"]
+    assert await _count(web, Rating) == 0
+
+
+async def test_erase_on_the_web_is_privacy_erase(web: Web) -> None:
+    image = web.images[GUILD_ID][3]
+    async with client() as alice:
+        csrf = await login(alice, web, ALICE)
+        async with alice.post(
+            f"{web.base}/g/{GUILD_ID}/rate",
+            json={"image_id": image, "value": 7},
+            headers={"X-CSRF-Token": csrf},
+        ) as r:
+            assert r.status == 200
+        async with alice.get(f"{web.base}/me/data.json") as r:
+            mine = await r.json()
+        assert [x["value"] for x in mine["ratings"]] == [7.0]
+        async with alice.post(f"{web.base}/me/erase", data={"csrf": csrf, "confirm": "nope"}) as r:
+            assert r.status == 400
+        assert await _count(web, Rating) == 1
+        async with alice.post(f"{web.base}/me/erase", data={"csrf": csrf, "confirm": "erase"}) as r:
+            assert r.status == 200 and "Erased 1 rating(s)" in await r.text()
+        assert await _count(web, Rating) == 0 and await _count(web, RatingEvent) == 0
+        async with alice.post(f"{web.base}/me/optout", data={"csrf": csrf}) as r:
+            assert "You opted out" in await r.text()
+        async with alice.post(
+            f"{web.base}/g/{GUILD_ID}/rate",
+            json={"image_id": image, "value": 2},
+            headers={"X-CSRF-Token": csrf},
+        ) as r:
+            assert r.status == 403 and "opted out" in (await r.json())["error"]
+        async with alice.post(f"{web.base}/me/optin", data={"csrf": csrf}) as r:
+            assert "You opted in" in await r.text()
+        async with alice.post(
+            f"{web.base}/g/{GUILD_ID}/rate",
+            json={"image_id": image, "value": 2},
+            headers={"X-CSRF-Token": csrf},
+        ) as r:
+            assert r.status == 200
+        # Logging out ends the session; the old page's token does nothing afterwards.
+        async with alice.post(f"{web.base}/logout", data={"csrf": csrf}) as r:
+            assert r.status == 200
+        status, _ = await _text(alice, f"{web.base}/me")
+        assert status == 401
+    assert await _count(web, Rating) == 1
+
+
+async def test_maintainers_see_the_queue_workers_and_plots(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dreamrate.fake_discord import FakeDiscord
+    from tests.web.conftest import register_accounts, serve
+
+    discord = FakeDiscord()
+    await discord.start()
+    register_accounts(discord)
+    settings, engine, app, base, task, server = await serve(
+        discord, database_url, tmp_path / "d", maintainers=[MOD.id]
+    )
+    world = Web(base, discord, engine, settings, app)
+    try:
+        from tests.web.conftest import seed_images
+
+        await seed_images(engine, settings.images_dir, GUILD_ID, ["x"])
+        async with engine.begin() as conn:
+            await conn.execute(update(Job).values(status="failed", error="CUDA out of memory"))
+        async with client() as mod:
+            await login(mod, world, MOD)
+            status, html = await _text(mod, f"{base}/maintainers")
+            assert status == 200 and "failed: 1" in html and "CUDA out of memory" in html
+            async with mod.get(f"{base}/maintainers/plot/ratings.svg") as r:
+                assert r.status == 200 and (await r.text()).lstrip().startswith("<?xml")
+            status, _ = await _text(mod, f"{base}/maintainers/plot/nope.svg")
+            assert status == 404
+    finally:
+        server.should_exit = True
+        await task
+        await engine.dispose()
+        await discord.stop()
+    _ = csrf_of
