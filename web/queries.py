@@ -251,7 +251,7 @@ async def image_detail(
                     Job.scheduler,
                     User.name,
                     User.opted_out,
-                )  # fmt: skip
+                )
                 .join(Job, Job.id == Image.job_id)
                 .join(User, User.id == Job.requester_id)
                 .where(Image.id == image_id, Job.guild_id.is_not(None))

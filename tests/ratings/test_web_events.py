@@ -27,7 +27,9 @@ from dreamrate.ratings.web_events import (
 )
 from tests.web.conftest import seed_images
 
-SCALE = RatingScale("sac-10", tuple(["1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7️⃣", "8️⃣", "9️⃣", "🔟"]), tuple(range(1, 11)))
+SCALE = RatingScale(
+    "sac-10", tuple(["1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7️⃣", "8️⃣", "9️⃣", "🔟"]), tuple(range(1, 11))
+)
 GUILD = 1_000_000_000_000_000_001
 MEMBER, OTHER = 4001, 4002
 
