@@ -73,15 +73,20 @@ function setupRater(rater) {
     rater.dataset.image = String(current.id);
   }
 
+  // One click at a time: a key pressed while the next image loads must not rate the
+  // one just rated again.
   async function rate(value) {
     if (!current || busy) return;
     busy = true;
-    const { ok, data } = await post(`/g/${guild}/rate`, { image_id: current.id, value });
-    busy = false;
-    if (!ok) { say(data.error, true); return; }
-    say(`Rated ${value}.`);
-    bump("rated-count", "rated");
-    await next();
+    try {
+      const { ok, data } = await post(`/g/${guild}/rate`, { image_id: current.id, value });
+      if (!ok) { say(data.error, true); return; }
+      await next();
+      say(`Rated ${value}.`);
+      bump("rated-count", "rated");
+    } finally {
+      busy = false;
+    }
   }
 
   rater.querySelectorAll("button[data-value]").forEach((b) =>
@@ -135,12 +140,15 @@ function setupChooser(chooser) {
   async function choose(winner) {
     if (!pair || busy) return;
     busy = true;
-    const { ok, data } = await post(`/g/${guild}/compare`, { pair: pair.id, winner });
-    busy = false;
-    if (!ok) { say(data.error, true); return; }
-    say(winner === "tie" ? "Noted: can't decide." : `You chose the ${winner === "a" ? "left" : "right"} one.`);
-    bump("chosen-count", "chosen");
-    await next();
+    try {
+      const { ok, data } = await post(`/g/${guild}/compare`, { pair: pair.id, winner });
+      if (!ok) { say(data.error, true); return; }
+      await next();
+      say(winner === "tie" ? "Noted: can't decide." : `You chose the ${winner === "a" ? "left" : "right"} one.`);
+      bump("chosen-count", "chosen");
+    } finally {
+      busy = false;
+    }
   }
 
   chooser.querySelectorAll("button[data-winner]").forEach((b) =>

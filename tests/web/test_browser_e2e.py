@@ -1,0 +1,180 @@
+"""The web home in a real headless Chromium, beside the real bot on the local Discord.
+
+Members make images with /dream on Discord; in the browser a member logs in through the
+local Discord's OAuth page, browses the gallery, rates five images and makes two choices
+with the keyboard; a moderator removes an image and bans a member from the web page and
+Discord's side sees both; the member erases their data from their page. Screenshots of
+each page go to ``build/screenshots/`` for a reviewer (not committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from dreamrate.db.models import Choice, Image, Rating, User
+from dreamrate.fake_discord import GUILD_ID, FakeDiscord
+from tests.bot.conftest import start_bot, stop_bot
+from tests.bot.test_moderation_e2e import reply
+from tests.bot.test_ratings_e2e import dream
+from tests.test_cli import run_cli
+from tests.web.conftest import ALICE, MOD, Web, register_accounts, serve
+
+pytestmark = pytest.mark.slow
+playwright_api = pytest.importorskip("playwright.async_api")
+
+expect = playwright_api.expect
+DIGITS = re.compile(r"^\d+$")
+PAIR = re.compile(r"^-\d+$")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script> a tricky prompt'
+
+
+@pytest.fixture
+def chromium() -> str:
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI") or os.environ.get("DREAMRATE_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+        pytest.skip("no chromium here (apt-get install chromium)")
+    return CHROMIUM
+
+
+async def _count(engine, table, *where) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(table).where(*where)))
+
+
+async def _log_in(page, base: str, who: str) -> None:  # type: ignore[no-untyped-def]
+    await page.goto(base)
+    await page.get_by_role("link", name="Log in with Discord").first.click()
+    await page.get_by_role("button", name=f"Authorize as {who}").click()
+    await page.wait_for_url(f"{base}/")
+
+
+async def test_members_and_moderators_in_the_browser(
+    chromium: str, sqlite_url: str, tmp_path: Path, tiny_models
+) -> None:  # type: ignore[no-untyped-def]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    discord = FakeDiscord()
+    await discord.start()
+    register_accounts(discord)
+    data_dir = tmp_path / "data"
+    bot = await start_bot(discord, sqlite_url, data_dir, tiny_models[0])
+    settings, engine, app, base, task, server = await serve(discord, sqlite_url, data_dir)
+    web = Web(base, discord, engine, settings, app)
+    try:
+        messages = await dream(discord, ALICE, "a lighthouse at dusk", images=4)
+        messages += await dream(discord, MOD, "a fox in the snow", images=4)
+        messages += await dream(discord, ALICE, XSS, images=1)
+        async with engine.connect() as conn:
+            alice_message = int(
+                await conn.scalar(
+                    select(Image.discord_message_id).where(Image.discord_message_id == messages[0])
+                )
+            )
+        async with playwright_api.async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            member = await browser.new_context(viewport={"width": 1200, "height": 900})
+            page = await member.new_page()
+            await _log_in(page, base, "alice")
+            await page.get_by_role("link", name="dreamers").first.click()
+            await page.wait_for_selector(".card")
+            assert await page.locator(".card").count() == 9
+            # The prompt with HTML in it is text on the page, and nothing of it ran.
+            assert await page.get_by_text("a tricky prompt").count() == 1
+            assert await page.evaluate("window.__xss") is None
+            await page.screenshot(path=str(SHOTS / "gallery.png"), full_page=True)
+
+            # Rate five images with the keyboard.
+            await page.goto(f"{base}/g/{GUILD_ID}/rate")
+            for k, key in enumerate("73905", start=1):
+                await expect(page.locator("#rater")).to_have_attribute("data-image", DIGITS)
+                await page.keyboard.press(key)
+                await expect(page.locator("#rated-count")).to_have_attribute("data-count", str(k))
+            await page.screenshot(path=str(SHOTS / "rate.png"), full_page=True)
+            # Two choices with the arrow keys.
+            await page.goto(f"{base}/g/{GUILD_ID}/compare")
+            for k, key in enumerate(("ArrowLeft", "ArrowRight"), start=1):
+                await expect(page.locator("#chooser")).to_have_attribute("data-pair", PAIR)
+                await page.keyboard.press(key)
+                await expect(page.locator("#chosen-count")).to_have_attribute("data-count", str(k))
+            await page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+
+            async with engine.connect() as conn:
+                alice_id = await conn.scalar(select(User.id).where(User.discord_id == ALICE.id))
+                ratings = sorted(
+                    (await conn.execute(
+                        select(Rating.value).where(Rating.user_id == alice_id, Rating.source == "web")
+                    )).scalars()
+                )  # fmt: skip
+            assert ratings == [3.0, 5.0, 7.0, 9.0, 10.0]
+            assert await _count(engine, Choice, Choice.user_id == alice_id) == 2
+            # `ratings export` has them, like any reaction.
+            out = tmp_path / "ratings.jsonl"
+            exported = run_cli(
+                "ratings", "export", "--out", str(out),
+                env={"DREAMRATE_DATABASE_URL": sqlite_url, "DREAMRATE_DATA_DIR": str(data_dir)},
+            )  # fmt: skip
+            assert exported.returncode == 0, exported.stderr
+            import json
+
+            rows = [json.loads(line) for line in out.read_text().splitlines()]
+            assert sorted(r["rating"] for r in rows if r["rater_id"] == str(ALICE.id)) == ratings
+
+            # An image page: the parameters and the rating just given.
+            await page.goto(f"{base}/g/{GUILD_ID}")
+            await page.locator(".card").first.click()
+            await page.wait_for_selector("dl.params")
+            await page.screenshot(path=str(SHOTS / "image.png"), full_page=True)
+
+            # A moderator removes one of alice's images and bans alice, on the web page.
+            moderator = await browser.new_context(viewport={"width": 1200, "height": 900})
+            mod_page = await moderator.new_page()
+            await _log_in(mod_page, base, "moddy")
+            await mod_page.goto(f"{base}/g/{GUILD_ID}/mod")
+            async with engine.connect() as conn:
+                image_id = await conn.scalar(
+                    select(Image.id).where(Image.discord_message_id == alice_message)
+                )
+            await mod_page.locator("#remove-form input[name=image_id]").fill(str(image_id))
+            await mod_page.locator("#remove-form button").click()
+            await mod_page.wait_for_selector("text=Discord message(s) deleted")
+            await mod_page.locator("#ban-form input[name=discord_id]").fill(str(ALICE.id))
+            await mod_page.locator("#ban-form button").click()
+            await mod_page.wait_for_selector(f"text=Member {ALICE.id} banned here.")
+            await mod_page.screenshot(path=str(SHOTS / "moderation.png"), full_page=True)
+            assert await mod_page.locator("#audit tr").count() == 3  # header + 2 actions
+
+            # Discord's side: the image's message is gone, and alice may not /dream.
+            assert alice_message not in discord.messages
+            interaction, _ = await discord.slash(
+                ALICE, "dream", [{"name": "prompt", "type": 3, "value": "let me in"}]
+            )
+            answer = await reply(discord, interaction)
+            assert answer["data"]["content"] == (
+                "You are banned from generating and rating images here."
+            )
+
+            # Alice erases everything from her page (a confirmation first).
+            page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await page.goto(f"{base}/me")
+            await page.locator("#erase-form input[name=confirm]").fill("erase")
+            await page.locator("#erase-form button").click()
+            await page.wait_for_selector("text=Erased 5 rating(s)")
+            await page.screenshot(path=str(SHOTS / "privacy.png"), full_page=True)
+            await browser.close()
+        assert await _count(engine, Rating, Rating.user_id == alice_id) == 0
+        assert await _count(engine, Choice, Choice.user_id == alice_id) == 0
+    finally:
+        server.should_exit = True
+        await task
+        await engine.dispose()
+        await stop_bot(bot)
+        await discord.stop()
