@@ -24,7 +24,7 @@ from tests.bot.conftest import start_bot, stop_bot
 from tests.bot.test_moderation_e2e import reply
 from tests.bot.test_ratings_e2e import dream
 from tests.test_cli import run_cli
-from tests.web.conftest import ALICE, MOD, Web, register_accounts, serve
+from tests.web.conftest import ALICE, MOD, register_accounts, serve
 
 pytestmark = pytest.mark.slow
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -67,8 +67,7 @@ async def test_members_and_moderators_in_the_browser(
     register_accounts(discord)
     data_dir = tmp_path / "data"
     bot = await start_bot(discord, sqlite_url, data_dir, tiny_models[0])
-    settings, engine, app, base, task, server = await serve(discord, sqlite_url, data_dir)
-    web = Web(base, discord, engine, settings, app)
+    _, engine, _, base, task, server = await serve(discord, sqlite_url, data_dir)
     try:
         messages = await dream(discord, ALICE, "a lighthouse at dusk", images=4)
         messages += await dream(discord, MOD, "a fox in the snow", images=4)
