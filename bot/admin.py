@@ -16,6 +16,7 @@ from dreamrate.bot.permissions import is_moderator
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.retry import retry_on_disconnect
 from dreamrate.generation.registry import list_models
+from dreamrate.ratings.audit import audit
 from dreamrate.ratings.moderation import (
     dismiss_reports,
     get_guild_settings,
@@ -53,6 +54,24 @@ def register_admin(
         guild_only=True,
     )
     admin.interaction_check = moderators_only  # type: ignore[method-assign]
+
+    async def record(
+        interaction: discord.Interaction, action: str, target: str, **detail: object
+    ) -> None:
+        """The action in the guild's audit log, as the web home's moderation page shows it."""
+        assert interaction.guild_id is not None
+        await retry_on_disconnect(
+            lambda: audit(
+                engine,
+                guild_id=interaction.guild_id,
+                actor_discord_id=interaction.user.id,
+                actor_name=interaction.user.name,
+                action=action,
+                target=target,
+                source="discord",
+                detail=detail,
+            )
+        )
 
     @admin.command(name="allow", description="Allow /dream in a channel (or stop allowing it).")
     async def allow(
@@ -121,6 +140,7 @@ def register_admin(
         await retry_on_disconnect(
             lambda: set_banned(engine, interaction.guild_id, member.id, True, name=member.name)
         )
+        await record(interaction, "ban", f"member {member.id}")
         await interaction.response.send_message(
             f"{member.mention} is banned from generating and rating in this server.",
             ephemeral=True,
@@ -132,6 +152,7 @@ def register_admin(
         await retry_on_disconnect(
             lambda: set_banned(engine, interaction.guild_id, member.id, False, name=member.name)
         )
+        await record(interaction, "unban", f"member {member.id}")
         await interaction.response.send_message(
             f"{member.mention} may generate and rate again.", ephemeral=True
         )
@@ -153,6 +174,7 @@ def register_admin(
             partial = client.get_partial_messageable(channel_id).get_partial_message(shown_as)
             with contextlib.suppress(discord.NotFound, discord.Forbidden):
                 await partial.delete()
+        await record(interaction, "remove", f"image {image.id}", messages=len(image.messages))
         await interaction.response.send_message(f"Image {image.id} removed.", ephemeral=True)
 
     @admin.command(
@@ -167,6 +189,7 @@ def register_admin(
         )
         if closed is None:
             raise DreamrateError(f"Message {message_id} is not a generated image of this server.")
+        await record(interaction, "dismiss", f"message {message_id}", reports=closed)
         await interaction.response.send_message(
             f"Closed {closed} report(s); the image stays.", ephemeral=True
         )

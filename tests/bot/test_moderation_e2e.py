@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from dreamrate.db.models import Job
-from dreamrate.fake_discord import BASIC, CHANNEL_ID, MANAGE_GUILD, FakeDiscord, Member
+from dreamrate.fake_discord import BASIC, CHANNEL_ID, GUILD_ID, MANAGE_GUILD, FakeDiscord, Member
+from dreamrate.ratings.audit import audit_log
 from dreamrate.ratings.export import current_ratings
 from tests.bot.conftest import settled
 from tests.bot.test_ratings_e2e import dream
@@ -44,6 +45,10 @@ async def test_a_banned_member_can_neither_generate_nor_rate(running) -> None:  
         MOD, "admin", [{"name": "member", "type": 6, "value": str(FAY.id)}], subcommand="ban"
     )
     assert "is banned" in (await reply(server, interaction_id))["data"]["content"]
+    # The ban is in the guild's audit log, which the web home's moderation page shows.
+    (entry,) = await audit_log(running.engine, GUILD_ID)
+    assert (entry.action, entry.target, entry.source) == ("ban", f"member {FAY.id}", "discord")
+    assert (entry.actor_discord_id, entry.actor_name) == (MOD.id, "mod")
     interaction_id, _ = await server.slash(
         FAY, "dream", [{"name": "prompt", "type": 3, "value": "let me in"}]
     )
