@@ -13,6 +13,7 @@ community: readers that serve one guild pass it, maintainer exports may pass sev
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,6 +71,7 @@ def _image_counts(image: Any, *, leaving: bool) -> ColumnElement[bool]:
     return condition & image.flagged.is_(False) & ~reported
 
 
+@functools.cache
 def counted_image(*, leaving: bool) -> ColumnElement[bool]:
     """A condition on ``Image``: kept by moderators, and with ``leaving`` (exports, datasets,
     posts) also not flagged by the safety checker, and with no member report waiting for a

@@ -13,6 +13,7 @@ either side.
 from __future__ import annotations
 
 import secrets
+import weakref
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -63,8 +64,16 @@ class WebPair:
     right: int
 
 
+#: Images whose web post this process has made sure of: a post is never deleted but with
+#: its image (cascade), so once there it stays, and the insert (a commit) is saved.
+_POSTED: weakref.WeakKeyDictionary[AsyncEngine, set[int]] = weakref.WeakKeyDictionary()
+
+
 async def _ensure_web_post(engine: AsyncEngine, image_id: int) -> int:
     message_id = web_message_of(image_id)
+    posted = _POSTED.setdefault(engine, set())
+    if image_id in posted:
+        return message_id
     async with engine.begin() as conn:
         await conn.execute(
             dialect_insert(engine)(ImagePost)
@@ -77,6 +86,9 @@ async def _ensure_web_post(engine: AsyncEngine, image_id: int) -> int:
             )
             .on_conflict_do_nothing(index_elements=["message_id"])
         )
+    if len(posted) > 1_000_000:
+        posted.clear()
+    posted.add(image_id)
     return message_id
 
 

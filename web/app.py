@@ -33,6 +33,7 @@ from dreamrate.ratings.service import RatingService
 from dreamrate.web import auth, pages_gallery, pages_maint, pages_me, pages_mod, pages_rate
 from dreamrate.web.context import TEMPLATES, NotLoggedIn, WebContext
 from dreamrate.web.discord_api import DiscordAPI
+from dreamrate.web.ranking import RankingCache
 from dreamrate.web.security import load_secret_key
 from dreamrate.web.thumbs import Thumbnails
 
@@ -126,6 +127,7 @@ def create_app(
             engine, model_spec(settings.embedding.model, settings.embedding.pretrained)[2]
         ),
         templates=templates,
+        rankings=RankingCache(engine),
     )
     secret = settings.web.secret_key
     key = load_secret_key(secret.get_secret_value() if secret else None, settings.data_dir)

@@ -17,6 +17,7 @@ from dreamrate.core.settings import Settings
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
 from dreamrate.web.discord_api import DiscordAPI
+from dreamrate.web.ranking import RankingCache
 from dreamrate.web.security import ClickThrottle, LoggedIn, logged_in
 from dreamrate.web.thumbs import Thumbnails
 
@@ -39,6 +40,7 @@ class WebContext:
     thumbnails: Thumbnails
     predictor: ActivePredictor
     templates: Jinja2Templates
+    rankings: RankingCache
     throttle: ClickThrottle = field(default_factory=ClickThrottle)
     client_id: int | None = None
 

@@ -13,11 +13,11 @@ from starlette.responses import FileResponse, Response
 from dreamrate.web.context import ctx
 from dreamrate.web.queries import (
     GalleryQuery,
-    gallery_models,
     gallery_page,
     image_detail,
     image_file,
     member_user_id,
+    shown_in_gallery,
 )
 from dreamrate.web.thumbs import inside
 
@@ -66,7 +66,7 @@ async def _page(request: Request, guild_id: int) -> tuple[dict[str, object], Gal
     user_id = await member_user_id(context.engine, member.discord_id)
     query = _query(request, user_id)
     try:
-        cards, cursor = await gallery_page(context.engine, guild_id, query)
+        cards, cursor = await gallery_page(context.engine, guild_id, query, context.rankings)
     except ValueError:
         raise HTTPException(400, "that page does not exist (a bad cursor)") from None
     return {"cards": cards, "cursor": cursor, "guild_id": guild_id}, query
@@ -93,7 +93,7 @@ async def gallery(request: Request) -> Response:
             "query": query,
             "guild_name": member.guilds[guild_id][0],
             "moderator": member.moderates(guild_id),
-            "models": await gallery_models(context.engine, guild_id),
+            "models": (await context.rankings.get(guild_id, shown_in_gallery(guild_id))).models,
             "more": _more_link(request, page["cursor"]),  # type: ignore[arg-type]
             "unrated": bool(request.query_params.get("unrated")),
         },

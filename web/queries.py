@@ -10,11 +10,12 @@ costs what page 1 does.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.db.models import (
@@ -30,6 +31,7 @@ from dreamrate.db.models import (
 )
 from dreamrate.db.types import utcnow
 from dreamrate.ratings.policy import counted_image, counted_ratings
+from dreamrate.web.ranking import RankingCache
 
 __all__ = [
     "Card",
@@ -41,9 +43,6 @@ __all__ = [
     "maintainer_overview",
     "next_unrated",
 ]
-
-#: Sort key of images nobody has rated yet: below every rating.
-UNRATED = -1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +68,7 @@ class Card:
     ratings: int
 
 
+@functools.lru_cache(maxsize=4096)
 def shown_in_gallery(guild_id: int) -> ColumnElement[bool]:
     """On ``Image`` joined to its ``Job``: made in ``guild_id`` and fit to show there."""
     requester_banned = exists().where(
@@ -116,26 +116,10 @@ def parse_cursor(sort: str, cursor: str) -> tuple[float, int] | None:
     return (float(score), int(image_id))
 
 
-async def gallery_page(
-    engine: AsyncEngine, guild_id: int, query: GalleryQuery
-) -> tuple[list[Card], str | None]:
-    """One page of ``guild_id``'s gallery and the cursor of the next (None at the end)."""
-    stats = _stats(guild_id)
-    score = func.coalesce(stats.c.mean, UNRATED)
+def _filtered(guild_id: int, query: GalleryQuery) -> Any:
     statement = (
-        select(
-            Image.id,
-            Image.width,
-            Image.height,
-            Job.prompt,
-            Job.model,
-            Image.created_at,
-            stats.c.mean,
-            func.coalesce(stats.c.n, 0).label("n"),
-            score.label("score"),
-        )
+        select(Image.id, Image.width, Image.height, Job.prompt, Job.model, Image.created_at)
         .join(Job, Job.id == Image.job_id)
-        .outerjoin(stats, stats.c.image_id == Image.id)
         .where(shown_in_gallery(guild_id))
     )
     if query.text:
@@ -148,46 +132,67 @@ async def gallery_page(
         statement = statement.where(
             ~exists().where(Rating.image_id == Image.id, Rating.user_id == query.unrated_by)
         )
-    after = parse_cursor(query.sort, query.cursor)
-    if query.sort == "new":
-        if after is not None:
-            statement = statement.where(Image.id < after[1])
-        statement = statement.order_by(Image.id.desc())
-    else:
-        if after is not None:
-            statement = statement.where(
-                or_(score < after[0], and_(score == after[0], Image.id < after[1]))
-            )
-        statement = statement.order_by(score.desc(), Image.id.desc())
-    async with engine.connect() as conn:
-        rows = (await conn.execute(statement.limit(query.limit + 1))).all()
-    cards = [
-        Card(
-            r.id,
-            r.width,
-            r.height,
-            r.prompt,
-            r.model,
-            r.created_at,
-            None if r.mean is None else float(r.mean),
-            int(r.n),
+    return statement
+
+
+async def _figures(conn: Any, guild_id: int, ids: list[int]) -> dict[int, tuple[float, int]]:
+    """(mean, count) of the counted ratings of these images, now."""
+    if not ids:
+        return {}
+    rows = await conn.execute(
+        counted_ratings(
+            Rating.image_id, func.avg(Rating.value), func.count(), leaving=True, guilds=[guild_id]
         )
-        for r in rows[: query.limit]
-    ]
+        .where(Rating.image_id.in_(ids))
+        .group_by(Rating.image_id)
+    )
+    return {int(i): (float(m), int(n)) for i, m, n in rows}
+
+
+#: Ranked ids looked at per query when filters thin the page out.
+CHUNK = 400
+
+
+async def gallery_page(
+    engine: AsyncEngine, guild_id: int, query: GalleryQuery, rankings: RankingCache
+) -> tuple[list[Card], str | None]:
+    """One page of ``guild_id``'s gallery and the cursor of the next (None at the end).
+
+    "new": keyset on the image id. "top": the cached ranking (:mod:`.ranking`) from the
+    cursor on, a chunk of ids at a time through the filters, until the page is full.
+    Either way the page's figures are read fresh for its own images."""
+    after = parse_cursor(query.sort, query.cursor)
+    statement = _filtered(guild_id, query)
+    want = query.limit + 1
+    async with engine.connect() as conn:
+        if query.sort == "new":
+            if after is not None:
+                statement = statement.where(Image.id < after[1])
+            rows = (await conn.execute(statement.order_by(Image.id.desc()).limit(want))).all()
+            scores = {}
+        else:
+            ranking = await rankings.get(guild_id, shown_in_gallery(guild_id))
+            at = 0 if after is None else ranking.position_after(*after)
+            rows, scores = [], {}
+            filtered = query.text or query.model or query.since or query.unrated_by is not None
+            # Unfiltered, nearly every ranked image is still shown: read just a page's worth.
+            size = CHUNK if filtered else want + 4
+            while len(rows) < want and at < len(ranking.ids):
+                chunk = [int(i) for i in ranking.ids[at : at + size]]
+                scores.update(zip(chunk, ranking.scores[at : at + size].tolist(), strict=True))
+                found = {r.id: r for r in await conn.execute(statement.where(Image.id.in_(chunk)))}
+                rows += [found[i] for i in chunk if i in found][: want - len(rows)]
+                at += size
+        figures = await _figures(conn, guild_id, [r.id for r in rows[: query.limit]])
+    cards = []
+    for r in rows[: query.limit]:
+        mean, n = figures.get(r.id, (None, 0))
+        cards.append(Card(r.id, r.width, r.height, r.prompt, r.model, r.created_at, mean, n))
     if len(rows) <= query.limit:
         return cards, None
     last = rows[query.limit - 1]
-    cursor = str(last.id) if query.sort == "new" else f"{float(last.score)!r}_{last.id}"
+    cursor = str(last.id) if query.sort == "new" else f"{scores[last.id]!r}_{last.id}"
     return cards, cursor
-
-
-async def gallery_models(engine: AsyncEngine, guild_id: int) -> list[str]:
-    """The models ``guild_id``'s images were made with (for the filter)."""
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(Job.model).where(Job.guild_id == guild_id).distinct().order_by(Job.model)
-        )
-        return [str(m) for m in rows.scalars()]
 
 
 @dataclass(frozen=True, slots=True)
