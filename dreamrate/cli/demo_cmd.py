@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,15 @@ def demo_cmd(
     pace: Annotated[
         float, typer.Option(min=0.0, help="Seconds between one member's reactions.")
     ] = 1.1,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web", help="Afterwards, serve the web home on 127.0.0.1 with a one-click login."
+        ),
+    ] = False,
+    web_port: Annotated[
+        int, typer.Option("--web-port", min=1, max=65535, help="Port for --web (else a free one).")
+    ] = 8000,
 ) -> None:
     """Play a small community end to end: /dream, emoji ratings, embed, train, score, fetch,
     fine-tune, arena, export."""
@@ -98,3 +108,14 @@ def demo_cmd(
     console.print(table)
     for name, path in summary.paths.items():  # whole paths, never cut to the terminal width
         typer.echo(f"{name}: {path}")
+    if web:
+        from dreamrate.demo_web import serve_demo_web
+
+        def ready(url: str) -> None:
+            typer.echo(
+                f"web home: {url}  (one click on the local Discord's page logs you in as a "
+                "member, or as 'moderator', who also sees the maintainers' page; Ctrl-C stops)"
+            )
+
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_demo_web(folder, members=members, port=web_port, ready=ready))
