@@ -38,8 +38,8 @@ async def home(request: Request) -> Response:
 def _query(request: Request, user_id: int | None) -> GalleryQuery:
     params = request.query_params
     sort = params.get("sort", "top")
-    if sort not in ("top", "new"):
-        raise HTTPException(400, "sort is top or new")
+    if sort not in ("top", "predicted", "new"):
+        raise HTTPException(400, "sort is top, predicted or new")
     since = None
     if params.get("since"):
         try:
@@ -65,8 +65,13 @@ async def _page(request: Request, guild_id: int) -> tuple[dict[str, object], Gal
     member = context.guild_member(request, guild_id)
     user_id = await member_user_id(context.engine, member.discord_id)
     query = _query(request, user_id)
+    predictor = await context.predictor.get() if query.sort == "predicted" else None
+    if query.sort == "predicted" and predictor is None:
+        raise HTTPException(400, "No predictor is active yet (dreamrate train makes one).")
     try:
-        cards, cursor = await gallery_page(context.engine, guild_id, query, context.rankings)
+        cards, cursor = await gallery_page(
+            context.engine, guild_id, query, context.rankings, predictor
+        )
     except ValueError:
         raise HTTPException(400, "that page does not exist (a bad cursor)") from None
     return {"cards": cards, "cursor": cursor, "guild_id": guild_id}, query

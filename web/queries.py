@@ -18,17 +18,18 @@ from typing import Any
 from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dreamrate.aesthetic.predictor import Predictor
 from dreamrate.db.models import (
     Flag,
     GuildBan,
     Image,
     Job,
     JobStatus,
-    Predictor,
     Rating,
     RatingEvent,
     User,
 )
+from dreamrate.db.models import Predictor as PredictorRow
 from dreamrate.db.types import utcnow
 from dreamrate.ratings.policy import counted_image, counted_ratings
 from dreamrate.web.ranking import RankingCache
@@ -47,7 +48,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class GalleryQuery:
-    sort: str = "top"  #: ``top`` (community rating) or ``new``
+    sort: str = "top"  #: ``top`` (community rating), ``predicted`` (active predictor), ``new``
     text: str = ""  #: a piece of the prompt
     model: str = ""
     since: datetime | None = None
@@ -154,7 +155,11 @@ CHUNK = 400
 
 
 async def gallery_page(
-    engine: AsyncEngine, guild_id: int, query: GalleryQuery, rankings: RankingCache
+    engine: AsyncEngine,
+    guild_id: int,
+    query: GalleryQuery,
+    rankings: RankingCache,
+    predictor: Predictor | None = None,
 ) -> tuple[list[Card], str | None]:
     """One page of ``guild_id``'s gallery and the cursor of the next (None at the end).
 
@@ -171,7 +176,11 @@ async def gallery_page(
             rows = (await conn.execute(statement.order_by(Image.id.desc()).limit(want))).all()
             scores = {}
         else:
-            ranking = await rankings.get(guild_id, shown_in_gallery(guild_id))
+            shown = shown_in_gallery(guild_id)
+            if query.sort == "predicted" and predictor is not None:
+                ranking = await rankings.predicted(guild_id, shown, predictor)
+            else:
+                ranking = await rankings.get(guild_id, shown)
             at = 0 if after is None else ranking.position_after(*after)
             rows, scores = [], {}
             filtered = query.text or query.model or query.since or query.unrated_by is not None
@@ -422,7 +431,9 @@ async def maintainer_overview(engine: AsyncEngine, *, days: int = 30) -> Overvie
                 "metrics": dict(p.metrics or {}),
                 "created_at": p.created_at,
             }
-            for p in (await conn.execute(select(Predictor).order_by(Predictor.id.desc()))).scalars()
+            for p in (
+                await conn.execute(select(PredictorRow).order_by(PredictorRow.id.desc()))
+            ).scalars()
         ]
         day = _day(RatingEvent.received_at, dialect)
         per_day = (

@@ -14,18 +14,22 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.db.models import Image, Job, Rating
+from dreamrate.aesthetic.predictor import Predictor, PredictorError
+from dreamrate.db.models import Embedding, Image, Job, Rating
 from dreamrate.ratings.policy import counted_ratings
 
 __all__ = ["Ranking", "RankingCache"]
 
 #: Sort key of images nobody has rated yet: below every rating.
 UNRATED = -1.0
+#: Sort key of images without an embedding, by predicted score: below every prediction.
+UNEMBEDDED = -1e9
 
 
 @dataclass(frozen=True)
@@ -49,30 +53,79 @@ class Ranking:
 
 
 class RankingCache:
-    """One :class:`Ranking` per guild, refreshed when older than ``ttl`` seconds."""
+    """One :class:`Ranking` per guild (and per predictor, for "predicted"), refreshed when
+    older than ``ttl`` seconds (``predicted_ttl``: embeddings arrive in batches)."""
 
-    def __init__(self, engine: AsyncEngine, ttl: float = 30.0) -> None:
+    def __init__(
+        self, engine: AsyncEngine, ttl: float = 30.0, predicted_ttl: float = 300.0
+    ) -> None:
         self.engine = engine
         self.ttl = ttl
-        self._rankings: dict[int, Ranking] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
+        self.predicted_ttl = predicted_ttl
+        self._rankings: dict[tuple[int, str], Ranking] = {}
+        self._locks: dict[tuple[int, str], asyncio.Lock] = {}
+
+    async def _cached(self, key: tuple[int, str], ttl: float, compute: Any) -> Ranking:
+        ranking = self._rankings.get(key)
+        if ranking is not None and time.monotonic() - ranking.made_at < ttl:
+            return ranking
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            # One refresh at a time; the others take its result.
+            ranking = self._rankings.get(key)
+            if ranking is not None and time.monotonic() - ranking.made_at < ttl:
+                return ranking
+            ranking = await compute()
+            self._rankings[key] = ranking
+            return ranking
 
     async def get(self, guild_id: int, shown: object) -> Ranking:
-        """The guild's ranking; ``shown`` is the gallery's condition on Image joined to Job."""
-        ranking = self._rankings.get(guild_id)
-        if ranking is not None and time.monotonic() - ranking.made_at < self.ttl:
-            return ranking
-        lock = self._locks.setdefault(guild_id, asyncio.Lock())
-        async with lock:  # one refresh at a time; the others take its result
-            ranking = self._rankings.get(guild_id)
-            if ranking is not None and time.monotonic() - ranking.made_at < self.ttl:
-                return ranking
-            ranking = await self._compute(guild_id, shown)
-            self._rankings[guild_id] = ranking
-            return ranking
+        """The guild's ranking by community rating; ``shown`` is the gallery's condition on
+        Image joined to Job."""
+        return await self._cached(
+            (guild_id, "top"), self.ttl, lambda: self._compute(guild_id, shown)
+        )
 
-    def forget(self, guild_id: int) -> None:
-        self._rankings.pop(guild_id, None)
+    async def predicted(self, guild_id: int, shown: object, predictor: Predictor) -> Ranking:
+        """The guild's ranking by ``predictor``'s score of each image's embedding (images
+        not embedded yet last)."""
+        return await self._cached(
+            (guild_id, f"predicted:{predictor.id}"),
+            self.predicted_ttl,
+            lambda: self._compute_predicted(guild_id, shown, predictor),
+        )
+
+    async def _compute_predicted(
+        self, guild_id: int, shown: object, predictor: Predictor
+    ) -> Ranking:
+        async with self.engine.connect() as conn:
+            ids = np.fromiter(
+                (
+                    await conn.execute(
+                        select(Image.id).join(Job, Job.id == Image.job_id).where(shown)  # type: ignore[arg-type]
+                    )
+                ).scalars(),
+                dtype=np.int64,
+            )
+            rows = (
+                await conn.execute(
+                    select(Embedding.image_id, Embedding.vector)
+                    .join(Image, Image.id == Embedding.image_id)
+                    .join(Job, Job.id == Image.job_id)
+                    .where(shown, Embedding.model == predictor.embedding_model)  # type: ignore[arg-type]
+                )
+            ).all()
+        scores = np.full(len(ids), UNEMBEDDED)
+        if rows:
+            vectors = np.frombuffer(b"".join(r.vector for r in rows), dtype=np.float32)
+            try:
+                predicted = predictor.predict(vectors.reshape(len(rows), -1))
+            except PredictorError:
+                predicted = None  # another embedding size: nothing to sort by
+            if predicted is not None:
+                where = {int(r.image_id): float(v) for r, v in zip(rows, predicted, strict=True)}
+                scores = np.array([where.get(int(i), UNEMBEDDED) for i in ids])
+        order = np.lexsort((-ids, -scores))
+        return Ranking(ids[order], scores[order], time.monotonic())
 
     async def _compute(self, guild_id: int, shown: object) -> Ranking:
         means = counted_ratings(

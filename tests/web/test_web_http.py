@@ -576,3 +576,46 @@ async def test_maintainers_see_the_queue_workers_and_plots(database_url: str, tm
         await engine.dispose()
         await discord.stop()
     _ = csrf_of
+
+
+async def test_best_predicted_first_with_the_active_predictor(web: Web, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    import numpy as np
+
+    from dreamrate.aesthetic.clip_model import model_spec
+    from dreamrate.aesthetic.predictor import Predictor, save_predictor
+    from dreamrate.aesthetic.registry import register_predictor
+    from dreamrate.db.models import Embedding
+
+    async with client() as alice:
+        await login(alice, web, ALICE)
+        status, body = await _text(alice, f"{web.base}/g/{GUILD_ID}?sort=predicted")
+        assert status == 400 and "No predictor is active" in body
+        emb = web.settings.embedding
+        model = model_spec(emb.model, emb.pretrained)[2]
+        ids = web.images[GUILD_ID]
+        # The predictor scores the first coordinate; image k lies at angle k: a known order.
+        angles = {image: (k * 7) % 5 for k, image in enumerate(ids[:5])}
+        async with web.engine.begin() as conn:
+            await conn.execute(
+                Embedding.__table__.insert(),
+                [
+                    {
+                        "image_id": image,
+                        "model": model,
+                        "dim": 2,
+                        "vector": np.array([np.cos(a / 4), np.sin(a / 4)], np.float32).tobytes(),
+                    }
+                    for image, a in angles.items()
+                ],
+            )
+        predictor = Predictor(model, 2, [(np.array([[1.0, 0.0]]), np.array([0.0]))])
+        path = save_predictor(predictor, tmp_path / "predictor")
+        await register_predictor(web.engine, predictor, path, activate=True)
+        status, html = await _text(alice, f"{web.base}/g/{GUILD_ID}?sort=predicted")
+        assert status == 200, html
+        order = [int(i) for i in re.findall(r'data-image="(\d+)"', html)]
+        best_first = sorted(angles, key=lambda image: angles[image])
+        unembedded = sorted(set(ids) - set(angles), reverse=True)
+        assert order == best_first + unembedded
