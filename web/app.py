@@ -76,8 +76,9 @@ class Guard:
     def _with_headers(self, send: Send) -> Send:
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], *self.headers]
+                have = {k.lower() for k, _ in message.setdefault("headers", [])}
+                extra = [(k, v) for k, v in self.headers if k not in have]
+                message["headers"] = [*message["headers"], *extra]
             await send(message)
 
         return sending
@@ -155,6 +156,7 @@ def create_app(
         Route("/me/{action:str}", pages_me.me_action, methods=["POST"]),
         Route("/maintainers", pages_maint.maintainers_page),
         Route("/maintainers/plot/{name:str}.svg", pages_maint.plot),
+        Route("/maintainers/predictors/{predictor_id:int}/{name:str}", pages_maint.predictor_file),
         Route("/favicon.ico", lambda request: RedirectResponse("/static/favicon.svg")),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]

@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 
 from dreamrate.web.context import ctx
 from dreamrate.web.queries import maintainer_overview
 
-__all__ = ["maintainers_page", "plot"]
+__all__ = ["maintainers_page", "plot", "predictor_file"]
+
+#: What of a predictor's folder the page links to: its report (and the report's PNGs), its card.
+PREDICTOR_FILE = re.compile(r"^(report\.html|PREDICTOR\.md|[a-z0-9_-]{1,40}\.png)$")
+#: The report is our own HTML with inline styles; it runs no script.
+REPORT_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
 
 PLOTS = {
     "ratings": ("Rating events per day", "ratings_per_day"),
@@ -62,4 +69,31 @@ async def plot(request: Request) -> Response:
     svg = await asyncio.to_thread(_svg, title, getattr(overview, field))
     return Response(
         svg, media_type="image/svg+xml", headers={"Cache-Control": "private, max-age=60"}
+    )
+
+
+async def predictor_file(request: Request) -> Response:
+    """A predictor's ``report.html``, its PNGs or its ``PREDICTOR.md`` (maintainers only)."""
+    from sqlalchemy import select
+
+    from dreamrate.db.models import Predictor as PredictorRow
+    from dreamrate.web.thumbs import inside
+
+    context = ctx(request)
+    context.maintainer(request)
+    name = request.path_params["name"]
+    if not PREDICTOR_FILE.match(name):
+        raise HTTPException(404, "No such file.")
+    async with context.engine.connect() as conn:
+        folder = await conn.scalar(
+            select(PredictorRow.path).where(PredictorRow.id == request.path_params["predictor_id"])
+        )
+    path = None if folder is None else inside(Path(folder), name)
+    if path is None or not path.is_file():
+        raise HTTPException(404, "No such file.")
+    media = {"html": "text/html", "md": "text/plain; charset=utf-8", "png": "image/png"}
+    return FileResponse(
+        path,
+        media_type=media[name.rsplit(".", 1)[1]],
+        headers={"Content-Security-Policy": REPORT_CSP, "Cache-Control": "private, no-cache"},
     )

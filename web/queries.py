@@ -425,15 +425,23 @@ async def maintainer_overview(engine: AsyncEngine, *, days: int = 30) -> Overvie
         ]
         predictors = [
             {
+                "id": p.id,
                 "name": p.name,
                 "active": p.active,
                 "embedding_model": p.embedding_model,
                 "metrics": dict(p.metrics or {}),
                 "created_at": p.created_at,
             }
-            for p in (
-                await conn.execute(select(PredictorRow).order_by(PredictorRow.id.desc()))
-            ).scalars()
+            for p in await conn.execute(
+                select(
+                    PredictorRow.id,
+                    PredictorRow.name,
+                    PredictorRow.active,
+                    PredictorRow.embedding_model,
+                    PredictorRow.metrics,
+                    PredictorRow.created_at,
+                ).order_by(PredictorRow.id.desc())
+            )
         ]
         day = _day(RatingEvent.received_at, dialect)
         per_day = (

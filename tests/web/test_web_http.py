@@ -570,6 +570,35 @@ async def test_maintainers_see_the_queue_workers_and_plots(database_url: str, tm
                 assert r.status == 200 and (await r.text()).lstrip().startswith("<?xml")
             status, _ = await _text(mod, f"{base}/maintainers/plot/nope.svg")
             assert status == 404
+            # A predictor's report and card, from its own folder only.
+            import numpy as np
+
+            from dreamrate.aesthetic.predictor import Predictor, save_predictor
+            from dreamrate.aesthetic.registry import register_predictor
+            from dreamrate.db.models import Predictor as PredictorRow
+
+            predictor = Predictor("m", 2, [(np.array([[1.0, 0.0]]), np.array([0.0]))])
+            folder = save_predictor(predictor, tmp_path / "pred")
+            (folder / "report.html").write_text("<h1>the report</h1>")
+            (folder / "PREDICTOR.md").write_text("# the card")
+            (tmp_path / "secret.png").write_bytes(b"not yours")
+            await register_predictor(engine, predictor, folder, activate=False)
+            async with engine.connect() as conn:
+                pid = await conn.scalar(select(PredictorRow.id))
+            status, html = await _text(mod, f"{base}/maintainers")
+            assert f"/maintainers/predictors/{pid}/report.html" in html
+            async with mod.get(f"{base}/maintainers/predictors/{pid}/report.html") as r:
+                assert r.status == 200 and "the report" in await r.text()
+                assert "script-src" not in r.headers["Content-Security-Policy"]
+            status, card = await _text(mod, f"{base}/maintainers/predictors/{pid}/PREDICTOR.md")
+            assert status == 200 and card == "# the card"
+            for name in ("..%2Fsecret.png", "meta.json", "x.html", "%2e%2e"):
+                status, _ = await _text(mod, f"{base}/maintainers/predictors/{pid}/{name}")
+                assert status == 404, name
+            async with client() as alice:
+                await login(alice, world, ALICE)
+                status, _ = await _text(alice, f"{base}/maintainers/predictors/{pid}/report.html")
+                assert status == 403
     finally:
         server.should_exit = True
         await task
