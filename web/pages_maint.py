@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from dreamrate.web.context import ctx
+from dreamrate.web.outputs import find_outputs
 from dreamrate.web.queries import maintainer_overview
 
 __all__ = ["maintainers_page", "plot", "predictor_file"]
@@ -34,7 +35,12 @@ async def maintainers_page(request: Request) -> Response:
     context = ctx(request)
     context.maintainer(request)
     overview = await maintainer_overview(context.engine)
-    return context.render(request, "maintainers.html", {"o": overview, "plots": PLOTS})
+    web = context.settings.web
+    roots = [Path(p) for p in web.outputs] or [context.settings.data_dir]
+    outputs = await asyncio.to_thread(find_outputs, roots)
+    return context.render(
+        request, "maintainers.html", {"o": overview, "plots": PLOTS, "outputs": outputs}
+    )
 
 
 def _svg(title: str, points: Sequence[tuple[str, float]]) -> bytes:

@@ -377,8 +377,13 @@ class WebSettings(_Section):
     thumbnail_size: int = Field(
         default=384, ge=64, le=2048, description="Longest side of gallery thumbnails, in pixels."
     )
+    outputs: CommaList = Field(
+        default_factory=list,
+        description="Folders whose score runs, manifests and dataset exports the maintainers' "
+        "page lists (3 levels deep); default: DATA_DIR.",
+    )
 
-    _split = field_validator("maintainers", mode="before")(_split_list)
+    _split = field_validator("maintainers", "outputs", mode="before")(_split_list)
 
     @field_validator("base_url")
     @classmethod

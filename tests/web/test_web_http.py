@@ -566,6 +566,28 @@ async def test_maintainers_see_the_queue_workers_and_plots(database_url: str, tm
             await login(mod, world, MOD)
             status, html = await _text(mod, f"{base}/maintainers")
             assert status == 200 and "failed: 1" in html and "CUDA out of memory" in html
+            assert "None found" in html
+            # What maintainers wrote under the data folder: a score run, a manifest, a dataset.
+            runs = settings.data_dir / "runs"
+            (runs / "out" / "scores").mkdir(parents=True)
+            (runs / "out" / "scores" / "scores_00000.parquet").write_bytes(b"x" * 2_000_000)
+            (runs / "kept").mkdir()
+            (runs / "kept" / "manifest.json").write_text(
+                json.dumps({"format": "dreamrate-manifest", "rows_in": 1000, "rows_out": 250,
+                            "selection": {"threshold": 5.5}, "excluded": {"urls": 3, "domains": 4},
+                            "predictor": {"id": "abc123"}})
+            )  # fmt: skip
+            (runs / "ds").mkdir()
+            (runs / "ds" / "ratings.parquet").write_bytes(b"")
+            (runs / "ds" / "README.md").write_text("datasheet")
+            (runs / "other").mkdir()
+            (runs / "other" / "manifest.json").write_text("{not json")
+            status, html = await _text(mod, f"{base}/maintainers")
+            assert str(runs / "out" / "scores") in html and "2.0 MB" in html
+            assert str(runs / "kept") in html and "1000 → 250" in html and "abc123" in html
+            assert ">7<" in html  # opt-outs dropped
+            assert str(runs / "ds") in html and "ratings.parquet" in html
+            assert str(runs / "other") not in html
             async with mod.get(f"{base}/maintainers/plot/ratings.svg") as r:
                 assert r.status == 200 and (await r.text()).lstrip().startswith("<?xml")
             status, _ = await _text(mod, f"{base}/maintainers/plot/nope.svg")
