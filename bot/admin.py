@@ -140,11 +140,11 @@ def register_admin(
         await retry_on_disconnect(
             lambda: set_banned(engine, interaction.guild_id, member.id, True, name=member.name)
         )
-        await record(interaction, "ban", f"member {member.id}")
         await interaction.response.send_message(
             f"{member.mention} is banned from generating and rating in this server.",
             ephemeral=True,
         )
+        await record(interaction, "ban", f"member {member.id}")
 
     @admin.command(name="unban", description="Lift a ban.")
     async def unban(interaction: discord.Interaction, member: discord.User) -> None:
@@ -152,10 +152,10 @@ def register_admin(
         await retry_on_disconnect(
             lambda: set_banned(engine, interaction.guild_id, member.id, False, name=member.name)
         )
-        await record(interaction, "unban", f"member {member.id}")
         await interaction.response.send_message(
             f"{member.mention} may generate and rate again.", ephemeral=True
         )
+        await record(interaction, "unban", f"member {member.id}")
 
     @admin.command(
         name="remove",
@@ -174,8 +174,8 @@ def register_admin(
             partial = client.get_partial_messageable(channel_id).get_partial_message(shown_as)
             with contextlib.suppress(discord.NotFound, discord.Forbidden):
                 await partial.delete()
-        await record(interaction, "remove", f"image {image.id}", messages=len(image.messages))
         await interaction.response.send_message(f"Image {image.id} removed.", ephemeral=True)
+        await record(interaction, "remove", f"image {image.id}", messages=len(image.messages))
 
     @admin.command(
         name="dismiss", description="Close an image's reports as reviewed (it stays; it was fine)."
@@ -189,10 +189,10 @@ def register_admin(
         )
         if closed is None:
             raise DreamrateError(f"Message {message_id} is not a generated image of this server.")
-        await record(interaction, "dismiss", f"message {message_id}", reports=closed)
         await interaction.response.send_message(
             f"Closed {closed} report(s); the image stays.", ephemeral=True
         )
+        await record(interaction, "dismiss", f"message {message_id}", reports=closed)
 
     @admin.command(name="flags", description="Images members reported with the flag emoji.")
     async def flags(interaction: discord.Interaction) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "counted_member",
     "counted_ratings",
     "in_guilds",
+    "shown_in_guild",
 ]
 
 
@@ -77,6 +78,22 @@ def counted_image(*, leaving: bool) -> ColumnElement[bool]:
     posts) also not flagged by the safety checker, and with no member report waiting for a
     moderator (an upheld report removes the image; a dismissed one no longer counts)."""
     return _image_counts(Image, leaving=leaving)
+
+
+@functools.lru_cache(maxsize=4096)
+def shown_in_guild(guild_id: int, *, to_moderators: bool = False) -> ColumnElement[bool]:
+    """A condition on ``Image`` joined to its ``Job``: made in ``guild_id`` and fit to show
+    its members on the web home: kept, not made before the requester's erase, not by a
+    member banned there (or everywhere), not flagged by the safety checker and with no
+    report waiting. Its moderators, who must judge them, see every kept image of theirs."""
+    if to_moderators:
+        return (Job.guild_id == guild_id) & counted_image(leaving=False)
+    requester_banned = exists().where(
+        User.id == Job.requester_id,
+        User.banned.is_(True)
+        | exists().where(GuildBan.user_id == User.id, GuildBan.guild_id == guild_id),
+    )
+    return (Job.guild_id == guild_id) & counted_image(leaving=True) & ~requester_banned
 
 
 def in_guilds(guilds: Sequence[int] | None) -> ColumnElement[bool]:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dreamrate.db.models import (
     Choice,
     ChoiceEvent,
+    ComparisonPost,
     Flag,
     Image,
     Job,
@@ -112,6 +113,12 @@ async def erase(engine: AsyncEngine, discord_id: int) -> Erased:
         choices = await conn.execute(delete(Choice).where(Choice.user_id == user_id))
         choice_events = await conn.execute(
             delete(ChoiceEvent).where(ChoiceEvent.discord_user_id == discord_id)
+        )
+        # The pairs the web home showed them: no longer linked to them.
+        await conn.execute(
+            update(ComparisonPost)
+            .where(ComparisonPost.shown_to == discord_id)
+            .values(shown_to=None)
         )
         await conn.execute(
             update(User)

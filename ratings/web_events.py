@@ -16,16 +16,16 @@ import secrets
 import weakref
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.core.errors import DreamrateError
-from dreamrate.db.models import ComparisonPost, Image, ImagePost, Job, RatingEvent
+from dreamrate.db.models import Choice, ComparisonPost, Image, ImagePost, Job, RatingEvent, User
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import dialect_insert
 from dreamrate.ratings.choice_log import present_choices
 from dreamrate.ratings.decisions import Outcome, ReactionEvent, present_emojis
-from dreamrate.ratings.policy import counted_image
+from dreamrate.ratings.policy import shown_in_guild
 from dreamrate.ratings.posts import WEB_KIND
 from dreamrate.ratings.scale import WINNERS
 from dreamrate.ratings.service import RatingService
@@ -37,6 +37,7 @@ __all__ = [
     "WebPair",
     "choose_on_web",
     "image_guild",
+    "pending_web_pair",
     "rate_on_web",
     "show_pair_on_web",
     "web_message_of",
@@ -132,7 +133,33 @@ async def rate_on_web(
 async def show_pair_on_web(
     engine: AsyncEngine, *, guild_id: int, discord_id: int, left: int, right: int
 ) -> WebPair:
-    """Remember that the pair (``left``, ``right``) was shown to this member on the web."""
+    """Remember that the pair (``left``, ``right``) was shown to this member on the web;
+    showing it again (a reload, a second tab) gives the same post while they have not
+    chosen on it, so one member's choice of a pair is one choice."""
+    async with engine.connect() as conn:
+        again = await conn.scalar(
+            select(ComparisonPost.message_id)
+            .where(
+                ComparisonPost.kind == WEB_KIND,
+                ComparisonPost.shown_to == discord_id,
+                ComparisonPost.guild_id == guild_id,
+                or_(
+                    and_(ComparisonPost.image_a_id == left, ComparisonPost.image_b_id == right),
+                    and_(ComparisonPost.image_a_id == right, ComparisonPost.image_b_id == left),
+                ),
+            )
+            .order_by(ComparisonPost.posted_at.desc())
+            .limit(1)
+        )
+        if again is not None:
+            row = (
+                await conn.execute(
+                    select(ComparisonPost.image_a_id, ComparisonPost.image_b_id).where(
+                        ComparisonPost.message_id == again
+                    )
+                )
+            ).one()
+            return WebPair(int(again), int(row.image_a_id), int(row.image_b_id))
     for _ in range(3):
         message_id = _PAIR_BASE - secrets.randbits(52)
         async with engine.begin() as conn:
@@ -153,6 +180,47 @@ async def show_pair_on_web(
         if done.rowcount:
             return WebPair(message_id, left, right)
     raise RuntimeError("could not draw a free id for a web pair")  # 2^52 ids: never
+
+
+async def pending_web_pair(
+    engine: AsyncEngine, *, guild_id: int, discord_id: int
+) -> WebPair | None:
+    """The pair last shown to this member on the web that they have not chosen on yet, while
+    both images may still be shown there: a reload (or a second tab) gets it again, so
+    asking for pairs over and over makes no new ones."""
+    chosen = (
+        select(Choice.id)
+        .join(User, User.id == Choice.user_id)
+        .where(Choice.message_id == ComparisonPost.message_id, User.discord_id == discord_id)
+        .exists()
+    )
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(
+                    ComparisonPost.message_id, ComparisonPost.image_a_id, ComparisonPost.image_b_id
+                )
+                .where(
+                    ComparisonPost.kind == WEB_KIND,
+                    ComparisonPost.shown_to == discord_id,
+                    ComparisonPost.guild_id == guild_id,
+                    ~chosen,
+                )
+                .order_by(ComparisonPost.posted_at.desc())
+                .limit(1)
+            )
+        ).first()
+        if row is None:
+            return None
+        still = await conn.scalar(
+            select(func.count())
+            .select_from(Image)
+            .join(Job, Job.id == Image.job_id)
+            .where(Image.id.in_([row.image_a_id, row.image_b_id]), shown_in_guild(guild_id))
+        )
+    if still != 2:
+        return None
+    return WebPair(int(row.message_id), int(row.image_a_id), int(row.image_b_id))
 
 
 async def choose_on_web(
@@ -195,6 +263,33 @@ async def choose_on_web(
         ).first()
         if shown is None:
             raise NotShownError("that pair was not shown to you")
+        pair = (
+            await conn.execute(
+                select(ComparisonPost.image_a_id, ComparisonPost.image_b_id).where(
+                    ComparisonPost.message_id == message_id
+                )
+            )
+        ).one()
+        elsewhere = await conn.scalar(
+            select(Choice.id)
+            .join(User, User.id == Choice.user_id)
+            .where(
+                User.discord_id == discord_id,
+                Choice.message_id != message_id,
+                Choice.source == WEB_KIND,
+                or_(
+                    and_(
+                        Choice.image_a_id == pair.image_a_id, Choice.image_b_id == pair.image_b_id
+                    ),
+                    and_(
+                        Choice.image_a_id == pair.image_b_id, Choice.image_b_id == pair.image_a_id
+                    ),
+                ),
+            )
+            .limit(1)
+        )
+        if elsewhere is not None:
+            raise NotShownError("you already chose between these two")
         present = await present_choices(conn, discord_id, message_id)
     scale = service.scale
     emoji = scale.choice_emojis[WINNERS.index(winner)]
@@ -211,11 +306,13 @@ async def choose_on_web(
     return (await service.record_many(events, source=WEB_KIND))[-1]
 
 
-async def image_guild(engine: AsyncEngine, image_id: int) -> int | None:
-    """The guild an image was made in, for an image that is kept (else None)."""
+async def image_guild(engine: AsyncEngine, image_id: int, guild_id: int) -> bool:
+    """Whether the image was made in ``guild_id`` and its members may see (and rate) it
+    there (:func:`~dreamrate.ratings.policy.shown_in_guild`)."""
     async with engine.connect() as conn:
-        return await conn.scalar(
-            select(Job.guild_id)
-            .join(Image, Image.job_id == Job.id)
-            .where(Image.id == image_id, counted_image(leaving=False))
+        found = await conn.scalar(
+            select(Image.id)
+            .join(Job, Job.id == Image.job_id)
+            .where(Image.id == image_id, shown_in_guild(guild_id))
         )
+    return found is not None

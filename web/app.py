@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 MAX_QUERY = 2048
+#: Every form and click is small; anything bigger is refused before it is read.
+MAX_BODY = 64 * 1024
 HEADERS = {
     "content-security-policy": (
         "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
@@ -69,6 +71,11 @@ class Guard:
             return
         if len(scope.get("query_string", b"")) > MAX_QUERY:
             response = Response("Query string too long.", status_code=414)
+            await response(scope, receive, self._with_headers(send))
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            response = Response("Request body too large.", status_code=413)
             await response(scope, receive, self._with_headers(send))
             return
         await self.app(scope, receive, self._with_headers(send))

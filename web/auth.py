@@ -99,5 +99,8 @@ async def logout(request: Request) -> Response:
     form = await request.form()
     if member is not None and not csrf_ok(member, str(form.get("csrf", ""))):
         return context.render(request, "error.html", {"message": "Refused: bad form token."}, 403)
+    if member is not None and member.sid:
+        lifetime = context.settings.web.session_hours * 3600
+        context.revoked.add(member.sid, member.login_at + lifetime)
     request.session.clear()
     return RedirectResponse("/", status_code=303)

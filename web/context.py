@@ -18,12 +18,14 @@ from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
 from dreamrate.web.discord_api import DiscordAPI
 from dreamrate.web.ranking import RankingCache
-from dreamrate.web.security import ClickThrottle, LoggedIn, logged_in
+from dreamrate.web.security import ClickThrottle, LoggedIn, Revoked, logged_in
 from dreamrate.web.thumbs import Thumbnails
 
 __all__ = ["WebContext", "ctx"]
 
 TEMPLATES = Path(__file__).parent / "templates"
+#: Ids are 64-bit signed in the database: a bigger one is no id at all (not a 500).
+MAX_ID = 2**63 - 1
 
 
 class NotLoggedIn(Exception):
@@ -42,6 +44,7 @@ class WebContext:
     templates: Jinja2Templates
     rankings: RankingCache
     throttle: ClickThrottle = field(default_factory=ClickThrottle)
+    revoked: Revoked = field(default_factory=Revoked)
     client_id: int | None = None
 
     @property
@@ -54,23 +57,29 @@ class WebContext:
         return f"{self.base_url}/callback"
 
     def member(self, request: Request) -> LoggedIn:
-        member = logged_in(request, self.settings.web.session_hours * 3600)
+        member = logged_in(request, self.settings.web.session_hours * 3600, self.revoked)
         if member is None:
             raise NotLoggedIn
         return member
 
     def maybe_member(self, request: Request) -> LoggedIn | None:
-        return logged_in(request, self.settings.web.session_hours * 3600)
+        return logged_in(request, self.settings.web.session_hours * 3600, self.revoked)
 
     def guild_member(self, request: Request, guild_id: int) -> LoggedIn:
         """The member, who must share ``guild_id`` with the bot (else 403)."""
         member = self.member(request)
+        if not 0 < guild_id <= MAX_ID:
+            raise HTTPException(404, "No such server.")
         if not member.member_of(guild_id):
             raise HTTPException(403, "You are not a member of that server (or the bot is not).")
         return member
 
     def moderator(self, request: Request, guild_id: int) -> LoggedIn:
         member = self.guild_member(request, guild_id)
+        if member.was_moderator(guild_id) and not member.moderates(guild_id):
+            raise HTTPException(
+                403, "Log in again to moderate: moderator rights are read from Discord hourly."
+            )
         if not member.moderates(guild_id):
             raise HTTPException(403, "Only moderators (Manage Server) can open this page.")
         return member

@@ -126,9 +126,35 @@ class DiscordAPI:
         return guilds
 
     async def bot_guild_ids(self) -> set[int]:
-        """The guilds the bot is in."""
-        body = await self._json("GET", "/users/@me/guilds", headers=self._bot_headers())
-        return {int(g["id"]) for g in body}
+        """The guilds the bot is in (Discord pages them 200 at a time)."""
+        found: set[int] = set()
+        after = "0"
+        while True:
+            body = await self._json(
+                "GET",
+                "/users/@me/guilds",
+                params={"limit": "200", "after": after},
+                headers=self._bot_headers(),
+            )
+            page = [int(g["id"]) for g in body]
+            if not page or set(page) <= found:
+                return found
+            found.update(page)
+            if len(page) < 200:
+                return found
+            after = str(max(page))
+
+    async def channel_guild(self, channel_id: int) -> int | None:
+        """The guild of a text channel the bot can see, None when it is no such channel."""
+        try:
+            body = await self._json("GET", f"/channels/{channel_id}", headers=self._bot_headers())
+        except DiscordLoginError as exc:
+            if "404" in str(exc) or "403" in str(exc):
+                return None
+            raise
+        if body.get("type") not in (0, 5):  # a text or an announcement channel
+            return None
+        return int(body["guild_id"]) if body.get("guild_id") else None
 
     async def delete_message(self, channel_id: int, message_id: int) -> bool:
         """Delete one message with the bot token; False when Discord would not (logged)."""

@@ -10,14 +10,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from dreamrate.web.context import ctx
+from dreamrate.web.context import MAX_ID, ctx
 from dreamrate.web.queries import (
     GalleryQuery,
     gallery_page,
     image_detail,
     image_file,
     member_user_id,
-    shown_in_gallery,
 )
 from dreamrate.web.thumbs import inside
 
@@ -98,7 +97,7 @@ async def gallery(request: Request) -> Response:
             "query": query,
             "guild_name": member.guilds[guild_id][0],
             "moderator": member.moderates(guild_id),
-            "models": (await context.rankings.get(guild_id, shown_in_gallery(guild_id))).models,
+            "models": await context.rankings.models(guild_id),
             "more": _more_link(request, page["cursor"]),  # type: ignore[arg-type]
             "unrated": bool(request.query_params.get("unrated")),
         },
@@ -121,6 +120,8 @@ async def image_page(request: Request) -> Response:
     guild_id, image_id = request.path_params["guild_id"], request.path_params["image_id"]
     context = ctx(request)
     member = context.guild_member(request, guild_id)
+    if image_id > MAX_ID:
+        raise HTTPException(404, "No such image here.")
     user_id = await member_user_id(context.engine, member.discord_id)
     detail = await image_detail(context.engine, image_id, member_user_id=user_id)
     if detail is None or detail.guild_id != guild_id:
@@ -135,7 +136,9 @@ async def _file_of(request: Request) -> tuple[str, str]:
     """(path in the store, sha256) of an image the member may see, else 404."""
     context = ctx(request)
     member = context.member(request)
-    found = await image_file(context.engine, request.path_params["image_id"])
+    if request.path_params["image_id"] > MAX_ID:
+        raise HTTPException(404, "No such image.")
+    found = await image_file(context.engine, request.path_params["image_id"], member.moderates)
     if found is None or not member.member_of(found[0]):
         raise HTTPException(404, "No such image.")
     return found[1], found[2]

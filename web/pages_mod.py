@@ -27,8 +27,8 @@ from dreamrate.ratings.moderation import (
     set_banned,
     update_guild_settings,
 )
-from dreamrate.ratings.web_events import image_guild
-from dreamrate.web.context import ctx
+from dreamrate.web.context import MAX_ID, ctx
+from dreamrate.web.discord_api import DiscordLoginError
 from dreamrate.web.security import LoggedIn, csrf_ok
 
 __all__ = ["moderation_action", "moderation_page"]
@@ -71,17 +71,18 @@ def _int(form: FormData, name: str, *, optional: bool = False) -> int | None:
     if not raw and optional:
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise HTTPException(400, f"{name} must be a number (a Discord id).") from None
+    if not 0 < value <= MAX_ID:
+        raise HTTPException(400, f"{name} must be a Discord id (a positive 64-bit number).")
+    return value
 
 
 async def _remove(request: Request, member: LoggedIn, guild_id: int, form: FormData) -> str:
     context = ctx(request)
     image_id = _int(form, "image_id")
     assert image_id is not None
-    if await image_guild(context.engine, image_id) not in (guild_id, None):
-        raise HTTPException(404, "No such image here.")
     removed = await remove_image_by_id(context.engine, guild_id, image_id)
     if removed is None:
         raise HTTPException(404, "No such image here.")
@@ -156,9 +157,20 @@ async def _settings(request: Request, member: LoggedIn, guild_id: int, form: For
         allowed = [int(c) for c in raw]
     except ValueError:
         raise HTTPException(400, "allowed channels are Discord channel ids.") from None
+    if not all(0 < c <= MAX_ID for c in allowed):
+        raise HTTPException(400, "allowed channels are Discord channel ids.")
     feed_channel = _int(form, "feed_channel_id", optional=True)
     minutes = _int(form, "feed_interval_minutes", optional=True)
     compare = _int(form, "feed_compare_percent", optional=True)
+    for channel in {*allowed, *([feed_channel] if feed_channel is not None else [])}:
+        try:
+            owner = await context.discord.channel_guild(channel)
+        except DiscordLoginError as exc:
+            raise HTTPException(
+                502, f"Cannot check channel {channel} with Discord: {exc}"
+            ) from None
+        if owner != guild_id:
+            raise HTTPException(400, f"Channel {channel} is not a text channel of this server.")
     if minutes is not None and not 1 <= minutes <= 10_080:
         raise HTTPException(400, "the feed interval is 1 to 10080 minutes.")
     if compare is not None and not 0 <= compare <= 100:

@@ -21,11 +21,12 @@ from dreamrate.ratings.web_events import (
     NotShownError,
     choose_on_web,
     image_guild,
+    pending_web_pair,
     rate_on_web,
     show_pair_on_web,
 )
-from dreamrate.web.context import ctx, json_error
-from dreamrate.web.queries import image_detail, member_user_id, next_unrated
+from dreamrate.web.context import MAX_ID, ctx, json_error
+from dreamrate.web.queries import image_detail, member_user_id, next_unrated, shown_ids
 from dreamrate.web.security import LoggedIn, csrf_ok
 
 __all__ = ["choose", "compare_next", "compare_page", "rate", "rate_next", "rate_page"]
@@ -117,10 +118,12 @@ async def rate(request: Request) -> Response:
         image_id, value = int(body["image_id"]), float(body["value"])
     except (KeyError, TypeError, ValueError):
         return json_error(400, "image_id is an id and value a number on the scale.")
+    if not 0 < image_id <= MAX_ID:
+        return json_error(404, "No such image here.")
     if value not in context.scale.values:
         allowed = ", ".join(f"{v:g}" for v in context.scale.values)
         return json_error(400, f"A rating is one of {allowed}.")
-    if await image_guild(context.engine, image_id) != guild_id:
+    if not await image_guild(context.engine, image_id, guild_id):
         return json_error(404, "No such image here.")
     outcome = await rate_on_web(
         context.service,
@@ -139,14 +142,21 @@ async def compare_next(request: Request) -> Response:
     guild_id = request.path_params["guild_id"]
     context = ctx(request)
     member = context.guild_member(request, guild_id)
-    predictor = await context.predictor.get()
-    pairs = await select_pairs_to_compare(context.engine, 1, predictor, guild_id, member.discord_id)
-    if not pairs:
-        return JSONResponse({"pair": None})
-    left, right = pairs[0]
-    shown = await show_pair_on_web(
-        context.engine, guild_id=guild_id, discord_id=member.discord_id, left=left, right=right
-    )
+    shown = await pending_web_pair(context.engine, guild_id=guild_id, discord_id=member.discord_id)
+    if shown is None:
+        predictor = await context.predictor.get()
+        pairs = await select_pairs_to_compare(
+            context.engine, 8, predictor, guild_id, member.discord_id
+        )
+        fit = await shown_ids(context.engine, guild_id, {i for pair in pairs for i in pair})
+        pairs = [(a, b) for a, b in pairs if a in fit and b in fit]
+        if not pairs:
+            return JSONResponse({"pair": None})
+        left, right = pairs[0]
+        shown = await show_pair_on_web(
+            context.engine, guild_id=guild_id, discord_id=member.discord_id, left=left, right=right
+        )
+    left, right = shown.left, shown.right
     return JSONResponse(
         {
             "pair": {
@@ -174,6 +184,8 @@ async def choose(request: Request) -> Response:
         message_id = int(body["pair"])
     except (KeyError, TypeError, ValueError):
         return json_error(400, "pair is the id the page was given.")
+    if not -MAX_ID <= message_id <= MAX_ID:
+        return json_error(404, "that pair was not shown to you.")
     try:
         outcome = await choose_on_web(
             context.service,

@@ -10,18 +10,17 @@ costs what page 1 does.
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, or_, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.aesthetic.predictor import Predictor
 from dreamrate.db.models import (
     Flag,
-    GuildBan,
     Image,
     Job,
     JobStatus,
@@ -31,7 +30,7 @@ from dreamrate.db.models import (
 )
 from dreamrate.db.models import Predictor as PredictorRow
 from dreamrate.db.types import utcnow
-from dreamrate.ratings.policy import counted_image, counted_ratings
+from dreamrate.ratings.policy import counted_ratings, shown_in_guild
 from dreamrate.web.ranking import RankingCache
 
 __all__ = [
@@ -69,17 +68,9 @@ class Card:
     ratings: int
 
 
-@functools.lru_cache(maxsize=4096)
 def shown_in_gallery(guild_id: int) -> ColumnElement[bool]:
     """On ``Image`` joined to its ``Job``: made in ``guild_id`` and fit to show there."""
-    requester_banned = exists().where(
-        User.id == Job.requester_id,
-        or_(
-            User.banned.is_(True),
-            exists().where(GuildBan.user_id == User.id, GuildBan.guild_id == guild_id),
-        ),
-    )
-    return (Job.guild_id == guild_id) & counted_image(leaving=True) & ~requester_banned
+    return shown_in_guild(guild_id)
 
 
 def _stats(guild_id: int) -> Any:
@@ -226,19 +217,28 @@ class ImageDetail:
     mine: float | None
 
 
-async def image_file(engine: AsyncEngine, image_id: int) -> tuple[int, str, str] | None:
-    """``(guild id, path in the store, sha256)`` of an image fit to show, else None."""
+async def image_file(
+    engine: AsyncEngine, image_id: int, moderates: Callable[[int], bool]
+) -> tuple[int, str, str] | None:
+    """``(guild id, path in the store, sha256)`` of an image its guild's members may see
+    (its moderators also those flagged or reported, which they must judge), else None."""
     async with engine.connect() as conn:
+        guild_id = await conn.scalar(
+            select(Job.guild_id).join(Image, Image.job_id == Job.id).where(Image.id == image_id)
+        )
+        if guild_id is None:
+            return None
+        shown = shown_in_guild(int(guild_id), to_moderators=moderates(int(guild_id)))
         row = (
             await conn.execute(
-                select(Job.guild_id, Image.path, Image.sha256)
+                select(Image.path, Image.sha256)
                 .join(Job, Job.id == Image.job_id)
-                .where(Image.id == image_id, counted_image(leaving=True))
+                .where(Image.id == image_id, shown)
             )
         ).first()
-    if row is None or row.guild_id is None:
+    if row is None:
         return None
-    return int(row.guild_id), str(row.path), str(row.sha256)
+    return int(guild_id), str(row.path), str(row.sha256)
 
 
 async def image_detail(
@@ -316,6 +316,19 @@ async def image_detail(
     )
 
 
+async def shown_ids(engine: AsyncEngine, guild_id: int, ids: set[int]) -> set[int]:
+    """Those of ``ids`` that ``guild_id``'s members may see."""
+    if not ids:
+        return set()
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(Image.id)
+            .join(Job, Job.id == Image.job_id)
+            .where(Image.id.in_(sorted(ids)), shown_in_gallery(guild_id))
+        )
+        return {int(i) for i in rows.scalars()}
+
+
 async def member_user_id(engine: AsyncEngine, discord_id: int) -> int | None:
     async with engine.connect() as conn:
         return await conn.scalar(select(User.id).where(User.discord_id == discord_id))
@@ -333,7 +346,11 @@ async def next_unrated(
     )
     async with engine.connect() as conn:
         if candidates:
-            statement = select(Image.id).where(Image.id.in_(candidates))
+            statement = (
+                select(Image.id)
+                .join(Job, Job.id == Image.job_id)
+                .where(Image.id.in_(candidates), shown_in_gallery(guild_id))
+            )
             if mine is not None:
                 statement = statement.where(~mine)
             left = set((await conn.execute(statement)).scalars())

@@ -27,9 +27,9 @@ from dreamrate.ratings.policy import counted_ratings
 __all__ = ["Ranking", "RankingCache"]
 
 #: Sort key of images nobody has rated yet: below every rating.
-UNRATED = -1.0
+UNRATED = float("-inf")
 #: Sort key of images without an embedding, by predicted score: below every prediction.
-UNEMBEDDED = -1e9
+UNEMBEDDED = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,6 @@ class Ranking:
     ids: np.ndarray
     scores: np.ndarray
     made_at: float
-    #: The models the guild's images were made with (the gallery's filter), as of then.
-    models: tuple[str, ...] = ()
 
     def position_after(self, score: float, image_id: int) -> int:
         """Index of the first entry strictly after ``(score, image_id)`` in the order."""
@@ -64,6 +62,7 @@ class RankingCache:
         self.predicted_ttl = predicted_ttl
         self._rankings: dict[tuple[int, str], Ranking] = {}
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
+        self._models: dict[int, tuple[float, tuple[str, ...]]] = {}
 
     async def _cached(self, key: tuple[int, str], ttl: float, compute: Any) -> Ranking:
         ranking = self._rankings.get(key)
@@ -84,6 +83,19 @@ class RankingCache:
         return await self._cached(
             (guild_id, "top"), self.ttl, lambda: self._compute(guild_id, shown)
         )
+
+    async def models(self, guild_id: int) -> tuple[str, ...]:
+        """The models the guild's images were made with (the gallery's filter)."""
+        cached = self._models.get(guild_id)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(Job.model).where(Job.guild_id == guild_id).distinct().order_by(Job.model)
+            )
+            models = tuple(str(m) for m in rows.scalars())
+        self._models[guild_id] = (time.monotonic(), models)
+        return models
 
     async def predicted(self, guild_id: int, shown: object, predictor: Predictor) -> Ranking:
         """The guild's ranking by ``predictor``'s score of each image's embedding (images
@@ -118,7 +130,9 @@ class RankingCache:
         if rows:
             vectors = np.frombuffer(b"".join(r.vector for r in rows), dtype=np.float32)
             try:
-                predicted = predictor.predict(vectors.reshape(len(rows), -1))
+                predicted = await asyncio.to_thread(
+                    predictor.predict, vectors.reshape(len(rows), -1)
+                )
             except PredictorError:
                 predicted = None  # another embedding size: nothing to sort by
             if predicted is not None:
@@ -141,17 +155,6 @@ class RankingCache:
                 ).scalars(),
                 dtype=np.int64,
             )
-            models = tuple(
-                str(m)
-                for m in (
-                    await conn.execute(
-                        select(Job.model)
-                        .where(Job.guild_id == guild_id)
-                        .distinct()
-                        .order_by(Job.model)
-                    )
-                ).scalars()
-            )
         scores = np.array([float(rated.get(int(i), UNRATED)) for i in ids], dtype=np.float64)
         order = np.lexsort((-ids, -scores))  # by score descending, then id descending
-        return Ranking(ids[order], scores[order], time.monotonic(), models)
+        return Ranking(ids[order], scores[order], time.monotonic())

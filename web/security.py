@@ -22,7 +22,20 @@ from starlette.requests import Request
 from dreamrate.core.atomic import write_bytes_atomically
 from dreamrate.core.errors import StorageError
 
-__all__ = ["ClickThrottle", "LoggedIn", "csrf_ok", "load_secret_key", "logged_in", "start_session"]
+__all__ = [
+    "ClickThrottle",
+    "LoggedIn",
+    "Revoked",
+    "csrf_ok",
+    "load_secret_key",
+    "logged_in",
+    "start_session",
+]
+
+
+#: Seconds moderator rights read at login stay good: a demoted moderator loses the web's
+#: moderation pages within this time (members keep their login for the session's length).
+MODERATOR_FRESH_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +45,35 @@ class LoggedIn:
     #: Guild id -> (name, may moderate), for the guilds shared with the bot at login.
     guilds: Mapping[int, tuple[str, bool]]
     csrf: str
+    sid: str = ""
+    login_at: float = 0.0
 
     def member_of(self, guild_id: int) -> bool:
         return guild_id in self.guilds
 
-    def moderates(self, guild_id: int) -> bool:
+    def was_moderator(self, guild_id: int) -> bool:
         return self.guilds.get(guild_id, ("", False))[1]
+
+    def moderates(self, guild_id: int) -> bool:
+        fresh = time.time() - self.login_at < MODERATOR_FRESH_S
+        return fresh and self.was_moderator(guild_id)
+
+
+class Revoked:
+    """Sessions ended by logging out, until they would have expired anyway. A signed cookie
+    cannot be taken back from a browser, so this process remembers its id instead (each
+    web process its own: run one, or log out on each)."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def add(self, sid: str, until: float) -> None:
+        now = time.time()
+        self._until = {s: t for s, t in self._until.items() if t > now}
+        self._until[sid] = until
+
+    def __contains__(self, sid: object) -> bool:
+        return isinstance(sid, str) and self._until.get(sid, 0.0) > time.time()
 
 
 def start_session(
@@ -51,20 +87,33 @@ def start_session(
             "name": name,
             "guilds": {str(g): [n, m] for g, (n, m) in guilds.items()},
             "csrf": secrets.token_urlsafe(32),
+            "sid": secrets.token_urlsafe(16),
             "at": time.time(),
         }
     )
 
 
-def logged_in(request: Request, max_age_s: float) -> LoggedIn | None:
-    """The member of a valid, unexpired session, else None (and the session is cleared)."""
+def logged_in(request: Request, max_age_s: float, revoked: Revoked) -> LoggedIn | None:
+    """The member of a valid, unexpired session not logged out, else None (and the session
+    is cleared)."""
     session = request.session
     try:
-        if not session or time.time() - float(session["at"]) > max_age_s:
+        if (
+            not session
+            or time.time() - float(session["at"]) > max_age_s
+            or session.get("sid", "") in revoked
+        ):
             session.clear()
             return None
         guilds = {int(g): (str(v[0]), bool(v[1])) for g, v in session["guilds"].items()}
-        return LoggedIn(int(session["uid"]), str(session["name"]), guilds, str(session["csrf"]))
+        return LoggedIn(
+            int(session["uid"]),
+            str(session["name"]),
+            guilds,
+            str(session["csrf"]),
+            str(session.get("sid", "")),
+            float(session["at"]),
+        )
     except (KeyError, TypeError, ValueError, IndexError):
         session.clear()
         return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import func, select
 
 from dreamrate.db.models import Job
@@ -45,8 +47,14 @@ async def test_a_banned_member_can_neither_generate_nor_rate(running) -> None:  
         MOD, "admin", [{"name": "member", "type": 6, "value": str(FAY.id)}], subcommand="ban"
     )
     assert "is banned" in (await reply(server, interaction_id))["data"]["content"]
-    # The ban is in the guild's audit log, which the web home's moderation page shows.
-    (entry,) = await audit_log(running.engine, GUILD_ID)
+    # The ban is in the guild's audit log (written right after the reply), which the web
+    # home's moderation page shows.
+    for _ in range(200):
+        entries = await audit_log(running.engine, GUILD_ID)
+        if entries:
+            break
+        await asyncio.sleep(0.05)
+    (entry,) = entries
     assert (entry.action, entry.target, entry.source) == ("ban", f"member {FAY.id}", "discord")
     assert (entry.actor_discord_id, entry.actor_name) == (MOD.id, "mod")
     interaction_id, _ = await server.slash(

@@ -115,6 +115,10 @@ async def test_members_and_moderators_in_the_browser(
                 )  # fmt: skip
             assert ratings == [3.0, 5.0, 7.0, 9.0, 10.0]
             assert await _count(engine, Choice, Choice.user_id == alice_id) == 2
+            # Discord's /stats counts them like reactions.
+            interaction, _ = await discord.slash(ALICE, "stats")
+            stats = (await reply(discord, interaction))["data"]["content"]
+            assert stats.startswith("You have rated 5 image(s): 3×1 5×1 7×1 9×1 10×1.")
             # `ratings export` has them, like any reaction.
             out = tmp_path / "ratings.jsonl"
             exported = run_cli(

@@ -42,7 +42,15 @@ function watchMore(grid) {
     if (!response.ok) { sentinel.textContent = "Could not load more."; return; }
     const html = await response.text();
     sentinel.remove();
-    grid.insertAdjacentHTML("beforeend", html);
+    // Same-origin HTML the server escaped; cards already shown are dropped (the order of
+    // "best rated" is refreshed every half minute, so a page may repeat one).
+    const seen = new Set([...grid.querySelectorAll(".card")].map((c) => c.dataset.image));
+    const incoming = document.createElement("template");
+    incoming.innerHTML = html;
+    incoming.content.querySelectorAll(".card").forEach((c) => {
+      if (seen.has(c.dataset.image)) c.remove();
+    });
+    grid.append(incoming.content);
     watchMore(grid);
   }, { rootMargin: "400px" });
   observer.observe(sentinel);
