@@ -84,10 +84,16 @@ async def callback(request: Request) -> Response:
         discord_id, name = await context.discord.member(token)
         guilds = await context.discord.member_guilds(token)
         with_bot = await context.discord.bot_guild_ids()
+        shared = {g.id: (g.name, g.moderator) for g in guilds if g.id in with_bot}
+        # /admin's other way in: the moderator role named in the settings.
+        role = context.settings.discord.moderator_role
+        if role:
+            for guild_id, (guild_name, moderator) in list(shared.items()):
+                if not moderator and await context.discord.has_role(guild_id, discord_id, role):
+                    shared[guild_id] = (guild_name, True)
     except DiscordLoginError as exc:
         logger.warning("web login failed: %s", exc)
         return context.render(request, "error.html", {"message": f"Login failed: {exc}"}, 502)
-    shared = {g.id: (g.name, g.moderator) for g in guilds if g.id in with_bot}
     start_session(request, discord_id, name, shared)
     logger.info("web login: member %s (%d shared guild(s))", discord_id, len(shared))
     return RedirectResponse("/", status_code=303)

@@ -144,6 +144,22 @@ class DiscordAPI:
                 return found
             after = str(max(page))
 
+    async def has_role(self, guild_id: int, member_id: int, role_name: str) -> bool:
+        """Whether the member holds a role named ``role_name`` in the guild (bot token)."""
+        try:
+            member = await self._json(
+                "GET", f"/guilds/{guild_id}/members/{member_id}", headers=self._bot_headers()
+            )
+        except DiscordLoginError as exc:
+            if "404" in str(exc):
+                return False
+            raise
+        held = {str(r) for r in member.get("roles", [])}
+        if not held:
+            return False
+        roles = await self._json("GET", f"/guilds/{guild_id}/roles", headers=self._bot_headers())
+        return any(str(r["id"]) in held and r.get("name") == role_name for r in roles)
+
     async def channel_guild(self, channel_id: int) -> int | None:
         """The guild of a text channel the bot can see, None when it is no such channel."""
         try:

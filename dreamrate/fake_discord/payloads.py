@@ -67,6 +67,8 @@ ERRORS: dict[str, tuple[int, int, str]] = {
     "unknown_message": (404, 10008, "Unknown Message"),
     "unknown_interaction": (404, 10062, "Unknown interaction"),
     "unknown_webhook": (404, 10015, "Unknown Webhook"),
+    "unknown_guild": (404, 10004, "Unknown Guild"),
+    "unknown_member": (404, 10007, "Unknown Member"),
     "missing_access": (403, 50001, "Missing Access"),
     "missing_permissions": (403, 50013, "Missing Permissions"),
     "invalid_webhook_token": (401, 50027, "Invalid Webhook Token"),

@@ -340,6 +340,8 @@ class FakeDiscord:
             (("PUT", "/channels/*/messages/*/reactions/*/@me"), self._bot_react),
             (("GET", "/channels/*/messages/*/reactions/*"), self._reaction_users),
             (("GET", "/channels/*"), self._get_channel),
+            (("GET", "/guilds/*/members/*"), self._guild_member),
+            (("GET", "/guilds/*/roles"), self._guild_roles),
         ]
 
     def _deny(
@@ -380,6 +382,24 @@ class FakeDiscord:
                 for g in self.guilds.values()
             ]
         )  # fmt: skip
+
+    async def _guild_member(
+        self, request: web.Request, guild_id: str, user_id: str
+    ) -> web.Response:
+        """A member of a guild with their role ids (the members who can log in are known)."""
+        guild = self.guilds.get(int(guild_id))
+        if guild is None:
+            return error_response("unknown_guild")
+        account = self.oauth.accounts.get(int(user_id))
+        if account is None or guild.id not in account.guild_ids:
+            return error_response("unknown_member")
+        return json_response(self._member_payload(account.member, guild))
+
+    async def _guild_roles(self, request: web.Request, guild_id: str) -> web.Response:
+        guild = self.guilds.get(int(guild_id))
+        if guild is None:
+            return error_response("unknown_guild")
+        return json_response(guild.payload()["roles"])
 
     async def _token(self, request: web.Request) -> web.Response:
         return await self.oauth.token(request)

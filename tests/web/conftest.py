@@ -123,7 +123,12 @@ async def seed_images(
 
 
 async def serve(
-    discord: FakeDiscord, database_url: str, data_dir: Path, **web: object
+    discord: FakeDiscord,
+    database_url: str,
+    data_dir: Path,
+    *,
+    discord_settings: dict[str, object] | None = None,
+    **web: object,
 ) -> tuple[Any, Any, Any, str, asyncio.Task[None], Any]:
     """The app as ``dreamrate web`` runs it, on a free port."""
     import uvicorn
@@ -139,7 +144,7 @@ async def serve(
     settings = load_settings(
         data_dir=data_dir,
         database={"url": database_url},
-        discord={"api_base": discord.api_base, "token": TOKEN},
+        discord={"api_base": discord.api_base, "token": TOKEN, **(discord_settings or {})},
         web={
             "host": "127.0.0.1",
             "port": port,

@@ -839,3 +839,33 @@ async def test_stale_moderator_rights_and_big_bodies_are_refused(web: Web) -> No
         status, _ = await _text(alice, f"{web.base}/img/{2**64}.png")
         assert status == 404
     assert await _count(web, RatingEvent) == 0
+
+
+async def test_the_moderator_role_of_the_settings_moderates_on_the_web_too(
+    database_url: str, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from dreamrate.fake_discord import FakeDiscord, Member
+    from tests.web.conftest import register_accounts, serve
+
+    discord = FakeDiscord()
+    await discord.start()
+    register_accounts(discord)
+    by_role = Member(2005, "rolemod", roles=["moderators"])
+    discord.oauth.add_account(by_role, [GUILD_ID])
+    settings, engine, app, base, task, server = await serve(
+        discord, database_url, tmp_path / "d", discord_settings={"moderator_role": "moderators"}
+    )
+    world = Web(base, discord, engine, settings, app)
+    try:
+        async with client() as rolemod, client() as alice:
+            await login(rolemod, world, by_role)
+            await login(alice, world, ALICE)
+            status, html = await _text(rolemod, f"{base}/g/{GUILD_ID}/mod")
+            assert status == 200 and "Moderating dreamers" in html
+            status, _ = await _text(alice, f"{base}/g/{GUILD_ID}/mod")
+            assert status == 403
+    finally:
+        server.should_exit = True
+        await task
+        await engine.dispose()
+        await discord.stop()
