@@ -69,6 +69,13 @@ class DreamRequests:
         # Validate first (fast, reads only): refusals are ephemeral and enqueue nothing. The
         # registered models are read each time, so one added or removed since start counts.
         limits = await self.current_limits()
+        if interaction.guild_id is not None:
+            guild_id = interaction.guild_id
+            guild = await retry_on_disconnect(lambda: get_guild_settings(self.engine, guild_id))
+            if guild is not None and guild.blocked_terms:
+                # The server's own list, set by its moderators on the web home.
+                terms = (*limits.blocked_terms, *guild.blocked_terms)
+                limits = replace(limits, blocked_terms=terms)
         model = raw.model or limits.default_model
         width, height = parse_size(size) if size else (None, None)
         checked = RequestInput(

@@ -136,6 +136,8 @@ class GuildSettings(Base):
     feed_compare_percent: Mapped[int | None] = mapped_column(Integer)
     #: The feed keeps one arena round going in its channel (a new one when the last closes).
     feed_arena: Mapped[bool | None] = mapped_column(Boolean)
+    #: Terms refused in prompts here, on top of DREAMRATE_GENERATION_BLOCKED_TERMS.
+    blocked_terms: Mapped[list[str] | None] = mapped_column(JSONType)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -101,7 +101,7 @@ async def feed_channels(engine: AsyncEngine) -> list[tuple[int, int, int | None,
 
 async def update_guild_settings(engine: AsyncEngine, guild_id: int, **values: object) -> None:
     """Set some of a guild's settings (allowed_channel_ids, feed_channel_id,
-    feed_interval_minutes, feed_compare_percent, feed_arena)."""
+    feed_interval_minutes, feed_compare_percent, feed_arena, blocked_terms)."""
     now = utcnow()
     defaults = {
         "allowed_channel_ids": [],
@@ -109,6 +109,7 @@ async def update_guild_settings(engine: AsyncEngine, guild_id: int, **values: ob
         "feed_interval_minutes": None,
         "feed_compare_percent": None,
         "feed_arena": None,
+        "blocked_terms": None,
     }
     async with engine.begin() as conn:
         await conn.execute(

@@ -175,7 +175,15 @@ async def _settings(request: Request, member: LoggedIn, guild_id: int, form: For
         raise HTTPException(400, "the feed interval is 1 to 10080 minutes.")
     if compare is not None and not 0 <= compare <= 100:
         raise HTTPException(400, "the comparison share is 0 to 100 percent.")
+    terms = [
+        t.strip()
+        for t in str(form.get("blocked_terms", "")).replace("\r", "").replace("\n", ",").split(",")
+        if t.strip()
+    ]
+    if len(terms) > 500 or any(len(t) > 100 for t in terms):
+        raise HTTPException(400, "at most 500 blocked terms of up to 100 characters each.")
     values: dict[str, object] = {
+        "blocked_terms": list(dict.fromkeys(terms)),
         "allowed_channel_ids": allowed,
         "feed_channel_id": feed_channel,
         "feed_interval_minutes": minutes,

@@ -162,3 +162,29 @@ async def test_rate_and_feed_repost_images_and_their_reactions_count(running) ->
     assert "every 30 min" in (await reply(server, interaction_id))["data"]["content"]
     assert await bot.posts.feed_once() == 1
     assert await bot.posts.feed_once() == 0  # not again before the interval
+
+
+async def test_a_servers_own_blocked_terms_hold_there_only(running) -> None:  # type: ignore[no-untyped-def]
+    from dreamrate.fake_discord import GUILD_B_ID
+    from dreamrate.ratings.moderation import update_guild_settings
+
+    server = running.discord
+    # Set by the server's moderators on the web home's moderation page.
+    await update_guild_settings(running.engine, GUILD_ID, blocked_terms=["castle"])
+    prompt = [{"name": "prompt", "type": 3, "value": "a CASTLE at dawn"}]
+    interaction_id, _ = await server.slash(EVE, "dream", prompt)
+    answer = await reply(server, interaction_id)
+    assert (
+        answer["data"]["content"]
+        == ("prompt: contains the blocked term 'castle'; please rephrase.")
+        and answer["data"]["flags"] & 64
+    )
+    # The global list still holds there too ("gore" in the test settings).
+    interaction_id, _ = await server.slash(
+        EVE, "dream", [{"name": "prompt", "type": 3, "value": "gore"}]
+    )
+    assert "blocked term 'gore'" in (await reply(server, interaction_id))["data"]["content"]
+    # Another server's members may draw castles.
+    interaction_id, _ = await server.slash(EVE, "dream", prompt, guild=GUILD_B_ID)
+    answer = await reply(server, interaction_id)
+    assert answer["type"] == 5  # deferred: accepted and queued

@@ -471,6 +471,7 @@ async def test_moderators_ban_remove_and_change_settings_with_an_audit_trail(web
                 "feed_channel_id": "",
                 "feed_interval_minutes": "30",
                 "feed_compare_percent": "20",
+                "blocked_terms": "castle, Gore\nrobot, castle",
             },
         ) as r:
             assert r.status == 200 and "Settings saved." in await r.text()
@@ -514,6 +515,7 @@ async def test_moderators_ban_remove_and_change_settings_with_an_audit_trail(web
     settings = await get_guild_settings(web.engine, GUILD_ID)
     assert settings is not None and settings.allowed_channel_ids == [GUILD_ID + 1, GUILD_ID + 101]
     assert settings.feed_interval_minutes == 30 and settings.feed_compare_percent == 20
+    assert settings.blocked_terms == ["castle", "Gore", "robot"]
     assert not await is_banned_in(web.engine, GUILD_ID, ALICE.id)
     async with web.engine.connect() as conn:
         actions = list(

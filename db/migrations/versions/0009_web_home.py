@@ -1,5 +1,5 @@
 """web home: pairs shown to one member on the web, the moderation audit log, the gallery's
-index on a guild's jobs
+index on a guild's jobs, a guild's own blocked terms
 
 Revision ID: 0009
 Revises: 0008
@@ -26,6 +26,8 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("shown_to", sa.BigInteger(), nullable=True))
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.create_index("ix_jobs_guild_id_id", ["guild_id", "id"])
+    with op.batch_alter_table("guild_settings", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("blocked_terms", dreamrate.db.types.JSONType, nullable=True))
     op.create_table(
         "audit_log",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -47,6 +49,8 @@ def downgrade() -> None:
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_log_guild_id_id")
     op.drop_table("audit_log")
+    with op.batch_alter_table("guild_settings", schema=None) as batch_op:
+        batch_op.drop_column("blocked_terms")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_jobs_guild_id_id")
     with op.batch_alter_table("comparison_posts", schema=None) as batch_op:
