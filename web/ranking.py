@@ -12,6 +12,7 @@ last refresh show up in "newest" at once and in "best" within ``ttl`` seconds.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,11 @@ from dreamrate.db.models import Embedding, Image, Job, Rating
 from dreamrate.ratings.policy import counted_ratings
 
 __all__ = ["Ranking", "RankingCache"]
+
+logger = logging.getLogger(__name__)
+
+#: Rows read at a time while a ranking is computed.
+SLICE = 5000
 
 #: Sort key of images nobody has rated yet: below every rating.
 UNRATED = float("-inf")
@@ -63,19 +69,30 @@ class RankingCache:
         self._rankings: dict[tuple[int, str], Ranking] = {}
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
         self._models: dict[int, tuple[float, tuple[str, ...]]] = {}
+        self._refreshing: dict[tuple[int, str], asyncio.Task[None]] = {}
 
     async def _cached(self, key: tuple[int, str], ttl: float, compute: Any) -> Ranking:
+        """The ranking under ``key``: the first one is waited for; after that an old one is
+        served while one refresh runs in the background (a page never waits for a
+        recomputation, and there is one at a time)."""
         ranking = self._rankings.get(key)
-        if ranking is not None and time.monotonic() - ranking.made_at < ttl:
+        if ranking is not None:
+            if time.monotonic() - ranking.made_at >= ttl and key not in self._refreshing:
+                self._refreshing[key] = asyncio.create_task(self._refresh(key, compute))
             return ranking
         async with self._locks.setdefault(key, asyncio.Lock()):
-            # One refresh at a time; the others take its result.
             ranking = self._rankings.get(key)
-            if ranking is not None and time.monotonic() - ranking.made_at < ttl:
-                return ranking
-            ranking = await compute()
-            self._rankings[key] = ranking
+            if ranking is None:
+                ranking = self._rankings[key] = await compute()
             return ranking
+
+    async def _refresh(self, key: tuple[int, str], compute: Any) -> None:
+        try:
+            self._rankings[key] = await compute()
+        except Exception:  # the old ranking stays; the next page tries again
+            logger.exception("gallery ranking %s: refresh failed", key)
+        finally:
+            del self._refreshing[key]
 
     async def get(self, guild_id: int, shown: object) -> Ranking:
         """The guild's ranking by community rating; ``shown`` is the gallery's condition on
@@ -142,19 +159,38 @@ class RankingCache:
         return Ranking(ids[order], scores[order], time.monotonic())
 
     async def _compute(self, guild_id: int, shown: object) -> Ranking:
-        means = counted_ratings(
-            Rating.image_id, func.avg(Rating.value), leaving=True, guilds=[guild_id]
-        ).group_by(Rating.image_id)
-        async with self.engine.connect() as conn:
-            rated = {int(i): float(m) for i, m in await conn.execute(means)}
-            ids = np.fromiter(
-                (
-                    await conn.execute(
-                        select(Image.id).join(Job, Job.id == Image.job_id).where(shown)  # type: ignore[arg-type]
-                    )
-                ).scalars(),
-                dtype=np.int64,
+        means = (
+            counted_ratings(
+                Rating.image_id.label("image_id"),
+                func.avg(Rating.value).label("mean"),
+                leaving=True,
+                guilds=[guild_id],
             )
-        scores = np.array([float(rated.get(int(i), UNRATED)) for i in ids], dtype=np.float64)
-        order = np.lexsort((-ids, -scores))  # by score descending, then id descending
-        return Ranking(ids[order], scores[order], time.monotonic())
+            .group_by(Rating.image_id)
+            .subquery()
+        )
+        # Ordered by the database; read in slices so that other requests run in between.
+        ordered = (
+            select(Image.id, means.c.mean)
+            .join(Job, Job.id == Image.job_id)
+            .outerjoin(means, means.c.image_id == Image.id)
+            .where(shown)  # type: ignore[arg-type]
+            .order_by(means.c.mean.desc().nulls_last(), Image.id.desc())
+        )
+        ids: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
+        async with self.engine.connect() as conn:
+            result = await conn.stream(ordered.execution_options(yield_per=SLICE))
+            async for part in result.partitions(SLICE):
+                ids.append(np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part)))
+                scores.append(
+                    np.fromiter(
+                        (UNRATED if r[1] is None else float(r[1]) for r in part),
+                        dtype=np.float64,
+                        count=len(part),
+                    )
+                )
+                await asyncio.sleep(0)
+        if not ids:
+            return Ranking(np.empty(0, np.int64), np.empty(0), time.monotonic())
+        return Ranking(np.concatenate(ids), np.concatenate(scores), time.monotonic())
