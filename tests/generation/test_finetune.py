@@ -1,9 +1,13 @@
 """dreamrate finetune on the tiny model: it learns the data's look, resumes exactly, and its
 LoRA is plain diffusers.
 
-The tiny model's VAE has random weights, so it renders every latent as much the same grey:
-the look a fine-tune learns shows in the latents the UNet produces (what the VAE would
-decode), which is where these tests measure it.
+The look test writes its own tiny model with a VAE trained to keep colours
+(``write_tiny_sd(colour_vae=True)``), so the data's look has a latent of its own: the red
+images' latent, which the VAE decodes back to red (a random VAE's latents of any image are
+all near zero). The look is measured in the latents the UNet produces, not in decoded pixels:
+the random UNet cannot denoise, so a generation's latents keep the sampler's starting noise
+(std ~15), under which even the data's own latent decodes to grey; what a few dozen steps of
+fine-tuning move is the latents' mean.
 """
 
 from __future__ import annotations
@@ -58,35 +62,46 @@ def _latent_means(pipeline, seeds=range(4)) -> np.ndarray:  # type: ignore[no-un
     return np.array(means)
 
 
+@pytest.fixture(scope="module")
+def colour_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a VAE that keeps colours (trained for ~20 s)."""
+    from dreamrate.generation.tiny_sd import write_tiny_sd
+
+    return write_tiny_sd(tmp_path_factory.mktemp("colour") / "tiny-sd", colour_vae=True)
+
+
 def test_a_lora_moves_generations_toward_the_look_of_its_data(
-    tiny_models: tuple[Path, Path], tmp_path: Path
+    colour_sd: Path, tmp_path: Path
 ) -> None:
-    tiny_sd, _ = tiny_models
     data = _red_images(tmp_path / "data")
     out = tmp_path / "lora"
-    args = ["finetune", "--data", str(data), "--base", str(tiny_sd), "--out", str(out)]
+    args = ["finetune", "--data", str(data), "--base", str(colour_sd), "--out", str(out)]
     args += ["--steps", "60", "--rank", "4", "--lr", "0.01", "--resolution", "64"]
     trained = run_cli(*args, "--batch-size", "4", "--aesthetic-weighting", timeout=300)
     assert trained.returncode == 0, trained.stderr
     assert "trained 60 steps on 16 images (cpu, float32)" in trained.stdout
     record = json.loads((out / "train.json").read_text())
-    assert record["status"] == "done" and record["base"] == str(tiny_sd)
+    assert record["status"] == "done" and record["base"] == str(colour_sd)
     assert record["data"]["images"] == 16 and record["options"]["rank"] == 4
     losses = record["losses"]
     assert len(losses) == 60 and np.mean(losses[-10:]) < np.mean(losses[:10])
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "checkpoints").exists()
 
-    base = _pipeline(tiny_sd)
-    # Where the data's look sits: the VAE's latents of the training images.
-    pixels = np.asarray(Image.open(next(data.glob("*/*.jpg"))).resize((64, 64)), np.float32)
+    base = _pipeline(colour_sd)
+    vae = base.vae
+    # Where the data's look sits: the VAE's latent of its mean colour, which decodes to red.
+    images = [np.asarray(Image.open(p), np.float32) for p in sorted(data.glob("*/*.jpg"))]
+    colour = np.mean([i.reshape(-1, 3).mean(0) for i in images], axis=0) / 127.5 - 1
     with torch.no_grad():
-        x = torch.from_numpy(pixels.transpose(2, 0, 1)[None] / 127.5 - 1)
-        target = (base.vae.encode(x).latent_dist.mean * base.vae.config.scaling_factor)[0]
-    target = target.mean(dim=(1, 2)).numpy()
+        flat = torch.from_numpy(colour.astype(np.float32)).view(1, 3, 1, 1).expand(1, 3, 64, 64)
+        latent = vae.encode(flat).latent_dist.mean
+        decoded = vae.decode(latent).sample.mean(dim=(0, 2, 3)).numpy()
+    assert np.abs(decoded - colour).mean() < 0.2, (decoded, colour)
+    target = (latent * vae.config.scaling_factor).mean(dim=(0, 2, 3)).numpy()
     before = _latent_means(base)
     # Plain diffusers: any user loads the adapter the same way.
-    adapted = _pipeline(tiny_sd)
+    adapted = _pipeline(colour_sd)
     adapted.load_lora_weights(str(out))
     after = _latent_means(adapted)
     assert not np.allclose(before, after)  # the LoRA changes the output...
