@@ -48,6 +48,7 @@ __all__ = [
     "RatingEventKind",
     "ReactionTombstone",
     "User",
+    "WebSession",
 ]
 
 # Deterministic constraint names, so migrations can refer to them on both backends.
@@ -507,3 +508,21 @@ class AuditEntry(Base):
     source: Mapped[str] = mapped_column(String(16), default="web")
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebSession(Base):
+    """One login on the web home. The signed cookie names it; logging out ends it here, so
+    every web process sees it ended, also after a restart. An erase or a ban after the
+    login ends it too (read from ``users`` and ``guild_bans`` when the cookie comes back)."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index("ix_web_sessions_discord_id", "discord_id"),)
+
+    #: The SHA-256 (hex) of the session id in the cookie; the id itself is never stored.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    discord_id: Mapped[int] = mapped_column(Snowflake)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The login's end at the latest (``DREAMRATE_WEB_SESSION_HOURS`` after it).
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Set by logging out (or by an erase on the web): the session is over.
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
