@@ -131,9 +131,9 @@ async def retrain_stages(
     from dreamrate.aesthetic.filtering.fetch import fetch_manifest
     from dreamrate.aesthetic.filtering.manifest import export_manifest
     from dreamrate.aesthetic.filtering.reader import discover_shards
-    from dreamrate.generation.finetune import FinetuneOptions, finetune
     from dreamrate.generation.pipeline import load_text2image
     from dreamrate.generation.registry import add_model, spec_for
+    from dreamrate.retraining.finetune import FinetuneOptions, finetune
 
     say(f"a sample of {SAMPLE_IMAGES} real images, served on 127.0.0.1 and embedded with CLIP")
     sample = _sample(folder / "sample-images", SAMPLE_IMAGES, seed)

@@ -35,7 +35,7 @@ def finetune_cmd(
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:
     """Fine-tune the UNet with LoRA (peft) on fetched images and their captions."""
-    from dreamrate.generation.finetune import LORA_FILE, FinetuneOptions, finetune
+    from dreamrate.retraining.finetune import LORA_FILE, FinetuneOptions, finetune
 
     settings = state.settings
     options = FinetuneOptions(

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from dreamrate.db.models import JobStatus
-from dreamrate.generation.finetune import FinetuneOptions, finetune
 from dreamrate.generation.registry import add_model, spec_for
 from dreamrate.generation.store import ImageStore
 from dreamrate.generation.worker import GenerationWorker, PipelineCache
+from dreamrate.retraining.finetune import FinetuneOptions, finetune
 from tests.generation.conftest import enqueue
 from tests.test_cli import _one_error_line, run_cli
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from dreamrate.core.atomic import atomic_file, atomic_folder
 from dreamrate.core.errors import DreamrateError
-from dreamrate.generation.training_data import TrainingImages, load_images
+from dreamrate.retraining.fetched_images import TrainingImages, load_images
 
 __all__ = ["LORA_FILE", "FinetuneError", "FinetuneOptions", "finetune"]
 
