@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -37,6 +39,39 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+@pytest.fixture(scope="session")
+def _discord_traffic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("discord-traffic")
+
+
+@pytest.fixture(autouse=True)
+def _discord_spec_conformance(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, _discord_traffic_root: Path
+) -> Iterator[None]:
+    """Every REST answer the local Discord sends during a test (in this process or a child)
+    must match Discord's published OpenAPI description for its operation and status; the
+    test fails naming the route and the field (tests/discord_spec.py)."""
+    from dreamrate.fake_discord.traffic import TRAFFIC_ENV
+
+    folder = _discord_traffic_root / hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+    monkeypatch.setenv(TRAFFIC_ENV, str(folder))
+    yield
+    if not folder.exists():
+        return
+    from tests.discord_spec import checker, read_traffic
+
+    try:
+        found = checker().check_all(read_traffic(folder))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if found:
+        lines = "\n".join(f"  {d} ({n} answer(s))" for d, n in sorted(found.items(), key=str))
+        pytest.fail(
+            f"the local Discord answered outside Discord's published spec:\n{lines}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(autouse=True)

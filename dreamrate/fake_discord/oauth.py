@@ -170,7 +170,12 @@ class OAuthServer:
     def me(self, grant: _Grant) -> web.Response:
         if "identify" not in grant.scopes:
             return self.unauthorized()
-        return json_response(self.accounts[grant.user_id].member.user())
+        user = self.accounts[grant.user_id].member.user()
+        # users/@me answers the private fields too (email only with the email scope).
+        private = {"mfa_enabled": False, "locale": "en-US", "premium_type": 0}
+        if "email" in grant.scopes:
+            private |= {"email": f"{user['username']}@example.invalid", "verified": True}
+        return json_response({**user, **private})
 
     def my_guilds(self, grant: _Grant) -> web.Response:
         if "guilds" not in grant.scopes:

@@ -18,6 +18,7 @@ __all__ = [
     "ATTACH_FILES",
     "BASIC",
     "BOT_ID",
+    "BOT_TOKEN",
     "BOT_USER",
     "CHANNEL_ID",
     "EMBED_LINKS",
@@ -31,10 +32,12 @@ __all__ = [
     "VIEW_CHANNEL",
     "Member",
     "error_response",
+    "invalid_form_body",
     "json_response",
     "match_route",
     "now_iso",
     "snowflake",
+    "user_payload",
 ]
 
 #: Discord's epoch (2015-01-01) in Unix milliseconds; snowflakes carry time since it.
@@ -44,6 +47,8 @@ GUILD_ID = 1_000_000_000_000_000_001
 CHANNEL_ID = 1_000_000_000_000_000_002
 APP_ID = 1_000_000_000_000_000_003
 BOT_ID = APP_ID
+#: The application's bot token: REST wants ``Authorization: Bot <it>``, IDENTIFY carries it.
+BOT_TOKEN = "MTEwMDAwMDAwMDAwMDAwMDAwMw.fake.bot-token-never-printed"
 GUILD_B_ID = 1_000_000_000_000_000_011
 
 # Permission bits (Discord's numbering).
@@ -72,6 +77,14 @@ ERRORS: dict[str, tuple[int, int, str]] = {
     "missing_access": (403, 50001, "Missing Access"),
     "missing_permissions": (403, 50013, "Missing Permissions"),
     "invalid_webhook_token": (401, 50027, "Invalid Webhook Token"),
+    "unauthorized": (401, 0, "401: Unauthorized"),
+    "not_found": (404, 0, "404: Not Found"),
+    "method_not_allowed": (405, 0, "405: Method Not Allowed"),
+    "unknown_emoji": (400, 10014, "Unknown Emoji"),
+    "max_reactions": (400, 30010, "Maximum number of reactions reached (20)"),
+    "empty_message": (400, 50006, "Cannot send an empty message"),
+    "already_acknowledged": (400, 40060, "Interaction has already been acknowledged."),
+    "too_large": (413, 40005, "Request entity too large"),
 }
 
 
@@ -99,36 +112,53 @@ class Member:
     roles: list[str] = field(default_factory=list)
 
     def user(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id),
-            "username": self.name,
-            "discriminator": "0",
-            "global_name": self.name,
-            "avatar": None,
-        }
+        return user_payload(self.id, self.name, global_name=self.name)
 
     def member(
         self, *, permissions: int | None = None, role_ids: Sequence[int] = ()
     ) -> dict[str, Any]:
         return {
-            "user": self.user(),
-            "roles": [str(r) for r in role_ids],
-            "joined_at": "2024-01-01T00:00:00+00:00",
-            "deaf": False,
-            "mute": False,
-            "flags": 0,
+            **member_fields(self.user(), role_ids),
             "permissions": str(self.permissions if permissions is None else permissions),
         }
 
 
-BOT_USER = {
-    "id": str(BOT_ID),
-    "username": "dreamrate",
-    "discriminator": "0",
-    "global_name": None,
-    "avatar": None,
-    "bot": True,
-}
+def user_payload(
+    user_id: int, name: str, *, global_name: str | None = None, bot: bool = False
+) -> dict[str, Any]:
+    """A user object with the fields Discord always sends."""
+    return {
+        "id": str(user_id),
+        "username": name,
+        "discriminator": "0",
+        "global_name": global_name,
+        "avatar": None,
+        "public_flags": 0,
+        "flags": 0,
+        "primary_guild": None,
+        **({"bot": True} if bot else {}),
+    }
+
+
+def member_fields(user: dict[str, Any], role_ids: Sequence[int] = ()) -> dict[str, Any]:
+    """A guild member object (without ``permissions``, which only interactions carry)."""
+    return {
+        "user": user,
+        "roles": [str(r) for r in role_ids],
+        "joined_at": "2024-01-01T00:00:00+00:00",
+        "nick": None,
+        "avatar": None,
+        "banner": None,
+        "premium_since": None,
+        "communication_disabled_until": None,
+        "pending": False,
+        "deaf": False,
+        "mute": False,
+        "flags": 0,
+    }
+
+
+BOT_USER = user_payload(BOT_ID, "dreamrate", bot=True)
 
 
 def json_response(
@@ -148,13 +178,21 @@ def error_response(name: str, headers: dict[str, str] | None = None) -> web.Resp
     return json_response({"message": message, "code": code}, status=status, headers=headers)
 
 
+def invalid_form_body(errors: dict[str, Any]) -> web.Response:
+    """Discord's 400 for a body outside its limits, with the field-by-field ``errors``."""
+    return json_response(
+        {"message": "Invalid Form Body", "code": 50035, "errors": errors}, status=400
+    )
+
+
 def match_route(pattern: str, path: str) -> tuple[str, ...] | None:
+    """The values of a route template's ``{parameters}`` in ``path``, or None."""
     want, have = pattern.strip("/").split("/"), path.strip("/").split("/")
     if len(want) != len(have):
         return None
     captured = []
     for w, h in zip(want, have, strict=True):
-        if w == "*":
+        if w.startswith("{"):
             captured.append(h)
         elif w != h:
             return None

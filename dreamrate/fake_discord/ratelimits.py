@@ -10,6 +10,7 @@ channel, anything else 50 per second per route, and 50 requests per second in al
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,9 @@ GLOBAL_PER_SECOND = 50
 
 def bucket_for(method: str, pattern: str, args: tuple[str, ...]) -> tuple[str, str, str]:
     """``(kind, bucket name, major parameter)`` of a request to route ``pattern`` with
-    captured ``args``; routes of one name share one ``X-RateLimit-Bucket`` hash."""
+    captured ``args``; routes of one name share one ``X-RateLimit-Bucket`` hash. Templates
+    may name their parameters (``{channel_id}``) or not (``*``)."""
+    pattern = re.sub(r"\{[^/]+\}", "*", pattern)
     if pattern.startswith("/channels/*/messages/*/reactions/") and method == "PUT":
         return "reaction", "reaction", args[0]
     if pattern == "/channels/*/messages" and method == "POST":

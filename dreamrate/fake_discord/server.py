@@ -3,12 +3,16 @@
 This is a test double, not a Discord client: an unmodified discord.py client talks to it
 over HTTP and a websocket when ``discord.http.Route.BASE`` and
 ``DiscordWebSocket.DEFAULT_GATEWAY`` point here (dreamrate sets them from
-``DREAMRATE_DISCORD_API_BASE`` / ``..._GATEWAY_URL``). It behaves like Discord where a bot
-meets Discord's edges: several guilds with their own channels, roles and commands, DMs,
-per-channel permissions of the bot with Discord's 403/404 bodies, rate-limit buckets with
-their headers and 429s, the 3 s acknowledgement deadline and the 15-minute interaction
-token. Tests drive it (slash commands, buttons, reactions, permission changes) and read
-what the bot sent and what it cost (429s, invalid requests, acknowledgement latency).
+``DREAMRATE_DISCORD_API_BASE`` / ``..._GATEWAY_URL``). It answers as Discord's published
+OpenAPI description and reference say, where a bot meets Discord's edges: the bot's token on
+every request, several guilds with their own channels, roles, custom emoji and commands, DMs,
+per-channel permissions with Discord's 403/404 bodies, the documented limits on message
+bodies, commands and uploads (400/413 with Discord's codes), rate-limit buckets with their
+headers and 429s, the 3 s acknowledgement deadline, the 15-minute interaction token and the
+deferred response that the first follow-up completes. The gateway lives in
+:mod:`~dreamrate.fake_discord.gateway`; what tests do (slash commands, buttons, reactions) in
+:mod:`~dreamrate.fake_discord.driving`. Every answer can be written down for the suite to
+check against the spec (:mod:`~dreamrate.fake_discord.traffic`).
 """
 
 from __future__ import annotations
@@ -18,12 +22,22 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
+from dreamrate.fake_discord import traffic
+from dreamrate.fake_discord.driving import Driving, Interaction
+from dreamrate.fake_discord.emoji import MAX_REACTIONS, ReactionEmoji, parse_emoji
+from dreamrate.fake_discord.gateway import Gateway
+from dreamrate.fake_discord.limits import (
+    command_errors,
+    history_errors,
+    is_empty_message,
+    message_errors,
+    upload_limit,
+)
 from dreamrate.fake_discord.oauth import OAuthServer
 from dreamrate.fake_discord.payloads import (
     ADD_REACTIONS,
@@ -31,40 +45,44 @@ from dreamrate.fake_discord.payloads import (
     ATTACH_FILES,
     BASIC,
     BOT_ID,
+    BOT_TOKEN,
     BOT_USER,
     EMBED_LINKS,
-    GUILD_ID,
     MANAGE_MESSAGES,
     READ_MESSAGE_HISTORY,
     SEND_MESSAGES,
     VIEW_CHANNEL,
     Member,
     error_response,
+    invalid_form_body,
     json_response,
     match_route,
+    member_fields,
     now_iso,
     snowflake,
+    user_payload,
 )
 from dreamrate.fake_discord.ratelimits import RateLimiter, bucket_for
 from dreamrate.fake_discord.world import Channel, Guild, default_world
 
-__all__ = ["FakeDiscord"]
+__all__ = ["OTHER_ACCEPTED_TOKENS", "FakeDiscord"]
 
 EPHEMERAL = 1 << 6
+LOADING = 1 << 7
 #: Statuses Discord counts as invalid requests (an IP is banned past 10,000 in 10 minutes).
 INVALID_STATUSES = (401, 403, 429)
+#: Tokens a default server accepts beside :data:`BOT_TOKEN`: those of callers written before
+#: the server checked tokens (``dreamrate demo``, the benchmarks). Any other is refused.
+OTHER_ACCEPTED_TOKENS = frozenset({"demo.local.token", "bench.token"})
+#: Routes that authenticate by the token in their path (or a form), not the bot's token.
+_NO_BOT_TOKEN = ("/interactions/", "/webhooks/", "/oauth2/token")
+#: Routes a member's OAuth2 bearer token may call.
+_BEARER = ("/users/@me", "/users/@me/guilds")
+
+Handler = Callable[..., Any]
 
 
-@dataclass
-class _Interaction:
-    id: str
-    token: str
-    channel_id: int
-    dispatched: float
-    acknowledged: bool = False
-
-
-class FakeDiscord:
+class FakeDiscord(Driving):
     """The server; ``await start()``, then point the bot at ``api_base`` / ``gateway_url``.
 
     Parameters
@@ -77,6 +95,13 @@ class FakeDiscord:
         Seconds an interaction may wait for its first response (Discord: 3).
     token_lifetime
         Seconds an interaction token accepts follow-ups and edits (Discord: 15 minutes).
+    bot_token
+        The application's bot token (REST and IDENTIFY must carry it); default
+        :data:`~dreamrate.fake_discord.payloads.BOT_TOKEN`.
+    heartbeat_interval
+        Seconds between heartbeats the gateway asks for (Discord: 41.25).
+    privileged_intents
+        Privileged intents the application has enabled (default none, as a new app).
     """
 
     def __init__(
@@ -86,11 +111,15 @@ class FakeDiscord:
         guilds: dict[int, Guild] | None = None,
         ack_deadline: float = 3.0,
         token_lifetime: float = 15 * 60,
+        bot_token: str = BOT_TOKEN,
+        heartbeat_interval: float = 41.25,
+        privileged_intents: int = 0,
     ) -> None:
         self.guilds = guilds if guilds is not None else default_world()
         self.dms: dict[int, Channel] = {}  # member id -> their DM channel with the bot
         self.messages: dict[int, dict[str, Any]] = {}
-        self.reactions: dict[int, dict[str, list[int]]] = {}  # message -> emoji -> user ids
+        #: Message -> emoji key (the emoji, or ``name:id`` of a custom one) -> user ids.
+        self.reactions: dict[int, dict[str, list[int]]] = {}
         self.files: dict[int, list[bytes]] = {}
         self.global_commands: list[dict[str, Any]] = []
         self.guild_commands: dict[int, list[dict[str, Any]]] = {}
@@ -107,25 +136,27 @@ class FakeDiscord:
         self.oauth = OAuthServer(self.guilds)
         self.ack_deadline = ack_deadline
         self.token_lifetime = token_lifetime
+        self.bot_token = bot_token
+        self._tokens = {bot_token} | (OTHER_ACCEPTED_TOKENS if bot_token == BOT_TOKEN else set())
+        self.bot_user = BOT_USER
+        self.gateway = Gateway(
+            self, heartbeat_interval=heartbeat_interval, privileged_intents=privileged_intents
+        )
         self.identifies = 0
         self.resumes = 0
-        #: Reaction events sent to the bot since its last IDENTIFY (a new session).
+        #: Reaction events delivered to the bot since its last IDENTIFY (a new session).
         self.session_reactions = 0
-        self._interactions: dict[str, _Interaction] = {}  # by token
+        self._interactions: dict[str, Interaction] = {}  # by token
         self._member_names: dict[int, str] = {}
-        self._ws: web.WebSocketResponse | None = None
-        self._seq = 0
-        self._session = "session-" + snowflake()
         self._runner: web.AppRunner | None = None
-        self._connected = asyncio.Event()
         self.port = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
-        app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/gateway", self.gateway.handle)
         app.router.add_get("/oauth2/authorize", self.oauth.authorize_page)
         app.router.add_post("/oauth2/authorize", self.oauth.authorize)
         self._runner = web.AppRunner(app)
@@ -135,8 +166,9 @@ class FakeDiscord:
         self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
-        if self._ws is not None:
-            await self._ws.close()
+        session = self.gateway.session
+        if session is not None and session.ws is not None:
+            await session.ws.close()  # 1000: the session ends with the server
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -150,21 +182,28 @@ class FakeDiscord:
 
     @property
     def connected(self) -> bool:
-        """Whether a bot holds a live gateway session (events reach it)."""
-        return self._connected.is_set() and self._ws is not None and not self._ws.closed
+        """Whether a bot holds a live, ready gateway session (events reach it)."""
+        return self.gateway.connected
 
     async def wait_connected(self, timeout: float = 30) -> None:
-        await asyncio.wait_for(self._connected.wait(), timeout)
+        await asyncio.wait_for(self.gateway.ready.wait(), timeout)
 
     async def wait_disconnected(self, timeout: float = 30) -> None:
-        """Until the bot's gateway socket is closed (events sent now never reach it)."""
+        """Until the bot's gateway socket is closed (events now wait for its RESUME)."""
         await self.wait_for(lambda: not self.connected, timeout)
 
-    async def drop_connection(self) -> None:
-        """Close the gateway socket as a network failure would (the bot resumes)."""
-        self._connected.clear()
-        if self._ws is not None:
-            await self._ws.close(code=4000)
+    async def drop_connection(self, *, resumable: bool = True) -> None:
+        """Close the gateway socket as a network failure would. The bot RESUMEs and gets the
+        events it missed; with ``resumable=False`` the session has expired, so it identifies
+        anew and what happened meanwhile is lost (backfill must find it)."""
+        await self.gateway.drop(resumable=resumable)
+
+    async def request_reconnect(self) -> None:
+        """Send the bot op 7 RECONNECT, as Discord does before moving a session."""
+        await self.gateway.request_reconnect()
+
+    def token_ok(self, token: object) -> bool:
+        return isinstance(token, str) and token in self._tokens
 
     # -- what it cost ---------------------------------------------------------------------
 
@@ -207,8 +246,15 @@ class FakeDiscord:
         channel = self.channel(channel_id)
         assert channel is not None and channel.guild_id is not None
         channel.deleted = True
-        if self.connected:
-            await self.dispatch("CHANNEL_DELETE", channel.payload())
+        await self.dispatch("CHANNEL_DELETE", channel.payload())
+
+    def custom_emoji(self) -> dict[int, ReactionEmoji]:
+        """Every custom emoji of the guilds the bot is in, by id (a bot may use them all)."""
+        return {
+            emoji_id: ReactionEmoji(name, emoji_id)
+            for guild in self.guilds.values()
+            for emoji_id, name in guild.emojis.items()
+        }
 
     def _member_payload(self, member: Member, guild: Guild) -> dict[str, Any]:
         return member.member(
@@ -216,84 +262,96 @@ class FakeDiscord:
             role_ids=guild.role_ids(member.roles),
         )
 
+    def members_of(self, guild_id: int) -> list[dict[str, Any]]:
+        """The members of a guild the server knows (who interacted, who can log in; the bot)."""
+        guild = self.guilds.get(guild_id)
+        if guild is None:
+            return []
+        known = {uid: Member(uid, name) for uid, name in self._member_names.items()}
+        known |= {
+            a.member.id: a.member for a in self.oauth.accounts.values() if guild_id in a.guild_ids
+        }
+        members = [member_fields(BOT_USER)]
+        members += [member_fields(m.user(), guild.role_ids(m.roles)) for m in known.values()]
+        return members
+
+    def upload_limit(self, channel_id: int) -> int:
+        """The largest attachment Discord takes in a channel (by its guild's boost tier)."""
+        channel = self.channel(channel_id)
+        guild = self.guilds.get(channel.guild_id or 0) if channel is not None else None
+        return upload_limit(guild.premium_tier if guild is not None else 0)
+
     # -- gateway --------------------------------------------------------------------------
 
-    async def _send(self, op: int, d: Any, t: str | None = None) -> None:
-        assert self._ws is not None
-        payload: dict[str, Any] = {"op": op, "d": d, "s": None, "t": t}
-        if op == 0:
-            self._seq += 1
-            payload["s"] = self._seq
-        await self._ws.send_str(json.dumps(payload))
-
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        await self._send(0, data, event)
+        """Send a gateway event to the bot (if its intents ask for it)."""
+        await self.gateway.dispatch(event, data)
 
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        self._ws = ws
-        await self._send(10, {"heartbeat_interval": 41250})
-        async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                break
-            data = json.loads(msg.data)
-            op = data["op"]
-            if op == 1:
-                await self._send(11, None)
-            elif op == 2:
-                self.identifies += 1
-                self.session_reactions = 0
-                self._seq = 0
-                await self.dispatch(
-                    "READY",
-                    {
-                        "v": 10,
-                        "user": BOT_USER,
-                        "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
-                        "session_id": self._session,
-                        "resume_gateway_url": self.gateway_url,
-                        "application": {"id": str(APP_ID), "flags": 0},
-                        "private_channels": [],
-                    },
-                )
-                for guild in self.guilds.values():
-                    await self.dispatch("GUILD_CREATE", guild.payload())
-                self._connected.set()
-            elif op == 6:
-                self.resumes += 1
-                await self.dispatch("RESUMED", {})
-                self._connected.set()
-        if self._ws is ws:
-            self._connected.clear()  # the socket is gone: nothing more reaches that bot
-        return ws
+    def _delivered(self, event: str) -> None:
+        if event.startswith("MESSAGE_REACTION_"):
+            self.session_reactions += 1
+
+    def ready_payload(self, session_id: str) -> dict[str, Any]:
+        return {
+            "v": 10,
+            "user": BOT_USER,
+            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "session_id": session_id,
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(APP_ID), "flags": 0},
+            "private_channels": [],
+        }
+
+    def guild_payloads(self) -> list[dict[str, Any]]:
+        return [guild.payload() for guild in self.guilds.values()]
 
     # -- REST -----------------------------------------------------------------------------
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["tail"]
         method = request.method
+        known_path = False
         for (verb, pattern), handler in self._routes():
-            args = match_route(pattern, path) if verb == method else None
+            args = match_route(pattern, path)
             if args is None:
                 continue
+            known_path = True
+            if verb != method:
+                continue
+            refused = self._unauthorized(request, pattern)
+            if refused is not None:
+                return self._answer(method, pattern, path, refused)
             headers: dict[str, str] = {}
             if not pattern.startswith("/interactions/"):  # callbacks are not rate limited
                 decision = self.limiter.check(*bucket_for(method, pattern, args))
                 headers = decision.headers
                 if decision.retry_after:
-                    return self._answer(
-                        self._too_many(decision.retry_after, decision.is_global, headers)
-                    )
+                    limited = self._too_many(decision.retry_after, decision.is_global, headers)
+                    return self._answer(method, pattern, path, limited)
             response = await handler(request, *args)
             response.headers.update(headers)
-            return self._answer(response)
-        return self._answer(
-            json_response({"message": f"fake server: no route {method} {path}", "code": 0}, 404)
-        )
+            return self._answer(method, pattern, path, response)
+        missing = "method_not_allowed" if known_path else "not_found"
+        return self._answer(method, None, path, error_response(missing))
 
-    def _answer(self, response: web.StreamResponse) -> web.StreamResponse:
+    def _unauthorized(self, request: web.Request, pattern: str) -> web.Response | None:
+        """Discord's 401 unless the request carries the bot's token (or, where a member may
+        call, a live bearer token; routes with a token in the path need none)."""
+        if pattern.startswith(_NO_BOT_TOKEN):
+            return None
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer ") and pattern in _BEARER:
+            return None  # the handler checks the grant and its scopes
+        if header.startswith("Bot ") and self.token_ok(header.removeprefix("Bot ")):
+            return None
+        return error_response("unauthorized")
+
+    def _answer(
+        self, method: str, route: str | None, path: str, response: web.Response
+    ) -> web.Response:
         self.statuses[response.status] += 1
+        body = response.body if isinstance(response.body, bytes) else None
+        traffic.record(method, route or "(no route)", path, response.status, body or None)
         return response
 
     @staticmethod
@@ -311,38 +369,46 @@ class FakeDiscord:
                 "message": "You are being rate limited.",
                 "retry_after": retry_after,
                 "global": is_global,
+                "code": 0,
             },
             status=429,
             headers=extra,
         )
 
-    def _routes(self) -> list[tuple[tuple[str, str], Callable[..., Any]]]:
+    def _routes(self) -> list[tuple[tuple[str, str], Handler]]:
+        """Discord's route templates (as its spec names them) and their handlers."""
+        msg = "/channels/{channel_id}/messages/{message_id}"
+        hook = "/webhooks/{webhook_id}/{webhook_token}"
         return [
             (("GET", "/users/@me"), self._me),
             (("GET", "/users/@me/guilds"), self._my_guilds),
             (("POST", "/oauth2/token"), self._token),
             (("GET", "/oauth2/applications/@me"), self._app),
             (("GET", "/applications/@me"), self._app),
-            (("PUT", "/applications/*/guilds/*/commands"), self._put_guild_commands),
-            (("PUT", "/applications/*/commands"), self._put_global_commands),
-            (("GET", "/applications/*/guilds/*/commands"), self._get_guild_commands),
-            (("GET", "/applications/*/commands"), self._get_global_commands),
-            (("POST", "/interactions/*/*/callback"), self._callback),
-            (("PATCH", "/webhooks/*/*/messages/@original"), self._edit_original),
-            (("GET", "/webhooks/*/*/messages/@original"), self._get_original),
-            (("POST", "/webhooks/*/*"), self._followup),
+            (("PUT", "/applications/{application_id}/guilds/{guild_id}/commands"), self._put_guild_commands),
+            (("PUT", "/applications/{application_id}/commands"), self._put_global_commands),
+            (("GET", "/applications/{application_id}/guilds/{guild_id}/commands"), self._get_guild_commands),
+            (("GET", "/applications/{application_id}/commands"), self._get_global_commands),
+            (("POST", "/interactions/{interaction_id}/{interaction_token}/callback"), self._callback),
+            (("PATCH", f"{hook}/messages/@original"), self._edit_original),
+            (("GET", f"{hook}/messages/@original"), self._get_original),
+            (("DELETE", f"{hook}/messages/@original"), self._delete_original),
+            (("POST", hook), self._followup),
             (("POST", "/users/@me/channels"), self._open_dm),
-            (("POST", "/channels/*/messages"), self._post_message),
-            (("GET", "/channels/*/messages"), self._history),
-            (("GET", "/channels/*/messages/*"), self._get_message),
-            (("PATCH", "/channels/*/messages/*"), self._edit_message),
-            (("DELETE", "/channels/*/messages/*"), self._delete_message),
-            (("PUT", "/channels/*/messages/*/reactions/*/@me"), self._bot_react),
-            (("GET", "/channels/*/messages/*/reactions/*"), self._reaction_users),
-            (("GET", "/channels/*"), self._get_channel),
-            (("GET", "/guilds/*/members/*"), self._guild_member),
-            (("GET", "/guilds/*/roles"), self._guild_roles),
-        ]
+            (("POST", "/channels/{channel_id}/messages"), self._post_message),
+            (("GET", "/channels/{channel_id}/messages"), self._history),
+            (("GET", msg), self._get_message),
+            (("PATCH", msg), self._edit_message),
+            (("DELETE", msg), self._delete_message),
+            (("PUT", f"{msg}/reactions/{{emoji_name}}/@me"), self._bot_react),
+            (("DELETE", f"{msg}/reactions/{{emoji_name}}/@me"), self._bot_unreact),
+            (("GET", f"{msg}/reactions/{{emoji_name}}"), self._reaction_users),
+            (("DELETE", f"{msg}/reactions/{{emoji_name}}"), self._clear_emoji),
+            (("DELETE", f"{msg}/reactions"), self._clear_reactions),
+            (("GET", "/channels/{channel_id}"), self._get_channel),
+            (("GET", "/guilds/{guild_id}/members/{user_id}"), self._guild_member),
+            (("GET", "/guilds/{guild_id}/roles"), self._guild_roles),
+        ]  # fmt: skip
 
     def _deny(
         self, channel_id: int, need: int = 0, *, reading: bool = False
@@ -364,11 +430,34 @@ class FakeDiscord:
     def _content_needs(payload: dict[str, Any], files: list[tuple[str, bytes]]) -> int:
         return (ATTACH_FILES if files else 0) | (EMBED_LINKS if payload.get("embeds") else 0)
 
+    def _refused_body(
+        self,
+        channel_id: int,
+        payload: dict[str, Any],
+        files: list[tuple[str, bytes]],
+        *,
+        new: bool,
+    ) -> web.Response | None:
+        """Discord's 400/413 for a message body outside its documented limits, else None."""
+        limit = self.upload_limit(channel_id)
+        if any(len(data) > limit for _, data in files):
+            return error_response("too_large")
+        errors = message_errors(payload)
+        if errors is not None:
+            return invalid_form_body(errors)
+        if new and is_empty_message(payload, len(files)):
+            return error_response("empty_message")
+        return None
+
+    # -- users, applications, commands ----------------------------------------------------
+
     async def _me(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization", "").startswith("Bearer "):
             grant = self.oauth.grant_of(request)
             return self.oauth.unauthorized() if grant is None else self.oauth.me(grant)
-        return json_response(BOT_USER)
+        return json_response(
+            {**BOT_USER, "mfa_enabled": False, "locale": "en-US", "verified": True}
+        )
 
     async def _my_guilds(self, request: web.Request) -> web.Response:
         """The guilds of the member a bearer token belongs to, or the bot's own."""
@@ -377,7 +466,7 @@ class FakeDiscord:
             return self.oauth.unauthorized() if grant is None else self.oauth.my_guilds(grant)
         return json_response(
             [
-                {"id": str(g.id), "name": g.name, "icon": None, "owner": False,
+                {"id": str(g.id), "name": g.name, "icon": None, "banner": None, "owner": False,
                  "permissions": str(BASIC), "features": []}
                 for g in self.guilds.values()
             ]
@@ -393,7 +482,8 @@ class FakeDiscord:
         account = self.oauth.accounts.get(int(user_id))
         if account is None or guild.id not in account.guild_ids:
             return error_response("unknown_member")
-        return json_response(self._member_payload(account.member, guild))
+        member = account.member
+        return json_response(member_fields(member.user(), guild.role_ids(member.roles)))
 
     async def _guild_roles(self, request: web.Request, guild_id: str) -> web.Response:
         guild = self.guilds.get(int(guild_id))
@@ -411,42 +501,104 @@ class FakeDiscord:
                 "name": "dreamrate",
                 "description": "",
                 "icon": None,
+                "type": None,
+                "bot": BOT_USER,
                 "bot_public": True,
                 "bot_require_code_grant": False,
-                "owner": {**BOT_USER, "bot": False},
+                "owner": user_payload(1, "owner"),
                 "team": None,
                 "verify_key": "0" * 64,
                 "flags": 0,
+                "flags_new": "0",
                 "summary": "",
                 "rpc_origins": [],
+                "redirect_uris": sorted(self.oauth.redirect_uris),
+                "interactions_endpoint_url": None,
+                "role_connections_verification_url": None,
+                "approximate_guild_count": len(self.guilds),
+                "approximate_user_install_count": 0,
+                "approximate_user_authorization_count": 0,
+                "explicit_content_filter": 0,
+                "event_webhooks_url": None,
+                "event_webhooks_status": 1,
+                "event_webhooks_types": [],
+                "integration_types_config": {},
+                "tags": [],
+                "eligible_oauth2_scopes": [
+                    "identify",
+                    "guilds",
+                    "email",
+                    "bot",
+                    "applications.commands",
+                ],
             }
         )
 
-    def _registered(self, body: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [
-            {
+    def _registered(self, body: list[dict[str, Any]], guild: int | None) -> list[dict[str, Any]]:
+        registered = []
+        for c in body:
+            chat_input = c.get("type", 1) in (1, None)
+            command = {
                 **c,
                 "id": snowflake(),
                 "application_id": str(APP_ID),
-                "version": "1",
+                "version": snowflake(),
+                "type": c.get("type") or 1,
+                "description": c.get("description") or "",
                 "default_member_permissions": c.get("default_member_permissions"),
+                "options": [_option_response(o) for o in c.get("options") or []],
+                "nsfw": bool(c.get("nsfw")),
             }
-            for c in body
-        ]
+            if not chat_input:
+                command.pop("options")
+            if guild is not None:
+                command["guild_id"] = str(guild)
+            registered.append(
+                {
+                    k: v
+                    for k, v in command.items()
+                    if v is not None or k == "default_member_permissions"
+                }
+            )
+        return registered
+
+    async def _put_commands(
+        self, request: web.Request, guild: int | None
+    ) -> web.Response | list[dict[str, Any]]:
+        try:
+            body = await request.json()
+        except ValueError:
+            return invalid_form_body(
+                {"_errors": [{"code": "BASE_TYPE_ARRAY", "message": "Must be an array."}]}
+            )
+        errors = command_errors(body)
+        if errors is not None:
+            return invalid_form_body(errors)
+        return self._registered(body, guild)
 
     async def _put_guild_commands(self, request: web.Request, app: str, guild: str) -> web.Response:
-        self.guild_commands[int(guild)] = self._registered(await request.json())
-        return json_response(self.guild_commands[int(guild)])
+        if int(guild) not in self.guilds:
+            return error_response("missing_access")
+        done = await self._put_commands(request, int(guild))
+        if isinstance(done, web.Response):
+            return done
+        self.guild_commands[int(guild)] = done
+        return json_response(done)
 
     async def _put_global_commands(self, request: web.Request, app: str) -> web.Response:
-        self.global_commands = self._registered(await request.json())
-        return json_response(self.global_commands)
+        done = await self._put_commands(request, None)
+        if isinstance(done, web.Response):
+            return done
+        self.global_commands = done
+        return json_response(done)
 
     async def _get_guild_commands(self, request: web.Request, app: str, guild: str) -> web.Response:
         return json_response(self.guild_commands.get(int(guild), []))
 
     async def _get_global_commands(self, request: web.Request, app: str) -> web.Response:
         return json_response(self.global_commands)
+
+    # -- messages -------------------------------------------------------------------------
 
     async def _read_message_body(
         self, request: web.Request
@@ -475,7 +627,7 @@ class FakeDiscord:
                 "filename": name,
                 "size": len(data),
                 "url": f"http://127.0.0.1:{self.port}/files/{message_id}/{name}",
-                "proxy_url": "",
+                "proxy_url": f"http://127.0.0.1:{self.port}/files/{message_id}/{name}",
                 "content_type": "image/" + name.rsplit(".", 1)[-1],
             }
             for name, data in files
@@ -497,11 +649,11 @@ class FakeDiscord:
             "mentions": [],
             "mention_roles": [],
             "attachments": attachments,
-            "embeds": payload.get("embeds") or [],
+            "embeds": _embeds(payload.get("embeds")),
             "pinned": False,
             "type": 0,
             "flags": payload.get("flags") or 0,
-            "components": payload.get("components") or [],
+            "components": _components(payload.get("components")),
             **extra,
         }
         self.messages[message_id] = message
@@ -509,7 +661,145 @@ class FakeDiscord:
         self.reactions[message_id] = {}
         return message
 
-    def _live_interaction(self, token: str) -> _Interaction | web.Response:
+    def _public(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A message as REST and the gateway show it (without the server's own keys)."""
+        return {k: v for k, v in message.items() if k != "guild_id"}
+
+    async def _created(self, message: dict[str, Any]) -> None:
+        if not message["flags"] & EPHEMERAL:  # ephemeral messages reach only their member
+            await self.dispatch(
+                "MESSAGE_CREATE",
+                {**message, "member": _bot_member()} if "guild_id" in message else message,
+            )
+
+    def _update(self, message: dict[str, Any], body: dict[str, Any]) -> None:
+        for key in ("content", "embeds", "components", "attachments"):
+            if key not in body:
+                continue
+            value = body[key]
+            if key == "embeds":
+                value = _embeds(value)
+            elif key == "components":
+                value = _components(value)
+            elif key == "attachments":  # kept ones are named by id; new files are added later
+                keep = {str(a.get("id")) for a in value or []}
+                value = [a for a in message["attachments"] if a["id"] in keep]
+            message[key] = value if value is not None else ([] if key != "content" else "")
+        message["edited_timestamp"] = now_iso()
+
+    async def _post_message(self, request: web.Request, channel_id: str) -> web.Response:
+        body, files = await self._read_message_body(request)
+        denied = self._deny(int(channel_id), SEND_MESSAGES | self._content_needs(body, files))
+        if denied is not None:
+            return denied
+        refused = self._refused_body(int(channel_id), body, files, new=True)
+        if refused is not None:
+            return refused
+        message = self._store_message(int(channel_id), body, files)
+        await self._created(message)
+        return json_response(self._with_reactions(message))
+
+    def _message_in(self, channel_id: str, message_id: str) -> dict[str, Any] | None:
+        message = self.messages.get(int(message_id))
+        if message is None or message["channel_id"] != channel_id:
+            return None
+        return message if not message["flags"] & EPHEMERAL else None  # not in the channel
+
+    async def _get_message(
+        self, request: web.Request, channel_id: str, message_id: str
+    ) -> web.Response:
+        denied = self._deny(int(channel_id), reading=True)
+        if denied is not None:
+            return denied
+        message = self._message_in(channel_id, message_id)
+        if message is None:
+            return error_response("unknown_message")
+        return json_response(self._with_reactions(message))
+
+    async def _edit_message(
+        self, request: web.Request, channel_id: str, message_id: str
+    ) -> web.Response:
+        body, files = await self._read_message_body(request)
+        denied = self._deny(int(channel_id))
+        message = self._message_in(channel_id, message_id)
+        if denied is not None or message is None:
+            return denied or error_response("unknown_message")
+        if message["author"]["id"] != str(BOT_ID) and set(body) - {"flags"}:
+            return json_response(
+                {"message": "Cannot edit a message authored by another user", "code": 50005}, 403
+            )
+        refused = self._refused_body(int(channel_id), body, files, new=False)
+        if refused is not None:
+            return refused
+        self._update(message, body)
+        await self.dispatch("MESSAGE_UPDATE", self._public(message))
+        return json_response(self._with_reactions(message))
+
+    async def _delete_message(
+        self, request: web.Request, channel_id: str, message_id: str
+    ) -> web.Response:
+        message = self._message_in(channel_id, message_id)
+        own = message is not None and message["author"]["id"] == str(BOT_ID)
+        denied = self._deny(int(channel_id), 0 if own else MANAGE_MESSAGES)
+        if denied is not None or message is None:
+            return denied or error_response("unknown_message")
+        await self._remove_message(int(message_id))
+        return web.Response(status=204)
+
+    async def _remove_message(self, message_id: int) -> None:
+        message = self.messages.pop(message_id)
+        event = {"id": message["id"], "channel_id": message["channel_id"]}
+        if "guild_id" in message:
+            event["guild_id"] = message["guild_id"]
+        await self.dispatch("MESSAGE_DELETE", event)
+
+    async def _history(self, request: web.Request, channel_id: str) -> web.Response:
+        """Discord's paging: newest first whichever of ``before``/``after``/``around`` is
+        given (discord.py pages ``after=`` onward from the first, the newest, of each page)."""
+        denied = self._deny(int(channel_id), reading=True)
+        if denied is not None:
+            return denied
+        errors = history_errors(request.query)
+        if errors is not None:
+            return invalid_form_body(errors)
+        limit = int(request.query.get("limit", 50))
+        here = sorted(
+            int(m["id"])
+            for m in self.messages.values()
+            if m["channel_id"] == channel_id and not m["flags"] & EPHEMERAL
+        )
+        if "around" in request.query:
+            around = int(request.query["around"])
+            older = [m for m in here if m < around][-(limit // 2) :] if limit > 1 else []
+            newer = [m for m in here if m >= around][: limit - len(older)]
+            found = older + newer
+        elif "after" in request.query:
+            found = [m for m in here if m > int(request.query["after"])][:limit]
+        else:
+            before = int(request.query.get("before", 1 << 63))
+            found = [m for m in here if m < before][-limit:]
+        return json_response([self._with_reactions(self.messages[m]) for m in reversed(found)])
+
+    async def _get_channel(self, request: web.Request, channel_id: str) -> web.Response:
+        denied = self._deny(int(channel_id))
+        channel = self.channel(int(channel_id))
+        return denied or json_response(channel.payload())  # type: ignore[union-attr]
+
+    async def _open_dm(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        member_id = int(body["recipient_id"])
+        channel = self._dm(member_id)
+        name = self._member_names.get(member_id, f"user{member_id}")
+        return json_response({**channel.payload(), "recipients": [user_payload(member_id, name)]})
+
+    def _dm(self, member_id: int) -> Channel:
+        if member_id not in self.dms:
+            self.dms[member_id] = Channel(int(snowflake()), "dm", None)
+        return self.dms[member_id]
+
+    # -- interactions ---------------------------------------------------------------------
+
+    def _live_interaction(self, token: str) -> Interaction | web.Response:
         interaction = self._interactions.get(token)
         if interaction is None:
             return error_response("unknown_webhook")
@@ -527,34 +817,76 @@ class FakeDiscord:
         latency = time.monotonic() - interaction.dispatched
         self.ack_latencies.setdefault(interaction_id, latency)
         if interaction.acknowledged:
-            return json_response(
-                {"message": "Interaction has already been acknowledged.", "code": 40060}, 400
-            )
+            return error_response("already_acknowledged")
         if latency > self.ack_deadline:
             return error_response("unknown_interaction")  # the member saw "did not respond"
+        kind = body.get("type")
+        allowed = (4, 5, 9) if interaction.kind == 2 else (4, 5, 6, 7, 9)
+        if kind not in allowed:
+            return invalid_form_body(
+                {
+                    "type": {
+                        "_errors": [
+                            {
+                                "code": "BASE_TYPE_CHOICES",
+                                "message": f"Value must be one of {allowed}.",
+                            }
+                        ]
+                    }
+                }
+            )
+        data = body.get("data") or {}
+        if kind in (4, 7):
+            refused = self._refused_body(interaction.channel_id, data, files, new=kind == 4)
+            if refused is not None:
+                return refused
         interaction.acknowledged = True
         self.callbacks.setdefault(interaction_id, []).append(body)
-        data = body.get("data") or {}
-        kind = body.get("type")
         message = None
-        if kind in (4, 5):
+        flags = int(data.get("flags") or 0) & EPHEMERAL
+        if kind == 4:
             message = self._store_message(
-                interaction.channel_id, data, files, application_id=str(APP_ID)
+                interaction.channel_id,
+                {**data, "flags": flags},
+                files,
+                **self._from_interaction(interaction),
             )
             self.originals[token] = message
-        # discord.py asks ?with_response=1 and reads an interaction callback response.
-        return json_response(
-            {
-                "interaction": {
-                    "id": interaction_id,
-                    "type": 2,
-                    "response_message_id": message and message["id"],
-                    "response_message_loading": kind == 5,
-                    "response_message_ephemeral": bool(data.get("flags", 0) & EPHEMERAL),
-                },
-                "resource": {"type": kind, **({"message": message} if message else {})},
+            await self._created(message)
+        elif kind == 5:
+            message = self._store_message(
+                interaction.channel_id,
+                {"flags": flags | LOADING},
+                [],
+                **self._from_interaction(interaction),
+            )
+            interaction.loading = True
+            self.originals[token] = message
+            await self._created(message)
+        elif kind in (6, 7) and interaction.message_id in self.messages:
+            message = self.messages[interaction.message_id]
+            self.originals[token] = message
+            if kind == 7:
+                self._update(message, data)
+                await self.dispatch("MESSAGE_UPDATE", self._public(message))
+        if request.query.get("with_response", "").lower() not in ("1", "true"):
+            return web.Response(status=204)
+        answer: dict[str, Any] = {
+            "interaction": {
+                "id": interaction_id,
+                "type": interaction.kind,
+                **({"response_message_id": message["id"]} if message else {}),
+                "response_message_loading": kind == 5,
+                "response_message_ephemeral": bool(message and message["flags"] & EPHEMERAL),
             }
-        )
+        }
+        if kind in (4, 7) and message is not None:
+            answer["resource"] = {"type": kind, "message": self._with_reactions(message)}
+        return json_response(answer)
+
+    @staticmethod
+    def _from_interaction(interaction: Interaction) -> dict[str, Any]:
+        return {"webhook_id": str(APP_ID), "application_id": str(APP_ID)}
 
     async def _edit_original(self, request: web.Request, app_id: str, token: str) -> web.Response:
         body, files = await self._read_message_body(request)
@@ -569,20 +901,70 @@ class FakeDiscord:
         original = self.originals.get(token)
         if original is None:
             return error_response("unknown_message")
-        original.update({k: v for k, v in body.items() if k in ("content", "embeds", "components")})
-        original["edited_timestamp"] = now_iso()
+        refused = self._refused_body(interaction.channel_id, body, files, new=False)
+        if refused is not None:
+            return refused
+        self._complete(interaction, original)
+        self._update(original, body)
+        self._attach(original, files)
         self.edits.setdefault(token, []).append(body)
-        return json_response(original)
+        if not original["flags"] & EPHEMERAL:
+            await self.dispatch("MESSAGE_UPDATE", self._public(original))
+        return json_response(self._with_reactions(original))
+
+    def _complete(self, interaction: Interaction, original: dict[str, Any]) -> None:
+        """A deferred response stops "thinking" (its ephemerality stays as deferred)."""
+        if interaction.loading:
+            interaction.loading = False
+            original["flags"] &= ~LOADING
+
+    def _attach(self, message: dict[str, Any], files: list[tuple[str, bytes]]) -> None:
+        if not files:
+            return
+        message_id = int(message["id"])
+        for name, data in files:
+            message["attachments"].append(
+                {
+                    "id": snowflake(),
+                    "filename": name,
+                    "size": len(data),
+                    "url": f"http://127.0.0.1:{self.port}/files/{message_id}/{name}",
+                    "proxy_url": f"http://127.0.0.1:{self.port}/files/{message_id}/{name}",
+                    "content_type": "image/" + name.rsplit(".", 1)[-1],
+                }
+            )
+            self.files.setdefault(message_id, []).append(data)
 
     async def _get_original(self, request: web.Request, app_id: str, token: str) -> web.Response:
+        interaction = self._live_interaction(token)
+        if isinstance(interaction, web.Response):
+            return interaction
         original = self.originals.get(token)
-        return json_response(original) if original else error_response("unknown_message")
+        if original is None or int(original["id"]) not in self.messages:
+            return error_response("unknown_message")
+        return json_response(self._with_reactions(original))
+
+    async def _delete_original(self, request: web.Request, app_id: str, token: str) -> web.Response:
+        interaction = self._live_interaction(token)
+        if isinstance(interaction, web.Response):
+            return interaction
+        original = self.originals.get(token)
+        if original is None or int(original["id"]) not in self.messages:
+            return error_response("unknown_message")
+        interaction.loading = False
+        await self._remove_message(int(original["id"]))
+        return web.Response(status=204)
 
     async def _followup(self, request: web.Request, app_id: str, token: str) -> web.Response:
+        """A follow-up: after a deferred ("thinking") response, the first one completes that
+        message (same id, and ephemeral only if the defer was); later ones are new messages.
+        Before any response there is no webhook yet: 404 Unknown Webhook."""
         body, files = await self._read_message_body(request)
         interaction = self._live_interaction(token)
         if isinstance(interaction, web.Response):
             return interaction
+        if not interaction.acknowledged:
+            return error_response("unknown_webhook")
         # Follow-ups need no Send Messages, but files and embeds need their permissions.
         channel = self.channel(interaction.channel_id)
         if channel is None or channel.deleted:
@@ -592,297 +974,152 @@ class FakeDiscord:
             and self._content_needs(body, files) & ~channel.bot_permissions
         ):
             return error_response("missing_permissions")
-        message = self._store_message(
-            interaction.channel_id, body, files, webhook_id=str(APP_ID), application_id=str(APP_ID)
-        )
+        refused = self._refused_body(interaction.channel_id, body, files, new=True)
+        if refused is not None:
+            return refused
+        original = self.originals.get(token)
+        if interaction.loading and original is not None and int(original["id"]) in self.messages:
+            self._complete(interaction, original)
+            self._update(original, {k: v for k, v in body.items() if k != "flags"})
+            self._attach(original, files)
+            message = original
+            if not message["flags"] & EPHEMERAL:
+                await self.dispatch("MESSAGE_UPDATE", self._public(message))
+        else:
+            flags = int(body.get("flags") or 0) & EPHEMERAL
+            message = self._store_message(
+                interaction.channel_id,
+                {**body, "flags": flags},
+                files,
+                **self._from_interaction(interaction),
+            )
+            await self._created(message)
         self.followups.setdefault(token, []).append(int(message["id"]))
-        return json_response(message)
-
-    async def _open_dm(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        member_id = int(body["recipient_id"])
-        return json_response(self._dm(member_id).payload())
-
-    def _dm(self, member_id: int) -> Channel:
-        if member_id not in self.dms:
-            self.dms[member_id] = Channel(int(snowflake()), "dm", None)
-        return self.dms[member_id]
-
-    async def _post_message(self, request: web.Request, channel_id: str) -> web.Response:
-        body, files = await self._read_message_body(request)
-        denied = self._deny(int(channel_id), SEND_MESSAGES | self._content_needs(body, files))
-        return denied or json_response(self._store_message(int(channel_id), body, files))
-
-    def _message_in(self, channel_id: str, message_id: str) -> dict[str, Any] | None:
-        message = self.messages.get(int(message_id))
-        return message if message is not None and message["channel_id"] == channel_id else None
-
-    async def _get_message(
-        self, request: web.Request, channel_id: str, message_id: str
-    ) -> web.Response:
-        denied = self._deny(int(channel_id), reading=True)
-        if denied is not None:
-            return denied
-        message = self._message_in(channel_id, message_id)
-        if message is None:
-            return error_response("unknown_message")
+        if request.query.get("wait", "").lower() not in ("1", "true"):
+            return web.Response(status=204)
         return json_response(self._with_reactions(message))
 
-    async def _edit_message(
-        self, request: web.Request, channel_id: str, message_id: str
-    ) -> web.Response:
-        body, _ = await self._read_message_body(request)
-        denied = self._deny(int(channel_id))
-        message = self._message_in(channel_id, message_id)
-        if denied is not None or message is None:
-            return denied or error_response("unknown_message")
-        message.update({k: v for k, v in body.items() if k in ("content", "embeds", "components")})
-        return json_response(self._with_reactions(message))
-
-    async def _delete_message(
-        self, request: web.Request, channel_id: str, message_id: str
-    ) -> web.Response:
-        message = self._message_in(channel_id, message_id)
-        own = message is not None and message["author"]["id"] == str(BOT_ID)
-        denied = self._deny(int(channel_id), 0 if own else MANAGE_MESSAGES)
-        if denied is not None or message is None:
-            return denied or error_response("unknown_message")
-        self.messages.pop(int(message_id), None)
-        return web.Response(status=204)
-
-    async def _history(self, request: web.Request, channel_id: str) -> web.Response:
-        denied = self._deny(int(channel_id), reading=True)
-        if denied is not None:
-            return denied
-        limit = int(request.query.get("limit", 50))
-        before = int(request.query.get("before", 1 << 63))
-        after = int(request.query.get("after", 0))
-        found = sorted(
-            (
-                m
-                for mid, m in self.messages.items()
-                if m["channel_id"] == channel_id and after < mid < before
-            ),
-            key=lambda m: int(m["id"]),
-            reverse="after" not in request.query,
-        )[:limit]
-        return json_response([self._with_reactions(m) for m in found])
-
-    async def _get_channel(self, request: web.Request, channel_id: str) -> web.Response:
-        denied = self._deny(int(channel_id))
-        channel = self.channel(int(channel_id))
-        return denied or json_response(channel.payload())  # type: ignore[union-attr]
+    # -- reactions ------------------------------------------------------------------------
 
     def _with_reactions(self, message: dict[str, Any]) -> dict[str, Any]:
         reactions = self.reactions.get(int(message["id"]), {})
+        custom = self.custom_emoji()
         return {
-            **message,
+            **self._public(message),
             "reactions": [
                 {
-                    "emoji": {"id": None, "name": emoji},
+                    "emoji": _emoji_of(key, custom).payload(),
                     "count": len(users),
                     "me": BOT_ID in users,
                     "count_details": {"burst": 0, "normal": len(users)},
                     "me_burst": False,
                     "burst_colors": [],
                 }
-                for emoji, users in reactions.items()
+                for key, users in reactions.items()
                 if users
             ],
         }
 
+    def _reaction_target(
+        self, channel_id: str, message_id: str, emoji: str, need: int = 0, *, reading: bool = False
+    ) -> tuple[dict[str, Any], ReactionEmoji] | web.Response:
+        denied = self._deny(int(channel_id), need, reading=reading)
+        if denied is not None:
+            return denied
+        message = self._message_in(channel_id, message_id)
+        if message is None:
+            return error_response("unknown_message")
+        parsed = parse_emoji(unquote(emoji), self.custom_emoji())
+        if parsed is None:
+            return error_response("unknown_emoji")
+        return message, parsed
+
     async def _bot_react(
         self, request: web.Request, channel_id: str, message_id: str, emoji: str
     ) -> web.Response:
-        denied = self._deny(int(channel_id), READ_MESSAGE_HISTORY | ADD_REACTIONS)
-        if denied is not None:
-            return denied
-        if self._message_in(channel_id, message_id) is None:
-            return error_response("unknown_message")
-        users = self.reactions.setdefault(int(message_id), {}).setdefault(unquote(emoji), [])
+        target = self._reaction_target(
+            channel_id, message_id, emoji, READ_MESSAGE_HISTORY | ADD_REACTIONS
+        )
+        if isinstance(target, web.Response):
+            return target
+        _, parsed = target
+        on_message = self.reactions.setdefault(int(message_id), {})
+        present = {k for k, users in on_message.items() if users}
+        if parsed.key not in present and len(present) >= MAX_REACTIONS:
+            return error_response("max_reactions")
+        users = on_message.setdefault(parsed.key, [])
         if BOT_ID not in users:
             users.append(BOT_ID)
-            await self._reaction_event(True, BOT_ID, int(message_id), unquote(emoji))
+            await self._reaction_event(True, BOT_ID, int(message_id), parsed)
+        return web.Response(status=204)
+
+    async def _bot_unreact(
+        self, request: web.Request, channel_id: str, message_id: str, emoji: str
+    ) -> web.Response:
+        target = self._reaction_target(channel_id, message_id, emoji, READ_MESSAGE_HISTORY)
+        if isinstance(target, web.Response):
+            return target
+        _, parsed = target
+        users = self.reactions.setdefault(int(message_id), {}).get(parsed.key, [])
+        if BOT_ID in users:
+            users.remove(BOT_ID)
+            await self._reaction_event(False, BOT_ID, int(message_id), parsed)
         return web.Response(status=204)
 
     async def _reaction_users(
         self, request: web.Request, channel_id: str, message_id: str, emoji: str
     ) -> web.Response:
-        denied = self._deny(int(channel_id), reading=True)
-        if denied is not None:
-            return denied
-        limit = int(request.query.get("limit", 25))
-        after = int(request.query.get("after", 0))
+        target = self._reaction_target(channel_id, message_id, emoji, reading=True)
+        if isinstance(target, web.Response):
+            return target
+        _, parsed = target
+        try:
+            limit = int(request.query.get("limit", 25))
+            after = int(request.query.get("after", 0))
+        except ValueError:
+            limit = after = -1
+        if not 1 <= limit <= 100 or after < 0:
+            return invalid_form_body(
+                {
+                    "limit": {
+                        "_errors": [
+                            {"code": "NUMBER_TYPE_MAX", "message": "Int must be between 1 and 100."}
+                        ]
+                    }
+                }
+            )
         users = sorted(
-            u for u in self.reactions.get(int(message_id), {}).get(unquote(emoji), []) if u > after
+            u for u in self.reactions.get(int(message_id), {}).get(parsed.key, []) if u > after
         )[:limit]
         return json_response(
             [
-                BOT_USER
-                if u == BOT_ID
-                else {
-                    "id": str(u),
-                    "username": self._member_names.get(u, f"user{u}"),
-                    "discriminator": "0",
-                    "global_name": None,
-                    "avatar": None,
-                }
+                BOT_USER if u == BOT_ID else user_payload(u, self._member_names.get(u, f"user{u}"))
                 for u in users
             ]
         )
 
-    # -- what tests do ----------------------------------------------------------------------
+    async def _clear_emoji(
+        self, request: web.Request, channel_id: str, message_id: str, emoji: str
+    ) -> web.Response:
+        target = self._reaction_target(channel_id, message_id, emoji, MANAGE_MESSAGES)
+        if isinstance(target, web.Response):
+            return target
+        _, parsed = target
+        await self._clear(int(message_id), parsed)
+        return web.Response(status=204)
 
-    async def _reaction_event(self, added: bool, user_id: int, message_id: int, emoji: str) -> None:
-        if not self.connected:
-            return  # the bot is away; backfill must find it
-        message = self.messages[message_id]
-        data: dict[str, Any] = {
-            "user_id": str(user_id),
-            "channel_id": message["channel_id"],
-            "message_id": str(message_id),
-            "emoji": {"id": None, "name": emoji},
-            "burst": False,
-            "type": 0,
-        }
-        guild = self.guilds.get(int(message.get("guild_id", 0)))
-        if guild is not None:
-            data["guild_id"] = str(guild.id)
-        if added:
-            data["message_author_id"] = str(BOT_ID)
-            data["burst_colors"] = []
-            if user_id != BOT_ID and guild is not None:
-                name = self._member_names.get(user_id, f"user{user_id}")
-                data["member"] = self._member_payload(Member(user_id, name), guild)
-        self.session_reactions += 1
-        await self.dispatch("MESSAGE_REACTION_ADD" if added else "MESSAGE_REACTION_REMOVE", data)
+    async def _clear_reactions(
+        self, request: web.Request, channel_id: str, message_id: str
+    ) -> web.Response:
+        denied = self._deny(int(channel_id), MANAGE_MESSAGES)
+        if denied is not None:
+            return denied
+        if self._message_in(channel_id, message_id) is None:
+            return error_response("unknown_message")
+        await self._clear(int(message_id), None)
+        return web.Response(status=204)
 
-    async def react(self, member: Member, message_id: int, emoji: str) -> None:
-        self._member_names[member.id] = member.name
-        users = self.reactions.setdefault(message_id, {}).setdefault(emoji, [])
-        if member.id not in users:
-            users.append(member.id)
-        await self._reaction_event(True, member.id, message_id, emoji)
-
-    async def unreact(self, member: Member, message_id: int, emoji: str) -> None:
-        users = self.reactions.setdefault(message_id, {}).setdefault(emoji, [])
-        if member.id in users:
-            users.remove(member.id)
-        await self._reaction_event(False, member.id, message_id, emoji)
-
-    def _command(self, name: str, guild: int | None) -> dict[str, Any]:
-        available = [*(self.guild_commands.get(guild, []) if guild else []), *self.global_commands]
-        for command in available:
-            if command["name"] != name:
-                continue
-            if guild is None and (
-                command.get("dm_permission") is False
-                or 1 not in (command.get("contexts") or [0, 1])
-            ):
-                raise LookupError(f"/{name} is not offered in DMs")
-            return command
-        where = f"in guild {guild}" if guild else "for DMs"
-        raise LookupError(f"/{name} is not registered {where}")
-
-    async def slash(
-        self,
-        member: Member,
-        name: str,
-        options: list[dict[str, Any]] | None = None,
-        *,
-        subcommand: str | None = None,
-        guild: int | None = GUILD_ID,
-        channel: int | None = None,
-        dm: bool = False,
-    ) -> tuple[str, str]:
-        """Send a slash command as ``member`` in ``channel`` of ``guild`` (default: its first
-        channel), or in their DM with the bot; returns ``(interaction id, token)``.
-
-        Raises
-        ------
-        LookupError
-            when Discord would not offer the command there (not registered, or guild-only).
-        """
-        guild = None if dm else guild
-        command = self._command(name, guild)
-        opts = options or []
-        if subcommand is not None:
-            opts = [{"type": 1, "name": subcommand, "options": opts}]
-        resolved: dict[str, dict[str, Any]] = {}
-        world = self.guilds[guild] if guild is not None else None
-        for option in options or []:
-            if option["type"] == 6:  # USER
-                other = Member(int(option["value"]), f"user{option['value']}")
-                resolved.setdefault("users", {})[str(other.id)] = other.user()
-                if world is not None:
-                    resolved.setdefault("members", {})[str(other.id)] = {
-                        k: v for k, v in self._member_payload(other, world).items() if k != "user"
-                    }
-            elif option["type"] == 7:  # CHANNEL
-                target = self.channel(int(option["value"]))
-                resolved.setdefault("channels", {})[str(option["value"])] = {
-                    "id": str(option["value"]),
-                    "type": 0,
-                    "name": target.name if target else "unknown",
-                    "permissions": str(BASIC),
-                    "guild_id": str(target.guild_id if target and target.guild_id else guild),
-                }
-        data = {"id": command["id"], "name": name, "type": 1, "options": opts, "resolved": resolved}
-        if guild is not None:
-            data["guild_id"] = str(guild)
-        where = self._dm(member.id).id if dm else channel or self.channels_of(guild)[0]  # type: ignore[arg-type]
-        return await self._interaction(member, 2, data, where)
-
-    async def click(self, member: Member, message_id: int, custom_id: str) -> tuple[str, str]:
-        """Press a button on a message as ``member``; returns ``(interaction id, token)``."""
-        data = {"custom_id": custom_id, "component_type": 2}
-        message = self._with_reactions(self.messages[message_id])
-        return await self._interaction(member, 3, data, int(message["channel_id"]), message=message)
-
-    async def _interaction(
-        self, member: Member, kind: int, data: dict[str, Any], channel_id: int, **extra: Any
-    ) -> tuple[str, str]:
-        """Dispatch INTERACTION_CREATE in Discord's shape (2: slash command, 3: component)."""
-        self._member_names[member.id] = member.name
-        interaction_id, token = snowflake(), "tok-" + snowflake()
-        channel = self.channel(channel_id)
-        assert channel is not None, f"no channel {channel_id}"
-        guild = self.guilds.get(channel.guild_id or 0)
-        body: dict[str, Any] = {
-            "id": interaction_id,
-            "application_id": str(APP_ID),
-            "type": kind,
-            "token": token,
-            "version": 1,
-            "data": data,
-            "channel_id": str(channel.id),
-            "channel": channel.payload(),
-            # What the bot may do where the member asked, as Discord sends with every interaction.
-            "app_permissions": str(channel.bot_permissions if guild else BASIC),
-            "locale": "en-US",
-            "entitlements": [],
-            "attachment_size_limit": 8 * 1024 * 1024,
-            **extra,
-        }
-        if guild is not None:
-            body |= {
-                "guild_id": str(guild.id),
-                "guild_locale": "en-US",
-                "member": self._member_payload(member, guild),
-                "authorizing_integration_owners": {"0": str(guild.id)},
-                "context": 0,
-            }
-        else:
-            body |= {
-                "user": member.user(),
-                "authorizing_integration_owners": {"0": "0"},
-                "context": 1,
-            }
-        self._interactions[token] = _Interaction(
-            interaction_id, token, channel.id, time.monotonic()
-        )
-        await self.dispatch("INTERACTION_CREATE", body)
-        return interaction_id, token
+    # -- what tests do: see driving.py ------------------------------------------------------
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -893,3 +1130,53 @@ class FakeDiscord:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError("timed out waiting for the bot")
             await asyncio.sleep(0.05)
+
+
+def _emoji_of(key: str, custom: dict[int, ReactionEmoji]) -> ReactionEmoji:
+    if ":" in key:
+        name, emoji_id = key.rsplit(":", 1)
+        return custom.get(int(emoji_id), ReactionEmoji(name, int(emoji_id)))
+    return ReactionEmoji(key)
+
+
+def _bot_member() -> dict[str, Any]:
+    return {k: v for k, v in member_fields(BOT_USER).items() if k != "user"}
+
+
+def _embeds(embeds: Any) -> list[dict[str, Any]]:
+    """Embeds as Discord returns them: ``type`` "rich" and every field's ``inline`` set."""
+    shaped = []
+    for embed in embeds or []:
+        out = {k: v for k, v in embed.items() if v is not None}
+        out.setdefault("type", "rich")
+        if "fields" in out:
+            out["fields"] = [{"inline": False, **f} for f in out["fields"]]
+        for media in ("image", "thumbnail"):
+            if isinstance(out.get(media), dict):
+                out[media] = {**out[media], "proxy_url": out[media].get("url", "")}
+        shaped.append(out)
+    return shaped
+
+
+def _components(rows: Any) -> list[dict[str, Any]]:
+    """Components as Discord returns them: each numbered with an ``id`` (depth first)."""
+    counter = 0
+
+    def numbered(component: dict[str, Any]) -> dict[str, Any]:
+        nonlocal counter
+        counter += 1
+        out = {**component, "id": component.get("id") or counter}
+        if isinstance(out.get("emoji"), dict):  # a Unicode emoji has no id at all
+            out["emoji"] = {k: v for k, v in out["emoji"].items() if v is not None}
+        if "components" in out:
+            out["components"] = [numbered(c) for c in out["components"]]
+        return out
+
+    return [numbered(row) for row in rows or []]
+
+
+def _option_response(option: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in option.items() if v is not None}
+    if "options" in out:
+        out["options"] = [_option_response(o) for o in out["options"]]
+    return out

@@ -1,7 +1,8 @@
-"""The fake server's world: guilds with text channels and roles, DMs, and what the bot may do.
+"""The fake server's world: guilds with text channels, roles and custom emoji, DMs, and what
+the bot may do.
 
-The default world has two guilds, each with a few text channels, and the bot a member of
-both, so tests see what a bot invited to several communities sees.
+The default world has two guilds, each with a few text channels and custom emoji, and the
+bot a member of both, so tests see what a bot invited to several communities sees.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dreamrate.fake_discord.payloads import (
     CHANNEL_ID,
     GUILD_B_ID,
     GUILD_ID,
+    member_fields,
     now_iso,
 )
 
@@ -35,26 +37,39 @@ class Channel:
 
     def payload(self) -> dict[str, Any]:
         if self.guild_id is None:
-            return {"id": str(self.id), "type": 1, "recipients": [], "last_message_id": None}
+            return {
+                "id": str(self.id),
+                "type": 1,
+                "flags": 0,
+                "recipients": [],
+                "last_message_id": None,
+            }
         return {
             "id": str(self.id),
             "type": 0,
+            "flags": 0,
             "name": self.name,
             "position": 0,
             "permission_overwrites": [],
             "nsfw": False,
             "guild_id": str(self.guild_id),
+            "last_message_id": None,
+            "parent_id": None,
+            "topic": None,
+            "rate_limit_per_user": 0,
         }
 
 
 @dataclass
 class Guild:
-    """A community: its channels, its roles (id -> name) and per-member permissions."""
+    """A community: its channels, roles (id -> name), custom emoji (id -> name) and
+    per-member permissions."""
 
     id: int
     name: str
     channels: dict[int, Channel] = field(default_factory=dict)
     roles: dict[int, str] = field(default_factory=dict)
+    emojis: dict[int, str] = field(default_factory=dict)
     #: Member id -> permissions here, overriding the member's own default.
     member_permissions: dict[int, int] = field(default_factory=dict)
     premium_tier: int = 0
@@ -69,6 +84,9 @@ class Guild:
             "permissions": str(BASIC),
             "position": 0,
             "color": 0,
+            "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+            "icon": None,
+            "unicode_emoji": None,
             "hoist": False,
             "managed": False,
             "mentionable": False,
@@ -88,7 +106,18 @@ class Guild:
             "default_message_notifications": 0,
             "explicit_content_filter": 0,
             "roles": [everyone, *roles],
-            "emojis": [],
+            "emojis": [
+                {
+                    "id": str(eid),
+                    "name": name,
+                    "roles": [],
+                    "require_colons": True,
+                    "managed": False,
+                    "animated": False,
+                    "available": True,
+                }
+                for eid, name in self.emojis.items()
+            ],
             "stickers": [],
             "features": [],
             "mfa_level": 0,
@@ -100,16 +129,7 @@ class Guild:
             "member_count": 2,
             "large": False,
             "joined_at": now_iso(),
-            "members": [
-                {
-                    "user": BOT_USER,
-                    "roles": [],
-                    "joined_at": now_iso(),
-                    "deaf": False,
-                    "mute": False,
-                    "flags": 0,
-                }
-            ],
+            "members": [member_fields(BOT_USER)],
             "channels": [c.payload() for c in self.channels.values() if not c.deleted],
             "threads": [],
             "stage_instances": [],
@@ -120,8 +140,8 @@ class Guild:
 
 
 def default_world() -> dict[int, Guild]:
-    """Guild A ("dreamers": #dreams, #gallery, #chat) and guild B ("nightowls": #b-dreams,
-    #b-chat), each with a "moderators" role."""
+    """Guild A ("dreamers": #dreams, #gallery, #chat; custom emoji :dreamy: and :meh:) and
+    guild B ("nightowls": #b-dreams, #b-chat; :owl:), each with a "moderators" role."""
     a, b = Guild(GUILD_ID, "dreamers"), Guild(GUILD_B_ID, "nightowls")
     for guild, names, first in (
         (a, ("dreams", "gallery", "chat"), CHANNEL_ID),
@@ -131,4 +151,6 @@ def default_world() -> dict[int, Guild]:
             cid = first if k == 0 else guild.id + 100 + k
             guild.channels[cid] = Channel(cid, name, guild.id)
         guild.roles[guild.id + 50] = "moderators"
+    a.emojis = {GUILD_ID + 60: "dreamy", GUILD_ID + 61: "meh"}
+    b.emojis = {GUILD_B_ID + 60: "owl"}
     return {a.id: a, b.id: b}
