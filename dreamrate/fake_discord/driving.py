@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dreamrate.fake_discord.emoji import MAX_REACTIONS, ReactionEmoji, parse_emoji
 from dreamrate.fake_discord.limits import upload_limit
 from dreamrate.fake_discord.payloads import APP_ID, BASIC, BOT_ID, GUILD_ID, Member, snowflake
-
-if TYPE_CHECKING:
-    from dreamrate.fake_discord.server import FakeDiscord
 
 __all__ = ["Driving", "Interaction"]
 
@@ -34,18 +31,19 @@ class Interaction:
 
 
 class Driving:
-    """The test-facing half of :class:`~dreamrate.fake_discord.server.FakeDiscord`."""
+    """The test-facing part of :class:`~dreamrate.fake_discord.server.FakeDiscord`, working
+    on its state."""
 
     # -- reactions ------------------------------------------------------------------------
 
-    def _emoji(self: FakeDiscord, emoji: str) -> ReactionEmoji:  # type: ignore[misc]
+    def _emoji(self, emoji: str) -> ReactionEmoji:
         parsed = parse_emoji(emoji, self.custom_emoji())
         if parsed is None:
             raise ValueError(f"Discord offers no emoji {emoji!r} to react with")
         return parsed
 
-    async def _reaction_event(  # type: ignore[misc]
-        self: FakeDiscord, added: bool, user_id: int, message_id: int, emoji: ReactionEmoji
+    async def _reaction_event(
+        self, added: bool, user_id: int, message_id: int, emoji: ReactionEmoji
     ) -> None:
         message = self.messages[message_id]
         data: dict[str, Any] = {
@@ -67,7 +65,7 @@ class Driving:
                 data["member"] = self._member_payload(Member(user_id, name), guild)
         await self.dispatch("MESSAGE_REACTION_ADD" if added else "MESSAGE_REACTION_REMOVE", data)
 
-    async def react(self: FakeDiscord, member: Member, message_id: int, emoji: str) -> None:  # type: ignore[misc]
+    async def react(self, member: Member, message_id: int, emoji: str) -> None:
         """``member`` adds ``emoji`` (Unicode, or a guild's custom emoji as ``<:name:id>`` or
         ``name:id``) under a message.
 
@@ -87,7 +85,7 @@ class Driving:
             users.append(member.id)
             await self._reaction_event(True, member.id, message_id, parsed)
 
-    async def unreact(self: FakeDiscord, member: Member, message_id: int, emoji: str) -> None:  # type: ignore[misc]
+    async def unreact(self, member: Member, message_id: int, emoji: str) -> None:
         """``member`` takes their ``emoji`` back (nothing happens if they had not reacted)."""
         parsed = self._emoji(emoji)
         users = self.reactions.setdefault(message_id, {}).setdefault(parsed.key, [])
@@ -95,12 +93,12 @@ class Driving:
             users.remove(member.id)
             await self._reaction_event(False, member.id, message_id, parsed)
 
-    async def clear_reactions(self: FakeDiscord, message_id: int, emoji: str | None = None) -> None:  # type: ignore[misc]
+    async def clear_reactions(self, message_id: int, emoji: str | None = None) -> None:
         """A moderator removes every reaction from a message (MESSAGE_REACTION_REMOVE_ALL), or
         every reaction of one emoji (MESSAGE_REACTION_REMOVE_EMOJI)."""
         await self._clear(message_id, None if emoji is None else self._emoji(emoji))
 
-    async def _clear(self: FakeDiscord, message_id: int, emoji: ReactionEmoji | None) -> None:  # type: ignore[misc]
+    async def _clear(self, message_id: int, emoji: ReactionEmoji | None) -> None:
         message = self.messages[message_id]
         on_message = self.reactions.setdefault(message_id, {})
         data: dict[str, Any] = {"channel_id": message["channel_id"], "message_id": str(message_id)}
@@ -115,7 +113,7 @@ class Driving:
 
     # -- interactions ---------------------------------------------------------------------
 
-    def _command(self: FakeDiscord, name: str, guild: int | None) -> dict[str, Any]:  # type: ignore[misc]
+    def _command(self, name: str, guild: int | None) -> dict[str, Any]:
         available = [*(self.guild_commands.get(guild, []) if guild else []), *self.global_commands]
         for command in available:
             if command["name"] != name:
@@ -129,8 +127,8 @@ class Driving:
         where = f"in guild {guild}" if guild else "for DMs"
         raise LookupError(f"/{name} is not registered {where}")
 
-    async def slash(  # type: ignore[misc]
-        self: FakeDiscord,
+    async def slash(
+        self,
         member: Member,
         name: str,
         options: list[dict[str, Any]] | None = None,
@@ -178,9 +176,7 @@ class Driving:
         where = self._dm(member.id).id if dm else channel or self.channels_of(guild)[0]  # type: ignore[arg-type]
         return await self._interaction(member, 2, data, where)
 
-    async def click(
-        self: FakeDiscord, member: Member, message_id: int, custom_id: str
-    ) -> tuple[str, str]:  # type: ignore[misc]
+    async def click(self, member: Member, message_id: int, custom_id: str) -> tuple[str, str]:
         """Press a button on a message as ``member``; returns ``(interaction id, token)``."""
         data = {"custom_id": custom_id, "component_type": 2}
         message = self._with_reactions(self.messages[message_id])
@@ -188,8 +184,8 @@ class Driving:
             member, 3, data, int(message["channel_id"]), message=message, on_message=message_id
         )
 
-    async def _interaction(  # type: ignore[misc]
-        self: FakeDiscord,
+    async def _interaction(
+        self,
         member: Member,
         kind: int,
         data: dict[str, Any],

@@ -1,6 +1,6 @@
 """What the local Discord answered, written down for the test suite to hold against Discord's spec.
 
-When ``DREAMRATE_TEST_DISCORD_TRAFFIC`` names a folder, every REST answer is appended to
+When ``FAKE_DISCORD_TRAFFIC_DIR`` names a folder, every REST answer is appended to
 ``<folder>/traffic-<pid>.jsonl`` as ``{"method", "route", "path", "status", "body"}``, the
 route being the spec's template (``/channels/{channel_id}/messages``). The variable is read at
 each answer, so a test session can point each test at its own folder, and a server in a
@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["TRAFFIC_ENV", "record"]
 
-TRAFFIC_ENV = "DREAMRATE_TEST_DISCORD_TRAFFIC"
+TRAFFIC_ENV = "FAKE_DISCORD_TRAFFIC_DIR"
 
 
 def record(method: str, route: str, path: str, status: int, body: bytes | None) -> None:
