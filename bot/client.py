@@ -217,3 +217,11 @@ class DreamrateBot(discord.Client):
 
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
         self.reactions.reaction(payload, added=False)
+
+    async def on_raw_reaction_clear(self, payload: discord.RawReactionClearEvent) -> None:
+        self.reactions.cleared(payload.message_id, payload.channel_id)
+
+    async def on_raw_reaction_clear_emoji(
+        self, payload: discord.RawReactionClearEmojiEvent
+    ) -> None:
+        self.reactions.cleared(payload.message_id, payload.channel_id)

@@ -135,11 +135,10 @@ class ReactionRecorder:
     # -- filling the inbox --------------------------------------------------------------------
 
     def reaction(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
-        """Queue a raw gateway reaction (custom emoji are never rating emoji, and the bot's
-        own seeded reactions are never ratings)."""
+        """Queue a raw gateway reaction (the bot's own seeded reactions are never ratings)."""
         self.received += 1
         me = self.client.user
-        if payload.emoji.id is not None or (me is not None and payload.user_id == me.id):
+        if me is not None and payload.user_id == me.id:
             return
         bucket = self._buckets.setdefault(payload.user_id, TokenBucket(self.burst, self.per_second))
         if not bucket.take(time.monotonic()):
@@ -159,7 +158,9 @@ class ReactionRecorder:
                 added=added,
                 discord_user_id=payload.user_id,
                 message_id=payload.message_id,
-                emoji=str(payload.emoji.name),
+                # A Unicode emoji as itself, a guild's custom emoji as <:name:id>: as the
+                # scale names them (a custom emoji can be a rating emoji).
+                emoji=str(payload.emoji),
                 channel_id=payload.channel_id,
                 guild_id=payload.guild_id,
                 user_name=payload.member.name if payload.member is not None else "",
@@ -167,6 +168,13 @@ class ReactionRecorder:
                 received_at=None if self.replaying else utcnow(),
             )
         )
+
+    def cleared(self, message_id: int, channel_id: int) -> None:
+        """A moderator removed every reaction (or every one of an emoji) from a message:
+        Discord sends one event, not a removal per member, so reconcile that message once
+        the events before it are recorded."""
+        self.received += 1
+        self._put(_Backfill(messages=frozenset({message_id})))
 
     def request_backfill(self) -> None:
         """Backfill once every event queued so far is recorded (on ready and on resume)."""
@@ -275,11 +283,9 @@ class ReactionRecorder:
                 )
                 on_discord: dict[str, list[tuple[int, str]]] = {}
                 for reaction in message.reactions:
-                    if isinstance(reaction.emoji, str) and (
-                        scale.value_of(reaction.emoji) is not None
-                        or scale.winner_of(reaction.emoji) is not None
-                    ):
-                        on_discord[reaction.emoji] = [
+                    emoji = str(reaction.emoji)  # a custom emoji as <:name:id>
+                    if scale.value_of(emoji) is not None or scale.winner_of(emoji) is not None:
+                        on_discord[emoji] = [
                             (u.id, u.name) async for u in reaction.users(limit=None)
                         ]
             except discord.NotFound as exc:
