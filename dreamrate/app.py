@@ -47,7 +47,8 @@ async def connect_database(url: str, *, echo: bool = False) -> AsyncEngine:
     else:
         database = make_url(url).database
         if database and database != ":memory:":
-            ensure_writable_dir(Path(database).parent.resolve(), "DREAMRATE_DATABASE_URL")
+            folder = Path(database).parent.resolve()
+            ensure_writable_dir(folder, "DREAMRATE_DATABASE_URL", private=True)
     engine = create_engine(url, **kwargs)
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S * 1.5):
@@ -69,7 +70,8 @@ async def open_database(settings: Settings, *, migrate: bool = True) -> AsyncEng
     Every long-running command starts here, so a database is never used at an
     older schema than the code expects, nor at a newer one.
     """
-    ensure_writable_dir(settings.data_dir, "DREAMRATE_DATA_DIR")
+    # The default database, the web's session key: the data folder is the owner's only.
+    ensure_writable_dir(settings.data_dir, "DREAMRATE_DATA_DIR", private=True)
     engine = await connect_database(settings.database_url, echo=settings.database.echo)
     try:
         status: MigrationStatus = await (upgrade(engine) if migrate else migration_status(engine))

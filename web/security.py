@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from dreamrate.core.atomic import write_bytes_atomically
+from dreamrate.core.atomic import create_private_file
 from dreamrate.core.errors import StorageError
 
 __all__ = [
@@ -124,14 +124,16 @@ def csrf_ok(member: LoggedIn, token: str | None) -> bool:
 
 
 def load_secret_key(configured: str | None, data_dir: Path) -> str:
-    """The configured cookie key, or one made once and kept (0600) in the data folder."""
+    """The configured cookie key, or one made once and kept in the data folder, readable by
+    its owner only from its first byte (0600). Processes starting together make it once:
+    the first one's key is the one every process reads."""
     if configured:
         return configured
     path = data_dir / "web-secret-key"
-    if path.is_file():
-        return path.read_text().strip()
-    write_bytes_atomically(path, secrets.token_urlsafe(48).encode(), StorageError)
-    path.chmod(0o600)
+    if not path.is_file():
+        create_private_file(
+            path, secrets.token_urlsafe(48).encode(), StorageError, "DREAMRATE_DATA_DIR"
+        )
     return path.read_text().strip()
 
 

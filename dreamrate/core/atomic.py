@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dreamrate.core.errors import DreamrateError
 
-__all__ = ["atomic_file", "atomic_folder", "write_bytes_atomically"]
+__all__ = ["atomic_file", "atomic_folder", "create_private_file", "write_bytes_atomically"]
 
 # Temporary files and folders are created private (0600/0700); what they become gets the
 # usual permissions instead, so other users and services can read outputs as before.
@@ -95,6 +95,52 @@ def write_bytes_atomically(
     """``out`` holds exactly ``data`` afterwards, or is untouched (see :func:`atomic_file`)."""
     with atomic_file(out, error, option) as tmp:
         tmp.write_bytes(data)
+
+
+def create_private_file(
+    out: Path, data: bytes, error: type[DreamrateError], option: str = "--out"
+) -> bool:
+    """Create ``out`` holding ``data``, readable and writable by its owner only (0600) from
+    its first byte, unless it exists already (then it is left as it is). For secrets.
+
+    The data goes into a temporary file created 0600 (``O_CREAT | O_EXCL``), which is then
+    linked to ``out``: a reader never sees half of it, and of two processes creating it at
+    once the first one's file is the one both read. Returns whether this call created it.
+
+    Raises
+    ------
+    error
+        one line naming ``option`` and the reason, when it cannot be written.
+    """
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise error(f"{option}: cannot write in {out.parent} ({_reason(exc)})") from None
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:  # mkstemp: O_CREAT | O_EXCL, mode 0600
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, out)
+        except FileExistsError:
+            return False
+        except OSError:  # a filesystem without hard links: create it in place, as privately
+            try:
+                made = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return False
+            with os.fdopen(made, "wb") as handle:
+                handle.write(data)
+                os.fsync(handle.fileno())
+        _fsync_dir(out.parent)
+        return True
+    except OSError as exc:
+        raise error(f"{option}: cannot write {out} ({_reason(exc)})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextmanager
