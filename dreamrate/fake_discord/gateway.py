@@ -168,7 +168,7 @@ class Gateway:
             return False
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await s.ws.send_str(text)
-            self.server._delivered(event)
+            self.server.delivered(event)
             return True
         return False
 
@@ -323,7 +323,7 @@ class Gateway:
             for n, text in pending:
                 with contextlib.suppress(ConnectionResetError, RuntimeError):
                     await conn.ws.send_str(text)
-                    self.server._delivered(json.loads(text)["t"])
+                    self.server.delivered(json.loads(text)["t"])
                 sent = n
         s.ws = conn.ws
         self.server.resumes += 1

@@ -22,6 +22,9 @@ from dreamrate.fake_discord.payloads import (
 
 __all__ = ["Interactions"]
 
+#: What marks a message as the application's interaction response or follow-up.
+FROM_APP = {"webhook_id": str(APP_ID), "application_id": str(APP_ID)}
+
 
 class Interactions:
     """The interaction routes: a part of :class:`~dreamrate.fake_discord.server.FakeDiscord`,
@@ -79,7 +82,7 @@ class Interactions:
                 interaction.channel_id,
                 {**data, "flags": flags},
                 files,
-                **self._from_interaction(interaction),
+                **FROM_APP,
             )
             self.originals[token] = message
             await self._created(message)
@@ -88,7 +91,7 @@ class Interactions:
                 interaction.channel_id,
                 {"flags": flags | LOADING},
                 [],
-                **self._from_interaction(interaction),
+                **FROM_APP,
             )
             interaction.loading = True
             self.originals[token] = message
@@ -113,10 +116,6 @@ class Interactions:
         if kind in (4, 7) and message is not None:
             answer["resource"] = {"type": kind, "message": self._with_reactions(message)}
         return json_response(answer)
-
-    @staticmethod
-    def _from_interaction(interaction: Interaction) -> dict[str, Any]:
-        return {"webhook_id": str(APP_ID), "application_id": str(APP_ID)}
 
     async def _edit_original(self, request: web.Request, app_id: str, token: str) -> web.Response:
         body, files = await self._read_message_body(request)
@@ -221,7 +220,7 @@ class Interactions:
                 interaction.channel_id,
                 {**body, "flags": flags},
                 files,
-                **self._from_interaction(interaction),
+                **FROM_APP,
             )
             await self._created(message)
         self.followups.setdefault(token, []).append(int(message["id"]))

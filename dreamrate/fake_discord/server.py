@@ -9,9 +9,11 @@ every request, several guilds with their own channels, roles, custom emoji and c
 per-channel permissions with Discord's 403/404 bodies, the documented limits on message
 bodies, commands and uploads (400/413 with Discord's codes), rate-limit buckets with their
 headers and 429s, the 3 s acknowledgement deadline, the 15-minute interaction token and the
-deferred response that the first follow-up completes. The gateway lives in
-:mod:`~dreamrate.fake_discord.gateway`; what tests do (slash commands, buttons, reactions) in
-:mod:`~dreamrate.fake_discord.driving`. Every answer can be written down for the suite to
+deferred response that the first follow-up completes. Its rooms: the gateway
+(:mod:`~dreamrate.fake_discord.gateway`), messages and reactions
+(:mod:`~dreamrate.fake_discord.messages`), interaction responses
+(:mod:`~dreamrate.fake_discord.interactions`), and what tests do as members (slash commands,
+buttons, reactions; :mod:`~dreamrate.fake_discord.driving`). Every answer can be written down for the suite to
 check against the spec (:mod:`~dreamrate.fake_discord.traffic`).
 """
 
@@ -272,7 +274,8 @@ class FakeDiscord(Messages, Interactions, Driving):
         """Send a gateway event to the bot (if its intents ask for it)."""
         await self.gateway.dispatch(event, data)
 
-    def _delivered(self, event: str) -> None:
+    def delivered(self, event: str) -> None:
+        """Count what reached the bot (the gateway calls this for each event it sent)."""
         if event.startswith("MESSAGE_REACTION_"):
             self.session_reactions += 1
 
