@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import random
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ def _cookie(discord_id: int) -> str:
         "name": f"member{discord_id - 10_000}",  # as in the users table: no rename per click
         "guilds": {str(GUILD): ["bench", False]},
         "csrf": CSRF,
+        "sid": f"bench-{discord_id}",  # its login is in web_sessions (see fill)
         "at": time.time(),
     }
     data = base64.b64encode(json.dumps(session).encode())
@@ -107,6 +109,13 @@ async def fill(url: str, images: int, ratings: int, members: int, seed: int = 0)
                      "created_at", "updated_at"],
             records=[(k + 1, int(u), int(i), float(v), "sac-10", "reaction", now, now, now)
                      for k, (u, i, v) in enumerate(zip(users, imgs, values, strict=True))],
+        )  # fmt: skip
+        # Each member's login, as the web keeps it (the cookie names it: _cookie).
+        await conn.copy_records_to_table(
+            "web_sessions",
+            columns=["id", "discord_id", "created_at", "expires_at"],
+            records=[(hashlib.sha256(f"bench-{10_000 + i}".encode()).hexdigest(), 10_000 + i,
+                      now, now + timedelta(days=1)) for i in range(1, members + 1)],
         )  # fmt: skip
         for table in ("users", "jobs", "images", "ratings"):
             await conn.execute(

@@ -23,7 +23,6 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dreamrate.aesthetic.active import ActivePredictor
 from dreamrate.aesthetic.clip_model import model_spec
@@ -33,8 +32,10 @@ from dreamrate.ratings.service import RatingService
 from dreamrate.web import auth, pages_gallery, pages_maint, pages_me, pages_mod, pages_rate
 from dreamrate.web.context import TEMPLATES, NotLoggedIn, WebContext
 from dreamrate.web.discord_api import DiscordAPI
+from dreamrate.web.guard import Guard
 from dreamrate.web.ranking import RankingCache
 from dreamrate.web.security import load_secret_key
+from dreamrate.web.sessions import SessionGate
 from dreamrate.web.thumbs import Thumbnails
 
 __all__ = ["create_app"]
@@ -42,53 +43,6 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-MAX_QUERY = 2048
-#: Every form and click is small; anything bigger is refused before it is read.
-MAX_BODY = 64 * 1024
-HEADERS = {
-    "content-security-policy": (
-        "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self' {authorize}"
-    ),
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "same-origin",
-    "x-frame-options": "DENY",
-}
-
-
-class Guard:
-    """Refuses oversized query strings (414) and adds the security headers to every answer."""
-
-    def __init__(self, app: ASGIApp, authorize_origin: str) -> None:
-        self.app = app
-        self.headers = [
-            (k.encode(), v.format(authorize=authorize_origin).encode()) for k, v in HEADERS.items()
-        ]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if len(scope.get("query_string", b"")) > MAX_QUERY:
-            response = Response("Query string too long.", status_code=414)
-            await response(scope, receive, self._with_headers(send))
-            return
-        length = dict(scope.get("headers", [])).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > MAX_BODY:
-            response = Response("Request body too large.", status_code=413)
-            await response(scope, receive, self._with_headers(send))
-            return
-        await self.app(scope, receive, self._with_headers(send))
-
-    def _with_headers(self, send: Send) -> Send:
-        async def sending(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                have = {k.lower() for k, _ in message.setdefault("headers", [])}
-                extra = [(k, v) for k, v in self.headers if k not in have]
-                message["headers"] = [*message["headers"], *extra]
-            await send(message)
-
-        return sending
 
 
 def _wants_json(request: Request) -> bool:
@@ -186,6 +140,7 @@ def create_app(
                 same_site="lax",
                 https_only=context.base_url.startswith("https://"),
             ),
+            Middleware(SessionGate, engine=engine),
         ],
         exception_handlers={HTTPException: _http_error, NotLoggedIn: _not_logged_in},
         lifespan=lifespan,

@@ -4,7 +4,8 @@
 ``/callback`` accepts only that state, trades the code for a token, asks who the member is
 and which guilds they are in, keeps the guilds they share with the bot, and starts a new
 session. The access token is used for those two reads and then dropped: nothing of it is
-stored, logged or put in the cookie.
+stored, logged or put in the cookie. The session itself is kept in the database
+(:mod:`.sessions`), so logging out ends it in every web process.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from dreamrate.core.errors import ConfigError
+from dreamrate.web.bodies import read_form
 from dreamrate.web.context import ctx
 from dreamrate.web.discord_api import DiscordLoginError
 from dreamrate.web.security import csrf_ok, start_session
+from dreamrate.web.sessions import banned_everywhere, end_session, record_login
 
 __all__ = ["callback", "login", "logout"]
 
@@ -94,7 +98,16 @@ async def callback(request: Request) -> Response:
     except DiscordLoginError as exc:
         logger.warning("web login failed: %s", exc)
         return context.render(request, "error.html", {"message": f"Login failed: {exc}"}, 502)
-    start_session(request, discord_id, name, shared)
+    if await banned_everywhere(context.engine, discord_id):
+        return context.render(request, "error.html", {"message": "You are banned here."}, 403)
+    sid, at = start_session(request, discord_id, name, shared)
+    await record_login(
+        context.engine,
+        sid,
+        discord_id,
+        datetime.fromtimestamp(at, UTC),
+        timedelta(hours=context.settings.web.session_hours),
+    )
     logger.info("web login: member %s (%d shared guild(s))", discord_id, len(shared))
     return RedirectResponse("/", status_code=303)
 
@@ -102,11 +115,12 @@ async def callback(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     context = ctx(request)
     member = context.maybe_member(request)
-    form = await request.form()
-    if member is not None and not csrf_ok(member, str(form.get("csrf", ""))):
-        return context.render(request, "error.html", {"message": "Refused: bad form token."}, 403)
-    if member is not None and member.sid:
-        lifetime = context.settings.web.session_hours * 3600
-        context.revoked.add(member.sid, member.login_at + lifetime)
+    if member is not None:  # nobody logged in: nothing to read, nothing to end
+        form = await read_form(request)
+        if not csrf_ok(member, str(form.get("csrf", ""))):
+            return context.render(
+                request, "error.html", {"message": "Refused: bad form token."}, 403
+            )
+        await end_session(context.engine, member.sid)
     request.session.clear()
     return RedirectResponse("/", status_code=303)

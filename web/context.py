@@ -17,14 +17,15 @@ from dreamrate.core.settings import Settings
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
 from dreamrate.web.discord_api import DiscordAPI
+from dreamrate.web.queries import ROW_ID_MAX
 from dreamrate.web.ranking import RankingCache
-from dreamrate.web.security import ClickThrottle, LoggedIn, Revoked, logged_in
+from dreamrate.web.security import ClickThrottle, LoggedIn, logged_in
 from dreamrate.web.thumbs import Thumbnails
 
-__all__ = ["WebContext", "ctx"]
+__all__ = ["MAX_ID", "ROW_ID_MAX", "WebContext", "ctx"]
 
 TEMPLATES = Path(__file__).parent / "templates"
-#: Ids are 64-bit signed in the database: a bigger one is no id at all (not a 500).
+#: Discord's ids are 64-bit signed in the database: a bigger one is no id at all (not a 500).
 MAX_ID = 2**63 - 1
 
 
@@ -44,7 +45,6 @@ class WebContext:
     templates: Jinja2Templates
     rankings: RankingCache
     throttle: ClickThrottle = field(default_factory=ClickThrottle)
-    revoked: Revoked = field(default_factory=Revoked)
     client_id: int | None = None
 
     @property
@@ -57,13 +57,13 @@ class WebContext:
         return f"{self.base_url}/callback"
 
     def member(self, request: Request) -> LoggedIn:
-        member = logged_in(request, self.settings.web.session_hours * 3600, self.revoked)
+        member = logged_in(request, self.settings.web.session_hours * 3600)
         if member is None:
             raise NotLoggedIn
         return member
 
     def maybe_member(self, request: Request) -> LoggedIn | None:
-        return logged_in(request, self.settings.web.session_hours * 3600, self.revoked)
+        return logged_in(request, self.settings.web.session_hours * 3600)
 
     def guild_member(self, request: Request, guild_id: int) -> LoggedIn:
         """The member, who must share ``guild_id`` with the bot (else 403)."""

@@ -10,7 +10,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from dreamrate.web.context import MAX_ID, ctx
+from dreamrate.web.context import ROW_ID_MAX, ctx
+from dreamrate.web.model_names import model_label, model_names
 from dreamrate.web.queries import (
     GalleryQuery,
     gallery_page,
@@ -23,6 +24,9 @@ from dreamrate.web.thumbs import inside
 __all__ = ["gallery", "gallery_more", "home", "image_page", "image_png", "thumbnail"]
 
 PAGE = 24
+#: The first cards load with the page (the first screenful: its load event waits for them);
+#: the rest lazily, as they scroll into view.
+EAGER = 12
 #: Images and thumbnails never change under one id (the store is content-addressed);
 #: ``private``: they are members-only, so no shared cache may keep them.
 FILE_CACHE = "private, max-age=86400, immutable"
@@ -34,7 +38,20 @@ async def home(request: Request) -> Response:
     return context.render(request, "home.html", {"guilds": member.guilds if member else {}})
 
 
-def _query(request: Request, user_id: int | None) -> GalleryQuery:
+async def _model_choices(request: Request, guild_id: int) -> dict[str, tuple[str, ...]]:
+    """The guild's models as the gallery names them, each with the stored models it covers."""
+    context = ctx(request)
+    registered = await model_names(context.engine)
+    choices: dict[str, tuple[str, ...]] = {}
+    for model in await context.rankings.models(guild_id):
+        label = model_label(model, registered)
+        choices[label] = (*choices.get(label, ()), model)
+    return choices
+
+
+def _query(
+    request: Request, user_id: int | None, models: dict[str, tuple[str, ...]]
+) -> GalleryQuery:
     params = request.query_params
     sort = params.get("sort", "top")
     if sort not in ("top", "predicted", "new"):
@@ -52,6 +69,7 @@ def _query(request: Request, user_id: int | None) -> GalleryQuery:
         sort=sort,
         text=text,
         model=params.get("model", ""),
+        models=models.get(params.get("model", ""), ()),
         since=since,
         unrated_by=(user_id if user_id is not None else -1) if params.get("unrated") else None,
         cursor=params.get("cursor", ""),
@@ -59,11 +77,14 @@ def _query(request: Request, user_id: int | None) -> GalleryQuery:
     )
 
 
-async def _page(request: Request, guild_id: int) -> tuple[dict[str, object], GalleryQuery]:
+async def _page(
+    request: Request, guild_id: int
+) -> tuple[dict[str, object], GalleryQuery, list[str]]:
     context = ctx(request)
     member = context.guild_member(request, guild_id)
     user_id = await member_user_id(context.engine, member.discord_id)
-    query = _query(request, user_id)
+    models = await _model_choices(request, guild_id)
+    query = _query(request, user_id, models)
     predictor = await context.predictor.get() if query.sort == "predicted" else None
     if query.sort == "predicted" and predictor is None:
         raise HTTPException(400, "No predictor is active yet (dreamrate train makes one).")
@@ -73,7 +94,8 @@ async def _page(request: Request, guild_id: int) -> tuple[dict[str, object], Gal
         )
     except ValueError:
         raise HTTPException(400, "that page does not exist (a bad cursor)") from None
-    return {"cards": cards, "cursor": cursor, "guild_id": guild_id}, query
+    page = {"cards": cards, "cursor": cursor, "guild_id": guild_id, "eager": EAGER}
+    return page, query, sorted(models)
 
 
 def _more_link(request: Request, cursor: str | None) -> str | None:
@@ -87,7 +109,7 @@ def _more_link(request: Request, cursor: str | None) -> str | None:
 async def gallery(request: Request) -> Response:
     guild_id = request.path_params["guild_id"]
     context = ctx(request)
-    page, query = await _page(request, guild_id)
+    page, query, models = await _page(request, guild_id)
     member = context.member(request)
     return context.render(
         request,
@@ -97,7 +119,7 @@ async def gallery(request: Request) -> Response:
             "query": query,
             "guild_name": member.guilds[guild_id][0],
             "moderator": member.moderates(guild_id),
-            "models": await context.rankings.models(guild_id),
+            "models": models,
             "more": _more_link(request, page["cursor"]),  # type: ignore[arg-type]
             "unrated": bool(request.query_params.get("unrated")),
         },
@@ -107,11 +129,12 @@ async def gallery(request: Request) -> Response:
 async def gallery_more(request: Request) -> Response:
     """The next cards, as an HTML fragment the page appends (infinite scroll)."""
     guild_id = request.path_params["guild_id"]
-    page, _ = await _page(request, guild_id)
+    page, _, _ = await _page(request, guild_id)
     response = ctx(request).render(
         request,
         "_cards.html",
-        {**page, "more": _more_link(request, page["cursor"])},  # type: ignore[arg-type]
+        # Appended below the fold: every card of a later page loads lazily.
+        {**page, "eager": 0, "more": _more_link(request, page["cursor"])},  # type: ignore[arg-type]
     )
     return response
 
@@ -120,15 +143,18 @@ async def image_page(request: Request) -> Response:
     guild_id, image_id = request.path_params["guild_id"], request.path_params["image_id"]
     context = ctx(request)
     member = context.guild_member(request, guild_id)
-    if image_id > MAX_ID:
+    if image_id > ROW_ID_MAX:
         raise HTTPException(404, "No such image here.")
     user_id = await member_user_id(context.engine, member.discord_id)
     detail = await image_detail(context.engine, image_id, member_user_id=user_id)
     if detail is None or detail.guild_id != guild_id:
         raise HTTPException(404, "No such image here.")
     most = max(detail.distribution.values(), default=0)
+    model = model_label(detail.model, await model_names(context.engine))
     return context.render(
-        request, "image.html", {"image": detail, "guild_id": guild_id, "most": most}
+        request,
+        "image.html",
+        {"image": detail, "model": model, "guild_id": guild_id, "most": most},
     )
 
 
@@ -136,7 +162,7 @@ async def _file_of(request: Request) -> tuple[str, str]:
     """(path in the store, sha256) of an image the member may see, else 404."""
     context = ctx(request)
     member = context.member(request)
-    if request.path_params["image_id"] > MAX_ID:
+    if request.path_params["image_id"] > ROW_ID_MAX:
         raise HTTPException(404, "No such image.")
     found = await image_file(context.engine, request.path_params["image_id"], member.moderates)
     if found is None or not member.member_of(found[0]):

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from dreamrate.web.context import ctx
+from dreamrate.web.context import ROW_ID_MAX, ctx
 from dreamrate.web.outputs import find_outputs
 from dreamrate.web.queries import maintainer_overview
 
@@ -88,7 +88,7 @@ async def predictor_file(request: Request) -> Response:
     context = ctx(request)
     context.maintainer(request)
     name = request.path_params["name"]
-    if not PREDICTOR_FILE.match(name):
+    if not PREDICTOR_FILE.match(name) or request.path_params["predictor_id"] > ROW_ID_MAX:
         raise HTTPException(404, "No such file.")
     async with context.engine.connect() as conn:
         folder = await conn.scalar(

@@ -9,7 +9,6 @@ bot's token.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from sqlalchemy import select, update
 from starlette.datastructures import FormData
@@ -27,8 +26,10 @@ from dreamrate.ratings.moderation import (
     set_banned,
     update_guild_settings,
 )
-from dreamrate.web.context import MAX_ID, ctx
+from dreamrate.web.bodies import read_form
+from dreamrate.web.context import MAX_ID, ROW_ID_MAX, ctx
 from dreamrate.web.discord_api import DiscordLoginError
+from dreamrate.web.notices import flash, take_notice
 from dreamrate.web.security import LoggedIn, csrf_ok
 
 __all__ = ["moderation_action", "moderation_page"]
@@ -61,27 +62,29 @@ async def moderation_page(request: Request) -> Response:
             "settings": settings,
             "blocked_terms": context.settings.generation.blocked_terms,
             "log": await audit_log(context.engine, guild_id),
-            "notice": request.query_params.get("done", ""),
+            "notice": take_notice(request),
         },
     )
 
 
-def _int(form: FormData, name: str, *, optional: bool = False) -> int | None:
+def _int(
+    form: FormData, name: str, *, optional: bool = False, largest: int = MAX_ID, smallest: int = 1
+) -> int | None:
+    """The form's field ``name`` as a number from ``smallest`` to ``largest`` (else 400)."""
     raw = str(form.get(name, "")).strip()
     if not raw and optional:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HTTPException(400, f"{name} must be a number (a Discord id).") from None
-    if not 0 < value <= MAX_ID:
-        raise HTTPException(400, f"{name} must be a Discord id (a positive 64-bit number).")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        raise HTTPException(400, f"{name} must be a number (an id).")
+    value = int(raw)
+    if not smallest <= value <= largest:
+        raise HTTPException(400, f"{name} must be a number from {smallest} to {largest}.")
     return value
 
 
-async def _remove(request: Request, member: LoggedIn, guild_id: int, form: FormData) -> str:
+async def _remove(request: Request, member: LoggedIn, guild_id: int, form: FormData) -> None:
     context = ctx(request)
-    image_id = _int(form, "image_id")
+    image_id = _int(form, "image_id", largest=ROW_ID_MAX)
     assert image_id is not None
     removed = await remove_image_by_id(context.engine, guild_id, image_id)
     if removed is None:
@@ -98,12 +101,13 @@ async def _remove(request: Request, member: LoggedIn, guild_id: int, form: FormD
         target=f"image {image_id}",
         detail={"messages_deleted": deleted, "messages": len(removed.messages)},
     )
-    return f"Image {image_id} removed ({deleted} Discord message(s) deleted)."
+    flash(request, "removed", image=image_id, deleted=deleted)
 
 
-async def _dismiss(request: Request, member: LoggedIn, guild_id: int, form: FormData) -> str:
+async def _dismiss(request: Request, member: LoggedIn, guild_id: int, form: FormData) -> None:
     context = ctx(request)
-    image_id = _int(form, "image_id")
+    image_id = _int(form, "image_id", largest=ROW_ID_MAX)
+    assert image_id is not None
     async with context.engine.begin() as conn:
         in_guild = (
             select(Image.id).join(Job, Job.id == Image.job_id).where(Job.guild_id == guild_id)
@@ -126,12 +130,12 @@ async def _dismiss(request: Request, member: LoggedIn, guild_id: int, form: Form
         target=f"image {image_id}",
         detail={"reports": closed.rowcount},
     )
-    return f"{closed.rowcount} report(s) on image {image_id} dismissed."
+    flash(request, "dismissed", reports=closed.rowcount, image=image_id)
 
 
 async def _ban(
     request: Request, member: LoggedIn, guild_id: int, form: FormData, banned: bool
-) -> str:
+) -> None:
     context = ctx(request)
     target = _int(form, "discord_id")
     assert target is not None
@@ -147,10 +151,10 @@ async def _ban(
         action=action,
         target=f"member {target}",
     )
-    return f"Member {target} {'banned' if banned else 'unbanned'} here."
+    flash(request, "banned" if banned else "unbanned", member=target)
 
 
-async def _settings(request: Request, member: LoggedIn, guild_id: int, form: FormData) -> str:
+async def _settings(request: Request, member: LoggedIn, guild_id: int, form: FormData) -> None:
     context = ctx(request)
     raw = str(form.get("allowed_channel_ids", "")).replace(",", " ").split()
     try:
@@ -161,7 +165,7 @@ async def _settings(request: Request, member: LoggedIn, guild_id: int, form: For
         raise HTTPException(400, "allowed channels are Discord channel ids.")
     feed_channel = _int(form, "feed_channel_id", optional=True)
     minutes = _int(form, "feed_interval_minutes", optional=True)
-    compare = _int(form, "feed_compare_percent", optional=True)
+    compare = _int(form, "feed_compare_percent", optional=True, smallest=0)
     for channel in {*allowed, *([feed_channel] if feed_channel is not None else [])}:
         try:
             owner = await context.discord.channel_guild(channel)
@@ -200,24 +204,24 @@ async def _settings(request: Request, member: LoggedIn, guild_id: int, form: For
         target="guild settings",
         detail={k: v for k, v in values.items()},
     )
-    return "Settings saved."
+    flash(request, "settings")
 
 
 async def moderation_action(request: Request) -> Response:
     guild_id, action = request.path_params["guild_id"], request.path_params["action"]
     context = ctx(request)
     member = context.moderator(request, guild_id)
-    form = await request.form()
+    form = await read_form(request)
     if not csrf_ok(member, str(form.get("csrf", ""))):
         raise HTTPException(403, "Refused: missing or wrong form token. Reload the page.")
     if action == "remove":
-        done = await _remove(request, member, guild_id, form)
+        await _remove(request, member, guild_id, form)
     elif action == "dismiss":
-        done = await _dismiss(request, member, guild_id, form)
+        await _dismiss(request, member, guild_id, form)
     elif action in ("ban", "unban"):
-        done = await _ban(request, member, guild_id, form, action == "ban")
+        await _ban(request, member, guild_id, form, action == "ban")
     elif action == "settings":
-        done = await _settings(request, member, guild_id, form)
+        await _settings(request, member, guild_id, form)
     else:
         raise HTTPException(404, "No such action.")
-    return RedirectResponse(f"/g/{guild_id}/mod?done={quote(done)}", status_code=303)
+    return RedirectResponse(f"/g/{guild_id}/mod", status_code=303)

@@ -2,14 +2,16 @@
 as ``/rate`` and ``/compare``; each click is an event in the same log (``source = web``).
 
 The pages load the next image or pair as JSON and post each click as JSON with the
-session's CSRF token in ``X-CSRF-Token``. Answers: 200 with the outcome, 400 for a value
-off the scale, 403 for a banned or opted-out member, 404 for an image or pair that is not
-theirs to rate, 429 past the click throttle: nothing is recorded on any of those.
+session's CSRF token in ``X-CSRF-Token``. Answers: 200 with the outcome, 400 for anything
+but an image's integer id and an integer of the scale (``true``, ``"5"``, ``5.5``, ``18.9``),
+403 for a banned or opted-out member, 404 for an image or pair that is not theirs to rate
+(a pair also once one of its images is no longer shown), 413 for a body past 4 KB, 429 past
+the click throttle: nothing is recorded on any of those.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from dreamrate.aesthetic.select import select_images_to_rate, select_pairs_to_compare
 from dreamrate.ratings.decisions import Outcome
+from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.web_events import (
     NotShownError,
     choose_on_web,
@@ -25,8 +28,15 @@ from dreamrate.ratings.web_events import (
     rate_on_web,
     show_pair_on_web,
 )
-from dreamrate.web.context import MAX_ID, ctx, json_error
-from dreamrate.web.queries import image_detail, member_user_id, next_unrated, shown_ids
+from dreamrate.web.bodies import read_json_object
+from dreamrate.web.context import MAX_ID, ROW_ID_MAX, ctx, json_error
+from dreamrate.web.queries import (
+    image_detail,
+    member_user_id,
+    next_unrated,
+    shown_ids,
+    web_pair_images,
+)
 from dreamrate.web.security import LoggedIn, csrf_ok
 
 __all__ = ["choose", "compare_next", "compare_page", "rate", "rate_next", "rate_page"]
@@ -83,15 +93,28 @@ async def rate_next(request: Request) -> Response:
     )
 
 
-async def _json_body(request: Request) -> dict[str, Any] | None:
-    body = await request.body()
-    if len(body) > 4096:
-        return None
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+#: A pair's id as the page was given it (a string: 64-bit ids do not fit a JS number).
+_PAIR_ID = re.compile(r"-?[0-9]{1,19}")
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` when it is a JSON integer (not ``true``, ``5.0``, ``"5"``), else None."""
+    return value if type(value) is int else None
+
+
+def _on_scale(value: Any, scale: RatingScale) -> float | None:
+    """``value`` when it is one of the scale's values, sent as an integer (as a plain number
+    only where the scale has fractions), else None."""
+    if type(value) is int or (type(value) is float and not value.is_integer()):
+        return float(value) if float(value) in scale.values else None
+    return None
+
+
+def _pair_id(value: Any) -> int | None:
+    """The pair's id: the string the page was given (or that integer), else None."""
+    if type(value) is str and _PAIR_ID.fullmatch(value):
+        return int(value)
+    return _integer(value)
 
 
 def _clicker(request: Request, guild_id: int) -> LoggedIn | Response:
@@ -111,18 +134,18 @@ async def rate(request: Request) -> Response:
     member = _clicker(request, guild_id)
     if isinstance(member, Response):
         return member
-    body = await _json_body(request)
+    body = await read_json_object(request)
     if body is None:
         return json_error(400, "Send a JSON object {image_id, value}.")
-    try:
-        image_id, value = int(body["image_id"]), float(body["value"])
-    except (KeyError, TypeError, ValueError):
-        return json_error(400, "image_id is an id and value a number on the scale.")
-    if not 0 < image_id <= MAX_ID:
-        return json_error(404, "No such image here.")
-    if value not in context.scale.values:
+    image_id = _integer(body.get("image_id"))
+    if image_id is None:
+        return json_error(400, "image_id is the image's id (an integer).")
+    value = _on_scale(body.get("value"), context.scale)
+    if value is None:
         allowed = ", ".join(f"{v:g}" for v in context.scale.values)
         return json_error(400, f"A rating is one of {allowed}.")
+    if not 0 < image_id <= ROW_ID_MAX:
+        return json_error(404, "No such image here.")
     if not await image_guild(context.engine, image_id, guild_id):
         return json_error(404, "No such image here.")
     outcome = await rate_on_web(
@@ -174,18 +197,24 @@ async def choose(request: Request) -> Response:
     member = _clicker(request, guild_id)
     if isinstance(member, Response):
         return member
-    body = await _json_body(request)
+    body = await read_json_object(request)
     if body is None:
         return json_error(400, "Send a JSON object {pair, winner}.")
     winner = body.get("winner")
-    if winner not in ("a", "b", "tie"):
+    if type(winner) is not str or winner not in ("a", "b", "tie"):
         return json_error(400, "winner is a (left), b (right) or tie.")
-    try:
-        message_id = int(body["pair"])
-    except (KeyError, TypeError, ValueError):
+    message_id = _pair_id(body.get("pair"))
+    if message_id is None:
         return json_error(400, "pair is the id the page was given.")
     if not -MAX_ID <= message_id <= MAX_ID:
         return json_error(404, "that pair was not shown to you.")
+    # The rule of every page: a pair with an image hidden since it was shown (reported,
+    # removed, its maker banned here) takes no choice.
+    images = await web_pair_images(
+        context.engine, message_id, guild_id=guild_id, discord_id=member.discord_id
+    )
+    if images is not None and await shown_ids(context.engine, guild_id, set(images)) != set(images):
+        return json_error(404, "That pair is no longer shown: choose on the next one.")
     try:
         outcome = await choose_on_web(
             context.service,

@@ -10,6 +10,8 @@ costs what page 1 does.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.aesthetic.predictor import Predictor
 from dreamrate.db.models import (
+    ComparisonPost,
     Flag,
     Image,
     Job,
@@ -34,6 +37,7 @@ from dreamrate.ratings.policy import counted_ratings, shown_in_guild
 from dreamrate.web.ranking import RankingCache
 
 __all__ = [
+    "ROW_ID_MAX",
     "Card",
     "GalleryQuery",
     "ImageDetail",
@@ -42,14 +46,23 @@ __all__ = [
     "image_file",
     "maintainer_overview",
     "next_unrated",
+    "parse_cursor",
+    "web_pair_images",
 ]
+
+#: Our own rows' ids (images, predictors) are INTEGER, 32-bit on PostgreSQL: a bigger one
+#: is no row's id on either database (asked about, it would be an error, not a miss).
+ROW_ID_MAX = 2**31 - 1
+_DIGITS = re.compile(r"[0-9]{1,10}")
 
 
 @dataclass(frozen=True, slots=True)
 class GalleryQuery:
     sort: str = "top"  #: ``top`` (community rating), ``predicted`` (active predictor), ``new``
     text: str = ""  #: a piece of the prompt
-    model: str = ""
+    model: str = ""  #: the model's name as the gallery shows it (:mod:`.model_names`)
+    #: The models stored on jobs that go by that name (filled from ``model``).
+    models: tuple[str, ...] = ()
     since: datetime | None = None
     unrated_by: int | None = None  #: the member's user row id: images they have not rated
     cursor: str = ""
@@ -98,14 +111,25 @@ def parse_cursor(sort: str, cursor: str) -> tuple[float, int] | None:
     Raises
     ------
     ValueError
-        for a cursor the gallery did not make.
+        for a cursor the gallery did not make: an id that is no image's (beyond 32 bits,
+        not digits), a score that is not a number (``nan``, ``inf``; ``-inf`` marks images
+        nobody rated).
     """
     if not cursor:
         return None
     if sort == "new":
-        return (0.0, int(cursor))
-    score, _, image_id = cursor.partition("_")
-    return (float(score), int(image_id))
+        return (0.0, _image_id(cursor))
+    score, sep, image_id = cursor.partition("_")
+    value = float(score)
+    if not sep or math.isnan(value) or value == math.inf:
+        raise ValueError(f"not a gallery cursor: {cursor!r}")
+    return (value, _image_id(image_id))
+
+
+def _image_id(text: str) -> int:
+    if not _DIGITS.fullmatch(text) or not 0 < int(text) <= ROW_ID_MAX:
+        raise ValueError(f"not an image id: {text[:20]!r}")
+    return int(text)
 
 
 def _filtered(guild_id: int, query: GalleryQuery) -> Any:
@@ -117,7 +141,7 @@ def _filtered(guild_id: int, query: GalleryQuery) -> Any:
     if query.text:
         statement = statement.where(Job.prompt.ilike(_like(query.text), escape="\\"))
     if query.model:
-        statement = statement.where(Job.model == query.model)
+        statement = statement.where(Job.model.in_(query.models))
     if query.since is not None:
         statement = statement.where(Image.created_at >= query.since)
     if query.unrated_by is not None:
@@ -327,6 +351,24 @@ async def shown_ids(engine: AsyncEngine, guild_id: int, ids: set[int]) -> set[in
             .where(Image.id.in_(sorted(ids)), shown_in_gallery(guild_id))
         )
         return {int(i) for i in rows.scalars()}
+
+
+async def web_pair_images(
+    engine: AsyncEngine, message_id: int, *, guild_id: int, discord_id: int
+) -> tuple[int, int] | None:
+    """The two images of the web pair ``message_id`` shown to this member in ``guild_id``;
+    None for a pair that was not."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(ComparisonPost.image_a_id, ComparisonPost.image_b_id).where(
+                    ComparisonPost.message_id == message_id,
+                    ComparisonPost.shown_to == discord_id,
+                    ComparisonPost.guild_id == guild_id,
+                )
+            )
+        ).first()
+    return None if row is None else (int(row.image_a_id), int(row.image_b_id))
 
 
 async def member_user_id(engine: AsyncEngine, discord_id: int) -> int | None:

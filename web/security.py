@@ -2,7 +2,8 @@
 
 The session is a signed cookie (Starlette's ``SessionMiddleware``: HttpOnly, SameSite=Lax,
 Secure behind https). A forged cookie fails the signature and reads as no session; a login
-older than ``DREAMRATE_WEB_SESSION_HOURS`` is dropped even while the cookie is refreshed.
+older than ``DREAMRATE_WEB_SESSION_HOURS`` is dropped even while the cookie is refreshed,
+and one that ended (logout, erase, ban: :mod:`.sessions`) counts nowhere.
 Every state-changing request carries the session's CSRF token (a form field or the
 ``X-CSRF-Token`` header), compared in constant time.
 """
@@ -25,7 +26,6 @@ from dreamrate.core.errors import StorageError
 __all__ = [
     "ClickThrottle",
     "LoggedIn",
-    "Revoked",
     "csrf_ok",
     "load_secret_key",
     "logged_in",
@@ -59,27 +59,12 @@ class LoggedIn:
         return fresh and self.was_moderator(guild_id)
 
 
-class Revoked:
-    """Sessions ended by logging out, until they would have expired anyway. A signed cookie
-    cannot be taken back from a browser, so this process remembers its id instead (each
-    web process its own: run one, or log out on each)."""
-
-    def __init__(self) -> None:
-        self._until: dict[str, float] = {}
-
-    def add(self, sid: str, until: float) -> None:
-        now = time.time()
-        self._until = {s: t for s, t in self._until.items() if t > now}
-        self._until[sid] = until
-
-    def __contains__(self, sid: object) -> bool:
-        return isinstance(sid, str) and self._until.get(sid, 0.0) > time.time()
-
-
 def start_session(
     request: Request, discord_id: int, name: str, guilds: Mapping[int, tuple[str, bool]]
-) -> None:
-    """Replace the session with a fresh login (a new CSRF token too)."""
+) -> tuple[str, float]:
+    """Replace the session with a fresh login (a new CSRF token too); returns its id and
+    time, for :func:`dreamrate.web.sessions.record_login`."""
+    sid, at = secrets.token_urlsafe(16), time.time()
     request.session.clear()
     request.session.update(
         {
@@ -87,22 +72,20 @@ def start_session(
             "name": name,
             "guilds": {str(g): [n, m] for g, (n, m) in guilds.items()},
             "csrf": secrets.token_urlsafe(32),
-            "sid": secrets.token_urlsafe(16),
-            "at": time.time(),
+            "sid": sid,
+            "at": at,
         }
     )
+    return sid, at
 
 
-def logged_in(request: Request, max_age_s: float, revoked: Revoked) -> LoggedIn | None:
-    """The member of a valid, unexpired session not logged out, else None (and the session
-    is cleared)."""
+def logged_in(request: Request, max_age_s: float) -> LoggedIn | None:
+    """The member of a valid, unexpired session, else None (and the session is cleared).
+    Whether the login still counts (no logout, erase or ban since) was settled before the
+    request reached the page (:class:`dreamrate.web.sessions.SessionGate`)."""
     session = request.session
     try:
-        if (
-            not session
-            or time.time() - float(session["at"]) > max_age_s
-            or session.get("sid", "") in revoked
-        ):
+        if not session or time.time() - float(session["at"]) > max_age_s:
             session.clear()
             return None
         guilds = {int(g): (str(v[0]), bool(v[1])) for g, v in session["guilds"].items()}

@@ -35,6 +35,10 @@ MOD = Member(2003, "moddy")
 #: In no guild the bot is in.
 STRANGER = Member(2004, "stranger")
 
+#: For a test whose behaviour does not depend on the database: it runs on SQLite only
+#: (what reads or writes rows the two databases treat differently runs on both).
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 
 @dataclass
 class Web:
@@ -217,3 +221,30 @@ def csrf_of(html: str) -> str:
     found = re.search(r'<meta name="csrf" content="([^"]*)">', html)
     assert found is not None
     return found.group(1)
+
+
+async def signed_session(web: Web, session: dict[str, Any]) -> str:
+    """A session cookie holding ``session``, signed with the app's key, its login kept in
+    the database as a real login's is (so a test can vary the cookie's content alone)."""
+    import base64
+    import hashlib
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from itsdangerous import TimestampSigner
+
+    from dreamrate.db.models import WebSession
+
+    at = datetime.fromtimestamp(float(session["at"]), UTC)
+    async with web.engine.begin() as conn:
+        await conn.execute(
+            insert(WebSession).values(
+                id=hashlib.sha256(str(session["sid"]).encode()).hexdigest(),
+                discord_id=int(session["uid"]),
+                created_at=at,
+                expires_at=at + timedelta(hours=web.settings.web.session_hours),
+            )
+        )
+    key = (web.settings.data_dir / "web-secret-key").read_text().strip()
+    data = base64.b64encode(json.dumps(session).encode())
+    return TimestampSigner(key).sign(data).decode()

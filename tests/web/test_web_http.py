@@ -1,6 +1,11 @@
 """The web home over HTTP: login through the local Discord, what each member may see, and
 every refusal (CSRF, forged or expired sessions, OAuth state, other guilds, traversal, bad
-input) recording nothing."""
+input) recording nothing.
+
+Tests whose outcome does not depend on the database (logins, refusals, escaping, files,
+the throttle) run on SQLite only; those that read or write what the two databases treat
+differently (ids and cursors, rankings, recorded ratings and choices, erase, the audit
+log, per-day figures) run on both."""
 
 from __future__ import annotations
 
@@ -25,7 +30,18 @@ from dreamrate.db.models import (
 )
 from dreamrate.fake_discord import GUILD_B_ID, GUILD_ID
 from tests.bot.conftest import TOKEN
-from tests.web.conftest import ALICE, BOB, MOD, STRANGER, Web, client, csrf_of, login
+from tests.web.conftest import (
+    ALICE,
+    BOB,
+    MOD,
+    STRANGER,
+    Web,
+    client,
+    csrf_of,
+    login,
+    signed_session,
+    sqlite_only,
+)
 
 
 async def _count(web: Web, table) -> int:  # type: ignore[no-untyped-def]
@@ -38,6 +54,7 @@ async def _text(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
         return response.status, (await response.read()).decode(errors="replace")
 
 
+@sqlite_only
 async def test_login_shows_only_guilds_shared_with_the_bot(web: Web) -> None:
     async with client() as alice, client() as bob, client() as stranger:
         await login(alice, web, ALICE)
@@ -62,6 +79,7 @@ async def test_login_shows_only_guilds_shared_with_the_bot(web: Web) -> None:
         assert len(tokens) == 3 and not any(t in json.dumps(session) for t in tokens)
 
 
+@sqlite_only
 async def test_a_member_of_one_guild_sees_nothing_of_another(web: Web) -> None:
     secret = web.prompts[web.images[GUILD_B_ID][0]]
     b_image = web.images[GUILD_B_ID][0]
@@ -91,6 +109,7 @@ async def test_a_member_of_one_guild_sees_nothing_of_another(web: Web) -> None:
         assert status == 403
 
 
+@sqlite_only
 async def test_refusals_without_login_and_with_bad_sessions(web: Web) -> None:
     image = web.images[GUILD_ID][0]
     async with client() as anonymous:
@@ -116,38 +135,34 @@ async def test_refusals_without_login_and_with_bad_sessions(web: Web) -> None:
         status, _ = await _text(forger, f"{web.base}/g/{GUILD_ID}/mod")
         assert status == 401
     # An expired login: the session's login time is older than the session lifetime.
-    key = (web.settings.data_dir / "web-secret-key").read_text().strip()
-    old = TimestampSigner(key).sign(
-        _b64(
-            {
-                "uid": str(MOD.id),
-                "name": "x",
-                "guilds": {str(GUILD_ID): ["x", True]},
-                "csrf": "c",
-                "at": time.time() - 13 * 3600,
-            }
-        )
-    )
+    login = {
+        "uid": str(MOD.id),
+        "name": "x",
+        "guilds": {str(GUILD_ID): ["x", True]},
+        "csrf": "c",
+        "sid": "old",
+        "at": time.time() - 13 * 3600,
+    }
+    old = await signed_session(web, login)
     async with client() as late:
-        late.cookie_jar.update_cookies({"dreamrate_session": old.decode()})
+        late.cookie_jar.update_cookies({"dreamrate_session": old})
         status, _ = await _text(late, f"{web.base}/g/{GUILD_ID}/mod")
         assert status == 401
     # The same cookie with a fresh login time is accepted: the test above tests expiry.
-    fresh = TimestampSigner(key).sign(
-        _b64(
-            {
-                "uid": str(MOD.id),
-                "name": "x",
-                "guilds": {str(GUILD_ID): ["x", True]},
-                "csrf": "c",
-                "at": time.time(),
-            }
-        )
-    )
+    fresh = await signed_session(web, {**login, "sid": "fresh", "at": time.time()})
     async with client() as ok:
-        ok.cookie_jar.update_cookies({"dreamrate_session": fresh.decode()})
+        ok.cookie_jar.update_cookies({"dreamrate_session": fresh})
         status, _ = await _text(ok, f"{web.base}/g/{GUILD_ID}/mod")
         assert status == 200
+    # Signed with the right key but no login of the database's: refused.
+    key = (web.settings.data_dir / "web-secret-key").read_text().strip()
+    for unknown in ({**login, "sid": "never-logged-in", "at": time.time()},
+                    {k: v for k, v in login.items() if k != "sid"} | {"at": time.time()}):  # fmt: skip
+        async with client() as forger:
+            cookie = TimestampSigner(key).sign(_b64(unknown)).decode()
+            forger.cookie_jar.update_cookies({"dreamrate_session": cookie})
+            status, _ = await _text(forger, f"{web.base}/g/{GUILD_ID}/mod")
+            assert status == 401
 
 
 def _b64(data: dict[str, object]) -> bytes:
@@ -156,6 +171,7 @@ def _b64(data: dict[str, object]) -> bytes:
     return base64.b64encode(json.dumps(data).encode())
 
 
+@sqlite_only
 async def test_oauth_state_and_codes_are_checked(web: Web) -> None:
     async with client() as session:
         # A callback this browser did not start: refused, no session.
@@ -179,6 +195,7 @@ async def test_oauth_state_and_codes_are_checked(web: Web) -> None:
         assert status == 401
 
 
+@sqlite_only
 async def test_clicks_need_the_csrf_token_and_a_value_on_the_scale(web: Web) -> None:
     image = web.images[GUILD_ID][0]
     url = f"{web.base}/g/{GUILD_ID}/rate"
@@ -240,6 +257,7 @@ async def test_a_pair_shown_to_one_member_takes_only_their_choice(web: Web) -> N
     assert await _count(web, ChoiceEvent) == 1
 
 
+@sqlite_only
 async def test_the_click_throttle_slows_one_member_only(web: Web) -> None:
     from dreamrate.web.security import ClickThrottle
 
@@ -270,6 +288,7 @@ async def test_the_click_throttle_slows_one_member_only(web: Web) -> None:
     assert adds == accepted
 
 
+@sqlite_only
 async def test_paths_that_try_to_leave_the_image_store_are_refused(web: Web) -> None:
     image = web.images[GUILD_ID][0]
     async with client() as alice:
@@ -373,6 +392,7 @@ async def test_gallery_pages_cover_every_shown_image_once_best_first(web: Web) -
         assert "8.50" in html and "by maker" in html
 
 
+@sqlite_only
 async def test_the_requester_name_hides_when_they_opt_out_and_prompts_are_text(web: Web) -> None:
     image = web.images[GUILD_ID][3]
     async with web.engine.begin() as conn:
@@ -400,6 +420,7 @@ async def test_the_requester_name_hides_when_they_opt_out_and_prompts_are_text(w
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp
 
 
+@sqlite_only
 async def test_thumbnails_are_made_once_and_cached(web: Web) -> None:
     image = web.images[GUILD_ID][4]
     async with client() as alice:
@@ -493,7 +514,11 @@ async def test_moderators_ban_remove_and_change_settings_with_an_audit_trail(web
             f"{web.base}/g/{GUILD_ID}/mod/ban", data={"discord_id": str(2**64), "csrf": csrf}
         ) as r:
             assert r.status == 400
-        # The banned member's clicks are refused and recorded nowhere.
+        # The ban ended the banned member's session; logged in again, their clicks are
+        # refused and recorded nowhere.
+        async with alice.get(f"{web.base}/me") as r:
+            assert r.status == 401
+        a_csrf = await login(alice, web, ALICE)
         async with alice.post(
             f"{web.base}/g/{GUILD_ID}/rate",
             json={"image_id": web.images[GUILD_ID][6], "value": 3},
@@ -545,6 +570,10 @@ async def test_erase_on_the_web_is_privacy_erase(web: Web) -> None:
         async with alice.post(f"{web.base}/me/erase", data={"csrf": csrf, "confirm": "erase"}) as r:
             assert r.status == 200 and "Erased 1 rating(s)" in await r.text()
         assert await _count(web, Rating) == 0 and await _count(web, RatingEvent) == 0
+        # An erase ends the member's sessions: they log in again to go on.
+        status, _ = await _text(alice, f"{web.base}/me")
+        assert status == 401
+        csrf = await login(alice, web, ALICE)
         async with alice.post(f"{web.base}/me/optout", data={"csrf": csrf}) as r:
             assert "You opted out" in await r.text()
         async with alice.post(
@@ -814,16 +843,15 @@ def html_unescape(text: str) -> str:
     return html.unescape(text)
 
 
+@sqlite_only
 async def test_stale_moderator_rights_and_big_bodies_are_refused(web: Web) -> None:
-    key = (web.settings.data_dir / "web-secret-key").read_text().strip()
-    hour_old = TimestampSigner(key).sign(
-        _b64(
-            {"uid": str(MOD.id), "name": "moddy", "guilds": {str(GUILD_ID): ["dreamers", True]},
-             "csrf": "c", "sid": "s", "at": time.time() - 3700}
-        )
+    hour_old = await signed_session(
+        web,
+        {"uid": str(MOD.id), "name": "moddy", "guilds": {str(GUILD_ID): ["dreamers", True]},
+         "csrf": "c", "sid": "s", "at": time.time() - 3700},
     )  # fmt: skip
     async with client() as late:
-        late.cookie_jar.update_cookies({"dreamrate_session": hour_old.decode()})
+        late.cookie_jar.update_cookies({"dreamrate_session": hour_old})
         status, body = await _text(late, f"{web.base}/g/{GUILD_ID}/mod")
         assert status == 403 and "Log in again to moderate" in body
         status, _ = await _text(late, f"{web.base}/g/{GUILD_ID}")
@@ -843,6 +871,7 @@ async def test_stale_moderator_rights_and_big_bodies_are_refused(web: Web) -> No
     assert await _count(web, RatingEvent) == 0
 
 
+@sqlite_only
 async def test_the_moderator_role_of_the_settings_moderates_on_the_web_too(
     database_url: str, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
