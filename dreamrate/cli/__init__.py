@@ -6,6 +6,7 @@ import logging
 import sys
 
 import typer
+import typer.main
 
 from dreamrate import __version__
 from dreamrate.cli import (
@@ -24,6 +25,7 @@ from dreamrate.cli import (
     synthetic_cmd,
     web_cmd,
 )
+from dreamrate.cli.checks import refuse_blank_values, usage_error_line
 from dreamrate.cli.context import state
 from dreamrate.core.errors import DreamrateError
 
@@ -78,17 +80,34 @@ def _root(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dreamrate`` script; returns the exit code.
 
-    Usage errors are click's (exit 2); a :class:`DreamrateError` from any command
-    becomes one ``error: ...`` line on stderr with its exit code (2), never a traceback.
+    Every bad input, a usage error (an unknown option, a value of the wrong type or out of
+    range, an empty one) or a :class:`DreamrateError` from a command, becomes one
+    ``error: ...`` line on stderr and its exit code (2), never a traceback or a box.
     """
+    command = typer.main.get_command(app)
+    refuse_blank_values(command)
     try:
-        app(args=argv, prog_name="dreamrate")
+        # Not standalone: click's errors come here instead of being drawn by typer.
+        result = command.main(args=argv, prog_name="dreamrate", standalone_mode=False)
     except DreamrateError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         return exc.exit_code
+    except typer.TyperException as exc:
+        # A group run without a command has printed its help (typer tells this one apart
+        # by name too, as it does not export the class).
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            if exc.format_message().strip():  # without rich, the help is still to print
+                typer.echo(exc.format_message(), err=True)
+        else:
+            typer.echo(f"error: {usage_error_line(exc)}", err=True)
+        return int(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        return 1
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+    # --help, --version and typer.Exit(code) return their exit code; commands return None.
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ state = CliState()
 GuildOption = Annotated[
     list[int] | None,
     typer.Option(
-        "--guild", help="Only this guild's images and ratings (repeatable; default: all)."
+        "--guild", min=1, help="Only this guild's images and ratings (repeatable; default: all)."
     ),
 ]
 
