@@ -42,13 +42,21 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise PredictorError(f"{path}: no such file") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
+    except IsADirectoryError:
+        raise PredictorError(f"{path} is a folder, not a .pth file") from None
+    except OSError as exc:
+        raise PredictorError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:
+        # Whatever a foreign file makes the unpickler raise (KeyError, IndexError,
+        # UnicodeDecodeError, ...) means one thing: this is not a checkpoint.
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if "weights_only" in str(exc) or isinstance(exc, pickle.UnpicklingError):
             raise PredictorError(
                 f"{path}: not a plain state dict (refusing to unpickle code or objects)"
             ) from None
-        raise PredictorError(f"{path}: cannot read ({first[:160]})") from None
+        raise PredictorError(
+            f"{path}: cannot read as a PyTorch state dict ({type(exc).__name__}: {first[:160]})"
+        ) from None
     if (
         not isinstance(obj, dict)
         or not obj
@@ -116,10 +124,10 @@ def import_head(
     off in eval mode), so they are folded, in float64, into one exact affine map.
     """
     path = Path(path)
+    if kind is not None and kind not in KINDS:  # before reading: its problems come second
+        raise PredictorError(f"--kind: must be one of {', '.join(KINDS)}, not {kind!r}")
     state = read_state_dict(path)
     kind = kind or detect_kind(state, path)
-    if kind not in KINDS:
-        raise PredictorError(f"--kind: must be one of {', '.join(KINDS)}, not {kind!r}")
     output = {"scale": "numbers-10", "min": 1.0, "max": 10.0}
     if kind == "laion-v2":
         _expect_keys(state, _layer_keys(_LAION_V2_LAYERS), kind, path)

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
+from dreamrate.cli.checks import folder_problem, input_file, output_file, output_folder
 from dreamrate.cli.context import GuildOption, covered, state
 from dreamrate.core.errors import DreamrateError
-from dreamrate.core.paths import ensure_writable_dir
 
 __all__ = ["embed_cmd", "predictor_app", "train_cmd"]
 
@@ -91,7 +91,10 @@ def _print_metrics(result) -> None:  # type: ignore[no-untyped-def]
 def train_cmd(
     out: Annotated[
         Path | None,
-        typer.Option(help="Predictor folder to write (default: predictors dir / --name)."),
+        typer.Option(
+            help="Predictor folder to write (default: predictors dir / --name).",
+            callback=output_folder,
+        ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Predictor name.")] = None,
     model: Annotated[
@@ -101,19 +104,24 @@ def train_cmd(
         Path | None,
         typer.Option(
             help="Ratings in the rating schema (image_id, rater_id, rating [, rated_at, group]): "
-            "what `ratings export` and `export dataset` write."
+            "what `ratings export` and `export dataset` write.",
+            callback=input_file,
         ),
     ] = None,
     comparisons: Annotated[
         Path | None,
         typer.Option(
             help="Pairwise choices, one row per click (image_a, image_b, rater_id, "
-            "winner a|b|tie [, group_a, group_b, timestamp]); alone or with --ratings."
+            "winner a|b|tie [, group_a, group_b, timestamp]); alone or with --ratings.",
+            callback=input_file,
         ),
     ] = None,
     embeddings: Annotated[
         Path | None,
-        typer.Option(help="Parquet: image_id, embedding (list of float32), every image named."),
+        typer.Option(
+            help="Parquet: image_id, embedding (list of float32), every image named.",
+            callback=input_file,
+        ),
     ] = None,
     embedding_model: Annotated[
         str | None,
@@ -123,7 +131,7 @@ def train_cmd(
         int | None, typer.Option(min=1, help="Ratings an image needs (default: the setting).")
     ] = None,
     folds: Annotated[int, typer.Option(min=2, max=20, help="Grouped CV folds.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed for folds and the MLP.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for folds and the MLP.")] = 0,
     activate: Annotated[
         bool, typer.Option(help="Make it the predictor that picks images to rate.")
     ] = True,
@@ -160,7 +168,9 @@ def train_cmd(
     out = out or settings.predictors_dir / name
     if out.exists() and not force:
         raise UsageError(f"--out: {out} already exists (choose another folder or --force)")
-    ensure_writable_dir(out.parent.resolve(), "--out")
+    # Checked, not created: a refused or failed run leaves no folder behind.
+    if problem := folder_problem(out):
+        raise UsageError(f"--out: {problem}")
     values = settings.rating.values
     scale = {"scale": settings.rating.scale, "min": min(values), "max": max(values)}
 
@@ -232,8 +242,10 @@ def train_cmd(
 
 @predictor_app.command("import")
 def import_cmd(
-    path: Annotated[Path, typer.Argument(help="A LAION or Simulacra .pth head.")],
-    out: Annotated[Path, typer.Option(help="Predictor folder to write.")],
+    path: Annotated[
+        Path, typer.Argument(help="A LAION or Simulacra .pth head.", callback=input_file)
+    ],
+    out: Annotated[Path, typer.Option(help="Predictor folder to write.", callback=output_folder)],
     kind: Annotated[
         str | None,
         typer.Option(help="laion-v2, laion-v2-relu, laion-v1 or simulacra (default: detect)."),
@@ -258,7 +270,7 @@ def import_cmd(
 @predictor_app.command("export-laion")
 def export_laion_cmd(
     predictor: Annotated[Path, typer.Argument(help="Predictor folder.")],
-    out: Annotated[Path, typer.Option(help=".pth file to write.")],
+    out: Annotated[Path, typer.Option(help=".pth file to write.", callback=output_file)],
 ) -> None:
     """Write an nn.Linear(dim, 1) state dict that LAION's tools load (affine heads only)."""
     from dreamrate.aesthetic.interop import export_laion
