@@ -9,12 +9,17 @@ from typing import Annotated
 
 import typer
 
+from dreamrate.cli.checks import output_folder
+
 __all__ = ["demo_cmd"]
 
 
 def demo_cmd(
     folder: Annotated[
-        Path, typer.Option("--dir", help="Folder for everything the demo writes.")
+        Path,
+        typer.Option(
+            "--dir", help="Folder for everything the demo writes.", callback=output_folder
+        ),
     ] = Path("demo"),
     members: Annotated[int, typer.Option(min=3, max=50, help="Community members.")] = 8,
     prompts: Annotated[int, typer.Option(min=10, max=100, help="/dream requests.")] = 32,

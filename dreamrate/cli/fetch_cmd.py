@@ -7,12 +7,17 @@ from typing import Annotated
 
 import typer
 
+from dreamrate.cli.checks import output_folder
+
 __all__ = ["fetch_cmd"]
 
 
 def fetch_cmd(
     manifest: Annotated[Path, typer.Option(help="Manifest folder (dreamrate export manifest).")],
-    out: Annotated[Path, typer.Option(help="Folder for the images, captions and scores.")],
+    out: Annotated[
+        Path,
+        typer.Option(help="Folder for the images, captions and scores.", callback=output_folder),
+    ],
     image_size: Annotated[int, typer.Option(help="Side of the square images (centre crop).")] = 512,
     processes: Annotated[int, typer.Option(help="Download processes.")] = 1,
     threads: Annotated[int, typer.Option(help="Download threads per process.")] = 32,

@@ -63,7 +63,10 @@ def generate_cmd(
         bool,
         typer.Option("--no-worker", help="Only enqueue and wait; another worker serves the queue."),
     ] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the images.")] = 600.0,
+    timeout: Annotated[
+        float,
+        typer.Option(min=1, help="Seconds to wait for the images (the job is cancelled after)."),
+    ] = 600.0,
 ) -> None:
     """Enqueue one job with /dream's options and limits, wait, print one image path per line."""
     from dreamrate.app import database
@@ -76,6 +79,7 @@ def generate_cmd(
         parse_size,
         validate_request,
     )
+    from dreamrate.generation.transitions import JobError
     from dreamrate.services import build_repository, build_worker
 
     settings = state.settings
@@ -127,8 +131,13 @@ def generate_cmd(
                 if current.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED):
                     break
                 if time.monotonic() > deadline:
+                    # Nobody waits for it any more: it must not run later, unseen.
+                    try:
+                        await repo.cancel(job.id, by_user_id=user.id)
+                    except JobError:  # it finished just now
+                        continue
                     raise GenerationFailed(
-                        f"job {job.id} still {current.status.value} after {timeout:.0f}s"
+                        f"job {job.id} still {current.status.value} after {timeout:.0f}s; cancelled"
                     )
                 if worker is None or await worker.run_once() is None:
                     await asyncio.sleep(0.2)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from dreamrate.cli.checks import output_folder
 from dreamrate.cli.context import state
 from dreamrate.tiny_models import make_tiny_models
 
@@ -19,7 +20,10 @@ app = typer.Typer(help="Generation and embedding models.", no_args_is_help=True)
 @app.command("make-tiny")
 def make_tiny_cmd(
     directory: Annotated[
-        Path, typer.Argument(help="Folder to write tiny-sd/ and tiny-clip/ into.")
+        Path,
+        typer.Argument(
+            help="Folder to write tiny-sd/ and tiny-clip/ into.", callback=output_folder
+        ),
     ],
 ) -> None:
     """Write tiny random-weight Stable Diffusion and open_clip models for offline trials."""

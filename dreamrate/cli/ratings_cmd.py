@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from dreamrate.cli.checks import output_file
 from dreamrate.cli.context import GuildOption, covered, state
 
 __all__ = ["app"]
@@ -17,7 +18,10 @@ app = typer.Typer(help="Ratings recorded from reactions.", no_args_is_help=True)
 
 @app.command("export")
 def export_cmd(
-    out: Annotated[Path, typer.Option("--out", help="File to write: .parquet or .jsonl.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="File to write: .parquet or .jsonl.", callback=output_file),
+    ],
     guild: GuildOption = None,
 ) -> None:
     """Write one row per counted rating: image_id, rater_id, rating, scale, rated_at, group, job_id, message_id, source."""
@@ -38,7 +42,10 @@ comparisons_app = typer.Typer(
 
 @comparisons_app.command("export")
 def comparisons_export_cmd(
-    out: Annotated[Path, typer.Option("--out", help="File to write: .parquet or .jsonl.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="File to write: .parquet or .jsonl.", callback=output_file),
+    ],
     guild: GuildOption = None,
 ) -> None:
     """Write one row per counted choice: image_a, image_b, rater_id, winner, group_a, group_b, timestamp, message_id."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from dreamrate.cli.checks import folder_problem, input_file, output_folder
 from dreamrate.cli.context import GuildOption
 from dreamrate.core.errors import DreamrateError
 from dreamrate.core.paths import ensure_writable_dir
@@ -25,12 +27,23 @@ class ScoreError(DreamrateError):
     """Scoring cannot start (no shards, bad options)."""
 
 
+def _local_folder(value: str) -> str:
+    if "://" in value:
+        raise typer.BadParameter("must be a local folder (scores are renamed into place)")
+    if problem := folder_problem(Path(value)):
+        raise typer.BadParameter(problem)
+    return value
+
+
 def score_cmd(
     predictor: Annotated[Path, typer.Option(help="Predictor folder.")],
     embeddings: Annotated[
         str, typer.Option(help="Embedding folder or URL (clip-retrieval layout or Parquet).")
     ],
-    out: Annotated[str, typer.Option(help="Output folder: scores land in OUT/scores/.")],
+    out: Annotated[
+        str,
+        typer.Option(help="Output folder: scores land in OUT/scores/.", callback=_local_folder),
+    ],
     engine: Annotated[
         str,
         typer.Option(
@@ -85,9 +98,21 @@ def score_cmd(
             )
         )
     shards = [s for s in shards if s.dim == loaded.dim]
-    if "://" in out:
-        raise ScoreError("--out: must be a local folder (scores are renamed into place)")
-    scores_dir = ensure_writable_dir(Path(out) / "scores", "--out")
+    if not shards:  # nothing to do: say why in one line, and make no folder
+        # A width that does not fit is what every readable shard has in common: say it first.
+        first = problems[-len(wrong_width)] if wrong_width else problems[0]
+        others = len(problems) - 1
+        raise ScoreError(
+            f"--embeddings: {first.file}: {first.message}"
+            + (
+                f" (and {others} other shard{'s' * (others > 1)} that cannot be scored)"
+                if others
+                else ""
+            )
+        )
+    scores_dir = Path(out) / "scores"
+    made = [p for p in (Path(out), scores_dir) if not p.exists()]  # removed if nothing lands
+    ensure_writable_dir(scores_dir, "--out")
     for stale in scores_dir.glob(".scores_*.tmp"):  # left by a run that was killed
         stale.unlink(missing_ok=True)
     wanted = tuple(c.strip() for c in columns.split(",") if c.strip()) if columns else None
@@ -162,6 +187,14 @@ def score_cmd(
     skipped = [r for r in results if r.skipped]
     failed = [(by_n[r.n].embeddings, r.error) for r in results if r.error]
     failed += [(p.file, p.message) for p in problems]
+    if not scored and not skipped:  # every shard failed: leave no empty folder behind
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        for file, message in sorted(failed):
+            typer.echo(f"error: {file}: {message}", err=True)
+        typer.echo(f"error: all {len(failed)} shard(s) failed; nothing was written", err=True)
+        sys.exit(2)
     rows = sum(r.rows for r in scored)
     nulls = sum(r.null_rows for r in scored)
     nodes = {r.node for r in scored if r.node}
@@ -190,7 +223,7 @@ def score_cmd(
 @export_app.command("manifest")
 def manifest_cmd(
     scores: Annotated[Path, typer.Option(help="The scores folder written by `dreamrate score`.")],
-    out: Annotated[Path, typer.Option(help="Manifest folder to write.")],
+    out: Annotated[Path, typer.Option(help="Manifest folder to write.", callback=output_folder)],
     min_score: Annotated[
         float | None, typer.Option(help="Keep rows scoring at least this.")
     ] = None,
@@ -208,11 +241,16 @@ def manifest_cmd(
     ] = None,
     exclude_urls: Annotated[
         Path | None,
-        typer.Option(help="Opt-out list: URLs to leave out, one a line (# comments)."),
+        typer.Option(
+            help="Opt-out list: URLs to leave out, one a line (# comments).", callback=input_file
+        ),
     ] = None,
     exclude_domains: Annotated[
         Path | None,
-        typer.Option(help="Opt-out list: domains to leave out, with every host below them."),
+        typer.Option(
+            help="Opt-out list: domains to leave out, with every host below them.",
+            callback=input_file,
+        ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:
@@ -246,7 +284,7 @@ def manifest_cmd(
 
 @export_app.command("dataset")
 def dataset_cmd(
-    out: Annotated[Path, typer.Option(help="Dataset folder to write.")],
+    out: Annotated[Path, typer.Option(help="Dataset folder to write.", callback=output_folder)],
     guild: GuildOption = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:

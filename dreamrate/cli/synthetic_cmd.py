@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from dreamrate.cli.checks import output_folder
+
 __all__ = ["app"]
 
 app = typer.Typer(help="Synthetic data with a known hidden taste.", no_args_is_help=True)
@@ -14,7 +16,12 @@ app = typer.Typer(help="Synthetic data with a known hidden taste.", no_args_is_h
 
 @app.command("panel")
 def panel_cmd(
-    out: Annotated[Path, typer.Option(help="Folder for ratings.parquet and embeddings.parquet.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for ratings.parquet and embeddings.parquet.", callback=output_folder
+        ),
+    ],
     images: Annotated[int, typer.Option(min=20, help="Rated images.")] = 2000,
     ratings_per_image: Annotated[
         float, typer.Option(min=0.5, help="Average ratings per image.")
@@ -25,7 +32,7 @@ def panel_cmd(
         int,
         typer.Option(min=0, help="Also write comparisons.parquet with this many clicks (0: none)."),
     ] = 0,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed.")] = 0,
 ) -> None:
     """Write a rated synthetic community in the files ``dreamrate train`` reads, plus the
     hidden truth (``truth.parquet``) to check a predictor against; with ``--choices``, also
@@ -78,12 +85,14 @@ def panel_cmd(
 
 @app.command("shards")
 def shards_cmd(
-    out: Annotated[Path, typer.Option(help="Folder for img_emb/ and metadata/.")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for img_emb/ and metadata/.", callback=output_folder)
+    ],
     shards: Annotated[int, typer.Option(min=1, help="Number of shards.")] = 2,
     rows: Annotated[int, typer.Option(min=1, help="Rows per shard.")] = 10_000,
     dim: Annotated[int, typer.Option(min=2, help="Embedding width (768 for ViT-L-14).")] = 768,
     dtype: Annotated[str, typer.Option(help="float16 or float32.")] = "float16",
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed.")] = 0,
 ) -> None:
     """Write a clip-retrieval embedding folder (img_emb_N.npy + metadata_N.parquet) of unit
     vectors with url, caption and key columns, to try scoring offline."""
