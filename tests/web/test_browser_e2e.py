@@ -4,16 +4,23 @@ Members make images with /dream on Discord; in the browser a member logs in thro
 local Discord's OAuth page, browses the gallery, rates five images and makes two choices
 with the keyboard; a moderator removes an image and bans a member from the web page and
 Discord's side sees both; the member erases their data from their page. Screenshots of
-each page go to ``build/screenshots/`` for a reviewer (not committed).
+each page go to ``build/screenshots/`` for a reviewer (not committed), taken once the page's
+images have loaded (the test checks each shows its picture, not a black square).
+
+Without Playwright or Chromium the test is skipped, except where ``CI`` or
+``DREAMRATE_REQUIRE_BROWSER=1`` is set: there a missing one fails it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import io
 import os
 import re
 import shutil
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from sqlalchemy import func, select
@@ -27,9 +34,14 @@ from tests.test_cli import run_cli
 from tests.web.conftest import ALICE, MOD, register_accounts, serve
 
 pytestmark = pytest.mark.slow
-playwright_api = pytest.importorskip("playwright.async_api")
 
-expect = playwright_api.expect
+playwright_api: ModuleType | None
+try:
+    playwright_api = importlib.import_module("playwright.async_api")
+    MISSING = ""
+except ImportError as exc:  # decided in the fixture: a skip, or a failure where required
+    playwright_api, MISSING = None, f"Playwright is missing ({exc})"
+
 DIGITS = re.compile(r"^\d+$")
 PAIR = re.compile(r"^-\d+$")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -37,13 +49,44 @@ SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script> a tricky prompt'
 
 
-@pytest.fixture
+def _required() -> bool:
+    return bool(os.environ.get("CI")) or os.environ.get("DREAMRATE_REQUIRE_BROWSER") == "1"
+
+
+@pytest.fixture(scope="session")  # before the session's tiny models are made: a quick answer
 def chromium() -> str:
+    if playwright_api is None:
+        if _required():
+            pytest.fail(f"{MISSING}: pip install playwright (the browser test is required here)")
+        pytest.skip(f"{MISSING} (pip install playwright)")
     if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI") or os.environ.get("DREAMRATE_REQUIRE_BROWSER") == "1":
+        if _required():
             pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
         pytest.skip("no chromium here (apt-get install chromium)")
     return CHROMIUM
+
+
+async def _images_shown(page, selector: str, shot_name: str) -> None:  # type: ignore[no-untyped-def]
+    """Every image under ``selector`` has loaded by the page's load event and shows a
+    picture in the page's screenshot (saved as ``shot_name``), not the black square of an
+    image still missing."""
+    from PIL import Image as PILImage
+
+    await page.wait_for_load_state("load")
+    states = await page.locator(selector).evaluate_all(
+        "images => images.map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+    )
+    assert states and all(done and width > 0 for _, done, width in states), states
+    png = await page.screenshot(path=str(SHOTS / shot_name), full_page=True)
+    shot = PILImage.open(io.BytesIO(png)).convert("L")
+    for image in await page.locator(selector).all():
+        box = await image.bounding_box()
+        assert box is not None
+        inner = shot.crop(
+            (int(box["x"]) + 4, int(box["y"]) + 4,
+             int(box["x"] + box["width"]) - 4, int(box["y"] + box["height"]) - 4)
+        )  # fmt: skip
+        assert inner.getextrema()[1] > 40, f"{await image.get_attribute('src')} is black"
 
 
 async def _count(engine, table, *where) -> int:  # type: ignore[no-untyped-def]
@@ -61,6 +104,8 @@ async def _log_in(page, base: str, who: str) -> None:  # type: ignore[no-untyped
 async def test_members_and_moderators_in_the_browser(
     chromium: str, sqlite_url: str, tmp_path: Path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]
+    assert playwright_api is not None
+    expect = playwright_api.expect
     SHOTS.mkdir(parents=True, exist_ok=True)
     discord = FakeDiscord()
     await discord.start()
@@ -86,10 +131,11 @@ async def test_members_and_moderators_in_the_browser(
             await page.get_by_role("link", name="dreamers").first.click()
             await page.wait_for_selector(".card")
             assert await page.locator(".card").count() == 9
+            # The thumbnails of the first screen load with the page: pictures, not black.
+            await _images_shown(page, ".card img", "gallery.png")
             # The prompt with HTML in it is text on the page, and nothing of it ran.
             assert await page.get_by_text("a tricky prompt").count() == 1
             assert await page.evaluate("window.__xss") is None
-            await page.screenshot(path=str(SHOTS / "gallery.png"), full_page=True)
 
             # Rate five images with the keyboard.
             await page.goto(f"{base}/g/{GUILD_ID}/rate")
@@ -135,7 +181,10 @@ async def test_members_and_moderators_in_the_browser(
             await page.goto(f"{base}/g/{GUILD_ID}")
             await page.locator(".card").first.click()
             await page.wait_for_selector("dl.params")
-            await page.screenshot(path=str(SHOTS / "image.png"), full_page=True)
+            await _images_shown(page, "figure.full img", "image.png")
+            # The model by its name, never the server's path to it.
+            params = await page.locator("dl.params").inner_text()
+            assert "tiny-sd" in params and str(tiny_models[0]) not in await page.content()
 
             # A moderator removes one of alice's images and bans alice, on the web page.
             moderator = await browser.new_context(viewport={"width": 1200, "height": 900})
@@ -165,7 +214,11 @@ async def test_members_and_moderators_in_the_browser(
                 "You are banned from generating and rating images here."
             )
 
-            # Alice erases everything from her page (a confirmation first).
+            # The ban ended alice's session; she logs in again and erases everything from
+            # her page (a confirmation first), which logs her out everywhere.
+            await page.goto(f"{base}/me")
+            await expect(page.get_by_text("Log in with Discord").first).to_be_visible()
+            await _log_in(page, base, "alice")
             page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
             await page.goto(f"{base}/me")
             await page.locator("#erase-form input[name=confirm]").fill("erase")
