@@ -33,6 +33,7 @@ from dreamrate.web import auth, pages_gallery, pages_maint, pages_me, pages_mod,
 from dreamrate.web.context import TEMPLATES, NotLoggedIn, WebContext
 from dreamrate.web.discord_api import DiscordAPI
 from dreamrate.web.guard import Guard
+from dreamrate.web.model_names import ModelNames
 from dreamrate.web.ranking import RankingCache
 from dreamrate.web.security import load_secret_key
 from dreamrate.web.sessions import SessionGate
@@ -90,6 +91,7 @@ def create_app(
         ),
         templates=templates,
         rankings=RankingCache(engine),
+        model_names=ModelNames(engine),
     )
     secret = settings.web.secret_key
     key = load_secret_key(secret.get_secret_value() if secret else None, settings.data_dir)

@@ -17,6 +17,7 @@ from dreamrate.core.settings import Settings
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
 from dreamrate.web.discord_api import DiscordAPI
+from dreamrate.web.model_names import ModelNames
 from dreamrate.web.queries import ROW_ID_MAX
 from dreamrate.web.ranking import RankingCache
 from dreamrate.web.security import ClickThrottle, LoggedIn, logged_in
@@ -44,6 +45,7 @@ class WebContext:
     predictor: ActivePredictor
     templates: Jinja2Templates
     rankings: RankingCache
+    model_names: ModelNames
     throttle: ClickThrottle = field(default_factory=ClickThrottle)
     client_id: int | None = None
 

@@ -5,6 +5,7 @@ server's path to it (``/srv/models/dreamy-v2`` is ``dreamy`` once registered, el
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from pathlib import PurePath
 
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.db.models import RegisteredModel
 
-__all__ = ["model_label", "model_names"]
+__all__ = ["ModelNames", "model_label", "model_names"]
 
 
 async def model_names(engine: AsyncEngine) -> dict[str, str]:
@@ -35,3 +36,18 @@ def model_label(model: str, registered: Mapping[str, str]) -> str:
     if path.is_absolute() or model.startswith(("~", "./", "../")) or os.path.isdir(model):
         return path.name or model
     return model
+
+
+class ModelNames:
+    """:func:`model_names`, read at most every ``ttl`` seconds (models are registered
+    rarely; a page need not ask each time)."""
+
+    def __init__(self, engine: AsyncEngine, ttl: float = 30.0) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self._read: tuple[float, dict[str, str]] | None = None
+
+    async def get(self) -> dict[str, str]:
+        if self._read is None or time.monotonic() - self._read[0] >= self.ttl:
+            self._read = (time.monotonic(), await model_names(self.engine))
+        return self._read[1]

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from dreamrate.web.context import ROW_ID_MAX, ctx
-from dreamrate.web.model_names import model_label, model_names
+from dreamrate.web.model_names import model_label
 from dreamrate.web.queries import (
     GalleryQuery,
     gallery_page,
@@ -41,7 +41,7 @@ async def home(request: Request) -> Response:
 async def _model_choices(request: Request, guild_id: int) -> dict[str, tuple[str, ...]]:
     """The guild's models as the gallery names them, each with the stored models it covers."""
     context = ctx(request)
-    registered = await model_names(context.engine)
+    registered = await context.model_names.get()
     choices: dict[str, tuple[str, ...]] = {}
     for model in await context.rankings.models(guild_id):
         label = model_label(model, registered)
@@ -150,7 +150,7 @@ async def image_page(request: Request) -> Response:
     if detail is None or detail.guild_id != guild_id:
         raise HTTPException(404, "No such image here.")
     most = max(detail.distribution.values(), default=0)
-    model = model_label(detail.model, await model_names(context.engine))
+    model = model_label(detail.model, await context.model_names.get())
     return context.render(
         request,
         "image.html",
