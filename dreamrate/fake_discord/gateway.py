@@ -240,6 +240,11 @@ class Gateway:
         grace = self.heartbeat_interval * 1.5
         while not conn.ws.closed:
             await asyncio.sleep(min(self.heartbeat_interval / 4, 5.0))
+            if time.monotonic() - conn.last_beat <= grace or conn.ws.closed:
+                continue
+            # A loop that was blocked wakes this timer and the socket's reader together: let
+            # a heartbeat that is already waiting in the socket be read first.
+            await asyncio.sleep(min(self.heartbeat_interval / 4, 0.5))
             if time.monotonic() - conn.last_beat > grace and not conn.ws.closed:
                 logger.info("gateway: no heartbeat for %.1f s; closing 4009", grace)
                 await self._close(conn, 4009, "Session timed out.")
