@@ -1,4 +1,5 @@
-"""Who wins the arena: each pair of models' win rate with its 95 % interval.
+"""Who wins the arena: each pair of models' win rate with its 95 % interval; and how much a
+model's renders changed: a mean and a paired gain with Student's t interval, a diversity figure.
 
 A judgement is one member's choice on one arena round: a win for one model, or a tie, which
 counts half to each (as in Elo and Bradley-Terry practice, so a pair judged all ties sits
@@ -13,7 +14,16 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Judgement", "PairResult", "pair_results", "wilson_interval"]
+__all__ = [
+    "Estimate",
+    "Judgement",
+    "PairResult",
+    "diversity_bits",
+    "mean_interval",
+    "pair_results",
+    "paired_gain",
+    "wilson_interval",
+]
 
 Z95 = 1.959963984540054  #: the normal quantile for a two-sided 95 % interval
 
@@ -74,3 +84,53 @@ def pair_results(judgements: Iterable[Judgement]) -> list[PairResult]:
         PairResult(first, second, wins + losses + ties, wins, losses, ties)
         for (first, second), (wins, losses, ties) in sorted(tallies.items())
     ]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its two-sided interval, over ``n`` values."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def mean_interval(values: Iterable[float], confidence: float = 0.95) -> Estimate:
+    """The mean of ``values`` with Student's t interval (NaN bounds below two values)."""
+    from scipy.stats import t
+
+    data = [float(v) for v in values]
+    n = len(data)
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    mean = math.fsum(data) / n
+    if n < 2:
+        return Estimate(mean, math.nan, math.nan, n)
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in data) / (n - 1))
+    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return Estimate(mean, mean - half, mean + half, n)
+
+
+def paired_gain(
+    before: Iterable[float], after: Iterable[float], confidence: float = 0.95
+) -> Estimate:
+    """``after - before`` over pairs (the same prompt and seed rendered by two models): the
+    pairing takes out what the prompt and seed alone decide, so the interval is tight."""
+    first, second = list(before), list(after)
+    if len(first) != len(second):
+        raise ValueError(f"paired values differ in number: {len(first)} and {len(second)}")
+    return mean_interval((b - a for a, b in zip(first, second, strict=True)), confidence)
+
+
+def diversity_bits(labels: Iterable[object]) -> float:
+    """Shannon entropy of ``labels`` in bits: 0 when every render looks alike, log2(k) when
+    k looks are equally common."""
+    counts: dict[object, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    total = sum(counts.values())
+    return -math.fsum(c / total * math.log2(c / total) for c in counts.values()) if total else 0.0

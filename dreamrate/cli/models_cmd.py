@@ -10,7 +10,7 @@ import typer
 
 from dreamrate.cli.checks import output_folder
 from dreamrate.cli.context import state
-from dreamrate.tiny_models import make_tiny_models
+from dreamrate.tiny_models import make_tiny_models, make_toy_model
 
 __all__ = ["app"]
 
@@ -31,6 +31,28 @@ def make_tiny_cmd(
     typer.echo("# tiny models written; select them with:")
     typer.echo(f"export DREAMRATE_GENERATION_MODEL={sd}")
     typer.echo(f"export DREAMRATE_EMBEDDING_MODEL=local-dir:{clip}")
+
+
+@app.command("make-toy")
+def make_toy_cmd(
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder to write the toy model (a diffusers folder) into.", callback=output_folder
+        ),
+    ],
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the world and the weights.")] = 0,
+    preset: Annotated[
+        str, typer.Option(help="full (about 3 min on 2 cores) or small (the test suite's).")
+    ] = "full",
+    force: Annotated[bool, typer.Option(help="Replace a folder that holds anything.")] = False,
+) -> None:
+    """Train, on the CPU and deterministically, a small text-to-image model of the toy world
+    (shapes, colours, backgrounds, positions and sizes, with captions) that follows its
+    captions: its own VAE, a frozen tiny text encoder and a UNet, as a diffusers folder."""
+    record = make_toy_model(directory, seed=seed, preset=preset, force=force)
+    typer.echo(f"# toy model trained in {record['seconds']:.0f} s; select it with:")
+    typer.echo(f"export DREAMRATE_GENERATION_MODEL={directory.resolve()}")
 
 
 @app.command("check")

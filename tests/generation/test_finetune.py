@@ -79,7 +79,7 @@ def test_a_lora_moves_generations_toward_the_look_of_its_data(
     args += ["--steps", "60", "--rank", "4", "--lr", "0.01", "--resolution", "64"]
     trained = run_cli(*args, "--batch-size", "4", "--aesthetic-weighting", timeout=300)
     assert trained.returncode == 0, trained.stderr
-    assert "trained 60 steps on 16 images (cpu, float32)" in trained.stdout
+    assert "trained 60 steps (sft) on 16 images (cpu, float32, 1 process(es))" in trained.stdout
     record = json.loads((out / "train.json").read_text())
     assert record["status"] == "done" and record["base"] == str(colour_sd)
     assert record["data"]["images"] == 16 and record["options"]["rank"] == 4
