@@ -139,6 +139,8 @@ class GuildSettings(Base):
     feed_arena: Mapped[bool | None] = mapped_column(Boolean)
     #: Terms refused in prompts here, on top of DREAMRATE_GENERATION_BLOCKED_TERMS.
     blocked_terms: Mapped[list[str] | None] = mapped_column(JSONType)
+    #: Candidates rendered per requested image when ``/dream`` gives no ``best_of`` (None: 1).
+    best_of: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
@@ -183,6 +185,8 @@ class Job(Base):
     guidance: Mapped[float] = mapped_column(Float)
     scheduler: Mapped[str] = mapped_column(String(64), default="default")
     num_images: Mapped[int] = mapped_column(Integer, default=1)
+    #: Candidates rendered per requested image; the active predictor keeps the best.
+    best_of: Mapped[int] = mapped_column(Integer, default=1)
     #: Seed of image 0; image i uses ``seed + i`` (always recorded).
     seed: Mapped[int] = mapped_column(Snowflake)
 
@@ -238,6 +242,10 @@ class Image(Base):
     discord_message_id: Mapped[int | None] = mapped_column(Snowflake, unique=True)
     #: Flagged by the safety checker: stored, never posted.
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: A best-of-N candidate the predictor did not pick: stored, never posted, in no dataset.
+    passed_over: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The active predictor's score, for images of a best-of-N job (None otherwise).
+    predicted: Mapped[float | None] = mapped_column(Float)
     #: Removed by a moderator: out of every dataset.
     removed: Mapped[bool] = mapped_column(Boolean, default=False)
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
