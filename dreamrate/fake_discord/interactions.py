@@ -17,7 +17,6 @@ from dreamrate.fake_discord.payloads import (
     error_response,
     invalid_form_body,
     json_response,
-    snowflake,
 )
 
 __all__ = ["Interactions"]
@@ -146,23 +145,6 @@ class Interactions:
         if interaction.loading:
             interaction.loading = False
             original["flags"] &= ~LOADING
-
-    def _attach(self, message: dict[str, Any], files: list[tuple[str, bytes]]) -> None:
-        if not files:
-            return
-        message_id = int(message["id"])
-        for name, data in files:
-            message["attachments"].append(
-                {
-                    "id": snowflake(),
-                    "filename": name,
-                    "size": len(data),
-                    "url": f"http://127.0.0.1:{self.port}/files/{message_id}/{name}",
-                    "proxy_url": f"http://127.0.0.1:{self.port}/files/{message_id}/{name}",
-                    "content_type": "image/" + name.rsplit(".", 1)[-1],
-                }
-            )
-            self.files.setdefault(message_id, []).append(data)
 
     async def _get_original(self, request: web.Request, app_id: str, token: str) -> web.Response:
         interaction = self._live_interaction(token)

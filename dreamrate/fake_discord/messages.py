@@ -103,17 +103,6 @@ class Messages:
     ) -> dict[str, Any]:
         channel = self.channel(channel_id)
         message_id = int(snowflake())
-        attachments = [
-            {
-                "id": snowflake(),
-                "filename": name,
-                "size": len(data),
-                "url": f"http://127.0.0.1:{self.port}/files/{message_id}/{name}",
-                "proxy_url": f"http://127.0.0.1:{self.port}/files/{message_id}/{name}",
-                "content_type": "image/" + name.rsplit(".", 1)[-1],
-            }
-            for name, data in files
-        ]
         content = payload.get("content") or ""
         # As Discord does: @everyone/@here ping unless allowed_mentions leaves "everyone" out.
         allowed = payload.get("allowed_mentions")
@@ -130,7 +119,7 @@ class Messages:
             "mention_everyone": may_ping and ("@everyone" in content or "@here" in content),
             "mentions": [],
             "mention_roles": [],
-            "attachments": attachments,
+            "attachments": [],
             "embeds": _embeds(payload.get("embeds")),
             "pinned": False,
             "type": 0,
@@ -139,9 +128,27 @@ class Messages:
             **extra,
         }
         self.messages[message_id] = message
-        self.files[message_id] = [data for _, data in files]
+        self.files[message_id] = []
         self.reactions[message_id] = {}
+        self._attach(message, files)
         return message
+
+    def _attach(self, message: dict[str, Any], files: list[tuple[str, bytes]]) -> None:
+        """Add uploaded files to a message as Discord lists its attachments."""
+        message_id = int(message["id"])
+        for name, data in files:
+            url = f"http://127.0.0.1:{self.port}/files/{message_id}/{name}"
+            message["attachments"].append(
+                {
+                    "id": snowflake(),
+                    "filename": name,
+                    "size": len(data),
+                    "url": url,
+                    "proxy_url": url,
+                    "content_type": "image/" + name.rsplit(".", 1)[-1],
+                }
+            )
+            self.files.setdefault(message_id, []).append(data)
 
     def _public(self, message: dict[str, Any]) -> dict[str, Any]:
         """A message as REST and the gateway show it (without the server's own keys)."""
