@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -39,6 +41,94 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+#: CI sets it (.ci/run): nothing the suite claims to test may skip there. A missing optional
+#: part fails the tests that need it, and any other skip fails too. One part alone:
+#: ``DREAMRATE_REQUIRE_<PART>=1`` (``POSTGRES``, ``RAY``, ``REFERENCE``, ...).
+REQUIRE_ALL = "DREAMRATE_REQUIRE_ALL"
+
+
+def _installed(module: str) -> Callable[[], bool]:
+    return lambda: importlib.util.find_spec(module) is not None
+
+
+def _hardware_half() -> bool:
+    from dreamrate.aesthetic.filtering.kernel import HARDWARE_HALF
+
+    return HARDWARE_HALF
+
+
+#: What ``@pytest.mark.needs(part, ...)`` may name: how to tell the part is here, and the
+#: skip reason when it is not. Only the reference data may be missing on a contributor's
+#: machine (it lives outside the repository); ``make install`` brings the rest.
+PARTS: dict[str, tuple[Callable[[], bool], str]] = {
+    "ray": (_installed("ray"), "Ray is not installed (`make install` adds the dev extras)"),
+    "embedding-reader": (
+        _installed("embedding_reader"),
+        "embedding-reader is not installed (`make install` adds the dev extras)",
+    ),
+    "reference": (
+        REFERENCE_DIR.is_dir,
+        f"needs the reference data in ../shared/reference ({REFERENCE_DIR} is missing)",
+    ),
+    "f16c": (_hardware_half, "this CPU has no float16 conversion (F16C)"),
+}
+
+
+def required_by(part: str) -> str | None:
+    """The variable that forbids skipping for want of ``part``, if one is set to 1."""
+    for name in (f"DREAMRATE_REQUIRE_{part.upper().replace('-', '_')}", REQUIRE_ALL):
+        if os.environ.get(name) == "1":
+            return name
+    return None
+
+
+def skip_unless_required(part: str, reason: str) -> NoReturn:
+    """Skip for want of ``part`` with ``reason``; fail instead where a variable requires it."""
+    name = required_by(part)
+    if name is not None:
+        pytest.fail(f"{reason} ({name}=1 forbids skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs(*parts): skip without these parts of tests/conftest.py's PARTS"
+    )
+    if os.environ.get(REQUIRE_ALL) == "1":
+        config.pluginmanager.register(_NoSkips(), "dreamrate-no-skips")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs"):
+        for part in mark.args:
+            present, reason = PARTS[part]
+            if not present():
+                skip_unless_required(part, reason)
+
+
+class _NoSkips:
+    """Under DREAMRATE_REQUIRE_ALL=1, a skip from anywhere (a test, a fixture, a module's
+    ``importorskip``) is reported as a failure naming the skip's reason."""
+
+    @staticmethod
+    def _forbid(report: pytest.TestReport | pytest.CollectReport) -> None:
+        if report.skipped and not hasattr(report, "wasxfail"):
+            longrepr = report.longrepr
+            reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+            report.outcome = "failed"
+            report.longrepr = f"{REQUIRE_ALL}=1 forbids skipping; the skip's reason: {reason}"
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+        outcome = yield
+        self._forbid(outcome.get_result())
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_make_collect_report(self, collector: pytest.Collector):  # type: ignore[no-untyped-def]
+        outcome = yield
+        self._forbid(outcome.get_result())
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +200,7 @@ async def _pg_execute(sql: str) -> list[object]:
 
 @pytest.fixture(scope="session")
 def postgres_available() -> bool:
-    """Whether the test PostgreSQL answers; CI sets DREAMRATE_REQUIRE_POSTGRES=1 so it must."""
+    """Whether the test PostgreSQL answers; in CI (DREAMRATE_REQUIRE_ALL=1) it must."""
     try:
         asyncio.run(_pg_execute("SELECT 1"))
     except Exception as exc:
@@ -118,9 +208,7 @@ def postgres_available() -> bool:
             f"PostgreSQL at {make_url(_postgres_admin_url()).render_as_string(hide_password=True)} "
             f"is unreachable ({exc}); start it or set DREAMRATE_TEST_POSTGRES_URL to run these tests"
         )
-        if os.environ.get("DREAMRATE_REQUIRE_POSTGRES") == "1":
-            pytest.fail(message + " (DREAMRATE_REQUIRE_POSTGRES=1 forbids skipping)")
-        pytest.skip(message)
+        skip_unless_required("postgres", message)
     return True
 
 

@@ -36,7 +36,7 @@ from dreamrate.aesthetic.synthetic import write_clip_retrieval
 from tests.aesthetic.test_score import DIM, _affine
 from tests.test_cli import run_cli
 
-ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.needs("ray")
 
 RAY = Path(sys.executable).parent / "ray"
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -98,6 +98,8 @@ def _stop(node: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """A head and one worker node, one CPU each; this process is connected as a driver."""
+    import ray
+
     # Short: Ray's Unix socket paths live under it and must stay under 108 bytes.
     temp_dir = Path(tempfile.mkdtemp(prefix="dr-ray-", dir="/tmp"))
     (port,) = _free_ports(1)
@@ -212,6 +214,8 @@ class PausingPredictor(Predictor):
 def test_a_ray_worker_killed_mid_task_is_retried_to_byte_identical_files(
     cluster: Cluster, tmp_path: Path, source: Path
 ) -> None:
+    import ray
+
     # Ray workers unpickle the predictor; this module is not importable there.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     shards, problems = discover_shards(str(source))

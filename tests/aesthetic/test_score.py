@@ -122,8 +122,8 @@ def test_mlp_heads_and_parquet_datasets_and_urls(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.needs("ray")
 def test_ray_engine_writes_byte_identical_files(tmp_path: Path, source: Path) -> None:
-    pytest.importorskip("ray")
     folder = save_predictor(_affine(), tmp_path / "p")
     local = _score(folder, str(source), tmp_path / "local")
     assert local.returncode == 0, local.stderr
@@ -476,11 +476,10 @@ def test_the_threads_engine_writes_the_local_engines_files(tmp_path: Path, sourc
         np.testing.assert_allclose(threaded.to_numpy(), local.to_numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.needs("f16c")  # elsewhere the bit kernels are the only ones used
 def test_the_cpus_own_float16_conversion_gives_the_bit_kernels_results() -> None:
     from dreamrate.aesthetic.filtering import kernel
 
-    if not kernel.HARDWARE_HALF:
-        pytest.skip("this CPU has no float16 conversion (F16C); the bit kernels are used")
     rng = np.random.default_rng(8)
     x = (rng.normal(size=(1000, 768)) * 0.05).astype(np.float16)
     every_half = np.arange(2**16, dtype=np.uint16).view(np.float16)  # subnormals, inf, NaN

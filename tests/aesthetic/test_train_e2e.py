@@ -20,6 +20,7 @@ from dreamrate.db.models import Embedding
 from dreamrate.db.models import Predictor as PredictorRow
 from dreamrate.ratings.training_data import load_database_data
 from tests.aesthetic.community import GUILD, seed_choices, seed_community
+from tests.conftest import REFERENCE_DIR
 from tests.test_cli import _one_error_line, run_cli
 
 pytestmark = pytest.mark.slow
@@ -322,11 +323,9 @@ def test_train_from_parquet_files_and_bad_embeddings(
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_import_show_and_refuse_a_pickle_with_code(tmp_path: Path) -> None:
-    reference = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-    head = reference / "laion-improved-aesthetic-predictor" / "sac+logos+ava1-l14-linearMSE.pth"
-    if not head.is_file():
-        pytest.skip("no reference data")
+@pytest.mark.needs("reference")
+def test_import_and_show_a_laion_head(tmp_path: Path) -> None:
+    head = REFERENCE_DIR / "laion-improved-aesthetic-predictor" / "sac+logos+ava1-l14-linearMSE.pth"
     out = tmp_path / "laion-v2"
     imported = run_cli("predictor", "import", str(head), "--out", str(out))
     assert imported.returncode == 0, imported.stderr
@@ -334,13 +333,30 @@ def test_import_show_and_refuse_a_pickle_with_code(tmp_path: Path) -> None:
     shown = json.loads(run_cli("predictor", "show", str(out)).stdout)
     assert shown["embedding_model"] == "ViT-L-14/openai" and shown["source"].startswith("laion-v2:")
 
+
+class _RunsCode:
+    """Unpickled, it would run ``touch`` on its path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        import os
+
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_the_cli_refuses_a_pickle_with_code(tmp_path: Path) -> None:
     import pickle
 
-    evil = tmp_path / "evil.pth"
-    evil.write_bytes(pickle.dumps({"weight": Path("/etc/passwd")}))
-    _one_error_line(
-        run_cli("predictor", "import", str(evil), "--out", str(tmp_path / "evil")),
-        "not a plain state dict",
-    )
-    assert not (tmp_path / "evil").exists()
+    ran = tmp_path / "the-pickle-ran"
+    for name, payload in (("code", _RunsCode(ran)), ("object", Path("/etc/passwd"))):
+        evil = tmp_path / f"{name}.pth"
+        evil.write_bytes(pickle.dumps({"weight": payload}))
+        _one_error_line(
+            run_cli("predictor", "import", str(evil), "--out", str(tmp_path / name)),
+            "not a plain state dict",
+        )
+        assert not (tmp_path / name).exists()
+    assert not ran.exists()
     _one_error_line(run_cli("predictor", "show", str(tmp_path)), "is not a predictor folder")
