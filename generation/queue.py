@@ -10,8 +10,7 @@ complete) is SQLAlchemy Core on one connection: a few statements per call.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -185,6 +184,10 @@ class JobRepository:
     per_user_cap, global_cap
         Most active (queued or running) jobs per user, and queued jobs in total,
         enforced at enqueue.
+    clock
+        The queue's time, an aware UTC datetime (default: the system clock). Leases,
+        heartbeats, reaping and finish times all read it, so a test moves it on instead of
+        waiting a lease out.
     """
 
     def __init__(
@@ -195,6 +198,7 @@ class JobRepository:
         lease_seconds: float = 120.0,
         per_user_cap: int = 2,
         global_cap: int = 200,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.engine = engine
         self.max_attempts = max_attempts
@@ -202,7 +206,8 @@ class JobRepository:
         self.per_user_cap = per_user_cap
         self.global_cap = global_cap
         self._is_pg = engine.dialect.name == "postgresql"
-        self._next_reap = 0.0
+        self._clock = clock
+        self._next_reap: datetime | None = None
         self._read = async_sessionmaker(engine, expire_on_commit=False)
         # SQLite: take the write lock at BEGIN, so check-then-write is atomic.
         self._write_engine = engine.execution_options(sqlite_begin="IMMEDIATE")
@@ -343,11 +348,13 @@ class JobRepository:
         A job larger than ``max_images`` is claimed alone. Expired leases are
         reaped first (at most every few seconds). Returns ``[]`` when nothing is queued.
         """
-        now = utcnow()
+        now = self._clock()
+        reap_every = timedelta(seconds=min(self.lease.total_seconds() / 4, 5.0))
         async with self._write() as conn:
-            if time.monotonic() >= self._next_reap:
+            # A mark further ahead than reap_every means the clock was set back: reap now.
+            if self._next_reap is None or not now < self._next_reap <= now + reap_every:
                 await self._reap(conn, now)
-                self._next_reap = time.monotonic() + min(self.lease.total_seconds() / 4, 5.0)
+                self._next_reap = now + reap_every
             lead = (await conn.execute(self._locked(_LEAD, skip_locked=True))).one_or_none()
             if lead is None:
                 return []
@@ -482,7 +489,7 @@ class JobRepository:
         ids = list(job_ids)
         if not ids:
             return HeartbeatResult(frozenset(), frozenset())
-        now = utcnow()
+        now = self._clock()
         values: dict[str, object] = {"lease_expires_at": now + self.lease, "heartbeat_at": now}
         if progress is not None:
             values["progress"] = max(0.0, min(1.0, progress))
@@ -514,7 +521,7 @@ class JobRepository:
         already), so a late worker never duplicates images. A job whose
         cancellation was requested ends as cancelled instead.
         """
-        now = utcnow()
+        now = self._clock()
         async with self._write() as conn:
             row = (
                 await conn.execute(_COMPLETE, {"job": job_id, "worker": worker_id, "now": now})
@@ -555,7 +562,7 @@ class JobRepository:
     ) -> JobStatus | None:
         """Give a held job back after an error: requeued when ``retry`` and attempts
         remain, else failed with ``error`` stored. None if the job is not held."""
-        now = utcnow()
+        now = self._clock()
         async with self._write() as conn:
             job = await self._lock_job(conn, job_id)
             if job is None or job.status != JobStatus.RUNNING or job.lease_owner != worker_id:
@@ -597,7 +604,7 @@ class JobRepository:
                     lease_expires_at=None,
                     progress=0.0,
                     attempts=Job.attempts - 1,
-                    updated_at=utcnow(),
+                    updated_at=self._clock(),
                 )
             )
             return result.rowcount or 0
@@ -613,7 +620,7 @@ class JobRepository:
             when the job does not exist, is not the caller's (and the caller is
             no moderator), or is already finished.
         """
-        now = utcnow()
+        now = self._clock()
         async with self._write() as conn:
             job = await self._lock_job(conn, job_id)
             if job is None:
@@ -681,7 +688,7 @@ class JobRepository:
         rows = (
             await conn.execute(
                 select(Job.num_images, Job.started_at, Job.finished_at).where(
-                    Job.status == JobStatus.DONE, Job.finished_at >= utcnow() - window
+                    Job.status == JobStatus.DONE, Job.finished_at >= self._clock() - window
                 )
             )
         ).all()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 
 from dreamrate.db.engine import create_engine
 from dreamrate.db.models import Image, Job, JobStatus
+from dreamrate.db.types import utcnow
 from dreamrate.generation.queue import JobRepository, QueueFullError, StoredImage
 from dreamrate.generation.transitions import JobError
 from tests.generation.conftest import enqueue, make_request
@@ -17,6 +19,19 @@ from tests.generation.conftest import enqueue, make_request
 
 def stored(n: int, seed: int = 1) -> list[StoredImage]:
     return [StoredImage(i, seed + i, 64, 64, f"{i:064x}", f"00/{i:064x}.png") for i in range(n)]
+
+
+class Clock:
+    """The queue's time, moved on by the test: a lease runs out when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
 
 
 async def test_caps_are_enforced_at_enqueue(engine, user_factory) -> None:  # type: ignore[no-untyped-def]
@@ -121,18 +136,21 @@ async def test_claims_are_atomic_under_concurrency(database_url: str, repo, user
 
 
 async def test_expired_lease_is_retried_then_failed(engine, user_factory) -> None:  # type: ignore[no-untyped-def]
-    repo = JobRepository(engine, max_attempts=2, lease_seconds=0.05)
+    clock = Clock()
+    repo = JobRepository(engine, max_attempts=2, lease_seconds=60, clock=clock)
     job = await enqueue(repo, await user_factory(1))
     first = await repo.claim_batch("lost-1", max_images=1)
     assert first[0].attempts == 1
-    await asyncio.sleep(0.1)
+    clock.advance(59)
+    assert await repo.claim_batch("lost-2", max_images=1) == []  # still lost-1's
+    clock.advance(6)  # past the lease, and past the next reap (at most 5 s after the last)
     second = await repo.claim_batch("lost-2", max_images=1)
     assert (
         [j.id for j in second] == [job.id]
         and second[0].attempts == 2
         and second[0].lease_owner == "lost-2"
     )
-    await asyncio.sleep(0.1)
+    clock.advance(61)
     assert await repo.claim_batch("w3", max_images=1) == []
     final = await repo.get(job.id)
     assert final is not None and final.status is JobStatus.FAILED
@@ -140,23 +158,30 @@ async def test_expired_lease_is_retried_then_failed(engine, user_factory) -> Non
 
 
 async def test_heartbeat_keeps_the_lease(engine, user_factory) -> None:  # type: ignore[no-untyped-def]
-    repo = JobRepository(engine, lease_seconds=0.3)
+    clock = Clock()
+    repo = JobRepository(engine, lease_seconds=60, clock=clock)
     job = await enqueue(repo, await user_factory(1))
     await repo.claim_batch("w1", max_images=1)
     for _ in range(4):
-        await asyncio.sleep(0.1)
+        clock.advance(45)  # each beat inside the lease the one before it set
         beat = await repo.heartbeat("w1", [job.id], progress=0.5)
         assert beat.owned == {job.id}
+    # Three minutes after the claim: only the heartbeats kept the job w1's.
     assert await repo.claim_batch("w2", max_images=1) == []
     current = await repo.get(job.id)
     assert current is not None and current.progress == 0.5 and current.lease_owner == "w1"
+    clock.advance(61)  # a lease without a beat: the job goes to another worker
+    taken = await repo.claim_batch("w2", max_images=1)
+    assert [(j.id, j.attempts) for j in taken] == [(job.id, 2)]
+    assert (await repo.heartbeat("w1", [job.id])).owned == frozenset()
 
 
 async def test_late_worker_never_duplicates_images(engine, user_factory) -> None:  # type: ignore[no-untyped-def]
-    repo = JobRepository(engine, lease_seconds=0.05)
+    clock = Clock()
+    repo = JobRepository(engine, lease_seconds=60, clock=clock)
     job = await enqueue(repo, await user_factory(1), num_images=2)
     await repo.claim_batch("slow", max_images=4)
-    await asyncio.sleep(0.1)
+    clock.advance(61)
     await repo.claim_batch("fast", max_images=4)
     assert (await repo.heartbeat("slow", [job.id])).owned == frozenset()
     assert await repo.complete("fast", job.id, stored(2))
