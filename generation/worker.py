@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,6 +148,10 @@ class GenerationWorker:
         Seconds between progress writes (each also renews the lease).
     safety_checker
         Optional callable flagging unsafe images; flagged images are stored as flagged.
+    sleep
+        How :meth:`run` waits between polls of an empty queue and between retries while the
+        database is away (default: that many seconds, cut short by :attr:`stop`). Tests pass
+        one that records the waits instead of spending them.
     """
 
     def __init__(
@@ -161,6 +165,7 @@ class GenerationWorker:
         progress_interval: float = 1.0,
         poll_interval: float = 0.5,
         safety_checker: Callable[[list[Any]], list[bool]] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.repo = repo
         self.store = store
@@ -170,6 +175,7 @@ class GenerationWorker:
         self.progress_interval = min(progress_interval, repo.lease.total_seconds() / 3)
         self.poll_interval = poll_interval
         self.safety_checker = safety_checker
+        self._sleep = sleep or self._sleep_unless_stopped
         self.stop = asyncio.Event()
         # All torch work on one thread: each new calling thread gets its own OpenMP
         # pool, and several spinning pools on a few cores slow rendering down ~2x.
@@ -206,7 +212,7 @@ class GenerationWorker:
                 await self._sleep(self.poll_interval)
         logger.info("worker %s stopped", self.worker_id)
 
-    async def _sleep(self, seconds: float) -> None:
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), timeout=seconds)
 

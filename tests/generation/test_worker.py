@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -161,73 +162,144 @@ async def test_unwritable_store_retries_then_fails_cleanly(
     assert await repo.images(job.id) == []
 
 
-async def test_flagged_images_are_stored_flagged(
-    repo, user_factory, pipelines, tiny, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
-    job = await enqueue(repo, await user_factory(1), "x", model=tiny, num_images=2)
-    worker = make_worker(
-        repo, pipelines, tmp_path, safety_checker=lambda images: [True, False][: len(images)]
-    )
-    await worker.run_once()
-    assert [image.flagged for image in await repo.images(job.id)] == [True, False]
-
-
-def test_diffusers_safety_checker_flags(tmp_path: Path) -> None:
-    """The real diffusers safety checker path, with a tiny checker whose thresholds flag everything."""
+def write_safety_checker(folder: Path, unsafe: Image.Image, safe: Image.Image) -> Path:
+    """A tiny diffusers safety checker (random CLIP weights) whose one unsafe concept is
+    ``unsafe``: images like it are flagged, images like ``safe`` are not, the threshold
+    halfway between the two."""
     import torch
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig, CLIPImageProcessor
 
+    tower = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4}
     config = CLIPConfig(
-        text_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 2,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        text_config={**tower, "num_hidden_layers": 2},
+        vision_config={**tower, "num_hidden_layers": 2, "image_size": 32, "patch_size": 8},
         projection_dim=32,
     )
-    checker = StableDiffusionSafetyChecker(config)
-    with torch.no_grad():
-        checker.concept_embeds_weights.fill_(-2.0)  # cosine - threshold > 0 for every image
-    checker.save_pretrained(tmp_path)
-    CLIPImageProcessor(
+    torch.manual_seed(0)
+    checker = StableDiffusionSafetyChecker(config).eval()
+    processor = CLIPImageProcessor(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-    ).save_pretrained(tmp_path)
+    )
+    with torch.no_grad():
+        pixels = processor([unsafe, safe], return_tensors="pt").pixel_values
+        embeds = checker.visual_projection(checker.vision_model(pixels)[1])
+        unit = embeds / embeds.norm(dim=-1, keepdim=True)
+        alike = float(unit[0] @ unit[1])
+        assert alike < 0.99, f"the two images look alike to this checker ({alike:.4f})"
+        checker.concept_embeds[0] = embeds[0]
+        checker.concept_embeds_weights[0] = (1 + alike) / 2  # flagged: cosine above this
+    checker.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
 
+
+async def test_flagged_images_are_stored_flagged(
+    repo, user_factory, pipelines, tiny, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """The worker stores what the real checker says of each image: the checker here flags
+    the job's first image and not its second (the same job, rendered first without it)."""
     from dreamrate.generation.safety import load_safety_checker
 
-    flags = load_safety_checker(str(tmp_path))([Image.new("RGB", (64, 64), "red")] * 2)
-    assert flags == [True, True]
+    user = await user_factory(1)
+    plain = await enqueue(repo, user, "x", model=tiny, num_images=2, seed=3)
+    assert await make_worker(repo, pipelines, tmp_path / "plain").run_once() == 2
+    first, second = (
+        Image.open(tmp_path / "plain" / row.path).convert("RGB")
+        for row in await repo.images(plain.id)
+    )
+    assert [image.flagged for image in await repo.images(plain.id)] == [False, False]
+    checker = load_safety_checker(str(write_safety_checker(tmp_path / "checker", first, second)))
+    assert checker([second, first]) == [False, True]  # per image, in order
+
+    job = await enqueue(repo, user, "x", model=tiny, num_images=2, seed=3)
+    worker = make_worker(repo, pipelines, tmp_path / "checked", safety_checker=checker)
+    assert await worker.run_once() == 2
+    assert [image.flagged for image in await repo.images(job.id)] == [True, False]
 
 
-async def test_database_outage_is_retried_with_backoff(pipelines, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_diffusers_safety_checker_flags_what_matches_its_concepts_only(tmp_path: Path) -> None:
+    """The real diffusers safety checker path: red is the unsafe concept, blue is not."""
+    from dreamrate.generation.safety import load_safety_checker
+
+    red, blue = Image.new("RGB", (64, 64), "red"), Image.new("RGB", (64, 64), "blue")
+    checker = load_safety_checker(str(write_safety_checker(tmp_path, red, blue)))
+    dark_red = Image.new("RGB", (64, 64), (200, 10, 10))
+    assert checker([red, blue, dark_red, blue]) == [True, False, True, False]
+    assert checker([]) == []
+
+
+async def _forward_to(host: str, port: int) -> asyncio.Server:
+    """A TCP forwarder to ``host:port`` on a port of its own, not accepting yet."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    return await asyncio.start_server(forward, "127.0.0.1", 0, start_serving=False)
+
+
+@pytest.mark.postgres
+async def test_database_outage_is_retried_with_backoff_then_served_again(
+    postgres_url: str, pipelines, tiny, tmp_path, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    """While PostgreSQL refuses connections each failed claim waits twice as long as the one
+    before, up to 30 s, with one line each; once it answers again the queue is served, and a
+    later outage starts again from 1 s. The worker reaches it through a forwarder that
+    accepts only while it is "up"; the waits are recorded, not spent."""
     import logging
 
-    from dreamrate.db.engine import create_engine
+    from sqlalchemy.engine import make_url
 
-    engine = create_engine(
-        "postgresql+asyncpg://postgres@127.0.0.1:1/gone", connect_args={"timeout": 2}
-    )
-    worker = make_worker(JobRepository(engine), pipelines, tmp_path)
+    from dreamrate.db.engine import create_engine
+    from dreamrate.db.migrate import upgrade
+    from dreamrate.db.users import ensure_user
+
+    url = make_url(postgres_url)
+    direct = create_engine(postgres_url)
+    await upgrade(direct)
+    forwarder = await _forward_to(url.host or "127.0.0.1", url.port or 5432)
+    port = forwarder.sockets[0].getsockname()[1]
+    engine = create_engine(url.set(port=port).render_as_string(hide_password=False))
+    waits: list[float] = []
+    queued = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 7:  # the database answers again, with a job waiting
+            user = await ensure_user(direct, 1, "user1")
+            queued.append(await enqueue(JobRepository(direct), user.id, "back", model=tiny))
+            await forwarder.start_serving()
+        elif len(waits) == 8:  # away again: the first retry waits 1 s again
+            forwarder.close()
+            await engine.dispose()
+        elif len(waits) == 9:
+            worker.stop.set()
+
+    worker = make_worker(JobRepository(engine), pipelines, tmp_path, sleep=record)
     caplog.set_level(logging.WARNING, logger="dreamrate.generation.worker")
-    task = asyncio.create_task(worker.run())
-    await asyncio.sleep(3.5)
-    worker.stop.set()
-    await asyncio.wait_for(task, timeout=10)  # stops cleanly, never crashed
-    await engine.dispose()
+    try:
+        await asyncio.wait_for(worker.run(), timeout=120)  # stops cleanly, never crashed
+        done = await repo_get(JobRepository(direct), queued[0].id)
+    finally:
+        await engine.dispose()
+        await direct.dispose()
+        forwarder.close()
+    # Seven refused claims, the job served, the empty queue polled at the usual pace; then
+    # the next outage starts again from 1 s.
+    assert waits == [1, 2, 4, 8, 16, 30, 30, worker.poll_interval, 1]
+    assert done.status is JobStatus.DONE
     lines = [r.getMessage() for r in caplog.records if "database unavailable" in r.getMessage()]
-    assert 2 <= len(lines) <= 4, lines
-    assert "retrying in 1s" in lines[0] and "retrying in 2s" in lines[1]
-    assert all("\n" not in line for line in lines)
+    assert len(lines) == 8, lines
+    for line, seconds in zip(lines, [*waits[:7], waits[8]], strict=True):
+        assert line.endswith(f"retrying in {seconds:.0f}s") and "\n" not in line
 
 
 async def test_a_hung_render_step_loses_its_lease_and_another_worker_finishes(
