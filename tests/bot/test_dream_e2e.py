@@ -145,40 +145,62 @@ def test_bot_without_token_is_one_line(tmp_path) -> None:  # type: ignore[no-unt
     )
 
 
-async def test_reroll_and_cancel_buttons(running) -> None:  # type: ignore[no-untyped-def]
-    server = running.discord
-    ada, bob = Member(41, "ada"), Member(42, "bob")
-    _, token = await server.slash(
-        ada,
-        "dream",
-        [
-            {"name": "prompt", "type": 3, "value": "a paper crane"},
-            {"name": "seed", "type": 4, "value": 5},
-        ],
+async def test_reroll_and_cancel_buttons(
+    discord_server, database_url, tmp_path, tiny_models
+) -> None:  # type: ignore[no-untyped-def]
+    """Cancel is the requester's: another member pressing it on a job still waiting is refused
+    and the job stays queued. The worker runs here, in steps, so the job is waiting for sure."""
+    from dreamrate.db.models import JobStatus
+    from dreamrate.services import build_worker
+    from tests.bot.conftest import start_bot, stop_bot
+
+    server = discord_server
+    running = await start_bot(
+        server, database_url, tmp_path / "data", tiny_models[0], with_worker=False
     )
-    await server.wait_for(lambda: "done" in server.originals.get(token, {}).get("content", ""))
-    original = server.originals[token]
-    buttons = [c["custom_id"] for row in original["components"] for c in row["components"]]
-    assert buttons == [buttons[0]] and buttons[0].startswith(
-        "dreamrate:reroll:"
-    )  # cancel gone once done
-    # Cancel by someone else is refused; the owner's reroll makes a new job with the same prompt.
-    job_id = buttons[0].rsplit(":", 1)[1]
-    refused_id, _ = await server.click(bob, int(original["id"]), f"dreamrate:cancel:{job_id}")
-    refusal = await server.wait_for(lambda: server.callbacks.get(refused_id))
-    assert refusal[0]["data"]["content"] in (
-        "Only the requester or a moderator can cancel this job.",
-        f"Job {job_id} is already done.",
-    )
-    _, reroll_token = await server.click(ada, int(original["id"]), buttons[0])
-    images = await server.wait_for(
-        lambda: [
-            m for m in server.followups.get(reroll_token, []) if server.messages[m]["attachments"]
-        ]
-    )
-    embed = server.messages[images[0]]["embeds"][0]
-    assert embed["description"] == "a paper crane"
-    assert next(f["value"] for f in embed["fields"] if f["name"] == "seed") != "5"
+    try:
+        ada, bob = Member(41, "ada"), Member(42, "bob")
+        _, token = await server.slash(
+            ada,
+            "dream",
+            [
+                {"name": "prompt", "type": 3, "value": "a paper crane"},
+                {"name": "seed", "type": 4, "value": 5},
+            ],
+        )
+        await server.wait_for(
+            lambda: "in the queue" in server.originals.get(token, {}).get("content", "")
+        )
+        original = server.originals[token]
+        buttons = [c["custom_id"] for row in original["components"] for c in row["components"]]
+        job_id = int(buttons[0].rsplit(":", 1)[1])
+        assert buttons == [f"dreamrate:reroll:{job_id}", f"dreamrate:cancel:{job_id}"]
+        refused_id, _ = await server.click(bob, int(original["id"]), buttons[1])
+        refusal = await server.wait_for(lambda: server.callbacks.get(refused_id))
+        assert refusal[0]["data"]["content"] == (
+            "Only the requester or a moderator can cancel this job."
+        )
+        job = await running.bot.repo.get(job_id)
+        assert job is not None and job.status is JobStatus.QUEUED and not job.cancel_requested
+
+        worker = build_worker(running.settings, running.bot.repo)
+        assert await worker.run_once() == 1
+        await server.wait_for(lambda: "done" in server.originals[token].get("content", ""))
+        original = server.originals[token]
+        buttons = [c["custom_id"] for row in original["components"] for c in row["components"]]
+        assert buttons == [f"dreamrate:reroll:{job_id}"]  # cancel gone once done
+        # The owner's reroll makes a new job with the same prompt and a new seed.
+        _, reroll_token = await server.click(ada, int(original["id"]), buttons[0])
+        await server.wait_for(
+            lambda: "in the queue" in server.originals.get(reroll_token, {}).get("content", "")
+        )
+        assert await worker.run_once() == 1
+        images = await server.wait_for(lambda: image_messages(server, reroll_token))
+        embed = images[0]["embeds"][0]
+        assert embed["description"] == "a paper crane"
+        assert next(f["value"] for f in embed["fields"] if f["name"] == "seed") != "5"
+    finally:
+        await stop_bot(running)
 
 
 async def test_after_the_interaction_token_expires_images_go_to_the_channel(

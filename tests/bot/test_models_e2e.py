@@ -3,7 +3,11 @@ with them, and /admin models lists them."""
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
 from dreamrate.db.models import Job
@@ -34,14 +38,24 @@ async def test_dream_offers_and_renders_a_registered_lora(
         listed = await say(server, MOD, "admin", subcommand="models")
         assert f"red: LoRA on {tiny}" in listed and "restarts" not in listed
 
-        prompt = [{"name": "prompt", "type": 3, "value": "a red fox"}]
-        _, token = await server.slash(
-            ADA, "dream", [*prompt, {"name": "model", "type": 3, "value": "red"}]
-        )
-        await server.wait_for(lambda: len(image_messages(server, token)) == 1)
+        prompt = [
+            {"name": "prompt", "type": 3, "value": "a red fox"},
+            {"name": "seed", "type": 4, "value": 7},
+        ]
+        pictures = []
+        for model in ("red", str(tiny)):  # the same prompt and seed, with and without the LoRA
+            _, token = await server.slash(
+                ADA, "dream", [*prompt, {"name": "model", "type": 3, "value": model}]
+            )
+            (message,) = await server.wait_for(lambda t=token: image_messages(server, t))
+            (png,) = server.files[int(message["id"])]
+            pictures.append(np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.int16))
         async with running.engine.connect() as conn:  # type: ignore[attr-defined]
-            jobs = (await conn.execute(select(Job.model, Job.status))).all()
-        assert [(m, s.value) for m, s in jobs] == [("red", "done")]
+            jobs = (await conn.execute(select(Job.model, Job.status).order_by(Job.id))).all()
+        assert [(m, s.value) for m, s in jobs] == [("red", "done"), (str(tiny), "done")]
+        with_lora, base = pictures
+        change = int(np.abs(with_lora - base).max())
+        assert change > 10, f"the LoRA changed no pixel by more than {change}/255"
 
         # Removed while the bot runs: /dream refuses it at once, in one ephemeral line.
         await remove_model(running.engine, "red")  # type: ignore[arg-type]

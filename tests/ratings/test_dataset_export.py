@@ -15,6 +15,22 @@ from dreamrate.ratings.moderation import dismiss_reports
 from tests.aesthetic.community import seed_choices, seed_community
 
 
+def assert_unlinkable(*groups: set[str]) -> None:
+    """Pseudonyms that look like keyed hashes: 16 hex digits, and any two differ in many bits.
+
+    A reversible encoding of the member's id (the id in hex, or the id XOR or plus a key
+    drawn per export) gives members 1..8 pseudonyms a few bits apart; the export's HMAC
+    gives independent 64-bit values, about 32 bits apart (fewer than 10 once in 10^8 pairs).
+    """
+    pseudonyms = sorted(set().union(*groups))
+    assert len(pseudonyms) == sum(len(group) for group in groups), "a pseudonym is shared"
+    assert all(len(p) == 16 and int(p, 16) >= 0 and p == p.lower() for p in pseudonyms)
+    for i, a in enumerate(pseudonyms):
+        for b in pseudonyms[i + 1 :]:
+            differing = bin(int(a, 16) ^ int(b, 16)).count("1")
+            assert differing >= 10, f"{a} and {b} differ in {differing} bit(s): not a keyed hash"
+
+
 async def test_dataset_leaves_out_private_data_and_pseudonymises(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     images_dir = tmp_path / "images"
     community = await seed_community(engine, images_dir, prompts=4, per_prompt=3, raters=5)
@@ -59,15 +75,16 @@ async def test_dataset_leaves_out_private_data_and_pseudonymises(engine, tmp_pat
     discord_ids = {str(i) for i in range(1000, 1008)}
     requesters = set(pq.read_table(out / "generations.parquet").column("requester").to_pylist())
     assert not (raters | requesters) & discord_ids
-    assert all(len(r) == 16 and int(r, 16) >= 0 for r in requesters)
     generations = pq.read_table(out / "generations.parquet")
     assert generations.column("prompt").to_pylist()[0] == "a painting number 0"
     assert "Privacy" in (out / "README.md").read_text()
     with pytest.raises(DatasetExportError, match="already exists"):
         await export_dataset(engine, images_dir, out)
     again = await export_dataset(engine, images_dir, out, force=True)
-    assert set(pq.read_table(out / "ratings.parquet").column("rater_id").to_pylist()) != raters
     assert again == counts
+    # A new export draws new keys: none of its pseudonyms links to the first export's.
+    raters_again = set(pq.read_table(out / "ratings.parquet").column("rater_id").to_pylist())
+    assert_unlinkable(raters, requesters, raters_again)
 
 
 async def test_what_leaves_is_clean_flagged_and_reported_images_out_pseudonyms_apart(
@@ -104,7 +121,8 @@ async def test_what_leaves_is_clean_flagged_and_reported_images_out_pseudonyms_a
     # The requester of prompt 0 also rated images: their two pseudonyms differ.
     generations = pq.read_table(out / "generations.parquet").to_pylist()
     requesters = {row["requester"] for row in generations}
-    assert requesters and requesters.isdisjoint(ratings.column("rater_id").to_pylist())
+    assert requesters
+    assert_unlinkable(requesters, set(ratings.column("rater_id").to_pylist()))
     text = (out / "README.md").read_text()
     assert "safety checker" in text and "report" in text and "day" in text
 
