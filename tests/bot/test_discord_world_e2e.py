@@ -4,11 +4,16 @@ limits, deleted channels, DMs, hostile members. Each guild is its own community.
 from __future__ import annotations
 
 import asyncio
+import math
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+from dreamrate.db.engine import create_engine
 from dreamrate.db.models import Image, Job, JobStatus, RatingEvent
 from dreamrate.fake_discord import (
     ATTACH_FILES,
@@ -263,39 +268,85 @@ async def test_a_burst_under_the_real_buckets_delivers_everything(running) -> No
     assert server.rate_limited <= 2 and server.invalid_requests <= 2
 
 
-async def test_acknowledged_inside_the_deadline_first_and_while_rendering(running) -> None:  # type: ignore[no-untyped-def]
-    server = running.discord
-    first, _ = await server.slash(EVE, "dream", [{"name": "prompt", "type": 3, "value": "one"}])
-    await reply(server, first)
-    busy = [
-        {"name": "prompt", "type": 3, "value": "busy"},
-        {"name": "steps", "type": 4, "value": 50},
-        {"name": "size", "type": 3, "value": "256"},
-        {"name": "images", "type": 4, "value": 4},
-    ]
-    await server.slash(FAY, "dream", busy)
+@asynccontextmanager
+async def a_writer_holding(database_url: str) -> AsyncIterator[None]:
+    """Another process's write transaction, open on the jobs and the members meanwhile:
+    SQLite's one write lock, PostgreSQL's EXCLUSIVE lock (reads go on, writes wait)."""
+    holder = create_engine(database_url)
+    try:
+        if holder.dialect.name == "postgresql":
+            async with holder.begin() as conn:
+                await conn.execute(text("LOCK TABLE jobs, users IN EXCLUSIVE MODE"))
+                yield
+                await conn.rollback()
+        else:
+            async with holder.execution_options(sqlite_begin="IMMEDIATE").begin() as conn:
+                yield
+                await conn.rollback()
+    finally:
+        await holder.dispose()
 
-    async def rendering() -> bool:
-        async with running.engine.connect() as conn:
-            return bool(
-                await conn.scalar(
-                    select(func.count()).where(
-                        Job.prompt == "busy", Job.status == JobStatus.RUNNING
-                    )
-                )
+
+async def test_acknowledged_first_while_a_render_runs_and_a_writer_holds_the_database(
+    discord_server: FakeDiscord, database_url: str, tmp_path: Path, tiny_models
+) -> None:  # type: ignore[no-untyped-def]
+    """Discord drops an interaction not answered within 3 s, so the bot answers before any
+    work that can wait: a render held mid-step and a writer holding the database do not
+    keep /dream from being acknowledged nor /stats from being answered; /dream queues its
+    job once the writer lets go. How fast the answers come under load is a benchmark's
+    business (benchmarks/bench_delivery.py: acknowledgement median, p99, first)."""
+    from dreamrate.generation.pipeline import load_text2image
+    from dreamrate.generation.worker import PipelineCache
+    from dreamrate.services import build_worker
+
+    server = discord_server
+    server.ack_deadline = math.inf  # late answers would fail below as missing, not as slow
+    entered, release = threading.Event(), threading.Event()
+
+    def held(model: str, **kwargs: object):  # type: ignore[no-untyped-def]
+        pipe = load_text2image(model, **kwargs)
+
+        def hold(module, args):  # type: ignore[no-untyped-def]
+            entered.set()
+            release.wait(120)
+
+        pipe.unet.register_forward_pre_hook(hold)
+        return pipe
+
+    running = await start_bot(
+        server, database_url, tmp_path / "data", tiny_models[0], with_worker=False
+    )
+    worker = build_worker(running.settings, running.bot.repo)  # type: ignore[attr-defined]
+    worker.pipelines = PipelineCache(loader=held, device="cpu")
+    rendering: asyncio.Task[int | None] | None = None
+    try:
+        first, busy = await server.slash(
+            FAY, "dream", [{"name": "prompt", "type": 3, "value": "busy"}]
+        )
+        assert (await reply(server, first))["type"] == 5  # deferred before anything else
+        await server.wait_for(lambda: "in the queue" in server.originals[busy].get("content", ""))
+        rendering = asyncio.create_task(worker.run_once())
+        assert await asyncio.to_thread(entered.wait, 60), "the render never started"
+        async with a_writer_holding(database_url):
+            during, token = await server.slash(
+                EVE, "dream", [{"name": "prompt", "type": 3, "value": "meanwhile"}]
             )
-
-    deadline = asyncio.get_running_loop().time() + 60
-    while not await rendering():
-        assert asyncio.get_running_loop().time() < deadline, "the busy job never ran"
-        await asyncio.sleep(0.02)
-    during, _ = await server.slash(GUS, "stats")
-    await reply(server, during)
-    assert await rendering()  # the second command was answered while the batch rendered
-    # The server answers "Unknown interaction" past the deadline; both were in time.
-    for interaction in (first, during):
-        assert server.ack_latencies[interaction] < server.ack_deadline
-        assert server.callbacks[interaction][0]["type"] in (4, 5)
+            stats, _ = await server.slash(GUS, "stats")
+            assert (await reply(server, during))["type"] == 5
+            answer = await reply(server, stats)
+            assert answer["type"] == 4 and "You have rated 0 image(s)" in answer["data"]["content"]
+            assert not rendering.done()  # both answered while the render is held
+            async with running.engine.connect() as conn:  # type: ignore[attr-defined]
+                assert await conn.scalar(select(func.count()).select_from(Job)) == 1
+        # The writer gone, the acknowledged /dream queues its job.
+        await server.wait_for(lambda: "in the queue" in server.originals[token].get("content", ""))
+        release.set()
+        assert await asyncio.wait_for(rendering, timeout=60) == 1
+    finally:
+        release.set()
+        if rendering is not None:
+            await asyncio.gather(rendering, return_exceptions=True)
+        await stop_bot(running)
 
 
 async def test_rate_obeys_bans_the_allow_list_and_a_cooldown_and_reuses_reposts(

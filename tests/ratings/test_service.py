@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import event, func, insert, select, update
 
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.engine import create_engine
@@ -292,11 +292,54 @@ async def test_an_image_shown_twice_takes_the_latest_emoji_on_either_message(
     assert await ratings(engine) == {}
 
 
+async def _erase_once_it_waits(engine, discord_id: int, database_url: str):  # type: ignore[no-untyped-def]
+    """Start erasing ``discord_id``; return the task once the erase is inside its transaction
+    while the recording holds its own: on SQLite its ``BEGIN`` has started (traced on a
+    connection of its own; ``BEGIN IMMEDIATE`` then waits for the one writer), on PostgreSQL
+    it shows a lock wait for its ``FOR UPDATE``."""
+    if engine.dialect.name != "postgresql":
+        loop, begun = asyncio.get_running_loop(), asyncio.Event()
+        own = create_engine(database_url)
+
+        def trace(statement: str) -> None:  # on the driver's thread, as the statement starts
+            if statement.startswith("BEGIN"):
+                loop.call_soon_threadsafe(begun.set)
+
+        @event.listens_for(own.sync_engine, "connect")
+        def _traced(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            dbapi_connection.run_async(lambda conn: conn.set_trace_callback(trace))
+
+        async def erase_on_its_own_connection():  # type: ignore[no-untyped-def]
+            try:
+                return await erase(own, discord_id)
+            finally:
+                await own.dispose()
+
+        erasing = asyncio.create_task(erase_on_its_own_connection())
+        await asyncio.wait_for(begun.wait(), 30)
+        return erasing
+    from tests.conftest import _pg_execute
+
+    erasing = asyncio.create_task(erase(engine, discord_id))
+    waiting: list[object] = []
+    for _ in range(600):
+        waiting = await _pg_execute(
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '%FOR UPDATE%'"
+        )
+        if waiting or erasing.done():
+            break
+        await asyncio.sleep(0.05)
+    assert waiting, "the erase never waited for the member's row"
+    return erasing
+
+
 async def test_erase_waits_for_a_rating_being_recorded_and_takes_it_too(
-    service, engine, monkeypatch: pytest.MonkeyPatch
+    service, engine, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    """A reaction mid-way through recording when the member erases is erased with the rest
-    (PostgreSQL's READ COMMITTED would otherwise let the erase miss the uncommitted rows)."""
+    """A reaction mid-way through recording when the member erases is erased with the rest:
+    the erase waits for the recording's transaction (SQLite's one writer; PostgreSQL's lock
+    on the member's row, without which READ COMMITTED would let it miss the new rows)."""
     from dreamrate.db.models import ReactionTombstone
 
     await service.record(react(1, "7️⃣"))  # the member exists
@@ -311,19 +354,8 @@ async def test_erase_waits_for_a_rating_being_recorded_and_takes_it_too(
     monkeypatch.setattr(RatingService, "_settle", slow_settle)
     recording = asyncio.create_task(service.record(react(1, "3️⃣", message=MESSAGES[1])))
     await asyncio.wait_for(inside.wait(), 30)
-    erasing = asyncio.create_task(erase(engine, 1))
-    if engine.dialect.name == "postgresql":  # release only once the erase waits for the lock
-        from tests.conftest import _pg_execute
-
-        for _ in range(300):
-            waiting = await _pg_execute(
-                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE '%FOR UPDATE%'"
-            )
-            if waiting:
-                break
-            await asyncio.sleep(0.05)
-        assert waiting, "the erase never waited for the member's row"
+    erasing = await _erase_once_it_waits(engine, 1, database_url)
+    assert not erasing.done()  # held by the recording's transaction
     go_on.set()
     await recording
     erased = await erasing

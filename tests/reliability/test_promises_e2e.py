@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.util import await_only
 
 from dreamrate.db.engine import create_engine
@@ -231,49 +231,58 @@ async def test_a_crash_between_posting_and_recording_posts_once_and_its_ratings_
         running.__dict__.update(bot.__dict__)
 
 
-async def test_three_restarts_during_a_job_spend_none_of_its_attempts(
-    running: Running, tiny_models
-) -> None:  # type: ignore[no-untyped-def]
-    server = running.discord
-    _, token = await server.slash(
-        ADA,
-        "dream",
-        [
-            {"name": "prompt", "type": 3, "value": "a long render"},  # 50 steps at 128 px: seconds
-            {"name": "steps", "type": 4, "value": 50},
-            {"name": "size", "type": 3, "value": "128"},
-        ],
-    )
-    bot, url = running, running.engine.url.render_as_string(hide_password=False)  # type: ignore[attr-defined]
-
-    async def job(engine) -> Job | None:  # type: ignore[no-untyped-def]
+async def job_once(engine, predicate) -> Job:  # type: ignore[no-untyped-def]
+    """The one job, once ``predicate(job)`` holds (polled; fails after a minute)."""
+    for _ in range(1200):
         async with engine.connect() as conn:
-            return (await conn.execute(select(Job))).one_or_none()
+            current = (await conn.execute(select(Job))).one_or_none()
+        if current is not None and predicate(current):
+            return current
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the job never got there: {current}")
 
+
+async def test_three_restarts_during_a_job_spend_none_of_its_attempts(
+    discord_server: FakeDiscord, database_url: str, tmp_path: Path, tiny_models
+) -> None:  # type: ignore[no-untyped-def]
+    """Each stop lands mid-render: the job has 1000 steps (minutes of rendering, where a stop
+    takes effect at the next step, well under a second here) and each stop comes once a step
+    has been made. Before the last start the job is cut to two steps, so that the test need
+    not wait a long render out."""
+    server, tiny = discord_server, tiny_models[0]
+    data = tmp_path / "data"
+    bot = await start_bot(server, database_url, data, tiny, max_steps=1000)
     try:
-        for _ in range(3):
-            for _ in range(1200):
-                current = await job(bot.engine)
-                if current is not None and current.status is JobStatus.RUNNING:
-                    break
-                await asyncio.sleep(0.05)
-            assert current is not None and current.status is JobStatus.RUNNING
+        _, token = await server.slash(
+            ADA,
+            "dream",
+            [
+                {"name": "prompt", "type": 3, "value": "a long render"},
+                {"name": "steps", "type": 4, "value": 1000},
+            ],
+        )
+        for restart_number in range(3):
+            await job_once(bot.engine, lambda j: j.status is JobStatus.RUNNING and j.progress > 0)
             await stop_bot(bot)  # the worker finishes its step and hands the job back
             await server.wait_disconnected()
-            engine = create_engine(url)
-            current = await job(engine)
-            await engine.dispose()
-            assert current is not None
-            assert (current.status, current.attempts) == (JobStatus.QUEUED, 0)
-            bot = await start_bot(server, url, running.data_dir, tiny_models[0])
+            engine = create_engine(database_url)
+            try:
+                current = await job_once(engine, lambda j: True)
+                assert (current.status, current.attempts) == (JobStatus.QUEUED, 0)
+                if restart_number == 2:
+                    async with engine.begin() as conn:
+                        await conn.execute(update(Job).values(steps=2))
+            finally:
+                await engine.dispose()
+            bot = await start_bot(server, database_url, data, tiny, max_steps=1000)
         await server.wait_for(
             lambda: "done" in server.originals.get(token, {}).get("content", ""), timeout=300
         )
-        final = await job(bot.engine)
-        assert final is not None and final.status is JobStatus.DONE and final.attempts == 1
+        final = await job_once(bot.engine, lambda j: True)
+        assert final.status is JobStatus.DONE and final.attempts == 1
         assert len(copies(server, final.id)) == 1
     finally:
-        running.__dict__.update(bot.__dict__)
+        await stop_bot(bot)
 
 
 def kill_connection_once(engine, pattern: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
