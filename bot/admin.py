@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
+from dreamrate.aesthetic.registry import active_predictor_path
 from dreamrate.bot.commands import offered_models
 from dreamrate.bot.embeds import fit_message
 from dreamrate.bot.permissions import is_moderator
@@ -40,6 +41,7 @@ def register_admin(
     client: discord.Client,
     engine: "AsyncEngine",
     moderator_role: str | None,
+    max_best_of: int = 1,
 ) -> None:
     """Add the /admin group to ``tree``."""
 
@@ -132,6 +134,39 @@ def register_admin(
             mix += ", an arena round always going"
         await interaction.response.send_message(
             f"Rating feed: {channel.mention} every {minutes} min{mix}.", ephemeral=True
+        )
+
+    @admin.command(
+        name="bestof",
+        description="Candidates /dream renders per image when a member asks for none.",
+    )
+    @app_commands.describe(
+        candidates="The community's predictor posts the best of this many (1: off)."
+    )
+    async def bestof(interaction: discord.Interaction, candidates: int) -> None:
+        assert interaction.guild_id is not None
+        guild_id = interaction.guild_id
+        limit = max_best_of
+        if not 1 <= candidates <= limit:
+            raise DreamrateError(f"candidates: must be between 1 and {limit}, got {candidates}.")
+        if (
+            candidates > 1
+            and await retry_on_disconnect(lambda: active_predictor_path(engine)) is None
+        ):
+            raise DreamrateError(
+                "candidates: no predictor is active to pick the best (a maintainer trains "
+                "one with `dreamrate train`)."
+            )
+        await retry_on_disconnect(
+            lambda: update_guild_settings(engine, guild_id, best_of=candidates)
+        )
+        said = (
+            f"/dream now renders {candidates} candidates per image and posts the best"
+            if candidates > 1
+            else "/dream renders one image per image asked for"
+        )
+        await interaction.response.send_message(
+            f"{said} (members may still ask otherwise).", ephemeral=True
         )
 
     @admin.command(name="ban", description="Ban a member from generating and rating.")

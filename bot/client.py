@@ -152,7 +152,11 @@ class DreamrateBot(discord.Client):
             arena=self.arena,
         )
         register_admin(
-            self.tree, client=self, engine=engine, moderator_role=settings.discord.moderator_role
+            self.tree,
+            client=self,
+            engine=engine,
+            moderator_role=settings.discord.moderator_role,
+            max_best_of=settings.generation.max_best_of,
         )
 
     # -- life cycle -----------------------------------------------------------------------

@@ -68,6 +68,7 @@ def register_commands(
         size=f"N or WxH in pixels, multiples of 8 from {g.min_size} to {g.max_size}.",
         images=f"How many images (1-{g.max_images}).",
         model="Which model renders it.",
+        best_of=f"Render this many candidates per image; the community's predictor posts the best (1-{g.max_best_of}).",
     )
     @app_commands.choices(
         model=[app_commands.Choice(name=m[-100:], value=m) for m in dreams.limits.models][:25]
@@ -82,6 +83,7 @@ def register_commands(
         size: str | None = None,
         images: app_commands.Range[int, 1, g.max_images] | None = None,
         model: str | None = None,
+        best_of: int | None = None,
     ) -> None:
         await dreams.dream(
             interaction,
@@ -93,6 +95,7 @@ def register_commands(
                 guidance=guidance,
                 images=images,
                 model=model,
+                best_of=best_of,
             ),
             size,
         )

@@ -206,7 +206,12 @@ class Delivery:
         guild = getattr(channel, "guild", None)
         limit = guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
         for image in await self.repo.images(job.id):
-            if image.flagged or image.removed or image.discord_message_id is not None:
+            if (
+                image.flagged
+                or image.passed_over
+                or image.removed
+                or image.discord_message_id is not None
+            ):
                 continue
             # 1. An unfinished post (a crash after sending, before recording) is found, not redone.
             intent = await pending_post(self.repo.engine, image.id, channel_id, "own")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from dreamrate.aesthetic.registry import active_predictor_path
 from dreamrate.bot.embeds import job_status_text, job_view
 from dreamrate.bot.permissions import refusal_for_posting
 from dreamrate.core.errors import DreamrateError
@@ -76,6 +77,13 @@ class DreamRequests:
                 # The server's own list, set by its moderators on the web home.
                 terms = (*limits.blocked_terms, *guild.blocked_terms)
                 limits = replace(limits, blocked_terms=terms)
+            if guild is not None and guild.best_of:
+                limits = replace(limits, default_best_of=min(guild.best_of, limits.max_best_of))
+        if raw.best_of not in (None, 1) or limits.default_best_of > 1:
+            active = await retry_on_disconnect(lambda: active_predictor_path(self.engine))
+            limits = replace(limits, can_pick=active is not None)
+            if active is None and raw.best_of is None:
+                limits = replace(limits, default_best_of=1)  # the guild's default waits for one
         model = raw.model or limits.default_model
         width, height = parse_size(size) if size else (None, None)
         checked = RequestInput(
@@ -88,6 +96,7 @@ class DreamRequests:
             width=width,
             height=height,
             model=model,
+            best_of=raw.best_of,
         )
         await self.enqueue(
             interaction, validate_request(checked, limits, model_defaults(limits.loads(model)))

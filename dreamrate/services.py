@@ -41,7 +41,9 @@ def build_repository(settings: Settings, engine: AsyncEngine) -> JobRepository:
 def build_worker(
     settings: Settings, repo: JobRepository, *, worker_id: str | None = None
 ) -> GenerationWorker:
-    """A worker with the configured store, device, batch size and optional safety checker."""
+    """A worker with the configured store, device, batch size, optional safety checker and
+    the active predictor to pick best-of-N candidates with."""
+    from dreamrate.aesthetic.picker import CandidatePicker
     from dreamrate.core.devices import pick_device
     from dreamrate.core.paths import ensure_writable_dir
     from dreamrate.generation.safety import load_safety_checker
@@ -63,6 +65,13 @@ def build_worker(
         max_batch=g.max_batch,
         poll_interval=g.poll_interval,
         safety_checker=checker,
+        # CLIP and the predictor load at the first best-of-N job, not before.
+        picker=CandidatePicker(
+            repo.engine,
+            embedding_model=settings.embedding.model,
+            pretrained=settings.embedding.pretrained,
+            device=settings.embedding.device,
+        ),
     )
 
 

@@ -39,10 +39,13 @@ logger = logging.getLogger(__name__)
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 JOBS = Job.__table__
+#: What a job costs a worker: every candidate it renders (best-of-N renders N per image).
+RENDERS = (Job.num_images * Job.best_of).label("renders")
 _CLAIM_COLUMNS = (
     Job.id,
     Job.requester_id,
     Job.num_images,
+    RENDERS,
     Job.model,
     Job.width,
     Job.height,
@@ -119,6 +122,7 @@ class JobRecord:
     guidance: float
     scheduler: str
     num_images: int
+    best_of: int
     seed: int
     status: JobStatus
     priority: int
@@ -138,8 +142,14 @@ class JobRecord:
 
     @property
     def seeds(self) -> list[int]:
-        """Image i of a job uses seed + i (wrapping past MAX_SEED), as Automatic1111 does."""
-        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images)]
+        """Image i of a job uses seed + i (wrapping past MAX_SEED), as Automatic1111 does;
+        a best-of-N job renders ``num_images * best_of`` candidates, seed + i each."""
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.renders)]
+
+    @property
+    def renders(self) -> int:
+        """Images a worker renders for this job (candidates included)."""
+        return self.num_images * self.best_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +163,10 @@ class StoredImage:
     sha256: str
     path: str
     flagged: bool = False
+    #: A best-of-N candidate the predictor did not pick (kept, never posted).
+    passed_over: bool = False
+    #: The predictor's score of a best-of-N candidate.
+    predicted: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +342,7 @@ class JobRepository:
                         guidance=request.guidance,
                         scheduler=request.scheduler,
                         num_images=request.num_images,
+                        best_of=request.best_of,
                         seed=request.seed,
                         priority=priority,
                         interaction_token=interaction_token,
@@ -358,9 +373,9 @@ class JobRepository:
             lead = (await conn.execute(self._locked(_LEAD, skip_locked=True))).one_or_none()
             if lead is None:
                 return []
-            capacity = max(max_images, lead.num_images)
+            capacity = max(max_images, lead.renders)
             chosen = [lead]
-            if lead.num_images < capacity:
+            if lead.renders < capacity:
                 candidates = await self._candidates(conn, lead, capacity)
                 chosen += fill_batch(candidates, first=lead, capacity=capacity)
             ids = [job.id for job in chosen]
@@ -401,7 +416,7 @@ class JobRepository:
                 Job.steps == lead.steps,
                 Job.guidance == lead.guidance,
                 Job.scheduler == lead.scheduler,
-                Job.num_images <= capacity - lead.num_images,
+                capacity - lead.renders >= RENDERS,
             )
             .subquery()
         )
@@ -546,6 +561,8 @@ class JobRepository:
                             "sha256": image.sha256,
                             "path": image.path,
                             "flagged": image.flagged,
+                            "passed_over": image.passed_over,
+                            "predicted": image.predicted,
                         }
                         for image in images
                     ],
@@ -655,7 +672,7 @@ class JobRepository:
         """Position in the queue under round-robin service, and an ETA from recent throughput."""
         async with self.engine.connect() as conn:
             job = (
-                await conn.execute(select(Job.status, Job.num_images).where(Job.id == job_id))
+                await conn.execute(select(Job.status, RENDERS).where(Job.id == job_id))
             ).one_or_none()
             if job is None:
                 raise JobError(f"There is no job {job_id}.")
@@ -663,31 +680,27 @@ class JobRepository:
                 return QueueInfo(job.status, None, None)
             queued = (
                 await conn.execute(
-                    select(
-                        Job.id, Job.requester_id, Job.num_images, Job.priority, User.last_served_at
-                    )
+                    select(Job.id, Job.requester_id, RENDERS, Job.priority, User.last_served_at)
                     .join(User, User.id == Job.requester_id)
                     .where(Job.status == JobStatus.QUEUED)
                     .order_by(Job.created_at, Job.id)
                 )
             ).all()
             running = await conn.scalar(
-                select(func.coalesce(func.sum(Job.num_images), 0)).where(
-                    Job.status == JobStatus.RUNNING
-                )
+                select(func.coalesce(func.sum(RENDERS), 0)).where(Job.status == JobStatus.RUNNING)
             )
             rate = await self._images_per_second(conn)
         ahead, images_ahead = jobs_ahead(job_id, [tuple(row) for row in queued])
-        eta = None if rate is None else (images_ahead + (running or 0) + job.num_images) / rate
+        eta = None if rate is None else (images_ahead + (running or 0) + job.renders) / rate
         return QueueInfo(JobStatus.QUEUED, ahead + 1, eta)
 
     async def _images_per_second(
         self, conn: AsyncConnection, window: timedelta = timedelta(minutes=15)
     ) -> float | None:
-        """Images finished per second over recent jobs; None without recent work."""
+        """Images rendered per second over recent jobs (candidates too); None without work."""
         rows = (
             await conn.execute(
-                select(Job.num_images, Job.started_at, Job.finished_at).where(
+                select(RENDERS, Job.started_at, Job.finished_at).where(
                     Job.status == JobStatus.DONE, Job.finished_at >= self._clock() - window
                 )
             )
@@ -696,4 +709,4 @@ class JobRepository:
             return None
         first = min(r.started_at or r.finished_at for r in rows)
         last = max(r.finished_at for r in rows)
-        return sum(r.num_images for r in rows) / max((last - first).total_seconds(), 1.0)
+        return sum(r.renders for r in rows) / max((last - first).total_seconds(), 1.0)

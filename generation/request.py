@@ -60,6 +60,8 @@ class RequestInput:
     height: int | None = None
     images: int | None = None
     model: str | None = None
+    #: Candidates per requested image, of which the active predictor keeps the best.
+    best_of: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +81,12 @@ class GenerationLimits:
     default_guidance: float | None = None
     #: Registered names (``dreamrate models add``) and the model each loads, for defaults.
     registered: dict[str, str] = field(default_factory=dict)
+    #: Most candidates per image a request may ask for (1: best-of-N is off).
+    max_best_of: int = 1
+    #: Candidates per image when a request gives none (a guild's default).
+    default_best_of: int = 1
+    #: Whether an active predictor exists to pick the best of several candidates.
+    can_pick: bool = False
 
     @classmethod
     def from_settings(cls, settings: GenerationSettings) -> GenerationLimits:
@@ -94,6 +102,7 @@ class GenerationLimits:
             blocked_terms=tuple(settings.blocked_terms),
             default_steps=settings.default_steps,
             default_guidance=settings.default_guidance,
+            max_best_of=settings.max_best_of,
         )
 
     @property
@@ -123,6 +132,8 @@ class GenerationRequest:
     num_images: int
     model: str
     scheduler: str = "default"
+    #: Candidates rendered per requested image (the active predictor keeps the best).
+    best_of: int = 1
     #: Things the member should know that are not errors (e.g. truncation at 77 tokens).
     notes: tuple[str, ...] = field(default=())
 
@@ -312,6 +323,14 @@ def validate_request(
     _in_range("guidance", guidance, 0, limits.max_guidance)
     images = raw.images if raw.images is not None else 1
     _in_range("images", images, 1, limits.max_images)
+    best_of = raw.best_of if raw.best_of is not None else limits.default_best_of
+    _in_range("best_of", best_of, 1, limits.max_best_of)
+    if best_of > 1 and not limits.can_pick:
+        raise RequestError(
+            "best_of",
+            "best_of: no predictor is active to pick the best (a maintainer trains one "
+            "with `dreamrate train`).",
+        )
     width = raw.width if raw.width is not None else defaults.width
     height = raw.height if raw.height is not None else defaults.height
     for name, value in (("width", width), ("height", height)):
@@ -347,6 +366,7 @@ def validate_request(
         num_images=int(images),
         model=model,
         notes=tuple(notes),
+        best_of=int(best_of),
     )
 
 

@@ -2,7 +2,8 @@
 
 The rule: the user served least recently goes first (round-robin across
 users), each user's jobs in the order they were queued (FIFO), higher
-priority (moderators) before all.
+priority (moderators) before all. A job's size is what it costs a worker: its renders
+(``num_images * best_of``: a best-of-N request renders N candidates per image).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ __all__ = ["fill_batch", "jobs_ahead"]
 
 def fill_batch(candidates: Sequence[Any], *, first: Any, capacity: int) -> list[Any]:
     """Jobs to add to ``first``'s batch: one per user per round, users in the
-    candidates' (fair) order, until ``capacity`` images.
+    candidates' (fair) order, until ``capacity`` renders.
 
     A job too big for what is left is skipped; it leads a later batch.
     """
@@ -29,19 +30,19 @@ def fill_batch(candidates: Sequence[Any], *, first: Any, capacity: int) -> list[
     if first.requester_id in per_user:
         users.remove(first.requester_id)
         users.append(first.requester_id)
-    used = first.num_images
+    used = first.renders
     chosen: list[Any] = []
     while users and used < capacity:
         for user in list(users):
             queue = per_user[user]
-            while queue and used + queue[0].num_images > capacity:
+            while queue and used + queue[0].renders > capacity:
                 queue.pop(0)
             if not queue:
                 users.remove(user)
                 continue
             job = queue.pop(0)
             chosen.append(job)
-            used += job.num_images
+            used += job.renders
     return chosen
 
 
@@ -50,7 +51,7 @@ def jobs_ahead(
 ) -> tuple[int, int]:
     """``(jobs, images)`` served before ``job_id``.
 
-    ``queued`` holds ``(id, requester_id, num_images, priority, user_last_served_at)``
+    ``queued`` holds ``(id, requester_id, renders, priority, user_last_served_at)``
     for every queued job in creation order. A job ranked r-th among its user's
     jobs waits for r jobs of every other user of equal priority (r + 1 for users
     whose turn comes first) and for every job of higher priority.

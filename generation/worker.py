@@ -11,24 +11,36 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from dreamrate.core.devices import DevicePreference
 from dreamrate.core.errors import ModelError, StorageError
+from dreamrate.generation.best_of import choose_best
 from dreamrate.generation.pipeline import load_text2image, looks_like_path
 from dreamrate.generation.queue import JobRecord, JobRepository, StoredImage
 from dreamrate.generation.registry import NAME, get_model
 from dreamrate.generation.render import ImageSpec, render_images
 from dreamrate.generation.store import ImageStore
 
-__all__ = ["GenerationWorker", "PipelineCache", "default_worker_id"]
+__all__ = ["CandidatePicker", "GenerationWorker", "PipelineCache", "default_worker_id"]
 
 logger = logging.getLogger(__name__)
+
+
+class CandidatePicker(Protocol):
+    """Scores best-of-N candidates (the shell passes the active predictor's)."""
+
+    async def scores(
+        self, images: Sequence[Any], run: Callable[..., Awaitable[Any]]
+    ) -> list[float] | None:
+        """|coro| One score per image, higher is better; None when nothing can score them.
+        ``run`` runs blocking work on the worker's torch thread."""
+        ...
 
 
 def default_worker_id() -> str:
@@ -148,6 +160,9 @@ class GenerationWorker:
         Seconds between progress writes (each also renews the lease).
     safety_checker
         Optional callable flagging unsafe images; flagged images are stored as flagged.
+    picker
+        Scores candidates for best-of-N jobs (the active predictor); the best
+        ``num_images`` of each such job are posted, the rest stored as passed over.
     sleep
         How :meth:`run` waits between polls of an empty queue and between retries while the
         database is away (default: that many seconds, cut short by :attr:`stop`). Tests pass
@@ -165,6 +180,7 @@ class GenerationWorker:
         progress_interval: float = 1.0,
         poll_interval: float = 0.5,
         safety_checker: Callable[[list[Any]], list[bool]] | None = None,
+        picker: CandidatePicker | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.repo = repo
@@ -175,6 +191,7 @@ class GenerationWorker:
         self.progress_interval = min(progress_interval, repo.lease.total_seconds() / 3)
         self.poll_interval = poll_interval
         self.safety_checker = safety_checker
+        self.picker = picker
         self._sleep = sleep or self._sleep_unless_stopped
         self.stop = asyncio.Event()
         # All torch work on one thread: each new calling thread gets its own OpenMP
@@ -290,19 +307,20 @@ class GenerationWorker:
         for job in jobs:
             mine = list(
                 zip(
-                    images[offset : offset + job.num_images],
-                    flags[offset : offset + job.num_images],
+                    images[offset : offset + job.renders],
+                    flags[offset : offset + job.renders],
                     strict=True,
                 )
             )
-            offset += job.num_images
+            offset += job.renders
             if job.id in state.cancelled or job.id in state.lost:
                 await self.repo.complete(
                     self.worker_id, job.id, []
                 )  # ends as cancelled, or is a no-op
                 continue
+            picked, predicted = await self._pick(job, mine)
             try:
-                stored = await asyncio.to_thread(self._store, job, mine)
+                stored = await asyncio.to_thread(self._store, job, mine, picked, predicted)
             except StorageError as exc:
                 status = await self.repo.fail(self.worker_id, job.id, exc.message, retry=True)
                 logger.error("job %s: %s (now %s)", job.id, exc.message, status)
@@ -340,13 +358,40 @@ class GenerationWorker:
             )
         return images
 
-    def _store(self, job: JobRecord, images: list[tuple[Any, bool]]) -> list[StoredImage]:
+    async def _pick(
+        self, job: JobRecord, images: list[tuple[Any, bool]]
+    ) -> tuple[list[bool], list[float] | None]:
+        """Which candidates of ``job`` are posted, and their predicted scores."""
+        flags = [flagged for _, flagged in images]
+        if job.best_of == 1:
+            return [True] * len(images), None
+        scores = None
+        if self.picker is not None:
+            scores = await self.picker.scores([image for image, _ in images], self._on_torch_thread)
+        if scores is None:
+            logger.warning(
+                "job %s: no active predictor to pick the best of %d; posting the first %d",
+                job.id, len(images), job.num_images,
+            )  # fmt: skip
+        return choose_best(scores, flags, job.num_images), scores
+
+    def _store(
+        self,
+        job: JobRecord,
+        images: list[tuple[Any, bool]],
+        picked: list[bool],
+        predicted: list[float] | None,
+    ) -> list[StoredImage]:
         stored = []
         for index, ((image, flagged), seed) in enumerate(zip(images, job.seeds, strict=True)):
             digest, path = self.store.save(image)
             stored.append(
-                StoredImage(index, seed, image.width, image.height, digest, path, flagged)
-            )
+                StoredImage(
+                    index, seed, image.width, image.height, digest, path, flagged,
+                    passed_over=not picked[index],
+                    predicted=None if predicted is None else predicted[index],
+                )
+            )  # fmt: skip
         return stored
 
     async def _heartbeat(self, jobs: list[JobRecord], state: _BatchState) -> None:

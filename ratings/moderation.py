@@ -101,7 +101,7 @@ async def feed_channels(engine: AsyncEngine) -> list[tuple[int, int, int | None,
 
 async def update_guild_settings(engine: AsyncEngine, guild_id: int, **values: object) -> None:
     """Set some of a guild's settings (allowed_channel_ids, feed_channel_id,
-    feed_interval_minutes, feed_compare_percent, feed_arena, blocked_terms)."""
+    feed_interval_minutes, feed_compare_percent, feed_arena, blocked_terms, best_of)."""
     now = utcnow()
     defaults = {
         "allowed_channel_ids": [],
@@ -110,6 +110,7 @@ async def update_guild_settings(engine: AsyncEngine, guild_id: int, **values: ob
         "feed_compare_percent": None,
         "feed_arena": None,
         "blocked_terms": None,
+        "best_of": None,
     }
     async with engine.begin() as conn:
         await conn.execute(

@@ -5,7 +5,8 @@ dataset``, ``/stats`` and the pool of images shown for rating. A member counts u
 are banned or opted out; erasing deleted everything they had rated, and the images they
 requested before erasing never count again. A member banned by one guild's moderators does
 not count for that guild's images (and still counts elsewhere). An image counts unless a
-moderator removed it, and anything that leaves the database (exports, datasets, posts to
+moderator removed it or it is a best-of-N candidate the predictor passed over (never
+shown), and anything that leaves the database (exports, datasets, posts to
 Discord) also leaves out the images the safety checker flagged and those with a member's
 report still open. Each guild is its own
 community: readers that serve one guild pass it, maintainer exports may pass several.
@@ -65,7 +66,10 @@ def _made_before_erase(image: Any) -> ColumnElement[bool]:
 
 
 def _image_counts(image: Any, *, leaving: bool) -> ColumnElement[bool]:
-    condition = image.removed.is_(False) & ~_made_before_erase(image)
+    # A best-of-N candidate the predictor passed over was never shown to anyone.
+    condition = (
+        image.removed.is_(False) & image.passed_over.is_(False) & ~_made_before_erase(image)
+    )
     if not leaving:
         return condition
     reported = exists().where(Flag.image_id == image.id, Flag.resolved_at.is_(None))

@@ -56,6 +56,13 @@ def generate_cmd(
         str | None, typer.Option(help="N or WxH in pixels (default: the model's).")
     ] = None,
     images: Annotated[int, typer.Option(help="Images to make.")] = 1,
+    best_of: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Candidates per image; the active predictor keeps the best (others kept back).",
+        ),
+    ] = 1,
     model: Annotated[
         str | None, typer.Option(help="Model (default DREAMRATE_GENERATION_MODEL).")
     ] = None,
@@ -95,6 +102,15 @@ def generate_cmd(
         # Only a model the settings do not name sends us to the registry (and the database):
         # a bad request with a configured model is refused before anything is opened.
         limits = dataclasses.replace(limits, registered=asyncio.run(registered()))
+    if best_of > 1 and best_of <= limits.max_best_of:
+
+        async def predictor_active() -> bool:
+            from dreamrate.aesthetic.registry import active_predictor_path
+
+            async with database(settings) as engine:
+                return await active_predictor_path(engine) is not None
+
+        limits = dataclasses.replace(limits, can_pick=asyncio.run(predictor_active()))
     width, height = parse_size(size) if size else (None, None)
     request = validate_request(
         RequestInput(
@@ -107,6 +123,7 @@ def generate_cmd(
             height=height,
             images=images,
             model=chosen_model,
+            best_of=best_of,
         ),
         limits,
         model_defaults(limits.loads(chosen_model)),
@@ -146,7 +163,12 @@ def generate_cmd(
                     f"job {job.id} {current.status.value}: {current.error or 'no reason given'}"
                 )
             rows = await repo.images(job.id)
-            return [str((settings.images_dir / image.path).resolve()) for image in rows]
+            # A best-of-N job's passed-over candidates stay in the store, unlisted.
+            return [
+                str((settings.images_dir / image.path).resolve())
+                for image in rows
+                if not image.passed_over
+            ]
 
     for path in asyncio.run(run()):
         sys.stdout.write(path + "\n")

@@ -200,6 +200,12 @@ class GenerationSettings(_Section):
         default=1000, ge=1, le=100_000, description="Longest accepted prompt."
     )
     max_images: int = Field(default=4, ge=1, le=16, description="Most images per job.")
+    max_best_of: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="Most candidates per image a /dream may ask for (the predictor keeps the best).",
+    )
     max_batch: int = Field(default=4, ge=1, le=64, description="Most images in one pipeline call.")
     min_size: int = Field(
         default=64, ge=8, description="Smallest width/height in pixels (multiple of 8)."

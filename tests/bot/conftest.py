@@ -31,6 +31,7 @@ async def start_bot(
     *,
     with_worker: bool = True,
     discord: dict[str, object] | None = None,
+    embedding: dict[str, object] | None = None,
     **env: object,
 ) -> Running:
     """The bot as `dreamrate bot` runs it: commands synced globally (the default), and the
@@ -59,6 +60,7 @@ async def start_bot(
             "poll_interval": 0.1,
             **env,
         },
+        **({"embedding": embedding} if embedding else {}),
     )
     point_discord_at(settings.discord.api_base, settings.discord.gateway_url)
     engine = create_engine(database_url)

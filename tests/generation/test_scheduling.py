@@ -17,6 +17,11 @@ class J:
     id: int
     requester_id: int
     num_images: int = 1
+    best_of: int = 1
+
+    @property
+    def renders(self) -> int:
+        return self.num_images * self.best_of
 
 
 def test_fill_batch_takes_one_job_per_user_per_round() -> None:
@@ -35,6 +40,15 @@ def test_fill_batch_skips_a_job_too_big_for_what_is_left_and_never_exceeds_capac
     assert [j.id for j in chosen] == [4, 3]
     assert lead.num_images + sum(j.num_images for j in chosen) <= 4
     assert fill_batch([], first=lead, capacity=4) == []
+
+
+def test_fill_batch_counts_every_candidate_a_best_of_job_renders() -> None:
+    # One image at best of 3 costs a worker three renders: it does not fit beside 2 others.
+    lead = J(1, 10, num_images=2)
+    candidates = [J(2, 20, num_images=1, best_of=3), J(3, 30, num_images=2)]
+    chosen = fill_batch(candidates, first=lead, capacity=4)
+    assert [j.id for j in chosen] == [3]
+    assert [j.id for j in fill_batch(candidates, first=lead, capacity=5)] == [2]
 
 
 def test_jobs_ahead_counts_round_robin_turns_and_priority() -> None:
