@@ -11,7 +11,7 @@ from typing import Any
 
 from dreamrate.generation.pipeline import looks_like_path
 
-__all__ = ["PIPELINE_CALL_DEFAULTS", "ModelDefaults", "model_defaults"]
+__all__ = ["CALL_DEFAULTS_KEY", "PIPELINE_CALL_DEFAULTS", "ModelDefaults", "model_defaults"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ PIPELINE_CALL_DEFAULTS: dict[str, tuple[int, float]] = {
     "PixArtAlphaPipeline": (20, 4.5),
 }
 _FALLBACK = (50, 7.5)
+#: ``model_index.json``'s key for a model's own call defaults: ``{"steps": N, "guidance": X}``.
+CALL_DEFAULTS_KEY = "_dreamrate_call_defaults"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,8 @@ def _read_json(model: str, filename: str) -> dict[str, Any] | None:
 
 @lru_cache(maxsize=32)
 def model_defaults(model: str) -> ModelDefaults:
-    """Size from the UNet sample size times the VAE's scale, steps and guidance from the pipeline class.
+    """Size from the UNet sample size times the VAE's scale, steps and guidance from the
+    model's own ``_dreamrate_call_defaults`` or else its pipeline class.
 
     Works from a local folder or the Hugging Face cache; a model not available
     yet gets Stable Diffusion's 512 px / 50 steps / 7.5.
@@ -67,6 +70,12 @@ def model_defaults(model: str) -> ModelDefaults:
         )
         index, unet, vae = {}, {}, {}
     steps, guidance = PIPELINE_CALL_DEFAULTS.get(index.get("_class_name", ""), _FALLBACK)
+    # A model may say what it is meant to be called with (the toy model does); diffusers
+    # itself ignores keys of model_index.json that start with an underscore.
+    own = index.get(CALL_DEFAULTS_KEY)
+    if isinstance(own, dict):
+        steps = int(own.get("steps", steps))
+        guidance = float(own.get("guidance", guidance))
     sample = unet.get("sample_size", 64)
     sample = sample[0] if isinstance(sample, list) else sample
     scale = 2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1)

@@ -72,7 +72,7 @@ class GenerationLimits:
     allowed_models: tuple[str, ...] = ()
     max_prompt_chars: int = 1000
     max_images: int = 4
-    min_size: int = 64
+    min_size: int = 32
     max_size: int = 1024
     max_steps: int = 50
     max_guidance: float = 20.0

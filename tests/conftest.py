@@ -257,3 +257,21 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from dreamrate.tiny_models import make_tiny_models
 
     return make_tiny_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy world's model (``make-toy``'s code, the ``small`` preset), trained once per
+    test run: the test processes share one copy, the first one trains it under a file lock."""
+    from filelock import FileLock
+
+    from dreamrate.tiny_models import make_toy_model
+
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's base is a folder of the run's own; alone, the base is the run's.
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    target = shared / "toy-model"
+    with FileLock(str(shared / "toy-model.lock")):
+        if not (target / "model_index.json").is_file():
+            make_toy_model(target, seed=0, preset="small", show_progress=False)
+    return target

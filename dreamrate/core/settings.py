@@ -208,7 +208,7 @@ class GenerationSettings(_Section):
     )
     max_batch: int = Field(default=4, ge=1, le=64, description="Most images in one pipeline call.")
     min_size: int = Field(
-        default=64, ge=8, description="Smallest width/height in pixels (multiple of 8)."
+        default=32, ge=8, description="Smallest width/height in pixels (multiple of 8)."
     )
     max_size: int = Field(
         default=1024, ge=8, description="Largest width/height in pixels (multiple of 8)."

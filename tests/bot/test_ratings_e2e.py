@@ -183,7 +183,7 @@ async def test_bad_input_is_refused_ephemerally_and_enqueues_nothing(
                     {"name": "prompt", "type": 3, "value": "ok"},
                     {"name": "size", "type": 3, "value": "4096"},
                 ],
-                "width: must be a multiple of 8 between 64 and 1024, got 4096.",
+                "width: must be a multiple of 8 between 32 and 1024, got 4096.",
             ),
         ]
         for options, message in cases:

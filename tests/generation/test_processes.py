@@ -151,7 +151,7 @@ def test_generate_prints_one_path_per_image(tiny_models, tmp_path: Path) -> None
         (["   "], "error: prompt: must not be empty."),
         (
             ["x", "--size", "100"],
-            "error: width: must be a multiple of 8 between 64 and 1024, got 100.",
+            "error: width: must be a multiple of 8 between 32 and 1024, got 100.",
         ),
         (
             ["x", "--size", "huge"],
