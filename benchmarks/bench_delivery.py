@@ -34,7 +34,7 @@ async def run(*, members: int, images: int, channels: int, seed: bool, sd: Path)
     from dreamrate.db.migrate import upgrade
     from dreamrate.services import WorkerProcess, build_repository
 
-    server = FakeDiscord()
+    server = FakeDiscord(bot_token="bench.token")
     await server.start()
     where = [(g, c) for g in server.guilds for c in server.channels_of(g)][:channels]
     assert len(where) == channels, f"the local world has {len(where)} channels"

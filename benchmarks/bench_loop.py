@@ -85,6 +85,7 @@ class Plan:
     sample_steps: int = 20
     guidance: float = 4.0
     device: str = "cpu"
+    size: int = 32  #: the toy model's side (read from the model)
     seed: int = 0
     quick: bool = False
     timings: dict[str, float] = field(default_factory=dict)
@@ -215,7 +216,7 @@ def _write_pool(plan: Plan, clip: Any, work: Path, base_url: str) -> Path:
 
     images_dir = work / "pool-images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    _, captions, pixels = sample_world(plan.pool, plan.seed + 101)
+    _, captions, pixels = sample_world(plan.pool, plan.seed + 101, plan.size)
     from PIL import Image
 
     paths = []
@@ -291,7 +292,7 @@ def _finetune(
         steps=plan.steps,
         rank=plan.rank,
         lr=plan.lr,
-        resolution=64,
+        resolution=plan.size,
         batch_size=plan.batch,
         seed=plan.seed,
         checkpoint_every=max(plan.steps, 1),
@@ -383,6 +384,10 @@ def run(plan: Plan, work: Path) -> dict[str, Any]:
         with _timed(plan, "make-toy"):
             model.mkdir(parents=True, exist_ok=True)
             train_toy_model(model, seed=plan.seed, config=plan.toy_preset, show_progress=False)
+    from dreamrate.generation.model_info import model_defaults
+
+    defaults = model_defaults(str(model))
+    plan.size, plan.sample_steps, plan.guidance = defaults.width, defaults.steps, defaults.guidance
     clip_dir = write_tiny_clip(work / "clip", seed=plan.seed)
     clip = load_clip(str(clip_dir), None, device=plan.device)  # type: ignore[arg-type]
     base = load_text2image(str(model), device=plan.device)  # type: ignore[arg-type]
@@ -403,13 +408,17 @@ def run(plan: Plan, work: Path) -> dict[str, Any]:
                 work / "scored" / "scores", work / "manifest-top", top_fraction=plan.top_fraction
             )
             top = fetch_manifest(
-                work / "manifest-top", work / "fetched-top", image_size=64, threads=16, timeout=10
+                work / "manifest-top",
+                work / "fetched-top",
+                image_size=plan.size,
+                threads=16,
+                timeout=10,
             )
             _random_manifest(plan, pool, work / "manifest-random", kept_rows)
             rand = fetch_manifest(
                 work / "manifest-random",
                 work / "fetched-random",
-                image_size=64,
+                image_size=plan.size,
                 threads=16,
                 timeout=10,
             )

@@ -45,7 +45,7 @@ async def run(url: str, events: int, members: int, images: int) -> list[object]:
     from dreamrate.fake_discord import GUILD_ID
     from dreamrate.services import build_repository
 
-    server = FakeDiscord()
+    server = FakeDiscord(bot_token="bench.token")
     await server.start()
     with tempfile.TemporaryDirectory() as folder:
         settings = load_settings(

@@ -13,6 +13,8 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from dreamrate.demo import DEMO_TOKEN
+
 __all__ = ["DEMO_MODERATOR", "serve_demo_web"]
 
 #: The demo's moderator and maintainer on the web (the members are 5000, 5001, ...).
@@ -49,7 +51,7 @@ async def serve_demo_web(
     from dreamrate.fake_discord import Member as FakeMember
     from dreamrate.web.app import create_app
 
-    discord = FakeDiscord()
+    discord = FakeDiscord(bot_token=DEMO_TOKEN)
     await discord.start()
     moderator = FakeMember(DEMO_MODERATOR, "moderator", permissions=BASIC | MANAGE_GUILD)
     discord.oauth.add_account(moderator, [GUILD_ID, GUILD_B_ID])
@@ -61,7 +63,7 @@ async def serve_demo_web(
     discord.oauth.redirect_uris.add(f"{base}/callback")
     settings = load_settings(
         data_dir=folder / "data",
-        discord={"api_base": discord.api_base, "token": "demo.local.token"},
+        discord={"api_base": discord.api_base, "token": DEMO_TOKEN},
         web={
             "host": "127.0.0.1",
             "port": port,

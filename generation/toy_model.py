@@ -168,7 +168,7 @@ def _build(config: ToyConfig) -> tuple[Any, Any, Any]:
 
 
 def _train_vae(
-    vae: Any, images: torch.Tensor, config: ToyConfig, seed: int, progress: Any
+    vae: Any, images: torch.Tensor, config: ToyConfig, seed: int, progress: Any, device: str
 ) -> list[float]:
     import torch
 
@@ -187,12 +187,14 @@ def _train_vae(
     vae.train()
     for _ in range(config.vae_steps):
         picked = torch.randint(0, len(images), (config.vae_batch,), generator=generator)
-        batch = images[picked]
+        batch = images[picked].to(device)
         posterior = vae.encode(batch).latent_dist
-        decoded = vae.decode(posterior.sample(generator=generator)).sample
+        # Drawn on the CPU, so a GPU run draws the same numbers.
+        draw = torch.randn(posterior.mean.shape, generator=generator).to(device)
+        decoded = vae.decode(posterior.mean + posterior.std * draw).sample
         kl = posterior.kl().mean() / batch[0].numel()
         # The shape covers a few percent of the image: its pixels weigh ten times more.
-        weight = 1.0 + 9.0 * masks[picked]
+        weight = 1.0 + 9.0 * masks[picked].to(device)
         loss = (weight * (decoded - batch).pow(2)).mean() / weight.mean() + 1e-3 * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -235,6 +237,7 @@ def _train_unet(
     config: ToyConfig,
     seed: int,
     progress: Any,
+    device: str,
 ) -> tuple[Any, Any, list[float]]:
     """Train the UNet and the text encoder together; return their averages and the losses."""
     import copy
@@ -246,7 +249,7 @@ def _train_unet(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
     )
     alphas = noise_scheduler.alphas_cumprod
-    snr = alphas / (1 - alphas)
+    snr = (alphas / (1 - alphas)).to(device)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng([seed, 2])
     averaged = [copy.deepcopy(m).requires_grad_(False) for m in (unet, text_encoder)]
@@ -261,10 +264,10 @@ def _train_unet(
     text_encoder.train()
     for step in range(config.unet_steps):
         indices = rng.integers(0, len(latents), config.unet_batch).tolist()
-        states = text_encoder(captions.ids(indices, rng, config.caption_dropout))[0]
-        clean = latents[indices]
-        noise = torch.randn(clean.shape, generator=generator)
-        timesteps = torch.randint(0, 1000, (len(indices),), generator=generator)
+        states = text_encoder(captions.ids(indices, rng, config.caption_dropout).to(device))[0]
+        clean = latents[indices].to(device)
+        noise = torch.randn(clean.shape, generator=generator).to(device)
+        timesteps = torch.randint(0, 1000, (len(indices),), generator=generator).to(device)
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         error = (unet(noisy, timesteps, states).sample - noise).pow(2).mean(dim=(1, 2, 3))
         # min-SNR-gamma: the easy, nearly clean steps stop dominating the gradient.
@@ -296,9 +299,12 @@ def train_toy_model(
     seed: int = 0,
     config: ToyConfig | str = "full",
     show_progress: bool = True,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train the toy model and save it as a diffusers folder in ``directory`` (which must be
-    a fresh staging folder: the caller moves it into place). Returns its ``toy.json`` record."""
+    a fresh staging folder: the caller moves it into place). Returns its ``toy.json`` record.
+
+    ``device`` ``"cuda"`` trains on a GPU (the same draws, float rounding aside)."""
     import torch
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
@@ -313,7 +319,7 @@ def train_toy_model(
             ) from exc
     started = time.perf_counter()
     torch.manual_seed(seed)
-    vae, text_encoder, unet = _build(config)
+    vae, text_encoder, unet = (m.to(device) for m in _build(config))
     tokenizer_dir = directory / "tokenizer"
     write_clip_tokenizer(tokenizer_dir)
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=TOY_TOKENS)
@@ -321,18 +327,25 @@ def train_toy_model(
     scenes, pixels = _world(config, seed)
     images = _to_tensor(pixels)
     with _progress(show_progress) as progress:
-        vae_losses = _train_vae(vae, images, config, seed, progress)
+        vae_losses = _train_vae(vae, images, config, seed, progress, device)
         with torch.no_grad():
             means = torch.cat(
                 [
-                    vae.encode(images[i : i + 256]).latent_dist.mean
+                    vae.encode(images[i : i + 256].to(device)).latent_dist.mean.cpu()
                     for i in range(0, len(images), 256)
                 ]
             )
         vae.register_to_config(scaling_factor=round(float(1.0 / means.std()), 5))
         latents = means * vae.config.scaling_factor
         unet, text_encoder, unet_losses = _train_unet(
-            unet, text_encoder, latents, _Captions(tokenizer, scenes), config, seed, progress
+            unet,
+            text_encoder,
+            latents,
+            _Captions(tokenizer, scenes),
+            config,
+            seed,
+            progress,
+            device,
         )
 
     scheduler = DPMSolverMultistepScheduler(
@@ -342,6 +355,7 @@ def train_toy_model(
         num_train_timesteps=1000,
         steps_offset=1,
     )
+    vae, text_encoder, unet = vae.cpu(), text_encoder.cpu(), unet.cpu()
     pipeline = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder.requires_grad_(False),
@@ -364,6 +378,7 @@ def train_toy_model(
         "seed": seed,
         "config": asdict(config),
         "seconds": round(time.perf_counter() - started, 1),
+        "device": device,
         "vae_final_loss": float(np.mean(vae_losses[-20:])),
         "unet_final_loss": float(np.mean(unet_losses[-100:])),
     }

@@ -54,13 +54,10 @@ from dreamrate.fake_discord.payloads import (
 from dreamrate.fake_discord.ratelimits import RateLimiter, bucket_for
 from dreamrate.fake_discord.world import Channel, Guild, default_world
 
-__all__ = ["OTHER_ACCEPTED_TOKENS", "FakeDiscord"]
+__all__ = ["FakeDiscord"]
 
 #: Statuses Discord counts as invalid requests (an IP is banned past 10,000 in 10 minutes).
 INVALID_STATUSES = (401, 403, 429)
-#: Tokens a default server accepts beside :data:`BOT_TOKEN`: those of callers written before
-#: the server checked tokens (``dreamrate demo``, the benchmarks). Any other is refused.
-OTHER_ACCEPTED_TOKENS = frozenset({"demo.local.token", "bench.token"})
 #: Routes that authenticate by the token in their path (or a form), not the bot's token.
 _NO_BOT_TOKEN = ("/interactions/", "/webhooks/", "/oauth2/token")
 #: Routes a member's OAuth2 bearer token may call.
@@ -124,7 +121,7 @@ class FakeDiscord(Messages, Interactions, Driving):
         self.ack_deadline = ack_deadline
         self.token_lifetime = token_lifetime
         self.bot_token = bot_token
-        self._tokens = {bot_token} | (OTHER_ACCEPTED_TOKENS if bot_token == BOT_TOKEN else set())
+        self._tokens = {bot_token}
         self.bot_user = BOT_USER
         self.gateway = Gateway(
             self, heartbeat_interval=heartbeat_interval, privileged_intents=privileged_intents

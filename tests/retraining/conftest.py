@@ -32,7 +32,7 @@ def write_fetched(folder: Path, scenes: Sequence[Scene], caption: str) -> Path:
     shard = folder / "00000"
     shard.mkdir(parents=True)
     for i, scene in enumerate(scenes):
-        render(scene).save(shard / f"{i:09d}.png")
+        render(scene, 32).save(shard / f"{i:09d}.png")
         (shard / f"{i:09d}.txt").write_text(caption)
         (shard / f"{i:09d}.json").write_text(json.dumps({"url": f"u{i}", "aesthetic": 5.0}))
     return folder

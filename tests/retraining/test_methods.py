@@ -25,7 +25,7 @@ SEEDS = range(100, 124)
 
 
 def _options(method: str, **changes: object) -> FinetuneOptions:
-    base = {"method": method, "steps": 40, "rank": 4, "lr": 2e-3, "resolution": 64,
+    base = {"method": method, "steps": 40, "rank": 4, "lr": 2e-3, "resolution": 32,
             "batch_size": 8, "checkpoint_every": 1000}  # fmt: skip
     return FinetuneOptions(**{**base, **changes})  # type: ignore[arg-type]
 
@@ -51,7 +51,7 @@ def test_sft_on_one_colour_moves_renders_to_that_colour(
 def _pairs_dataset(folder: Path, prefer: str) -> Path:
     """Circles of every colour, all captioned "a circle"; every choice prefers ``prefer``."""
     scenes = world_scenes(48, seed=2, shape="circle")
-    images = [render(s) for s in scenes]
+    images = [render(s, 32) for s in scenes]
     preferred = [i for i, s in enumerate(scenes) if s.colour == prefer]
     others = [i for i, s in enumerate(scenes) if s.colour != prefer]
     rng = np.random.default_rng(3)
@@ -102,7 +102,7 @@ def test_kto_on_ratings_that_like_circles_moves_renders_to_circles(
     toy_model: Path, tmp_path: Path
 ) -> None:
     scenes = world_scenes(24, seed=4, shape="circle") + world_scenes(24, seed=5, shape="square")
-    images = [render(s) for s in scenes]
+    images = [render(s, 32) for s in scenes]
     image, rater, value = [], [], []
     for i, scene in enumerate(scenes):
         for member in range(3):
@@ -157,7 +157,7 @@ def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(
 ) -> None:  # type: ignore[no-untyped-def]
     data = fetched("data", world_scenes(16, seed=6), "a shape")
     common = ["--data", str(data), "--base", str(toy_model), "--steps", "4", "--rank", "4",
-              "--lr", "0.002", "--resolution", "64", "--batch-size", "4"]  # fmt: skip
+              "--lr", "0.002", "--resolution", "32", "--batch-size", "4"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DREAMRATE_GENERATION_DEVICE": "cpu"}
     one = subprocess.run(
         [sys.executable, "-m", "dreamrate", "finetune", *common, "--out", str(tmp_path / "one")],
