@@ -1,12 +1,16 @@
 """``dreamrate demo``: the whole loop on one machine, offline, in a few minutes.
 
 A local Discord-compatible server (:mod:`dreamrate.fake_discord`) stands in for Discord; the
-real bot and an in-process worker run against it on SQLite. A small community plays:
-members ``/dream``, the bot posts every image with rating emoji, members react following a
-hidden taste (brighter images are better) with two careless raters among them, and one
-member opts out first. Then the maintainer's stages run on what was collected: embed,
-train (with the report), score a synthetic clip-retrieval dataset, export a manifest and
-the ratings dataset.
+real bot and its worker run against it on SQLite, in a database of the demo's own. Unless
+real models are configured, the demo first trains the toy world's model (``models
+make-toy``), which draws shapes of the colours, sizes and places its prompts say. A small
+community plays: members ``/dream`` toy-world prompts, the bot posts every image with rating
+emoji, members react following a hidden taste (:mod:`dreamrate.toy_community`: warm,
+contrasting, large shapes, read off the pixels) with careless raters among them, and one
+member opts out first. Then the maintainer's stages run on what was collected: embed, train
+(with the report), and the retraining half (:mod:`dreamrate.demo_loop`): score a pool of the
+world's images, keep the best, fetch them, fine-tune, and judge the result by the hidden
+taste and in the arena.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -29,21 +34,28 @@ __all__ = ["DemoSummary", "run_demo"]
 logger = logging.getLogger(__name__)
 
 MARKER = ".dreamrate-demo"
-#: How long the demo's arena round stays open (a day in a real community).
+#: The demo bot's token on its local Discord (a local stand-in, never a real one).
+DEMO_TOKEN = "demo.local.token"
+#: The toy model the demo trains when no generation model is configured.
+TOY_PRESET = "full"
+#: How long the demo's arena rounds stay open (a day in a real community).
 ARENA_SECONDS = 10
+#: Arena rounds played at once, one per channel: with the demo's members, 30+ judgements.
+ARENA_ROUNDS = 5
+#: The members' prompts: the toy world, often leaving colours and places unsaid.
 PROMPTS = (
-    "a lighthouse at dawn",
-    "a cat made of clouds",
-    "an orchard in autumn",
-    "a brutalist library",
-    "a paper boat on a lake",
-    "a neon city in the rain",
-    "a tea house in the mountains",
-    "a fox in the snow",
-    "a greenhouse full of orchids",
-    "a desert caravan at night",
-    "a lantern festival",
-    "a whale above the clouds",
+    "a circle",
+    "a red square",
+    "a shape on a blue background",
+    "a large triangle",
+    "a small circle, top left",
+    "a yellow shape",
+    "a square on a grey background",
+    "a shape",
+    "a green circle on a purple background",
+    "a triangle, bottom right",
+    "a large shape, centre",
+    "a teal square",
 )
 
 
@@ -64,8 +76,13 @@ class DemoSummary:
     finetune_steps: int = 0
     aesthetic_before: float = float("nan")
     aesthetic_after: float = float("nan")
+    #: The hidden taste of the same prompts and seeds before and after, and the paired gain.
+    taste_before: float = float("nan")
+    taste_after: float = float("nan")
+    taste_gain_ci: tuple[float, float] = (float("nan"), float("nan"))
     arena_judgements: int = 0
     arena_win_rate: float = float("nan")
+    arena_win_rate_ci: tuple[float, float] = (float("nan"), float("nan"))
     paths: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -89,24 +106,23 @@ class DemoSummary:
             "finetune_steps": self.finetune_steps,
             "aesthetic_before": number(self.aesthetic_before),
             "aesthetic_after": number(self.aesthetic_after),
+            "taste_before": number(self.taste_before),
+            "taste_after": number(self.taste_after),
+            "taste_gain_ci": [number(v) for v in self.taste_gain_ci],
             "arena_judgements": self.arena_judgements,
             "arena_win_rate": number(self.arena_win_rate),
+            "arena_win_rate_ci": [number(v) for v in self.arena_win_rate_ci],
             "seconds": round(self.seconds, 1),
         }
 
 
-def _hidden_direction(dim: int, seed: int) -> np.ndarray:
-    """The community's hidden taste: a direction in CLIP space (taste is close to linear
-    there, which is why LAION's and Simulacra's linear heads work)."""
-    direction = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
-    return direction / np.linalg.norm(direction)
-
-
-def _tastes(clip: Any, pngs: list[bytes], seed: int) -> np.ndarray:
+def _tastes(pngs: list[bytes]) -> np.ndarray:
+    """The community's hidden taste of posted images, read off their pixels."""
     from PIL import Image
 
-    images = [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs]
-    return clip.embed_images(images) @ _hidden_direction(clip.dim, seed)
+    from dreamrate.toy_community import tastes_of
+
+    return tastes_of([Image.open(io.BytesIO(png)).convert("RGB") for png in pngs])
 
 
 def prepare_folder(folder: Path) -> Path:
@@ -147,26 +163,36 @@ async def run_demo(
     rng = random.Random(seed)
     summary = DemoSummary(folder=folder)
     data = folder / "data"
-    if generation_model is None or embedding_model is None:
-        from dreamrate.tiny_models import make_tiny_models
+    if generation_model is None:
+        from dreamrate.tiny_models import make_toy_model
 
-        say("writing tiny offline models (no real ones configured)")
-        tiny_sd, tiny_clip = make_tiny_models(folder / "models")
-        generation_model = generation_model or str(tiny_sd)
-        embedding_model = embedding_model or str(tiny_clip)
+        say("training the toy world's model on the CPU (models make-toy; about a minute)")
+        toy = folder / "models" / "toy"
+        record = make_toy_model(toy, seed=seed, preset=TOY_PRESET, show_progress=False)
+        say(f"toy model trained in {record['seconds']:.0f} s")
+        generation_model = str(toy)
+    if embedding_model is None:
+        from dreamrate.aesthetic.tiny_clip import write_tiny_clip
+
+        embedding_model = str(write_tiny_clip(folder / "models" / "tiny-clip", seed=seed))
+    if os.environ.get("DREAMRATE_DATABASE_URL"):
+        say(f"the demo keeps its own database in {data} (DREAMRATE_DATABASE_URL is not used)")
 
     from dreamrate.aesthetic.clip_model import load_clip
 
     clip = load_clip(embedding_model, None, device="cpu")
-    server = FakeDiscord()
+    server = FakeDiscord(bot_token=DEMO_TOKEN)
     await server.start()
     settings = load_settings(
         data_dir=data,
+        # Its own database and images, whatever the environment says: a demo never writes
+        # its fake members into a real community's database.
+        database={"url": f"sqlite+aiosqlite:///{(data / 'dreamrate.db').as_posix()}"},
+        storage={"images_dir": data / "images"},
         # Commands sync globally (the default): the bot serves every guild it is in.
         discord={"api_base": server.api_base, "gateway_url": server.gateway_url},
         generation={
             "model": generation_model,
-            "default_steps": 2,
             "device": "cpu",
             "per_user_queue_cap": prompts,  # members queue several requests at once
             "poll_interval": 0.1,
@@ -182,7 +208,7 @@ async def run_demo(
     bot = DreamrateBot(
         settings=settings, engine=engine, repo=repo, worker=worker, delivery_interval=0.1
     )
-    bot_task = asyncio.get_running_loop().create_task(bot.start("demo.local.token"))
+    bot_task = asyncio.get_running_loop().create_task(bot.start(DEMO_TOKEN))
     try:
         await server.wait_connected()
         await server.wait_for(lambda: server.commands and bot.is_ready())
@@ -234,7 +260,7 @@ async def run_demo(
                 "demo: the bot did not post every image within 4 minutes"
             ) from None
         summary.jobs, summary.images = prompts, len(messages)
-        tastes = _tastes(clip, [server.files[m][0] for m in messages], seed)
+        tastes = _tastes([server.files[m][0] for m in messages])
         lo, hi = float(tastes.min()), float(tastes.max())
         taste = {
             m: 1 + 9 * (t - lo) / max(hi - lo, 1e-9) for m, t in zip(messages, tastes, strict=True)
@@ -270,18 +296,21 @@ async def run_demo(
         bot_task.cancel()
         await server.stop()
 
-    async def arena_round(new_model: str) -> tuple[int, float]:
-        """One /arena round of the configured model against ``new_model``, the members
-        choosing by their taste; returns the judgements and ``new_model``'s win rate."""
+    async def arena_round(new_model: str) -> tuple[int, float, tuple[float, float]]:
+        """Arena rounds of the configured model against ``new_model``, one per channel at
+        once, the members choosing blind by their taste; returns the judgements and
+        ``new_model``'s win rate with Wilson's 95 % interval."""
         from sqlalchemy import select
 
         from dreamrate.aesthetic.arena import arena_report
         from dreamrate.db.models import ArenaRound
 
-        arena_server = FakeDiscord()
+        arena_server = FakeDiscord(bot_token=DEMO_TOKEN)
         await arena_server.start()
         arena_settings = load_settings(
             data_dir=data,
+            database=settings.database.model_dump(),
+            storage=settings.storage.model_dump(),
             discord={
                 "api_base": arena_server.api_base,
                 "gateway_url": arena_server.gateway_url,
@@ -298,48 +327,64 @@ async def run_demo(
             worker=WorkerProcess(arena_settings),
             delivery_interval=0.1,
         )
-        task = asyncio.get_running_loop().create_task(arena_bot.start("demo.local.token"))
+        task = asyncio.get_running_loop().create_task(arena_bot.start(DEMO_TOKEN))
         try:
             await arena_server.wait_connected()
             await arena_server.wait_for(lambda: arena_server.commands and arena_bot.is_ready())
             before = set(arena_server.messages)
-            prompt = [{"name": "prompt", "type": 3, "value": "a lantern festival at night"}]
-            await arena_server.slash(community[0], "arena", prompt)
+            where = [(g, c) for g in arena_server.guilds for c in arena_server.channels_of(g)]
+            for k, (guild, channel) in enumerate(where[:ARENA_ROUNDS]):
+                prompt = [{"name": "prompt", "type": 3, "value": PROMPTS[k % len(PROMPTS)]}]
+                await arena_server.slash(
+                    community[k % (members - 1)], "arena", prompt, guild=guild, channel=channel
+                )
 
-            def post() -> int | None:
-                for mid, message in arena_server.messages.items():
-                    files = [a["filename"] for a in message["attachments"]]
-                    if mid not in before and any("dreamrate-arena-" in f for f in files):
-                        return mid if len(arena_server.reactions[mid]) == 3 else None
-                return None
+            def posts() -> list[int]:
+                found = [
+                    mid
+                    for mid, message in arena_server.messages.items()
+                    if mid not in before
+                    and any("dreamrate-arena-" in a["filename"] for a in message["attachments"])
+                    and len(arena_server.reactions[mid]) == 3
+                ]
+                return found if len(found) == min(ARENA_ROUNDS, len(where)) else []
 
-            message = await arena_server.wait_for(post, timeout=180)
+            messages = await arena_server.wait_for(posts, timeout=180)
             async with engine.connect() as conn:
-                (round_,) = (await conn.execute(select(ArenaRound))).all()
-            left_png, right_png = [
-                (settings.images_dir / (await repo.images(job))[0].path).read_bytes()
-                for job in (round_.left_job_id, round_.right_job_id)
-            ]
-            left_taste, right_taste = _tastes(clip, [left_png, right_png], seed)
+                rounds = {r.message_id: r for r in (await conn.execute(select(ArenaRound))).all()}
             left, right, tie = arena_bot.scale.choice_emojis
-            for k, member in enumerate(community[:-1]):  # the opted-out member sits it out
-                if k in careless:
-                    choice = rng.choice((left, right, tie))
-                else:
-                    choice = left if left_taste > right_taste else right
-                await arena_server.react(member, message, choice)
+            for message in messages:
+                round_ = rounds[message]
+                left_png, right_png = [
+                    (settings.images_dir / (await repo.images(job))[0].path).read_bytes()
+                    for job in (round_.left_job_id, round_.right_job_id)
+                ]
+                left_taste, right_taste = _tastes([left_png, right_png])
+                for k, member in enumerate(community[:-1]):  # the opted-out member sits out
+                    if k in careless:
+                        choice = rng.choice((left, right, tie))
+                    else:
+                        choice = left if left_taste > right_taste else right
+                    await arena_server.react(member, message, choice)
 
             def named() -> bool:
-                embed = arena_server.messages[message]["embeds"][0]
-                return any(f["name"] == "left" for f in embed.get("fields", []))
+                return all(
+                    any(
+                        f["name"] == "left"
+                        for f in arena_server.messages[m]["embeds"][0].get("fields", [])
+                    )
+                    for m in messages
+                )
 
             await arena_server.wait_for(named, timeout=ARENA_SECONDS + 60)
             report = await arena_report(engine, models=(settings.generation.model, new_model))
             if not report.pairs:
-                return 0, float("nan")
+                return 0, float("nan"), (float("nan"), float("nan"))
             (pair,) = report.pairs
-            rate = pair.win_rate if pair.first == new_model else 1 - pair.win_rate
-            return pair.judgements, rate
+            low, high = pair.interval
+            if pair.first == new_model:
+                return pair.judgements, pair.win_rate, (low, high)
+            return pair.judgements, 1 - pair.win_rate, (1 - high, 1 - low)
         finally:
             await arena_bot.close()
             task.cancel()
@@ -403,10 +448,8 @@ async def _maintainer_stages(
     await register_predictor(engine, result.predictor, predictor_dir, activate=True)
     summary.metrics = result.metrics
     summary.spam_raters = len(result.effects.spam)
-    rows = {int(i): k for k, i in enumerate(data.image_ids.tolist())}
-    hidden = data.embeddings[[rows[int(i)] for i in result.image_ids]] @ _hidden_direction(
-        data.embeddings.shape[1], seed
-    )
+    paths = data.image_paths or {}
+    hidden = _tastes([Path(paths[int(i)]).read_bytes() for i in result.image_ids])
     summary.spearman_vs_taste = float(spearmanr(result.oof, hidden).statistic)
 
     await retrain_stages(

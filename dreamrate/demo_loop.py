@@ -1,11 +1,12 @@
 """The demo's second half: from the community's predictor to a model judged in the arena.
 
-A sample of real images (small PNGs of coloured scenes) is served by a local HTTP server
-on 127.0.0.1 and embedded with the demo's CLIP model into a clip-retrieval folder; the
-predictor scores it, the manifest keeps the best quarter, ``fetch`` downloads those
-images through img2dataset, ``finetune`` trains a LoRA of the tiny model on them, the LoRA
-is registered, the same prompts and seeds are rendered before and after and scored with
-the predictor, and the members play one arena round of the old model against the new.
+A pool of the toy world's captioned images is served by a local HTTP server on 127.0.0.1 and
+embedded with the demo's CLIP model into a clip-retrieval folder; the predictor scores it,
+the manifest keeps the best quarter, ``fetch`` downloads those images through img2dataset,
+``finetune`` trains a LoRA of the model on them, the LoRA is registered, the same prompts
+and seeds are rendered before and after, scored by the predictor and by the community's
+hidden taste (with a paired interval), and the members play arena rounds of the old model
+against the new.
 """
 
 from __future__ import annotations
@@ -23,47 +24,34 @@ import numpy as np
 
 __all__ = ["retrain_stages"]
 
-SAMPLE_IMAGES = 120
+SAMPLE_IMAGES = 400
+KEEP = 0.25
+#: What the before/after renders are asked for: colours left unsaid, so taste has room.
 BEFORE_AFTER_PROMPTS = (
-    "a lighthouse at dawn",
-    "a fox in the snow",
-    "a lantern festival",
-    "an orchard in autumn",
+    "a circle",
+    "a square",
+    "a shape",
+    "a large shape",
+    "a triangle",
+    "a small shape",
 )
-SHAPES = ("circle", "square", "stripe", "sun")
-COLOURS = {
-    "red": (200, 40, 40), "orange": (230, 140, 40), "yellow": (235, 220, 70), "green": (60, 170, 80),
-    "teal": (40, 160, 160), "blue": (50, 80, 200), "purple": (130, 60, 170), "grey": (128, 128, 128),
-}  # fmt: skip
+BEFORE_AFTER_SEEDS = 8
+FINETUNE = {"steps": 80, "rank": 8, "lr": 1e-3, "batch_size": 8}
 
 
-def _sample(folder: Path, count: int, seed: int) -> list[tuple[str, str]]:
-    """``count`` PNGs of a shape on a background, and their captions."""
-    from PIL import Image, ImageDraw
+def _sample(folder: Path, count: int, seed: int, size: int) -> list[tuple[str, str]]:
+    """``count`` PNGs of the toy world and their captions."""
+    from PIL import Image
 
-    rng = np.random.default_rng(seed)
+    from dreamrate.generation.toy_world import sample_world
+
     folder.mkdir(parents=True, exist_ok=True)
-    names = list(COLOURS)
+    _, captions, pixels = sample_world(count, seed + 101, size)
     written = []
-    for i in range(count):
-        back, fore = rng.choice(names, 2, replace=False)
-        shape = SHAPES[i % len(SHAPES)]
-        light = float(rng.uniform(0.5, 1.4))
-        colour = tuple(int(min(255, c * light)) for c in COLOURS[back])
-        image = Image.new("RGB", (96, 96), colour)  # type: ignore[arg-type]
-        draw = ImageDraw.Draw(image)
-        x, y = (int(v) for v in rng.integers(20, 76, 2))
-        r = int(rng.integers(10, 30))
-        box = (x - r, y - r, x + r, y + r)
-        if shape == "circle" or shape == "sun":
-            draw.ellipse(box, fill=COLOURS[fore])
-        elif shape == "square":
-            draw.rectangle(box, fill=COLOURS[fore])
-        else:
-            draw.rectangle((0, y - r // 2, 96, y + r // 2), fill=COLOURS[fore])
+    for i, (caption, array) in enumerate(zip(captions, pixels, strict=True)):
         name = f"{i:05d}.png"
-        image.save(folder / name)
-        written.append((name, f"a {fore} {shape} on {back}"))
+        Image.fromarray(array).save(folder / name)
+        written.append((name, caption))
     return written
 
 
@@ -100,19 +88,23 @@ def _write_shard(folder: Path, vectors: np.ndarray, urls: list[str], captions: l
     )
 
 
-def _scores_of(pipeline: Any, clip: Any, predictor: Any, seeds: range) -> np.ndarray:
+def _renders(pipeline: Any, seed: int) -> list[Any]:
+    """The before/after prompts at the same seeds, with the model's own steps and guidance."""
     import torch
 
-    images = []
-    for prompt in BEFORE_AFTER_PROMPTS:
-        for seed in seeds:
-            generator = torch.Generator().manual_seed(seed)
-            images.append(
-                pipeline(
-                    prompt, num_inference_steps=2, guidance_scale=0.0, generator=generator
-                ).images[0]
-            )
-    return predictor.predict(clip.embed_images(images))
+    from dreamrate.generation.model_info import model_defaults
+
+    defaults = model_defaults(pipeline.name_or_path)
+    prompts = [p for p in BEFORE_AFTER_PROMPTS for _ in range(BEFORE_AFTER_SEEDS)]
+    seeds = [seed + k for _ in BEFORE_AFTER_PROMPTS for k in range(BEFORE_AFTER_SEEDS)]
+    return pipeline(
+        prompt=prompts,
+        num_inference_steps=defaults.steps,
+        guidance_scale=defaults.guidance,
+        width=defaults.width,
+        height=defaults.height,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+    ).images
 
 
 async def retrain_stages(
@@ -131,12 +123,17 @@ async def retrain_stages(
     from dreamrate.aesthetic.filtering.fetch import fetch_manifest
     from dreamrate.aesthetic.filtering.manifest import export_manifest
     from dreamrate.aesthetic.filtering.reader import discover_shards
+    from dreamrate.generation.model_info import model_defaults
     from dreamrate.generation.pipeline import load_text2image
     from dreamrate.generation.registry import add_model, spec_for
+    from dreamrate.ratings.arena_stats import paired_gain
     from dreamrate.retraining.finetune import FinetuneOptions, finetune
+    from dreamrate.toy_community import tastes_of
 
-    say(f"a sample of {SAMPLE_IMAGES} real images, served on 127.0.0.1 and embedded with CLIP")
-    sample = _sample(folder / "sample-images", SAMPLE_IMAGES, seed)
+    model = settings.generation.model
+    size = model_defaults(model).width
+    say(f"a pool of {SAMPLE_IMAGES} images of the toy world, served on 127.0.0.1 and embedded")
+    sample = _sample(folder / "sample-images", SAMPLE_IMAGES, seed, size)
     from PIL import Image
 
     vectors = clip.embed_images(
@@ -147,41 +144,50 @@ async def retrain_stages(
         _write_shard(
             shards_dir, vectors, [f"{base_url}/{n}" for n, _ in sample], [c for _, c in sample]
         )
-        say(
-            "scoring the sample with the community's predictor; the manifest keeps the best quarter"
-        )
+        say("scoring the pool with the community's predictor; the manifest keeps the best quarter")
         shards, _ = discover_shards(str(shards_dir))
         results = run_local(shards, predictor, str(folder / "scored" / "scores"), workers=1)
         summary.rows_scored = sum(r.rows for r in results)
         manifest = export_manifest(
-            folder / "scored" / "scores", folder / "manifest", top_fraction=0.25
+            folder / "scored" / "scores", folder / "manifest", top_fraction=KEEP
         )
         summary.rows_kept = int(manifest["rows_out"])
         say("fetching the kept images with img2dataset")
         # On this thread (img2dataset sets a signal handler); nothing else runs meanwhile.
         fetched = fetch_manifest(
-            folder / "manifest", folder / "fetched", image_size=64, threads=8, timeout=5
+            folder / "manifest", folder / "fetched", image_size=size, threads=8, timeout=5
         )
     summary.fetched = int(fetched["fetched"])
 
-    model = settings.generation.model
     say(f"fine-tuning a LoRA of the generation model on the {summary.fetched} fetched images")
-    options = FinetuneOptions(steps=40, rank=4, lr=1e-2, resolution=64, batch_size=4, seed=seed)
+    options = FinetuneOptions(resolution=size, seed=seed, checkpoint_every=1000, **FINETUNE)  # type: ignore[arg-type]
     record = await asyncio.to_thread(
         finetune, folder / "fetched", model, folder / "lora", options, show_progress=False
     )
     summary.finetune_steps = int(record["steps_done"])
     await add_model(engine, spec_for("community-v1", path=None, lora=folder / "lora", base=model))
 
-    say("rendering the same prompts and seeds before and after, scored by the predictor")
+    say("rendering the same prompts and seeds before and after: the predictor and the hidden taste")
 
-    def before_after() -> tuple[float, float]:
+    def before_after() -> tuple[list[Any], list[Any]]:
         pipeline = load_text2image(model, device="cpu")
-        before = _scores_of(pipeline, clip, predictor, range(seed, seed + 3))
+        before = _renders(pipeline, seed)
         pipeline.load_lora_weights(str(folder / "lora"))
-        after = _scores_of(pipeline, clip, predictor, range(seed, seed + 3))
-        return float(before.mean()), float(after.mean())
+        return before, _renders(pipeline, seed)
 
-    summary.aesthetic_before, summary.aesthetic_after = await asyncio.to_thread(before_after)
-    say("an arena round: the base against community-v1, judged blind by the members")
-    summary.arena_judgements, summary.arena_win_rate = await arena_round("community-v1")
+    before, after = await asyncio.to_thread(before_after)
+    summary.aesthetic_before = float(predictor.predict(clip.embed_images(before)).mean())
+    summary.aesthetic_after = float(predictor.predict(clip.embed_images(after)).mean())
+    taste_before, taste_after = tastes_of(before), tastes_of(after)
+    gain = paired_gain(taste_before, taste_after)
+    summary.taste_before, summary.taste_after = (
+        float(taste_before.mean()),
+        float(taste_after.mean()),
+    )
+    summary.taste_gain_ci = (gain.low, gain.high)
+    say("arena rounds: the base against community-v1, judged blind by the members")
+    (
+        summary.arena_judgements,
+        summary.arena_win_rate,
+        summary.arena_win_rate_ci,
+    ) = await arena_round("community-v1")

@@ -61,7 +61,8 @@ def demo_cmd(
         "dreamrate",
     ):
         logging.getLogger(name).setLevel(logging.WARNING)
-    # Real models are used when configured; otherwise tiny offline ones are written.
+    # Real models are used when configured; otherwise the toy model is trained and a tiny
+    # CLIP written.
     generation = os.environ.get("DREAMRATE_GENERATION_MODEL")
     embedding = os.environ.get("DREAMRATE_EMBEDDING_MODEL")
     summary = asyncio.run(
@@ -94,7 +95,7 @@ def demo_cmd(
         ),
         ("held-out Spearman vs the hidden taste", f"{summary.spearman_vs_taste:.3f}"),
         (
-            "sample rows scored / kept (top 25 %)",
+            "pool rows scored / kept (top 25 %)",
             f"{summary.rows_scored:,} / {summary.rows_kept:,}",
         ),
         ("images fetched (img2dataset)", f"{summary.fetched:,}"),
@@ -104,8 +105,14 @@ def demo_cmd(
             f"{summary.aesthetic_before:.3f} before -> {summary.aesthetic_after:.3f} after",
         ),
         (
+            "hidden taste, same prompts and seeds",
+            f"{summary.taste_before:.3f} before -> {summary.taste_after:.3f} after "
+            f"(gain 95 % CI {summary.taste_gain_ci[0]:+.3f} to {summary.taste_gain_ci[1]:+.3f})",
+        ),
+        (
             "arena: community-v1 against the base",
-            f"won {summary.arena_win_rate:.0%} of {summary.arena_judgements} judgement(s)",
+            f"won {summary.arena_win_rate:.0%} of {summary.arena_judgements} blind judgement(s) "
+            f"(95 % CI {summary.arena_win_rate_ci[0]:.0%} to {summary.arena_win_rate_ci[1]:.0%})",
         ),
     ]
     for name, value in rows:
