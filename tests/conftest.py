@@ -275,3 +275,34 @@ def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if not (target / "model_index.json").is_file():
             make_toy_model(target, seed=0, preset="small", show_progress=False)
     return target
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Callable[..., object]]:
+    """``cli("score", "--workers", "abc")``: run dreamrate in this process, in a fresh folder;
+    returns a :class:`tests.cli_helpers.Run`."""
+    import logging
+
+    from dreamrate.cli import main
+    from tests.cli_helpers import Run, tree
+
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("DREAMRATE_")]:
+        monkeypatch.delenv(name)  # the tests' own variables would be warned about as unknown
+    monkeypatch.setenv("DREAMRATE_DATA_DIR", str(tmp_path / "data"))
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+
+    def run(*args: str | Path) -> Run:
+        before = tree(tmp_path)
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return Run(code, out, err, before ^ tree(tmp_path))
+
+    yield run
+    # main() sets up logging for the process, as the real script does; undo it.
+    root.handlers[:] = handlers
+    root.setLevel(level)

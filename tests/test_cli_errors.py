@@ -6,67 +6,14 @@ calls it, so these tests stay fast; tests/test_cli.py covers the script itself.
 
 from __future__ import annotations
 
-import logging
-import os
 import sqlite3
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dreamrate.cli import main
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-    #: Paths under the test's folder that the command created or removed.
-    changed: set[str]
-
-
-def _tree(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
-
-
-@pytest.fixture
-def cli(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator[Callable[..., Run]]:
-    """``cli("score", "--workers", "abc")``: run dreamrate in a fresh folder."""
-    monkeypatch.chdir(tmp_path)
-    for name in [n for n in os.environ if n.startswith("DREAMRATE_")]:
-        monkeypatch.delenv(name)  # the tests' own variables would be warned about as unknown
-    monkeypatch.setenv("DREAMRATE_DATA_DIR", str(tmp_path / "data"))
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-
-    def run(*args: str | Path) -> Run:
-        before = _tree(tmp_path)
-        capsys.readouterr()
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return Run(code, out, err, before ^ _tree(tmp_path))
-
-    yield run
-    # main() sets up logging for the process, as the real script does; undo it.
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def refused(result: Run, *needles: str) -> str:
-    """The one error line of a refused command that left nothing behind."""
-    assert "Traceback" not in result.err, result.err
-    lines = [line for line in result.err.splitlines() if line.strip()]
-    assert result.code == 2, result.err
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert not result.changed, f"left behind: {sorted(result.changed)}"
-    return lines[0]
+from tests.cli_helpers import Run, refused
 
 
 def _predictor(folder: Path, dim: int = 8) -> Path:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dreamrate.generation.toy_world import COLOURS, describe
-from tests.test_cli_errors import cli, refused  # noqa: F401 - the fixture is used by name
+from tests.cli_helpers import refused
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def test_make_toy_trains_deterministically(tmp_path: Path) -> None:
         assert (tmp_path / "a" / part).read_bytes() == (tmp_path / "b" / part).read_bytes(), part
 
 
-def test_make_toy_refuses_in_one_line_and_writes_nothing(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_make_toy_refuses_in_one_line_and_writes_nothing(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "keep.txt").write_text("mine")
