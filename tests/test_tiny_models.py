@@ -55,6 +55,7 @@ def test_tiny_sd_tokenizer_is_real_clip_bpe(tiny_models: tuple[Path, Path]) -> N
         assert reference[len(ids) :] == [0] * (77 - len(ids))
 
 
+@pytest.mark.needs("reference")
 def test_tiny_clip_embeds_real_images(tiny_models: tuple[Path, Path]) -> None:
     _, clip_dir = tiny_models
     clip = load_clip(f"local-dir:{clip_dir}", None, device="cpu")

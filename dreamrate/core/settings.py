@@ -52,7 +52,9 @@ logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "DREAMRATE_"
 #: Environment variables that start with the prefix but are not settings.
-NON_SETTING_ENV = {"DREAMRATE_CONFIG", "DREAMRATE_REQUIRE_POSTGRES", "DREAMRATE_TEST_POSTGRES_URL"}
+NON_SETTING_ENV = {"DREAMRATE_CONFIG"}
+#: Prefixes of the test suite's own variables (what CI requires, where the test database is).
+NON_SETTING_PREFIXES = ("DREAMRATE_REQUIRE_", "DREAMRATE_TEST_")
 
 #: The SAC / LAION scale: keycap digits 1..10.
 DEFAULT_RATING_EMOJIS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7️⃣", "8️⃣", "9️⃣", "🔟")
@@ -535,7 +537,10 @@ def load_settings(**overrides: Any) -> Settings:
     unknown = sorted(
         name
         for name in os.environ
-        if name.startswith(ENV_PREFIX) and name not in NON_SETTING_ENV and not _is_known_env(name)
+        if name.startswith(ENV_PREFIX)
+        and name not in NON_SETTING_ENV
+        and not name.startswith(NON_SETTING_PREFIXES)
+        and not _is_known_env(name)
     )
     for name in unknown:
         logger.warning("ignoring unknown environment variable %s (not a dreamrate setting)", name)

@@ -19,6 +19,7 @@ def clip(tiny_models: tuple[Path, Path]):  # type: ignore[no-untyped-def]
     return load_clip(f"local-dir:{tiny_models[1]}", None, device="cpu")
 
 
+@pytest.mark.needs("reference")
 def test_read_ahead_matches_one_batch_at_a_time_and_skips_bad_files(clip, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     paths = sorted((REFERENCE_DIR / "simulacra-aesthetic-models" / "demo_images").rglob("*.png"))
     assert len(paths) >= 7
