@@ -135,6 +135,8 @@ class _BatchState:
     stopping: bool = False
     #: No step for a whole lease: the batch is given up (its lease expires, others take it).
     stalled: bool = False
+    #: Rendering has ended: the heartbeat finishes the beat it is in and stops.
+    rendered: asyncio.Event = field(default_factory=asyncio.Event)
 
     def on_step(self) -> bool:
         self.steps_done += 1
@@ -271,16 +273,22 @@ class GenerationWorker:
         try:
             images = await self._on_torch_thread(self._render, pipeline, lead, chunks, state)
         except Exception as exc:
-            beat.cancel()
+            # The heartbeat ends its beat first: a beat cancelled mid-write could leave its
+            # transaction (on SQLite, the database's one write lock) to the writes below.
+            state.rendered.set()
+            await beat
             reason = f"generation failed: {type(exc).__name__}: {exc}"[:500]
             logger.exception("batch %s failed", [j.id for j in jobs])
             for job in jobs:
                 await self.repo.fail(self.worker_id, job.id, reason, retry=True)
             return 0
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            state.rendered.set()
+            if not beat.done():
+                # Rendering was cancelled (the worker is shutting down): let the beat end
+                # its write, unless this task is cancelled again meanwhile.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
         rendered = time.perf_counter()
         if state.stalled:
             # Storing a late or partial result would race whoever took the jobs over. Jobs
@@ -401,7 +409,10 @@ class GenerationWorker:
         lease = self.repo.lease.total_seconds()
         seen, moved_at = -1, time.monotonic()
         while True:
-            await asyncio.sleep(self.progress_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.rendered.wait(), timeout=self.progress_interval)
+            if state.rendered.is_set():
+                return
             if self.stop.is_set():
                 state.stopping = True
                 state.interrupt.set()
