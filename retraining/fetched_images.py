@@ -2,8 +2,10 @@
 
 A sample is an image with its caption (``.txt``) and its ``.json`` (url, ``aesthetic``),
 under one key; img2dataset writes them side by side in ``00000/`` folders or in
-``00000.tar`` files. Samples are listed once, in key order, and decoded when a batch needs
-them, so a large set costs its listing, not its pixels, in memory.
+``00000.tar`` files. Samples are listed once, in key order (for a webdataset shard: one pass
+over its headers, noting where each image's bytes lie), and a batch's images are read and
+decoded when it needs them, so a large set costs its listing, not its pixels, in memory, and
+a sample in the middle of a shard costs one read, not a scan of the shard.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ class Sample:
     key: str
     caption: str
     aesthetic: float | None
-    #: A file path, or (tar path, member name) inside a webdataset shard.
-    image: Path | tuple[Path, str]
+    #: A file path, or (tar path, offset, size) of the image's bytes in a webdataset shard.
+    image: Path | tuple[Path, int, int]
 
 
 def _number(value: Any) -> float | None:
@@ -81,7 +83,7 @@ def _from_tars(folder: Path) -> list[Sample]:
                         key,
                         text(".txt").strip(),
                         _number(meta.get("aesthetic")),
-                        (tar_path, image.name),
+                        (tar_path, image.offset_data, image.size),
                     )
                 )
     return samples
@@ -119,11 +121,10 @@ class TrainingImages:
         if isinstance(sample.image, Path):
             image = Image.open(sample.image)
         else:
-            tar_path, name = sample.image
-            with tarfile.open(tar_path) as tar:
-                handle = tar.extractfile(name)
-                assert handle is not None
-                image = Image.open(io.BytesIO(handle.read()))
+            tar_path, offset, size = sample.image
+            with tar_path.open("rb") as handle:
+                handle.seek(offset)
+                image = Image.open(io.BytesIO(handle.read(size)))
         with image:
             rgb = image.convert("RGB")
         side = min(rgb.size)
