@@ -1,9 +1,10 @@
 """The Discord client: wires the bot's rooms together and routes gateway events to them.
 
-Each job has its own module: the enqueue policy (:mod:`~dreamrate.bot.dreams`), buttons,
-delivery, the rating feed and ``/rate`` (:mod:`~dreamrate.bot.feed`), reactions with
-backfill, and the active predictor. This class only builds them, starts their loops and
-hands them events.
+The commands live in cogs, one per theme (``/dream`` and its buttons, ``/privacy``,
+``/rate`` and ``/compare``, ``/arena``, ``/admin``), loaded in :meth:`DreamrateBot.setup_hook`;
+each translates an interaction into one call to a use case (:mod:`dreamrate.community`).
+Delivery, the rating feed, the arena's rounds and the reaction recorder run as loops.
+This class only builds them, loads the cogs, starts the loops and hands them events.
 """
 
 from __future__ import annotations
@@ -15,18 +16,23 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 import discord
-from discord import app_commands
+from discord.ext import commands
 
+from dreamrate.aesthetic.active import ActivePredictor
 from dreamrate.aesthetic.clip_model import model_spec
-from dreamrate.bot.admin import register_admin
-from dreamrate.bot.arena import Arena
-from dreamrate.bot.buttons import Buttons
-from dreamrate.bot.commands import offer_models, register_commands
+from dreamrate.bot.admin_commands import AdminCog
+from dreamrate.bot.arena_commands import ArenaCog
+from dreamrate.bot.arena_rounds import Arena
 from dreamrate.bot.delivery import Delivery
-from dreamrate.bot.dreams import DreamRequests
+from dreamrate.bot.dream_commands import dream_cog
 from dreamrate.bot.feed import RatingPosts
-from dreamrate.bot.predictors import ActivePredictor
+from dreamrate.bot.privacy_commands import PrivacyCog
+from dreamrate.bot.rating_commands import RatingCog
 from dreamrate.bot.reactions import ReactionRecorder
+from dreamrate.bot.tree import DreamrateTree
+from dreamrate.community.arena import ArenaRounds
+from dreamrate.community.moderation import Moderation
+from dreamrate.community.requests import Requests
 from dreamrate.generation.deliveries import DeliveryRepository
 from dreamrate.generation.request import GenerationLimits, prepare_validation
 from dreamrate.ratings.scale import RatingScale
@@ -55,8 +61,8 @@ class BackgroundWorker(Protocol):
     async def run(self) -> None: ...
 
 
-class DreamrateBot(discord.Client):
-    """A discord.py client wired to the queue and the rating log.
+class DreamrateBot(commands.Bot):
+    """A discord.py bot wired to the use cases, the queue and the rating log.
 
     Parameters
     ----------
@@ -82,30 +88,31 @@ class DreamrateBot(discord.Client):
         worker: BackgroundWorker | None = None,
         delivery_interval: float = 0.5,
     ) -> None:
-        # Guilds and guild reactions only: no privileged intents needed.
+        # Guilds and guild reactions only: no privileged intents needed (no message content:
+        # the bot has slash commands only, no prefix ones).
         intents = discord.Intents.none()
         intents.guilds = True
         intents.guild_reactions = True
         # Prompts are members' text: never let one ping @everyone, @here or a role.
         mentions = discord.AllowedMentions(everyone=False, roles=False, users=True)
-        super().__init__(intents=intents, allowed_mentions=mentions)
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            intents=intents,
+            allowed_mentions=mentions,
+            tree_cls=DreamrateTree,
+        )
         self.settings = settings
         self.engine = engine
         self.repo = repo
         self.worker = worker
         self.scale = RatingScale.from_settings(settings.rating)
-        self.tree = app_commands.CommandTree(self)
-        deliveries = DeliveryRepository(engine)
         emb = settings.embedding
-        self.dreams = DreamRequests(
+        self.requests = Requests(
             engine=engine, repo=repo, limits=GenerationLimits.from_settings(settings.generation)
         )
-        self.buttons = Buttons(
-            engine=engine,
-            repo=repo,
-            dreams=self.dreams,
-            moderator_role=settings.discord.moderator_role,
-        )
+        self.moderation = Moderation(engine, max_best_of=settings.generation.max_best_of)
+        deliveries = DeliveryRepository(engine)
         self.delivery = Delivery(
             self,
             repo=repo,
@@ -133,41 +140,33 @@ class DreamrateBot(discord.Client):
         )
         self.arena = Arena(
             self,
-            engine=engine,
-            repo=repo,
-            dreams=self.dreams,
+            rounds=ArenaRounds(self.requests),
             posts=self.posts,
             hours=settings.discord.arena_hours,
             interval=max(delivery_interval, 1.0),
         )
         self._tasks: list[asyncio.Task[None]] = []
-        register_commands(
-            self.tree,
-            generation=settings.generation,
-            engine=engine,
-            repo=repo,
-            dreams=self.dreams,
-            posts=self.posts,
-            rebaseline=self.reactions.request_backfill,
-            arena=self.arena,
-        )
-        register_admin(
-            self.tree,
-            client=self,
-            engine=engine,
-            moderator_role=settings.discord.moderator_role,
-            max_best_of=settings.generation.max_best_of,
-        )
 
     # -- life cycle -----------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
         assert self.user is not None
         # Before the gateway connects, so no interaction waits for the tokenizer or a config;
-        # /dream offers the models registered now.
-        limits = await self.dreams.current_limits()
-        offer_models(self.tree, limits.models)
-        await asyncio.to_thread(prepare_validation, limits)
+        # /dream offers the models registered now (its cog reads them when it loads).
+        role = self.settings.discord.moderator_role
+        dream = dream_cog(self.settings.generation, self.requests, moderator_role=role)
+        cogs = [
+            dream,
+            PrivacyCog(self.engine),
+            RatingCog(self.requests, self.posts),
+            ArenaCog(self.arena.rounds),
+            AdminCog(
+                self, self.moderation, moderator_role=role, offered_models=dream.offered_models
+            ),
+        ]
+        for cog in cogs:
+            await self.add_cog(cog)
+        await asyncio.to_thread(prepare_validation, self.requests.limits)
         ratings = RatingService(self.engine, self.scale, bot_user_id=self.user.id)
         guilds = [discord.Object(id=g) for g in self.settings.discord.guilds]
         for guild in guilds:
@@ -178,6 +177,7 @@ class DreamrateBot(discord.Client):
         loops = {
             "delivery": self.delivery.run_forever(),
             "ratings": self.reactions.record_forever(ratings),
+            "baselines": self.reactions.watch_baselines(),
             "feed": self.posts.feed_forever(),
             "arena": self.arena.run_forever(),
         }
@@ -212,9 +212,6 @@ class DreamrateBot(discord.Client):
     async def on_resumed(self) -> None:
         self.reactions.replaying = False
         self.reactions.request_backfill()
-
-    async def on_interaction(self, interaction: discord.Interaction) -> None:
-        await self.buttons.handle(interaction)
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         self.reactions.reaction(payload, added=True)

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import discord
 
-from dreamrate.bot.buttons import button_id
 from dreamrate.db.models import JobStatus
 from dreamrate.generation.queue import JobRecord, QueueInfo
 
 __all__ = [
     "MESSAGE_CHARS",
     "PROMPT_PREVIEW_CHARS",
+    "arena_embed",
+    "button_id",
     "fit_message",
     "image_embed",
     "job_status_text",
     "job_view",
     "pair_embed",
+    "parse_custom_id",
+    "short",
 ]
 
 #: Longest text the bot sends in one message (Discord's cap is 2,000; room for a suffix).
@@ -24,13 +27,14 @@ MESSAGE_CHARS = 1900
 PROMPT_PREVIEW_CHARS = 1000
 
 
-def _short(text: str, limit: int) -> str:
+def short(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis marking the cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def fit_message(text: str) -> str:
     """``text`` cut to what one Discord message may hold."""
-    return _short(text, MESSAGE_CHARS)
+    return short(text, MESSAGE_CHARS)
 
 
 def job_status_text(job: JobRecord, info: QueueInfo | None = None) -> str:
@@ -47,18 +51,18 @@ def job_status_text(job: JobRecord, info: QueueInfo | None = None) -> str:
         )
     if job.status is JobStatus.CANCELLED:
         return f"Job {job.id}: cancelled."
-    return f"Job {job.id}: failed ({_short(job.error or 'unknown error', 200)})."
+    return f"Job {job.id}: failed ({short(job.error or 'unknown error', 200)})."
 
 
 def image_embed(job: JobRecord, index: int, seed: int, requester: str) -> discord.Embed:
     """The compact card under each image: prompt, seed, size, steps, job, requester."""
     embed = discord.Embed(
-        description=_short(discord.utils.escape_markdown(job.prompt), PROMPT_PREVIEW_CHARS)
+        description=short(discord.utils.escape_markdown(job.prompt), PROMPT_PREVIEW_CHARS)
     )
     embed.add_field(name="seed", value=str(seed))
     embed.add_field(name="size", value=f"{job.width}x{job.height}")
     embed.add_field(name="steps", value=str(job.steps))
-    embed.set_footer(text=_short(f"job {job.id} #{index + 1} · by {requester}", 200))
+    embed.set_footer(text=short(f"job {job.id} #{index + 1} · by {requester}", 200))
     return embed
 
 
@@ -74,9 +78,9 @@ def pair_embed(
         f"{emojis[2]} can't choose"
     )
     for side, (job, index, link) in (("left", left), ("right", right)):
-        prompt = _short(discord.utils.escape_markdown(job.prompt), 300) or "-"
+        prompt = short(discord.utils.escape_markdown(job.prompt), 300) or "-"
         embed.add_field(
-            name=_short(f"{side}: job {job.id} #{index + 1}", 256),
+            name=short(f"{side}: job {job.id} #{index + 1}", 256),
             value=f"{prompt}\n[its own post]({link})" if link else prompt,
             inline=True,
         )
@@ -101,3 +105,35 @@ def job_view(job_id: int, *, running: bool) -> discord.ui.View:
             )
         )
     return view
+
+
+def button_id(action: str, job_id: int) -> str:
+    """The custom id of ``action``'s button for ``job_id``: ``dreamrate:<action>:<job>``."""
+    return f"dreamrate:{action}:{job_id}"
+
+
+def parse_custom_id(custom_id: str) -> tuple[str, int] | None:
+    """``(action, job id)`` of one of our buttons; None for anything else."""
+    parts = custom_id.split(":")
+    if len(parts) != 3 or parts[0] != "dreamrate" or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2])
+
+
+def arena_embed(
+    emojis: tuple[str, str, str], prompt: str, names: tuple[str, str] | None = None
+) -> discord.Embed:
+    """An arena round's card: the prompt and which emoji means what; the models only once
+    ``names`` (left, right) are given, when the round has closed."""
+    text = short(discord.utils.escape_markdown(prompt), 300)
+    embed = discord.Embed(
+        title="Arena: which model drew it better?",
+        description=f"{text}\n{emojis[0]} left · {emojis[1]} right · {emojis[2]} can't choose",
+    )
+    if names is None:
+        embed.set_footer(text="The models are named when the round closes.")
+    else:
+        embed.add_field(name="left", value=short(names[0], 256), inline=True)
+        embed.add_field(name="right", value=short(names[1], 256), inline=True)
+        embed.set_footer(text="Round closed: later choices do not count.")
+    return embed

@@ -17,17 +17,17 @@ from dreamrate.bot.embeds import image_embed, pair_embed
 from dreamrate.bot.loops import every
 from dreamrate.bot.posting import attachment_stem, find_posted
 from dreamrate.bot.uploads import image_file, pair_file
+from dreamrate.community.guild_settings import feed_channels
 from dreamrate.db.pending import begin_post, drop_post, pending_post, pending_reposts, touch_post
 from dreamrate.db.retry import retry_on_disconnect
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import user_name
-from dreamrate.ratings.moderation import feed_channels
 from dreamrate.ratings.posts import feed_mix, recent_posts, record_comparison, record_post
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from dreamrate.bot.predictors import ActivePredictor
+    from dreamrate.aesthetic.active import ActivePredictor
     from dreamrate.generation.deliveries import DeliveryRepository
     from dreamrate.generation.queue import JobRepository
     from dreamrate.ratings.scale import RatingScale

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from dreamrate.bot.loops import every
 from dreamrate.db.types import utcnow
 from dreamrate.ratings.decisions import ReactionEvent
 from dreamrate.ratings.posts import recent_image_messages
@@ -51,6 +52,9 @@ MAX_QUEUED = 20_000
 REPAIR_AFTER_S = 2.0
 #: Pauses before a channel that refused backfill is tried again: first, then doubling to the last.
 CHANNEL_RETRY_S = (60.0, 3600.0)
+#: Seconds between looks for members whose baseline waits (after an erase or an opt-in, made
+#: with ``/privacy`` or on the web home: both only mark it, in the database).
+BASELINE_CHECK_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,7 @@ class ReactionRecorder:
         self._to_repair: dict[int, int] = {}  # message -> channel
         self._repair: asyncio.TimerHandle | None = None
         self._blocked: dict[int, tuple[float, float]] = {}  # channel -> (until, last pause)
+        self._baselines_asked: set[int] = set()  # members a full pass was asked for
 
     # -- filling the inbox --------------------------------------------------------------------
 
@@ -184,6 +189,22 @@ class ReactionRecorder:
         ):
             return  # one full pass already waits: it will see everything this one would
         self._put(_Backfill())
+
+    async def watch_baselines(self) -> None:
+        """|coro| Ask for a full backfill whenever a member's baseline waits that no pass
+        was asked for yet: an erase or an opt-in marks it in the database (from ``/privacy``
+        or the web home alike), and only a full pass takes it."""
+
+        async def look() -> None:
+            if self.ratings is None:
+                return
+            waiting = set(await self.ratings.pending_baselines())
+            self._baselines_asked &= waiting  # taken since: a new erase asks again
+            if waiting - self._baselines_asked:
+                self._baselines_asked |= waiting
+                self.request_backfill()
+
+        await every(self.client, BASELINE_CHECK_S, look, "baseline watch")
 
     def _repair_later(self, message_id: int, channel_id: int) -> None:
         self._to_repair[message_id] = channel_id
@@ -267,6 +288,7 @@ class ReactionRecorder:
         # Members who erased or opted in since the last full pass: this pass takes their
         # baseline (their reactions the log lacks become tombstones), if it reads everything.
         baselines = await self.ratings.pending_baselines() if full else []
+        self._baselines_asked |= set(baselines)  # this pass takes them
         complete = True
         checked = added = removed = 0
         for message_id, channel_id in await recent_image_messages(self.engine, since):

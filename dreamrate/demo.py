@@ -302,7 +302,7 @@ async def run_demo(
         ``new_model``'s win rate with Wilson's 95 % interval."""
         from sqlalchemy import select
 
-        from dreamrate.aesthetic.arena import arena_report
+        from dreamrate.community.arena_results import arena_report
         from dreamrate.db.models import ArenaRound
 
         arena_server = FakeDiscord(bot_token=DEMO_TOKEN)

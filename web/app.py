@@ -26,6 +26,7 @@ from starlette.templating import Jinja2Templates
 
 from dreamrate.aesthetic.active import ActivePredictor
 from dreamrate.aesthetic.clip_model import model_spec
+from dreamrate.community.moderation import Moderation
 from dreamrate.core.settings import Settings
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
@@ -85,6 +86,7 @@ def create_app(
         discord=discord,
         scale=scale,
         service=RatingService(engine, scale),
+        moderation=Moderation(engine, max_best_of=settings.generation.max_best_of),
         thumbnails=Thumbnails(settings.data_dir / "thumbnails", settings.web.thumbnail_size),
         predictor=ActivePredictor(
             engine, model_spec(settings.embedding.model, settings.embedding.pretrained)[2]

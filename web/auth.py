@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from dreamrate.community.members import is_moderator
 from dreamrate.core.errors import ConfigError
 from dreamrate.web.bodies import read_form
 from dreamrate.web.context import ctx
@@ -88,13 +89,23 @@ async def callback(request: Request) -> Response:
         discord_id, name = await context.discord.member(token)
         guilds = await context.discord.member_guilds(token)
         with_bot = await context.discord.bot_guild_ids()
-        shared = {g.id: (g.name, g.moderator) for g in guilds if g.id in with_bot}
-        # /admin's other way in: the moderator role named in the settings.
+        # /admin's rule: the owner, Manage Server or Administrator, or the moderator role
+        # named in the settings (asked of Discord only where the bits do not settle it).
         role = context.settings.discord.moderator_role
-        if role:
-            for guild_id, (guild_name, moderator) in list(shared.items()):
-                if not moderator and await context.discord.has_role(guild_id, discord_id, role):
-                    shared[guild_id] = (guild_name, True)
+        shared: dict[int, tuple[str, bool]] = {}
+        for g in guilds:
+            if g.id not in with_bot:
+                continue
+            by_bits = is_moderator(permissions=g.permissions, owner=g.owner)
+            roles = (
+                await context.discord.member_roles(g.id, discord_id) if role and not by_bits else []
+            )
+            shared[g.id] = (
+                g.name,
+                is_moderator(
+                    permissions=g.permissions, owner=g.owner, roles=roles, moderator_role=role
+                ),
+            )
     except DiscordLoginError as exc:
         logger.warning("web login failed: %s", exc)
         return context.render(request, "error.html", {"message": f"Login failed: {exc}"}, 502)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.templating import Jinja2Templates
 
 from dreamrate.aesthetic.active import ActivePredictor
+from dreamrate.community.errors import BadValue, NotAllowed, NotFound
+from dreamrate.community.moderation import Moderation
+from dreamrate.core.errors import DreamrateError
 from dreamrate.core.settings import Settings
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
@@ -23,7 +28,7 @@ from dreamrate.web.ranking import RankingCache
 from dreamrate.web.security import ClickThrottle, LoggedIn, logged_in
 from dreamrate.web.thumbs import Thumbnails
 
-__all__ = ["MAX_ID", "ROW_ID_MAX", "WebContext", "ctx"]
+__all__ = ["MAX_ID", "ROW_ID_MAX", "WebContext", "ctx", "json_error", "refused"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: Discord's ids are 64-bit signed in the database: a bigger one is no id at all (not a 500).
@@ -41,6 +46,7 @@ class WebContext:
     discord: DiscordAPI
     scale: RatingScale
     service: RatingService
+    moderation: Moderation
     thumbnails: Thumbnails
     predictor: ActivePredictor
     templates: Jinja2Templates
@@ -118,3 +124,23 @@ def ctx(request: Request) -> WebContext:
 
 def json_error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+#: The answer to each kind of refusal of the use cases.
+_STATUS: tuple[tuple[type[DreamrateError], int], ...] = (
+    (NotFound, 404),
+    (NotAllowed, 403),
+    (BadValue, 400),
+    (DreamrateError, 400),
+)
+
+
+@contextmanager
+def refused() -> Iterator[None]:
+    """A use case's refusal as the page's answer: 404 for what is not there, 403 for what
+    may not be done, 400 for a bad value; its one sentence is the message."""
+    try:
+        yield
+    except DreamrateError as exc:
+        status = next(code for kind, code in _STATUS if isinstance(exc, kind))
+        raise HTTPException(status, exc.message) from exc

@@ -16,9 +16,7 @@ import aiohttp
 from dreamrate.core.errors import DreamrateError
 
 __all__ = [
-    "ADMINISTRATOR",
     "DISCORD_API",
-    "MANAGE_GUILD",
     "DiscordAPI",
     "DiscordLoginError",
     "MemberGuild",
@@ -27,8 +25,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DISCORD_API = "https://discord.com/api/v10"
-ADMINISTRATOR = 1 << 3
-MANAGE_GUILD = 1 << 5
 
 
 class DiscordLoginError(DreamrateError):
@@ -37,10 +33,15 @@ class DiscordLoginError(DreamrateError):
 
 @dataclass(frozen=True, slots=True)
 class MemberGuild:
+    """One of the member's guilds as OAuth2 shows it: what makes them a moderator there
+    is :func:`dreamrate.community.members.is_moderator`'s to say."""
+
     id: int
     name: str
-    #: Manage Server (or Administrator, or owner) there: the rights /admin asks for.
-    moderator: bool
+    #: The member's permission bits there.
+    permissions: int
+    #: Whether the member owns it.
+    owner: bool
 
 
 class DiscordAPI:
@@ -114,16 +115,19 @@ class DiscordAPI:
         return int(body["id"]), str(body.get("global_name") or body.get("username") or "")
 
     async def member_guilds(self, access_token: str) -> list[MemberGuild]:
-        """The member's guilds, with whether they may moderate each."""
+        """The member's guilds, with their permissions there."""
         body = await self._json(
             "GET", "/users/@me/guilds", headers={"Authorization": f"Bearer {access_token}"}
         )
-        guilds = []
-        for g in body:
-            permissions = int(g.get("permissions") or 0)
-            moderator = bool(g.get("owner")) or bool(permissions & (ADMINISTRATOR | MANAGE_GUILD))
-            guilds.append(MemberGuild(int(g["id"]), str(g.get("name", "")), moderator))
-        return guilds
+        return [
+            MemberGuild(
+                int(g["id"]),
+                str(g.get("name", "")),
+                int(g.get("permissions") or 0),
+                bool(g.get("owner")),
+            )
+            for g in body
+        ]
 
     async def bot_guild_ids(self) -> set[int]:
         """The guilds the bot is in (Discord pages them 200 at a time)."""
@@ -144,21 +148,22 @@ class DiscordAPI:
                 return found
             after = str(max(page))
 
-    async def has_role(self, guild_id: int, member_id: int, role_name: str) -> bool:
-        """Whether the member holds a role named ``role_name`` in the guild (bot token)."""
+    async def member_roles(self, guild_id: int, member_id: int) -> list[str]:
+        """The names of the roles the member holds in the guild (bot token); none when
+        they are not in it."""
         try:
             member = await self._json(
                 "GET", f"/guilds/{guild_id}/members/{member_id}", headers=self._bot_headers()
             )
         except DiscordLoginError as exc:
             if "404" in str(exc):
-                return False
+                return []
             raise
         held = {str(r) for r in member.get("roles", [])}
         if not held:
-            return False
+            return []
         roles = await self._json("GET", f"/guilds/{guild_id}/roles", headers=self._bot_headers())
-        return any(str(r["id"]) in held and r.get("name") == role_name for r in roles)
+        return [str(r.get("name")) for r in roles if str(r["id"]) in held]
 
     async def channel_guild(self, channel_id: int) -> int | None:
         """The guild of a text channel the bot can see, None when it is no such channel."""

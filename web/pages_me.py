@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from dreamrate.ratings.privacy import erase, export_mine, set_opted_out
+from dreamrate.community.privacy import erase, export_mine, set_opted_out
 from dreamrate.web.bodies import read_form
 from dreamrate.web.context import ctx
 from dreamrate.web.notices import flash, take_notice

@@ -32,10 +32,10 @@ def report_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from dreamrate.aesthetic.arena import ArenaError, arena_report
     from dreamrate.aesthetic.clip_model import model_spec
     from dreamrate.aesthetic.registry import active_predictor_path
     from dreamrate.app import database
+    from dreamrate.community.arena_results import ArenaError, arena_report
 
     pair: tuple[str, str] | None = None
     if models is not None:

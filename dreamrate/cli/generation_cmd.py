@@ -77,56 +77,49 @@ def generate_cmd(
 ) -> None:
     """Enqueue one job with /dream's options and limits, wait, print one image path per line."""
     from dreamrate.app import database
+    from dreamrate.community.requests import prepare_request, server_limits
     from dreamrate.db.models import JobStatus
     from dreamrate.db.users import ensure_user
-    from dreamrate.generation.model_info import model_defaults
-    from dreamrate.generation.request import (
-        GenerationLimits,
-        RequestInput,
-        parse_size,
-        validate_request,
-    )
+    from dreamrate.generation.registry import list_models
+    from dreamrate.generation.request import GenerationLimits, RequestInput
     from dreamrate.generation.transitions import JobError
     from dreamrate.services import build_repository, build_worker
 
     settings = state.settings
     limits = GenerationLimits.from_settings(settings.generation)
-    from dreamrate.generation.registry import list_models
 
     async def registered() -> dict[str, str]:
         async with database(settings) as engine:
             return {s.name: s.loads for s in await list_models(engine)}
+
+    async def predictor_active() -> bool:
+        from dreamrate.aesthetic.registry import active_predictor_path
+
+        async with database(settings) as engine:
+            return await active_predictor_path(engine) is not None
 
     chosen_model = model or limits.default_model
     if chosen_model not in limits.models:
         # Only a model the settings do not name sends us to the registry (and the database):
         # a bad request with a configured model is refused before anything is opened.
         limits = dataclasses.replace(limits, registered=asyncio.run(registered()))
-    if best_of > 1 and best_of <= limits.max_best_of:
-
-        async def predictor_active() -> bool:
-            from dreamrate.aesthetic.registry import active_predictor_path
-
-            async with database(settings) as engine:
-                return await active_predictor_path(engine) is not None
-
-        limits = dataclasses.replace(limits, can_pick=asyncio.run(predictor_active()))
-    width, height = parse_size(size) if size else (None, None)
-    request = validate_request(
+    # The rules of /dream, outside any server: the settings' blocked terms, and best-of-N
+    # only with an active predictor to pick with.
+    active = 1 < best_of <= limits.max_best_of and asyncio.run(predictor_active())
+    limits = server_limits(limits, None, predictor_active=active)
+    request = prepare_request(
         RequestInput(
             prompt=prompt,
             negative=negative,
             seed=seed,
             steps=steps,
             guidance=guidance,
-            width=width,
-            height=height,
             images=images,
             model=chosen_model,
             best_of=best_of,
         ),
         limits,
-        model_defaults(limits.loads(chosen_model)),
+        size,
     )
     for note in request.notes:
         typer.echo(f"note: {note}", err=True)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from dreamrate.aesthetic.arena import arena_report
+from dreamrate.community.arena_results import arena_report
 from dreamrate.db.engine import create_engine
 from dreamrate.db.migrate import upgrade
 from dreamrate.db.models import ArenaRound, Job

@@ -352,7 +352,8 @@ async def test_acknowledged_first_while_a_render_runs_and_a_writer_holds_the_dat
 async def test_rate_obeys_bans_the_allow_list_and_a_cooldown_and_reuses_reposts(
     discord_server, database_url: str, tmp_path: Path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]
-    from dreamrate.ratings.moderation import set_banned, update_guild_settings
+    from dreamrate.community.guild_settings import update_guild_settings
+    from dreamrate.community.moderation import set_banned
 
     server = discord_server
     running = await start_bot(

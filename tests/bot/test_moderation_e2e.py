@@ -6,9 +6,9 @@ import asyncio
 
 from sqlalchemy import func, select
 
+from dreamrate.community.audit import audit_log
 from dreamrate.db.models import Job
 from dreamrate.fake_discord import BASIC, CHANNEL_ID, GUILD_ID, MANAGE_GUILD, FakeDiscord, Member
-from dreamrate.ratings.audit import audit_log
 from dreamrate.ratings.export import current_ratings
 from tests.bot.conftest import settled
 from tests.bot.test_ratings_e2e import dream
@@ -165,8 +165,8 @@ async def test_rate_and_feed_repost_images_and_their_reactions_count(running) ->
 
 
 async def test_a_servers_own_blocked_terms_hold_there_only(running) -> None:  # type: ignore[no-untyped-def]
+    from dreamrate.community.guild_settings import update_guild_settings
     from dreamrate.fake_discord import GUILD_B_ID
-    from dreamrate.ratings.moderation import update_guild_settings
 
     server = running.discord
     # Set by the server's moderators on the web home's moderation page.
@@ -188,3 +188,67 @@ async def test_a_servers_own_blocked_terms_hold_there_only(running) -> None:  # 
     interaction_id, _ = await server.slash(EVE, "dream", prompt, guild=GUILD_B_ID)
     answer = await reply(server, interaction_id)
     assert answer["type"] == 5  # deferred: accepted and queued
+
+
+async def test_a_servers_blocked_terms_hold_on_reroll_and_arena_too(
+    discord_server, database_url, tmp_path, tiny_models
+) -> None:  # type: ignore[no-untyped-def]
+    """The list its moderators set holds on every way a member can get a prompt rendered: a
+    Reroll of a job queued before the term was blocked, and ``/arena prompt:``."""
+    from dreamrate.community.guild_settings import update_guild_settings
+    from tests.bot.conftest import start_bot, stop_bot
+
+    running = await start_bot(
+        discord_server, database_url, tmp_path / "data", tiny_models[0], with_worker=False
+    )
+    try:
+        server = running.discord
+        _, token = await server.slash(
+            EVE, "dream", [{"name": "prompt", "type": 3, "value": "a castle at dawn"}]
+        )
+        await server.wait_for(
+            lambda: "in the queue" in server.originals.get(token, {}).get("content", "")
+        )
+        original = server.originals[token]
+        reroll = original["components"][0]["components"][0]["custom_id"]
+        await update_guild_settings(running.engine, GUILD_ID, blocked_terms=["castle"])
+        refused_id, _ = await server.click(EVE, int(original["id"]), reroll)
+        refusal = await reply(server, refused_id)
+        assert refusal["type"] == 4, "the reroll was accepted"
+        refusal = refusal["data"]
+        assert refusal["content"] == "prompt: contains the blocked term 'castle'; please rephrase."
+        assert refusal["flags"] & 64
+        interaction_id, _ = await server.slash(
+            EVE, "arena", [{"name": "prompt", "type": 3, "value": "a CASTLE by the sea"}]
+        )
+        answer = await reply(server, interaction_id)
+        assert answer["type"] == 4, "the round was accepted"
+        answer = answer["data"]
+        assert answer["content"] == "prompt: contains the blocked term 'castle'; please rephrase."
+        assert answer["flags"] & 64
+        async with running.engine.connect() as conn:  # type: ignore[attr-defined]
+            assert await conn.scalar(select(func.count()).select_from(Job)) == 1
+    finally:
+        await stop_bot(running)
+
+
+async def test_a_moderator_cannot_ban_themselves_on_discord_either(
+    discord_server, database_url, tmp_path, tiny_models
+) -> None:  # type: ignore[no-untyped-def]
+    from dreamrate.community.moderation import is_banned_in
+    from tests.bot.conftest import start_bot, stop_bot
+
+    running = await start_bot(
+        discord_server, database_url, tmp_path / "data", tiny_models[0], with_worker=False
+    )
+    try:
+        server = running.discord
+        interaction_id, _ = await server.slash(
+            MOD, "admin", [{"name": "member", "type": 6, "value": str(MOD.id)}], subcommand="ban"
+        )
+        answer = (await reply(server, interaction_id))["data"]
+        assert answer["content"] == "You cannot ban yourself." and answer["flags"] & 64
+        assert not await is_banned_in(running.engine, GUILD_ID, MOD.id)  # type: ignore[arg-type]
+        assert await audit_log(running.engine, GUILD_ID) == []  # type: ignore[arg-type]
+    finally:
+        await stop_bot(running)

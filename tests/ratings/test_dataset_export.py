@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import insert, select, update
 
+from dreamrate.community.moderation import dismiss_reports
 from dreamrate.db.models import Flag, Image, Job, User
 from dreamrate.ratings.dataset_export import DatasetExportError, export_dataset
 from dreamrate.ratings.export import current_ratings
-from dreamrate.ratings.moderation import dismiss_reports
 from tests.aesthetic.community import seed_choices, seed_community
 
 
@@ -100,7 +100,7 @@ async def test_what_leaves_is_clean_flagged_and_reported_images_out_pseudonyms_a
             await conn.execute(insert(Flag).values(image_id=image_id, user_id=reporter))
     guild = await conn_guild(engine, dismissed)
     message_id = await conn_message(engine, dismissed)
-    assert await dismiss_reports(engine, guild, message_id) == 1  # a moderator found it fine
+    assert (await dismiss_reports(engine, guild, message_id=message_id))[1] == 1  # found fine
 
     out = tmp_path / "dataset"
     await export_dataset(engine, images_dir, out)

@@ -183,7 +183,7 @@ def test_rated_at_in_any_unit_and_bad_types_are_one_line(tmp_path: Path) -> None
 
 
 async def test_maintainer_reads_can_be_limited_to_guilds(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from dreamrate.ratings.moderation import set_banned
+    from dreamrate.community.moderation import set_banned
 
     await _community_with_a_flagged_image(engine, tmp_path / "images")
     every = await current_ratings(engine)
@@ -207,8 +207,8 @@ async def test_what_a_member_requested_before_erasing_never_counts_again(
 ) -> None:  # type: ignore[no-untyped-def]
     from sqlalchemy import select
 
+    from dreamrate.community.privacy import erase
     from dreamrate.db.models import Job, User
-    from dreamrate.ratings.privacy import erase
 
     await seed_community(engine, tmp_path / "images", prompts=6, per_prompt=2, raters=5)
     async with engine.connect() as conn:

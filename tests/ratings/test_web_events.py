@@ -9,13 +9,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from dreamrate.community.moderation import remove_image, set_banned
+from dreamrate.community.privacy import erase, set_opted_out
 from dreamrate.db.models import ChoiceEvent, Image, Rating, RatingEvent
 from dreamrate.db.types import utcnow
 from dreamrate.ratings.decisions import Outcome, ReactionEvent
 from dreamrate.ratings.export import current_ratings
-from dreamrate.ratings.moderation import remove_image_by_id, set_banned
 from dreamrate.ratings.posts import recent_image_messages
-from dreamrate.ratings.privacy import erase, set_opted_out
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
 from dreamrate.ratings.web_events import (
@@ -135,7 +135,7 @@ async def test_a_choice_needs_a_pair_shown_to_that_member(world, engine) -> None
         await choose_on_web(service, discord_id=MEMBER, **{**choose, "winner": "left"})
     assert await choose_on_web(service, discord_id=MEMBER, **choose) is Outcome.CHOSEN
     # The image went away since: the pair no longer takes choices.
-    await remove_image_by_id(engine, GUILD, ids[1])
+    await remove_image(engine, GUILD, image_id=ids[1])
     with pytest.raises(NotShownError):
         await choose_on_web(service, discord_id=MEMBER, **{**choose, "winner": "a"})
 
@@ -149,8 +149,8 @@ async def test_web_posts_stay_off_discord(world, engine) -> None:  # type: ignor
     assert all(m > 0 for m, _ in messages)
     assert {m for m, _ in messages} == {GUILD + 5000, GUILD + 5001, GUILD + 5002}
     # Removing the image deletes its Discord message only.
-    removed = await remove_image_by_id(engine, GUILD, ids[0])
+    removed = await remove_image(engine, GUILD, image_id=ids[0])
     assert removed is not None and removed.messages == [(GUILD + 1, GUILD + 5000)]
     async with engine.connect() as conn:
         assert await conn.scalar(select(Image.removed).where(Image.id == ids[0])) is True
-    assert await remove_image_by_id(engine, GUILD + 10, ids[1]) is None  # not that guild's
+    assert await remove_image(engine, GUILD + 10, image_id=ids[1]) is None  # not that guild's

@@ -199,8 +199,8 @@ async def test_a_logout_erase_or_ban_ends_the_session_in_every_process(
     """Item 3: sessions live in the database: a cookie kept from before a logout is refused
     by another web process (or the same one restarted); an erase or a ban after the login,
     on the web or on Discord, ends it too."""
-    from dreamrate.ratings.moderation import set_banned
-    from dreamrate.ratings.privacy import erase
+    from dreamrate.community.moderation import set_banned
+    from dreamrate.community.privacy import erase
 
     # A second web process on the same database and data folder (as after a restart).
     settings, engine, _, base, task, server = await serve(

@@ -535,7 +535,8 @@ async def test_moderators_ban_remove_and_change_settings_with_an_audit_trail(web
             f"{web.base}/g/{GUILD_ID}/mod/unban", data={"discord_id": str(ALICE.id), "csrf": csrf}
         ) as r:
             assert r.status == 200
-    from dreamrate.ratings.moderation import get_guild_settings, is_banned_in
+    from dreamrate.community.guild_settings import get_guild_settings
+    from dreamrate.community.moderation import is_banned_in
 
     settings = await get_guild_settings(web.engine, GUILD_ID)
     assert settings is not None and settings.allowed_channel_ids == [GUILD_ID + 1, GUILD_ID + 101]

@@ -1,4 +1,11 @@
-"""A member's control over their data: opt out, opt in, erase, export."""
+"""A member's control over their data: opt out, opt in, erase, export.
+
+``/privacy`` and the web home's own page both call these, so the same promises hold from
+either side. What follows an opt-in or an erase is written here too: the member's
+reactions still on Discord must never count, so their next baseline is marked
+(``baseline_pending``) and the bot's reaction recorder, which watches for it, takes it
+with its next full pass (:meth:`dreamrate.bot.reactions.ReactionRecorder.watch_baselines`).
+"""
 
 from __future__ import annotations
 
