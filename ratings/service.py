@@ -50,10 +50,16 @@ from dreamrate.ratings.decisions import (
     settle_plan,
     wanted_reactions,
 )
-from dreamrate.ratings.policy import counted_image
+from dreamrate.ratings.policy import counted_image, shown_in_guild
 from dreamrate.ratings.scale import RatingScale
 
-__all__ = ["RatingService"]
+__all__ = ["WEB_SOURCE", "RatingService"]
+
+#: The source of clicks on the web home: they count only on images its members may see
+#: there now (:func:`~dreamrate.ratings.policy.shown_in_guild`), checked in the recording
+#: transaction, so an image hidden (reported, its maker banned) after the page showed it
+#: takes no rating or choice.
+WEB_SOURCE = "web"
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +125,11 @@ class RatingService:
             names = {events[i].discord_user_id: events[i].user_name for i in wanted}
             users = await self._users(conn, names)
             banned_in = await self._guild_bans(conn, [u.id for u in users.values()])
+            hidden = (
+                await self._hidden(conn, [events[i] for i in wanted], images, pairs)
+                if source == WEB_SOURCE
+                else set()
+            )
             # 2. Decide each event; log the ratings
             log: list[dict[str, Any]] = []
             choice_log: list[dict[str, Any]] = []
@@ -128,6 +139,9 @@ class RatingService:
             now = utcnow()
             for i in wanted:
                 event = events[i]
+                if event.message_id in hidden:
+                    outcomes[i] = Outcome.NOT_AN_IMAGE
+                    continue
                 pair = pairs.get(event.message_id)
                 if not fits_message(event, self.scale, comparison=pair is not None):
                     # A choice emoji under one image, a rating emoji under a pair: ignored.
@@ -296,6 +310,38 @@ class RatingService:
             .where(ImagePost.message_id.in_(message_ids), counted_image(leaving=False))
         )
         return {row[0]: row[1] for row in await conn.execute(own.union_all(reposts))}
+
+    async def _hidden(
+        self,
+        conn: AsyncConnection,
+        events: Sequence[ReactionEvent],
+        images: Mapping[int, int],
+        pairs: Mapping[int, tuple[int, int]],
+    ) -> set[int]:
+        """The messages of ``events`` (web clicks) showing an image their guild's members may
+        not see now, or no image at all."""
+        by_guild: dict[int | None, dict[int, tuple[int, ...]]] = {}
+        for event in events:
+            shows = pairs.get(event.message_id) or (
+                (images[event.message_id],) if event.message_id in images else ()
+            )
+            by_guild.setdefault(event.guild_id, {})[event.message_id] = shows
+        hidden: set[int] = set()
+        for guild_id, messages in by_guild.items():
+            ids = sorted({i for shows in messages.values() for i in shows})
+            shown: set[int] = set()
+            if guild_id is not None and ids:
+                shown = set(
+                    (
+                        await conn.execute(
+                            select(Image.id)
+                            .join(Job, Job.id == Image.job_id)
+                            .where(Image.id.in_(ids), shown_in_guild(guild_id))
+                        )
+                    ).scalars()
+                )
+            hidden |= {m for m, shows in messages.items() if not shows or not set(shows) <= shown}
+        return hidden
 
     async def _users(self, conn: AsyncConnection, names: Mapping[int, str]) -> dict[int, Any]:
         """Members by Discord id, created if new; locked on PostgreSQL so one member's events apply in order."""

@@ -154,3 +154,31 @@ async def test_web_posts_stay_off_discord(world, engine) -> None:  # type: ignor
     async with engine.connect() as conn:
         assert await conn.scalar(select(Image.removed).where(Image.id == ids[0])) is True
     assert await remove_image(engine, GUILD + 10, image_id=ids[1]) is None  # not that guild's
+
+
+async def test_an_image_hidden_since_the_page_showed_it_takes_no_click(world, engine) -> None:  # type: ignore[no-untyped-def]
+    """The web's rule, kept where the click is recorded: a member's report waiting for a
+    moderator hides an image from the others; a choice or a rating sent from a page shown
+    before that counts nowhere, however late the web's own look came."""
+    from dreamrate.db.models import Choice, Flag
+    from dreamrate.db.users import ensure_user
+
+    service, ids = world
+    pair = await show_pair_on_web(
+        engine, guild_id=GUILD, discord_id=MEMBER, left=ids[0], right=ids[1]
+    )
+    reporter = await ensure_user(engine, OTHER, "reporter")
+    async with engine.begin() as conn:
+        await conn.execute(Flag.__table__.insert().values(image_id=ids[1], user_id=reporter.id))
+    choose = {"name": "x", "guild_id": GUILD, "message_id": pair.message_id, "winner": "a"}
+    try:
+        outcome = await choose_on_web(service, discord_id=MEMBER, **choose)
+    except NotShownError:
+        outcome = Outcome.NOT_AN_IMAGE
+    assert outcome is Outcome.NOT_AN_IMAGE
+    assert await _web(service, ids[1], 4) is Outcome.NOT_AN_IMAGE
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(Choice)) == 0
+        assert await conn.scalar(select(func.count()).select_from(ChoiceEvent)) == 0
+    assert await _current(engine, ids[1]) == []
+    assert await _web(service, ids[0], 4) is Outcome.RATED  # the other one still takes it
