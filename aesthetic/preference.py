@@ -81,8 +81,12 @@ class PreferenceProblem:
 
     def with_rating_weight(self, factor: float) -> PreferenceProblem:
         """The ratings' weights scaled by ``factor`` against the clicks'."""
+        return self.scaled(factor, 1.0)
+
+    def scaled(self, rating: float, choice: float) -> PreferenceProblem:
+        """The ratings' weights times ``rating`` and the clicks' times ``choice``."""
         return PreferenceProblem(
-            self.x, self.rated, self.y, self.w * factor, self.a, self.b, self.t, self.c
+            self.x, self.rated, self.y, self.w * rating, self.a, self.b, self.t, self.c * choice
         )
 
 
@@ -237,24 +241,46 @@ class QuadraticCells:
                 mine = (lo == f) & (hi == g)
                 add((f, g), rows[mine], curvature[mine], target[mine])
 
-    def solve(
-        self, folds: set[int], alpha: float, rating_weight: float = 1.0
-    ) -> tuple[np.ndarray, float]:
-        """``(w, b)`` of the quadratic problem on the cells inside ``folds``, the ratings
-        weighted ``rating_weight`` times."""
-        from scipy.linalg import cho_factor, cho_solve
-
+    def equations(
+        self, folds: set[int], rating_weight: float = 1.0, choice_weight: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The normal equations ``(gram, moment)`` of the cells inside ``folds``, the ratings
+        weighted ``rating_weight`` times and the clicks ``choice_weight`` times (no penalty)."""
         gram = np.zeros((self.d + 1, self.d + 1))
         moment = np.zeros(self.d + 1)
         for (f, g), cell in self.grams.items():
             if g in folds and (f in folds or f == -1):
-                scale = rating_weight if f == -1 else 1.0
+                scale = rating_weight if f == -1 else choice_weight
+                if scale == 0.0:
+                    continue
                 gram += scale * cell
                 moment += scale * self.moments[(f, g)]
+        return gram, moment
+
+    def solve_equations(
+        self, gram: np.ndarray, moment: np.ndarray, alpha: float, with_bias: bool = True
+    ) -> tuple[np.ndarray, float]:
+        """``(w, b)`` of ``gram`` and ``moment`` with penalty ``alpha`` on ``w``; the bias is
+        free only ``with_bias`` (and when the problem has ratings)."""
+        from scipy.linalg import cho_factor, cho_solve
+
         penalty = np.full(self.d + 1, alpha)
-        penalty[-1] = 0.0 if self.has_bias else 1.0  # no bias without ratings
+        # No bias without ratings (a tiny pull keeps the system solvable).
+        penalty[-1] = 0.0 if self.has_bias and with_bias else 1.0
         theta = cho_solve(cho_factor(gram + np.diag(penalty)), moment)
-        return theta[: self.d], float(theta[-1]) if self.has_bias else 0.0
+        return theta[: self.d], float(theta[-1]) if self.has_bias and with_bias else 0.0
+
+    def solve(
+        self,
+        folds: set[int],
+        alpha: float,
+        rating_weight: float = 1.0,
+        choice_weight: float = 1.0,
+    ) -> tuple[np.ndarray, float]:
+        """``(w, b)`` of the quadratic problem on the cells inside ``folds``, the ratings
+        weighted ``rating_weight`` times and the clicks ``choice_weight`` times."""
+        gram, moment = self.equations(folds, rating_weight, choice_weight)
+        return self.solve_equations(gram, moment, alpha, rating_weight > 0)
 
 
 def held_out_loss(

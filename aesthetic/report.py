@@ -163,11 +163,37 @@ def _metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     head = "<tr><th>model</th>" + "".join(f"<th>{c}</th>" for c in columns.values()) + "</tr>"
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td>"
-        + "".join(f"<td>{m[k]:.3f}</td>" if k in m else "<td></td>" for k in columns)
+        + "".join(f"<td>{_figure_cell(m, k)}</td>" if k in m else "<td></td>" for k in columns)
         + "</tr>"
         for name, m in metrics.items()
     )
     return f"<table>{head}{rows}</table>"
+
+
+def _figure_cell(m: dict[str, float], key: str) -> str:
+    """``0.812 <small>[0.790, 0.831]</small>`` when the figure has a 95 % interval."""
+    cell = f"{m[key]:.3f}"
+    low, high = m.get(f"{key}_low"), m.get(f"{key}_high")
+    if low is not None and high is not None and np.isfinite(low) and np.isfinite(high):
+        cell += f" <small>[{low:.3f}, {high:.3f}]</small>"
+    return cell
+
+
+def _sources_html(summary: dict) -> str:  # type: ignore[type-arg]
+    from dreamrate.aesthetic.card import sources_table
+
+    rows, notes = sources_table(summary)
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
+        for a, b, c in rows
+    )
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    return (
+        "<h2>Sources it learnt from</h2><table><tr><th>source</th><th>clicks</th>"
+        f"<th>weight</th></tr>{body}</table><ul>{items}</ul>"
+    )
 
 
 def write_report(
@@ -241,7 +267,12 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}figure{{display:in
 <body><h1>Predictor {html.escape(result.predictor.name)} <small>({result.predictor.id})</small></h1>
 <p>Embedding model {html.escape(result.predictor.embedding_model)}, {result.predictor.kind} head.
 Every figure below is out-of-fold: images are split by prompt, so no prompt is on both sides.</p>
-<h2>Held-out metrics (against held-out mean ratings)</h2>{_metrics_table(result.metrics)}
+<h2>Held-out metrics (against held-out mean ratings)</h2>
+<p>95 % intervals in brackets (a bootstrap over prompts). Held-out choices: the share of
+decisive choices on unseen prompts ordered the member's way; the human ceiling row is how
+often one member agrees with the majority of the others on the same pair.</p>
+{_metrics_table(result.metrics)}
+{_sources_html(result.summary)}
 <h2>Training data</h2><table>{summary_rows}</table>
 <h2>Raters flagged as likely spam (down-weighted)</h2><ul>{spam_rows}</ul>
 <h2>Plots</h2>{figures}

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 
+from dreamrate.aesthetic.figures import with_intervals
 from dreamrate.aesthetic.predictor import Predictor
 from dreamrate.ratings.aggregate import (
     AggregateOptions,
     RaterEffects,
+    RatingPanel,
     Targets,
     mean_targets,
     rater_aware_targets,
@@ -209,15 +211,39 @@ def train_predictor(
     name: str = "dreamrate",
     scale: dict[str, Any] | None = None,
     aggregate: AggregateOptions | None = None,
+    ratings_weight: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TrainingResult:
     """Aggregate ratings, fit with grouped CV, and return the final predictor and its figures.
 
+    With choices (``data.comparisons``) one head learns from both
+    (:func:`dreamrate.aesthetic.train_joint.train_joint`); ``ratings_weight`` in [0, 1]
+    fixes the ratings' weight against them (default: chosen by held-out performance on
+    both). A source that is empty, or weighs nothing, is left out entirely: the result is
+    exactly that of the other source alone.
+
     Raises
     ------
     TrainingError
-        one line: too few ratings (saying how many are needed), bad embeddings.
+        one line: too few ratings (saying how many are needed), bad embeddings, a ratings
+        weight outside [0, 1], or a weight of 0 without choices.
     """
+    if ratings_weight is not None:
+        from dreamrate.aesthetic.joint_fit import check_share
+
+        try:
+            ratings_weight = check_share(ratings_weight)
+        except ValueError as exc:
+            raise TrainingError(f"--ratings-weight: {exc}") from None
+    choices = data.comparisons
+    if choices is not None and (len(choices) == 0 or ratings_weight == 1.0):
+        data = replace(data, comparisons=None)  # ratings alone
+    elif ratings_weight == 0.0:
+        if choices is None:
+            raise TrainingError(
+                "--ratings-weight 0 trains on choices alone, and there are no choices"
+            )
+        data = replace(data, panel=RatingPanel.from_columns([], [], []))  # choices alone
     if data.comparisons is not None:
         if model != "ridge":
             raise TrainingError(
@@ -233,6 +259,7 @@ def train_predictor(
             name=name,
             scale=scale,
             aggregate=aggregate,
+            ratings_weight=ratings_weight,
             progress=progress,
         )
     say = progress or (lambda _msg: None)
@@ -309,7 +336,9 @@ def train_predictor(
 
     curve = _learning_curve(x, y, w, y_mean, splits[0], lambda: candidates[chosen](0), seed)
     result_metrics = {
-        "dreamrate": metrics(y_mean, oof_by[chosen]),
+        "dreamrate": with_intervals(
+            metrics(y_mean, oof_by[chosen]), y_mean, oof_by[chosen], groups, seed=seed
+        ),
         "baseline": metrics(y_mean, oof_base),
     }
     for cand, oof in oof_by.items():
@@ -328,6 +357,8 @@ def train_predictor(
         "alpha": float(final_model.alpha)
         if hasattr(final_model, "alpha") and chosen == "ridge"
         else None,
+        "sources": {"ratings": 1.0},
+        "weights_by": "one source",
         "targets": "rater-aware (ALS offsets/scales, reliability weights)",
         "validation": "GroupKFold by prompt; metrics vs held-out mean ratings",
         "seed": seed,

@@ -2,10 +2,13 @@
 
 Folds are ``GroupKFold`` by prompt over images, as for ratings. A click is held out when
 both its images lie in the test fold and trains when both lie in the training folds (a click
-across the two is used by neither). The penalty of each outer fold is chosen by grouped CV
-on the other folds only; every figure is out-of-fold. Pairwise accuracy is measured on
-held-out decisive clicks, beside the community's own ceiling: how often one member agrees
-with the majority of the others on the same pair.
+across the two is used by neither). Each outer fold's head is fitted by
+:func:`dreamrate.aesthetic.joint_fit.fit_joint` on the training folds alone: their rating
+targets, chooser weights, choice scale, and the two sources' weights and penalty chosen by
+grouped CV inside them, so the test fold never reaches a choice; every figure is
+out-of-fold. Pairwise accuracy is measured on held-out decisive clicks, beside the
+community's own ceiling: how often one member agrees with the majority of the others on the
+same pair. Figures carry 95 % intervals (a bootstrap over prompts).
 """
 
 from __future__ import annotations
@@ -15,15 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from dreamrate.aesthetic.figures import grouped_interval, proportion_interval, with_intervals
+from dreamrate.aesthetic.joint_fit import JointHead, fit_joint
 from dreamrate.aesthetic.predictor import Predictor
-from dreamrate.aesthetic.preference import (
-    PreferenceProblem,
-    QuadraticCells,
-    fit_head,
-    fit_link,
-    held_out_loss,
-    problem_from,
-)
 from dreamrate.aesthetic.train import (
     MIN_GROUPS,
     MIN_IMAGES,
@@ -33,66 +30,57 @@ from dreamrate.aesthetic.train import (
     ridge_baseline,
     unit_rows,
 )
-from dreamrate.ratings.aggregate import (
-    AggregateOptions,
-    RaterEffects,
-    Targets,
-    mean_targets,
-    rater_aware_targets,
-)
-from dreamrate.ratings.choices import (
-    ChoiceOptions,
-    ChoicePanel,
-    chooser_reliability,
-    human_ceiling,
-)
+from dreamrate.ratings.aggregate import AggregateOptions, Targets, mean_targets
+from dreamrate.ratings.choices import ChoiceOptions, ChoicePanel, human_ceiling
 from dreamrate.ratings.training_data import TrainingData, TrainingError, check_embeddings
 
-__all__ = ["JOINT_ALPHAS", "MIN_CHOICES", "choice_accuracy", "train_joint"]
+__all__ = ["MIN_CHOICES", "choice_accuracy", "sources_line", "train_joint"]
 
 #: Fewest decisive (not "can't choose") clicks worth fitting on without ratings.
 MIN_CHOICES = 50
-JOINT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 6))
-#: How much the ratings weigh against the clicks, chosen with the penalty by the inner CV on
-#: held-out choices (a rating's Gaussian precision says nothing of a private curve's pull).
-RATING_WEIGHTS = (0.125, 0.25, 0.5, 1.0, 2.0)
-#: Decisive choices needed before held-out choices judge the ratings' weight.
-MIN_CHOICES_TO_WEIGH = 200
 
 
 def choice_accuracy(choices: ChoicePanel, score_of: dict[int, float]) -> tuple[float, int]:
     """Share of decisive clicks whose chosen image scores higher, over the clicks whose two
     images are both in ``score_of``; and how many clicks that was."""
-    hits, n = 0, 0
+    hits, n = _choice_hits(choices, score_of)
+    return (float(hits.mean()) if n else float("nan")), n
+
+
+def _choice_hits(choices: ChoicePanel, score_of: dict[int, float]) -> tuple[np.ndarray, int]:
+    """1/0 per decisive click with both images scored (chosen image higher or not)."""
+    hits = []
     for a, b, o in zip(
         choices.image_a.tolist(), choices.image_b.tolist(), choices.outcome.tolist(), strict=True
     ):
         if o == 0 or a not in score_of or b not in score_of:
             continue
-        n += 1
-        hits += int(np.sign(score_of[a] - score_of[b]) == np.sign(o))
-    return (hits / n if n else float("nan")), n
+        hits.append(float(np.sign(score_of[a] - score_of[b]) == np.sign(o)))
+    return np.asarray(hits), len(hits)
 
 
-def _empty_effects() -> RaterEffects:
-    nothing = np.zeros(0)
-    return RaterEffects(nothing, nothing.astype(int), nothing, nothing, nothing, nothing, nothing)
-
-
-def _bt_baseline(x: np.ndarray, p: PreferenceProblem, rows: np.ndarray) -> np.ndarray:
-    """A plain Bradley-Terry logistic regression on embedding differences (no ratings, no
-    chooser weights, sklearn's default penalty), scored on ``rows``."""
+def _bt_baseline(x: np.ndarray, a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Coefficients of a plain Bradley-Terry logistic regression on embedding differences
+    (no ratings, no chooser weights, sklearn's default penalty)."""
     from sklearn.linear_model import LogisticRegression
 
-    decisive = p.t != 0.5
-    if decisive.sum() < 2 or len(np.unique(p.t[decisive])) < 2:
-        return np.zeros(len(rows))
-    diff = x[p.a[decisive]] - x[p.b[decisive]]
-    label = p.t[decisive].astype(int)
+    decisive = t != 0.5
+    if decisive.sum() < 2 or len(np.unique(t[decisive])) < 2:
+        return np.zeros(x.shape[1])
+    diff = x[a[decisive]] - x[b[decisive]]
+    label = t[decisive].astype(int)
     # Both orders, so the fit has no side bias and needs no intercept.
     model = LogisticRegression(fit_intercept=False, max_iter=1000)
     model.fit(np.vstack([diff, -diff]), np.r_[label, 1 - label])
-    return x[rows] @ model.coef_[0]
+    return model.coef_[0]
+
+
+def sources_line(summary: dict[str, Any]) -> str:
+    """One line naming what the head learnt from and how much each source weighs."""
+    sources = summary.get("sources") or {}
+    parts = [f"{name} {weight:.2f}" for name, weight in sources.items()]
+    how = summary.get("weights_by", "")
+    return ("; ".join(parts) + (f" ({how})" if how else "")) if parts else ""
 
 
 def train_joint(
@@ -105,10 +93,14 @@ def train_joint(
     scale: dict[str, Any] | None = None,
     aggregate: AggregateOptions | None = None,
     choice_options: ChoiceOptions | None = None,
+    ratings_weight: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TrainingResult:
     """Fit one linear head on ``data.panel`` (ratings, may be empty) and
     ``data.comparisons`` (choices).
+
+    ``ratings_weight`` (in [0, 1]) fixes the ratings' weight against the choices; by default
+    each fit chooses it by grouped CV on held-out ratings and choices.
 
     Raises
     ------
@@ -121,39 +113,24 @@ def train_joint(
     x_all = check_embeddings(data.embeddings, None, data.embedding_model)
     opts = aggregate or AggregateOptions(min_ratings=min_ratings)
     decisive = int(np.count_nonzero(choices.outcome))
-    has_ratings = len(data.panel) > 0
     if decisive == 0 and len(choices):
         raise TrainingError(
             "--comparisons: every choice is a tie ('can't choose'); ties alone say nothing "
             "about which image is better"
         )
+    mean = mean_targets(data.panel, min_ratings=opts.min_ratings)
+    row_of = {int(i): r for r, i in enumerate(data.image_ids.tolist())}
+    rated = {int(i) for i in mean.image_ids.tolist() if int(i) in row_of}
+    has_ratings = bool(rated)
     if not has_ratings and decisive < MIN_CHOICES:
         raise TrainingError(
             f"too few choices to train: need at least {MIN_CHOICES} decisive choices "
             f"(not ties) without ratings; have {decisive}"
         )
 
-    # 1. Rating targets (rater-aware), when there are ratings
-    if has_ratings:
-        say("aggregating ratings")
-        targets, effects = rater_aware_targets(data.panel, opts)
-        mean = mean_targets(data.panel, min_ratings=opts.min_ratings)
-        honest = np.array([r not in effects.spam for r in effects.rater_ids.tolist()])
-        noise_var = float(np.median(effects.noise[honest] ** 2)) if honest.any() else 1.0
-        precision = targets.n_ratings * targets.weight / max(noise_var, 1e-6)
-    else:
-        empty = np.zeros(0)
-        targets = mean = Targets(empty.astype(np.int64), empty, empty.astype(int), empty)
-        effects = _empty_effects()
-        precision = empty
-
-    # 2. The images: rated or chosen, with an embedding
-    row_of = {int(i): r for r, i in enumerate(data.image_ids.tolist())}
-    rated_keep = np.array([int(i) in row_of for i in targets.image_ids.tolist()], dtype=bool)
+    # 1. The images: rated (enough times) or chosen, with an embedding
     chosen = {int(i) for i in choices.image_a.tolist()} | {int(i) for i in choices.image_b.tolist()}
-    ids = np.array(
-        sorted({int(i) for i in targets.image_ids[rated_keep].tolist()} | chosen), dtype=np.int64
-    )
+    ids = np.array(sorted(rated | chosen), dtype=np.int64)
     local = {int(i): k for k, i in enumerate(ids.tolist())}
     rows = np.array([row_of[int(i)] for i in ids], dtype=np.int64)
     x = unit_rows(x_all[rows]).astype(np.float64)
@@ -165,77 +142,55 @@ def train_joint(
             f"with an embedding, from at least {MIN_GROUPS} prompts; have {len(ids)} image(s) "
             f"from {n_groups} prompt(s)"
         )
-    problem = problem_from(
-        x,
-        local,
-        rated_ids=targets.image_ids[rated_keep],
-        targets=targets.target[rated_keep],
-        weights=precision[rated_keep] if has_ratings else precision,
-        choices=choices,
-    )
+    # Ratings that give no image a target (too few each, or no embedding) weigh nothing.
+    panel = data.panel if has_ratings else data.panel.__class__.from_columns([], [], [])
+    share = None if ratings_weight is None else float(ratings_weight)
 
-    # 3. The link between the scales, and who chooses reliably: a first full fit
-    say(f"linking choices to ratings; checking {len(np.unique(choices.rater_ids))} choosers")
-    middle = float(np.median(JOINT_ALPHAS))
-    link = 1.0
-    if has_ratings:
-        ratings_only = problem.with_click_weights(np.zeros(len(problem.c)))
-        coef0, bias0 = fit_head(ratings_only, middle, 1.0)
-        link = fit_link(problem, x @ coef0 + bias0)
-    coef0, bias0 = fit_head(problem, middle, link)
-    scores0 = x @ coef0 + bias0
-    if has_ratings:  # once more, on scores that already heard the choices
-        link = fit_link(problem, scores0)
-    chooser = chooser_reliability(choices, scores0[problem.a] - scores0[problem.b], choice_options)
-    problem = problem.with_click_weights(chooser.weights_of(choices.rater_ids))
-    coef0, bias0 = fit_head(problem, middle, link, init=np.r_[coef0, bias0])
-    scores0 = x @ coef0 + bias0
+    def fit(mask: np.ndarray) -> JointHead:
+        return fit_joint(
+            x[mask],
+            ids[mask],
+            groups[mask],
+            panel,
+            choices,
+            ratings_share=share,
+            folds=folds,
+            seed=seed,
+            aggregate=opts,
+            choice_options=choice_options,
+        )
 
-    # 4. Grouped folds; each outer fold's penalty chosen on the other folds only, with the
-    # quadratic expansion around the full fit (one Cholesky solve per candidate)
+    # 2. Grouped outer folds: each head fitted, and its weights chosen, on its training folds
     k = min(folds, n_groups)
     splits = grouped_folds(groups, k, seed)
     fold_of = np.empty(len(ids), dtype=np.int64)
     for f, (_, test) in enumerate(splits):
         fold_of[test] = f
-    say(f"cross-validating the penalty on {k} grouped folds")
-    cells = QuadraticCells(problem, fold_of, scores0, link)
-    held_out = [problem.within(fold_of == f) for f in range(k)]
-
-    # With ratings and enough choices, held-out choices also say how much ratings weigh.
-    weigh = has_ratings and decisive >= MIN_CHOICES_TO_WEIGH
-    grid = [(a, r) for a in JOINT_ALPHAS for r in (RATING_WEIGHTS if weigh else (1.0,))]
-
-    def best(exclude: int | None) -> tuple[float, float]:
-        inner = [f for f in range(k) if f != exclude]
-        errors = []
-        for alpha, weight in grid:
-            total = 0.0
-            for g in inner:
-                coef, bias = cells.solve(set(inner) - {g}, alpha, weight)
-                total += held_out_loss(held_out[g], x @ coef + bias, link, choices_only=weigh)
-            errors.append(total)
-        return grid[int(np.argmin(errors))]
-
-    fold_best = [best(f) if k >= 3 else (middle, 1.0) for f in range(k)]
-    final_alpha, final_weight = best(None)
-
+    # Folds may weigh the sources differently, and so score on different scales: each fold's
+    # head is standardised over its own training images before its held-out scores are
+    # pooled (and, as the predictor's CV ensemble, put on the final head's scale below).
     oof = np.empty(len(ids))
-    fold_heads = []
-    for f in range(k):  # the exact fit of each outer fold, from its quadratic solution
+    fold_heads: list[JointHead] = []
+    standard: list[tuple[np.ndarray, float]] = []  # (coef, bias) with unit spread
+    for f in range(k):
+        say(f"fold {f + 1} of {k}: weighing the sources and fitting on the other folds")
         train = fold_of != f
-        alpha, weight = fold_best[f]
-        start = np.r_[cells.solve(set(range(k)) - {f}, alpha, weight)]
-        weighted = problem.with_rating_weight(weight).within(train)
-        coef, bias = fit_head(weighted, alpha, link, init=start)
-        test = ~train
-        oof[test] = x[test] @ coef + bias
-        fold_heads.append((coef, bias))
+        head = fit(train)
+        on_train = x[train] @ head.coef
+        spread = float(np.std(on_train)) or 1.0
+        coef_f = head.coef / spread
+        bias_f = -float(np.mean(on_train)) / spread
+        oof[~train] = x[~train] @ coef_f + bias_f
+        fold_heads.append(head)
+        standard.append((coef_f, bias_f))
 
-    # 5. Baselines on the same folds: mean ratings + Ridge(), or plain Bradley-Terry
+    # 3. Baselines on the same folds: mean ratings + Ridge(), or plain Bradley-Terry
     say("cross-validating the baseline")
     oof_base = np.empty(len(ids))
     mean_of = dict(zip(mean.image_ids.tolist(), mean.target.tolist(), strict=True))
+    a = np.array([local[int(i)] for i in choices.image_a], dtype=np.int64)
+    b = np.array([local[int(i)] for i in choices.image_b], dtype=np.int64)
+    t = (choices.outcome + 1.0) / 2.0
     for train, test in splits:
         if has_ratings:
             known = np.array([int(i) in mean_of for i in ids[train]])
@@ -243,65 +198,103 @@ def train_joint(
             baseline = ridge_baseline(x_all[rows][train][known], y_m)
             oof_base[test] = baseline.predict(x_all[rows][test])
         else:
-            mask = np.zeros(len(ids), dtype=bool)
-            mask[train] = True
-            oof_base[test] = _bt_baseline(x, problem.within(mask), test)
+            inside = np.isin(a, train) & np.isin(b, train)
+            oof_base[test] = x[test] @ _bt_baseline(x, a[inside], b[inside], t[inside])
 
-    say(f"fitting on all {len(ids)} images")
-    coef, bias = fit_head(
-        problem.with_rating_weight(final_weight), final_alpha, link, init=np.r_[coef0, bias0]
-    )
+    say(f"weighing the sources and fitting on all {len(ids)} images")
+    final = fit(np.ones(len(ids), dtype=bool))
+    # The pooled held-out scores on the final head's scale (for the plots and the MSE; the
+    # ranking figures do not depend on it).
+    final_scores = x @ final.coef + final.bias
+    final_spread, final_centre = float(np.std(final_scores)), float(np.mean(final_scores))
+    oof = oof * final_spread + final_centre
 
-    # 6. Figures: held-out accuracy on unseen prompts' clicks, against the human ceiling
-    held = {int(i): float(s) for i, s in zip(ids.tolist(), oof.tolist(), strict=True)}
-    same_fold = (
-        fold_of[[local[int(i)] for i in choices.image_a]]
-        == fold_of[[local[int(i)] for i in choices.image_b]]
-    )
+    # 4. Figures: held-out accuracy on unseen prompts' clicks against the human ceiling,
+    # Spearman against held-out mean ratings; 95 % intervals by prompt
+    held = dict(zip(ids.tolist(), oof.tolist(), strict=True))
+    same_fold = fold_of[a] == fold_of[b]
     test_choices = choices.subset(same_fold)
-    accuracy, n_test = choice_accuracy(test_choices, held)
+    hits, n_test = _choice_hits(test_choices, held)
+    accuracy = float(hits.mean()) if n_test else float("nan")
     base_acc, _ = choice_accuracy(
-        test_choices,
-        {int(i): float(s) for i, s in zip(ids.tolist(), oof_base.tolist(), strict=True)},
+        test_choices, dict(zip(ids.tolist(), oof_base.tolist(), strict=True))
+    )
+    decisive_test = test_choices.outcome != 0
+    click_groups = groups[a[same_fold][decisive_test]]
+    acc_low, acc_high = grouped_interval(
+        click_groups, lambda r: float(hits[r].mean()) if len(r) else float("nan"), seed=seed
     )
     ceiling, n_ceiling = human_ceiling(choices)
+    ceil_low, ceil_high = proportion_interval(ceiling, n_ceiling)
     observed = np.array([mean_of.get(int(i), np.nan) for i in ids])
     rated_rows = np.isfinite(observed)
+    ours: dict[str, float] = {}
+    if has_ratings:
+        ours = with_intervals(
+            metrics(observed[rated_rows], oof[rated_rows]),
+            observed[rated_rows],
+            oof[rated_rows],
+            groups[rated_rows],
+            seed=seed,
+        )
+    ours.update(
+        choice_accuracy=accuracy, choice_accuracy_low=acc_low, choice_accuracy_high=acc_high
+    )
     result_metrics: dict[str, dict[str, float]] = {
-        "dreamrate": {
-            **(metrics(observed[rated_rows], oof[rated_rows]) if has_ratings else {}),
-            "choice_accuracy": accuracy,
-        },
+        "dreamrate": ours,
         "baseline": {
             **(metrics(observed[rated_rows], oof_base[rated_rows]) if has_ratings else {}),
             "choice_accuracy": base_acc,
         },
-        "human ceiling": {"choice_accuracy": ceiling},
+        "human ceiling": {
+            "choice_accuracy": ceiling,
+            "choice_accuracy_low": ceil_low,
+            "choice_accuracy_high": ceil_high,
+        },
     }
+    chooser = final.chooser
+    if share is not None:
+        weights_by = "given (--ratings-weight)"
+    elif has_ratings and decisive and final.chosen:
+        weights_by = "grouped CV on held-out ratings and choices together"
+    else:
+        weights_by = "one source"
+    sources = {}
+    if has_ratings:
+        sources["ratings"] = round(final.ratings_share, 4)
+    if decisive:
+        sources["choices"] = round(1.0 - final.ratings_share if has_ratings else 1.0, 4)
     summary = {
         "images": len(ids),
         "prompts": n_groups,
         "ratings": len(data.panel),
-        "raters": len(effects.rater_ids),
-        "spam_raters": len(effects.spam),
+        "raters": len(final.effects.rater_ids),
+        "spam_raters": len(final.effects.spam),
         "choices": len(choices),
         "decisive_choices": decisive,
-        "choosers": len(chooser.rater_ids),
-        "spam_choosers": len(chooser.spam),
+        "choosers": 0 if chooser is None else len(chooser.rater_ids),
+        "spam_choosers": 0 if chooser is None else len(chooser.spam),
         "held_out_choices": n_test,
         "ceiling_choices": n_ceiling,
-        "choice_scale": link,
+        "choice_scale": final.link,
         "min_ratings": opts.min_ratings,
         "folds": k,
         "model": "joint" if has_ratings else "bradley-terry",
-        "alpha": final_alpha,
-        "rating_weight": final_weight,
+        "alpha": final.alpha,
+        "sources": sources,
+        "weights_by": weights_by,
+        "ratings_weight": final.ratings_share if has_ratings else 0.0,
+        "natural_ratings_weight": final.natural_share,
+        "fold_ratings_weights": [round(h.ratings_share, 4) for h in fold_heads],
+        "rating_information": final.rating_information,
+        "choice_information": final.choice_information,
         "targets": (
             "ratings (rater-aware) and choices (Bradley-Terry), one linear head"
             if has_ratings
             else "choices (Bradley-Terry logits), one linear head"
         ),
-        "validation": "GroupKFold by prompt; choices held out when both images are",
+        "validation": "GroupKFold by prompt; choices held out when both images are; "
+        "each fold's weights chosen inside its training folds",
         "baseline": "mean ratings + Ridge()" if has_ratings else "plain Bradley-Terry logistic",
         "seed": seed,
     }
@@ -309,27 +302,32 @@ def train_joint(
     predictor = Predictor(
         embedding_model=data.embedding_model,
         dim=int(x.shape[1]),
-        layers=[(coef.astype(np.float32).reshape(1, -1), np.asarray([bias], dtype=np.float32))],
+        layers=[
+            (
+                final.coef.astype(np.float32).reshape(1, -1),
+                np.asarray([final.bias], dtype=np.float32),
+            )
+        ],
         activation="none",
         name=name,
         output=output,
         training=summary,
         metrics=result_metrics,
         ensemble=(
-            np.stack([c for c, _ in fold_heads]).astype(np.float32),
-            np.asarray([b for _, b in fold_heads], dtype=np.float32),
+            np.stack([c * final_spread for c, _ in standard]).astype(np.float32),
+            np.asarray([b * final_spread + final_centre for _, b in standard], dtype=np.float32),
         ),
     )
+    targets, effects = final.targets, final.effects
     # The report plots predictions against held-out means; without ratings, against each
     # image's share of wins (the closest thing the clicks give).
     if not has_ratings:
         wins = np.zeros(len(ids))
         seen = np.zeros(len(ids))
-        for a, b, t in zip(problem.a.tolist(), problem.b.tolist(), problem.t.tolist(), strict=True):
-            wins[a] += t
-            wins[b] += 1 - t
-            seen[a] += 1
-            seen[b] += 1
+        np.add.at(wins, a, t)
+        np.add.at(wins, b, 1 - t)
+        np.add.at(seen, a, 1.0)
+        np.add.at(seen, b, 1.0)
         observed = wins / np.maximum(seen, 1)
         targets = mean = Targets(ids, observed, seen.astype(int), np.ones(len(ids)))
     return TrainingResult(

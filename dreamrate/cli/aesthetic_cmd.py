@@ -130,6 +130,15 @@ def train_cmd(
     min_ratings: Annotated[
         int | None, typer.Option(min=1, help="Ratings an image needs (default: the setting).")
     ] = None,
+    ratings_weight: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Weight of the ratings against the choices, in [0, 1] (1: ratings only, "
+            "0: choices only; default: chosen by held-out performance on both).",
+        ),
+    ] = None,
     folds: Annotated[int, typer.Option(min=2, max=20, help="Grouped CV folds.")] = 5,
     seed: Annotated[int, typer.Option(min=0, help="Seed for folds and the MLP.")] = 0,
     activate: Annotated[
@@ -198,6 +207,7 @@ def train_cmd(
         seed=seed,
         name=name,
         scale=scale,
+        ratings_weight=ratings_weight,
         progress=lambda msg: typer.echo(f"... {msg}", err=True),
     )
     save_predictor(
@@ -219,6 +229,10 @@ def train_cmd(
 
         asyncio.run(register())
     _print_metrics(result)
+    from dreamrate.aesthetic.train_joint import sources_line
+
+    if "choices" in result.summary:
+        typer.echo(f"learnt from {sources_line(result.summary)}")
     spam = result.effects.spam
     typer.echo(
         f"trained {result.summary['model']} on {result.summary['images']} images"

@@ -141,7 +141,36 @@ def test_train_on_choices_alone_and_with_ratings_from_files(
         from scipy.stats import spearmanr
 
         assert spearmanr(predictor.predict(x), truth).statistic > 0.3
-        assert "held-out choices" in (out / "report.html").read_text()
+        report = (out / "report.html").read_text()
+        assert "held-out choices" in report
+        # The card and the report: intervals, the community's ceiling, the sources and
+        # their weights.
+        card = (out / "PREDICTOR.md").read_text()
+        ours = meta["metrics"]["dreamrate"]
+        low, high = ours["choice_accuracy_low"], ours["choice_accuracy_high"]
+        assert low <= held_out <= high
+        assert f"{held_out:.3f} [{low:.3f}, {high:.3f}]" in card
+        assert "human ceiling on choices is" in card
+        sources = meta["training"]["sources"]
+        if kind == "joint":
+            assert set(sources) == {"ratings", "choices"}
+            assert sources["ratings"] + sources["choices"] == pytest.approx(1.0)
+            assert ours["spearman_low"] <= ours["spearman"] <= ours["spearman_high"]
+            assert ours["pairwise_low"] <= ours["pairwise"] <= ours["pairwise_high"]
+            assert "held-out ratings and choices together" in card
+            t = meta["training"]
+            assert (
+                f"| ratings | {t['ratings']} ratings by {t['raters']} raters | "
+                f"{sources['ratings']:.2f} |"
+            ) in card
+            assert (
+                f"| choices | {t['choices']} choices by {t['choosers']} members | "
+                f"{sources['choices']:.2f} |"
+            ) in card
+            assert "learnt from ratings" in trained.stdout
+        else:
+            assert sources == {"choices": 1.0}
+        assert "Sources it learnt from" in report and "<small>[" in report
 
 
 def _write(path: Path, **columns: list[object]) -> Path:
@@ -163,6 +192,20 @@ def test_bad_comparison_files_are_one_line_and_write_nothing(
         ({**good, "winner": ["tie", "tie"]}, "every choice is a tie"),
         (good, "need at least 50 decisive choices", "have 2"),
     ]
+    weights = run_cli(
+        "train",
+        "--comparisons",
+        str(_write(tmp_path / "weights.parquet", **good)),
+        "--embeddings",
+        embeddings,
+        "--ratings-weight",
+        "1.5",
+        "--out",
+        str(tmp_path / "w"),
+        env=env,
+    )
+    _one_error_line(weights, "--ratings-weight", "less than or equal to 1", "1.5")
+    assert not (tmp_path / "w").exists()
     for k, (columns, *needles) in enumerate(cases):
         file = _write(tmp_path / f"bad{k}.parquet", **columns)
         out = tmp_path / f"out{k}"
