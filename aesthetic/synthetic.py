@@ -90,6 +90,14 @@ class SyntheticWorld:
                 b[k] = rng.choice(options)
         b = np.where(b == a, (a + 1) % len(self.truth), b)
         raters = rng.integers(0, self.n_raters, n)
+        return a, b, raters, self.choose(a, b, raters, rng)
+
+    def choose(
+        self, a: np.ndarray, b: np.ndarray, raters: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """The winners (``"a"``, ``"b"`` or ``"tie"``) ``raters`` pick between images ``a``
+        and ``b`` (pairwise)."""
+        n = len(a)
         # Each member's own noise, around the calibrated honest level.
         noise = self.choice_noise() * self.rater_noise[raters] / float(np.mean(self.rater_noise))
         margin = (self.truth[a] - self.truth[b]) + rng.normal(0, 1, n) * noise
@@ -98,7 +106,7 @@ class SyntheticWorld:
         winner[self.spammer[raters] == 1] = "a"
         random = self.spammer[raters] == 2
         winner[random] = np.where(rng.random(int(random.sum())) < 0.5, "a", "b")
-        return a, b, raters, winner
+        return winner
 
 
 def make_world(
