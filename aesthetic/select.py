@@ -22,11 +22,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.aesthetic.predictor import Predictor, PredictorError
 from dreamrate.db.models import Embedding, Image, Job
-from dreamrate.ratings.pairs import choose_pairs, pair_pool
+from dreamrate.ratings.pairs import PER_PROMPT, choose_pairs, pair_pool
 from dreamrate.ratings.posts import recent_pairs
 from dreamrate.ratings.selection import images_needing_ratings, rating_counts, shown_for_rating
 
-__all__ = ["choose_for_rating", "priority", "select_images_to_rate", "select_pairs_to_compare"]
+__all__ = [
+    "choose_for_rating",
+    "priority",
+    "select_images_to_rate",
+    "select_pairs_to_compare",
+    "select_what_to_ask",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -157,3 +163,80 @@ async def select_pairs_to_compare(
         logger.warning("pair selection without the predictor: %s", exc.message)
         return choose_pairs(pool, count)
     return choose_pairs(pool, count, scores=scores, heads=heads)
+
+
+async def select_what_to_ask(
+    engine: AsyncEngine,
+    count: int,
+    predictor: Predictor | None,
+    guild_id: int,
+    member_discord_id: int | None = None,
+    *,
+    kinds: tuple[str, ...] = ("rating", "choice"),
+    channel_id: int | None = None,
+    since: datetime | None = None,
+) -> list[tuple[str, tuple[int, ...]]]:
+    """What to ask ``guild_id``'s members next, by expected information for ``predictor``
+    (:func:`dreamrate.aesthetic.ask.plan_asks`): ``("rating", (image_id,))`` or
+    ``("choice", (left_id, right_id))``, best first; ``kinds`` limits them (``/rate``:
+    ratings, ``/compare``: choices). Pairs are those :func:`select_pairs_to_compare` would
+    consider (none ``member_discord_id`` judged, none shown in ``channel_id`` since
+    ``since``). Without a predictor, or with candidates lacking embeddings, there is nothing
+    to weigh the kinds by: [] (the caller keeps its own mix and pickers)."""
+    from dreamrate.aesthetic.ask import AskInformation, plan_asks
+
+    if predictor is None or count <= 0:
+        return []
+    counts = rating_counts(guild_id)
+    query = (
+        select(Image.id, func.coalesce(counts.c.n, 0).label("n"), Embedding.vector)
+        .join(
+            Embedding,
+            (Embedding.image_id == Image.id) & (Embedding.model == predictor.embedding_model),
+        )
+        .join(Job, Job.id == Image.job_id)
+        .outerjoin(counts, counts.c.image_id == Image.id)
+        .where(shown_for_rating(guild_id))
+        .order_by(func.coalesce(counts.c.n, 0), Image.id.desc())
+        .limit(CANDIDATE_POOL)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    if not rows:
+        return []
+    ids = np.array([row.id for row in rows], dtype=np.int64)
+    position = {int(i): k for k, i in enumerate(ids.tolist())}
+    pairs = np.zeros((0, 2), dtype=np.int64)
+    if "choice" in kinds:
+        pool = await pair_pool(engine, guild_id, member_discord_id)
+        if channel_id is not None and since is not None:
+            pool = replace(pool, judged=pool.judged | await recent_pairs(engine, channel_id, since))
+        by_group: dict[str, list[int]] = {}
+        for image_id, group in zip(pool.image_ids.tolist(), pool.groups, strict=True):
+            if int(image_id) in position:
+                by_group.setdefault(group, []).append(position[int(image_id)])
+        found = [
+            (i, j)
+            for members in by_group.values()
+            for k, i in enumerate(members[:PER_PROMPT])
+            for j in members[k + 1 : PER_PROMPT]
+            if frozenset((int(ids[i]), int(ids[j]))) not in pool.judged
+        ]
+        pairs = np.asarray(found, dtype=np.int64).reshape(-1, 2)
+    vectors = np.frombuffer(b"".join(row.vector for row in rows), dtype=np.float32)
+    try:
+        x = vectors.reshape(len(rows), -1)
+        scores, heads = predictor.predict(x), predictor.ensemble_predict(x)
+    except PredictorError as exc:
+        logger.warning("asking without the predictor: %s", exc.message)
+        return []
+    asks = plan_asks(
+        scores,
+        heads,
+        pairs,
+        count,
+        AskInformation.of(predictor.training),
+        ratings_so_far=np.array([row.n for row in rows]),
+        kinds=kinds,
+    )
+    return [(a.kind, tuple(int(ids[r]) for r in a.rows)) for a in asks]
