@@ -46,7 +46,14 @@ def sources_table(summary: dict[str, Any]) -> tuple[list[tuple[str, str, str]], 
         "choices": f"{summary.get('choices', 0)} choices by {summary.get('choosers', 0)} members",
     }
     rows = [(name, counts.get(name, ""), f"{float(w):.2f}") for name, w in sources.items()]
-    notes = []
+    notes = (
+        [
+            "A weight is the source's share of the evidence the head was fitted on (1: that "
+            "source alone; 0: not used)."
+        ]
+        if rows
+        else []
+    )
     if summary.get("weights_by"):
         notes.append(f"Weights: {summary['weights_by']}.")
     folds = summary.get("fold_ratings_weights")
