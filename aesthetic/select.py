@@ -22,8 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.aesthetic.predictor import Predictor, PredictorError
 from dreamrate.db.models import Embedding, Image, Job
-from dreamrate.ratings.pairs import PER_PROMPT, choose_pairs, pair_pool
-from dreamrate.ratings.posts import recent_pairs
+from dreamrate.ratings.pairs import PER_PROMPT, choose_pairs, pair_pool, recent_pairs
 from dreamrate.ratings.selection import images_needing_ratings, rating_counts, shown_for_rating
 
 __all__ = [

@@ -13,8 +13,10 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable
 from datetime import timedelta
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
@@ -26,7 +28,6 @@ from dreamrate.community.arena import (
     close_round,
     fail_round,
     open_round,
-    posted_message,
     rounds_due,
     shown_model_name,
 )
@@ -34,12 +35,11 @@ from dreamrate.community.members import Member
 from dreamrate.db.models import JobStatus
 from dreamrate.db.retry import retry_on_disconnect
 from dreamrate.db.types import utcnow
-from dreamrate.ratings.posts import record_comparison
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from dreamrate.bot.feed import RatingPosts
+    from dreamrate.bot.publisher import Publisher
     from dreamrate.community.arena import ArenaRounds
     from dreamrate.generation.queue import JobRepository
 
@@ -61,8 +61,10 @@ class Arena:
         The connected Discord client.
     rounds
         The arena's use case (its engine and queue too).
-    posts
-        Posts the pair once (:class:`~dreamrate.bot.feed.RatingPosts`).
+    publisher
+        Posts the pair exactly once, with the choice emoji.
+    images_dir
+        Where the image store keeps the files.
     hours
         How long a round stays open.
     interval
@@ -74,11 +76,13 @@ class Arena:
         client: discord.Client,
         *,
         rounds: ArenaRounds,
-        posts: RatingPosts,
+        publisher: Publisher,
+        images_dir: Path,
         hours: float = 24.0,
         interval: float = 5.0,
     ) -> None:
-        self.client, self.rounds, self.posts = client, rounds, posts
+        self.client, self.rounds, self.publisher = client, rounds, publisher
+        self.images_dir = images_dir
         self.engine: AsyncEngine = rounds.engine
         self.repo: JobRepository = rounds.requests.repo
         self.duration = timedelta(hours=hours)
@@ -137,37 +141,31 @@ class Arena:
             )
             return
         recovered = await retry_on_disconnect(
-            partial(posted_message, self.engine, left.id, right.id)
+            partial(self.publisher.posts.arena_post, left.id, right.id)
         )
         if recovered is not None:  # posted before a crash, recorded by the recovery since
-            await open_round(self.engine, state.id, recovered, utcnow() + self.duration)
+            await retry_on_disconnect(
+                partial(open_round, self.engine, state.id, recovered, utcnow() + self.duration)
+            )
             return
         channel = self.client.get_partial_messageable(state.channel_id)
-        scale = self.posts.scale
 
-        def send(nonce: str):  # type: ignore[no-untyped-def]
+        def send(nonce: str) -> Awaitable[discord.Message]:
             return channel.send(
                 file=pair_file(
-                    self.posts.images_dir / left.path,
-                    self.posts.images_dir / right.path,
+                    self.images_dir / left.path,
+                    self.images_dir / right.path,
                     f"dreamrate-arena-{state.id}-{nonce}",
                 ),
-                embed=arena_embed(scale.choice_emojis, state.prompt),
+                embed=arena_embed(self.publisher.scale.choice_emojis, state.prompt),
             )
 
-        async def record(*, message_id: int, nonce: str) -> None:
-            await record_comparison(
-                self.engine,
-                message_id=message_id,
-                pair=(left.id, right.id),
-                channel_id=state.channel_id,
-                kind="arena",
-                nonce=nonce,
-            )
-            await open_round(self.engine, state.id, message_id, utcnow() + self.duration)
-
-        await self.posts._post_once(
-            state.channel_id, (left.id, right.id, "arena"), send, record, scale.choice_reactions
+        message_id = await self.publisher.post_once(
+            state.channel_id, left.id, "arena", send, other_image_id=right.id
+        )
+        # A crash before this line leaves the post recorded: the next step opens the round.
+        await retry_on_disconnect(
+            partial(open_round, self.engine, state.id, message_id, utcnow() + self.duration)
         )
 
     async def _close(self, state: RoundState) -> None:
@@ -180,7 +178,7 @@ class Arena:
         names = (shown_model_name(state.left_model), shown_model_name(state.right_model))
         try:
             await message.edit(
-                embed=arena_embed(self.posts.scale.choice_emojis, state.prompt, names)
+                embed=arena_embed(self.publisher.scale.choice_emojis, state.prompt, names)
             )
         except discord.HTTPException as exc:  # deleted by a moderator: the round still closes
             logger.warning("arena round %s: cannot name the models (%s)", state.id, exc.status)

@@ -27,13 +27,15 @@ from dreamrate.bot.delivery import Delivery
 from dreamrate.bot.dream_commands import dream_cog
 from dreamrate.bot.feed import RatingPosts
 from dreamrate.bot.privacy_commands import PrivacyCog
+from dreamrate.bot.publisher import Publisher
 from dreamrate.bot.rating_commands import RatingCog
 from dreamrate.bot.reactions import ReactionRecorder
 from dreamrate.bot.tree import DreamrateTree
 from dreamrate.community.arena import ArenaRounds
 from dreamrate.community.moderation import Moderation
+from dreamrate.community.posts import PostRepository
+from dreamrate.community.rating_queue import RatingQueue
 from dreamrate.community.requests import Requests
-from dreamrate.generation.deliveries import DeliveryRepository
 from dreamrate.generation.request import GenerationLimits, prepare_validation
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
@@ -112,28 +114,29 @@ class DreamrateBot(commands.Bot):
             engine=engine, repo=repo, limits=GenerationLimits.from_settings(settings.generation)
         )
         self.moderation = Moderation(engine, max_best_of=settings.generation.max_best_of)
-        deliveries = DeliveryRepository(engine)
+        self.publisher = Publisher(
+            self, PostRepository(engine), self.scale, seed=settings.rating.seed_reactions
+        )
         self.delivery = Delivery(
             self,
             repo=repo,
-            deliveries=deliveries,
-            scale=self.scale,
+            publisher=self.publisher,
             images_dir=settings.images_dir,
             interval=delivery_interval,
-            seed=settings.rating.seed_reactions,
         )
         self.posts = RatingPosts(
             self,
-            engine=engine,
+            queue=RatingQueue(
+                engine,
+                ActivePredictor(engine, model_spec(emb.model, emb.pretrained)[2]),
+                reuse_within=timedelta(days=settings.discord.backfill_days),
+            ),
+            publisher=self.publisher,
             repo=repo,
-            deliveries=deliveries,
-            scale=self.scale,
             images_dir=settings.images_dir,
-            predictor=ActivePredictor(engine, model_spec(emb.model, emb.pretrained)[2]),
             feed_interval_minutes=settings.discord.feed_interval,
             rate_cooldown=settings.discord.rate_cooldown,
             reuse_within=timedelta(days=settings.discord.backfill_days),
-            seed=settings.rating.seed_reactions,
         )
         self.reactions = ReactionRecorder(
             self, engine=engine, backfill_days=settings.discord.backfill_days
@@ -141,7 +144,8 @@ class DreamrateBot(commands.Bot):
         self.arena = Arena(
             self,
             rounds=ArenaRounds(self.requests),
-            posts=self.posts,
+            publisher=self.publisher,
+            images_dir=settings.images_dir,
             hours=settings.discord.arena_hours,
             interval=max(delivery_interval, 1.0),
         )
@@ -197,6 +201,7 @@ class DreamrateBot(commands.Bot):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self.publisher.close()
         await super().close()
 
     # -- gateway events -------------------------------------------------------------------

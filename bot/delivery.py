@@ -6,23 +6,25 @@ import asyncio
 import contextlib
 import logging
 import time
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
 from dreamrate.bot.embeds import image_embed, job_status_text, job_view
 from dreamrate.bot.loops import every
-from dreamrate.bot.posting import attachment_stem, find_posted
+from dreamrate.bot.publisher import attachment_stem
 from dreamrate.bot.uploads import DEFAULT_UPLOAD_LIMIT, image_file
+from dreamrate.community.posts import OWN
 from dreamrate.db.models import JobStatus
-from dreamrate.db.pending import begin_post, drop_post, pending_post, touch_post
 from dreamrate.db.users import user_name
 
 if TYPE_CHECKING:
-    from dreamrate.generation.deliveries import DeliveryRepository
+    from dreamrate.bot.publisher import Publisher
+    from dreamrate.community.posts import PostRepository
+    from dreamrate.db.models import Image
     from dreamrate.generation.queue import JobRecord, JobRepository
-    from dreamrate.ratings.scale import RatingScale
 
 __all__ = ["MAX_DELIVERY_TRIES", "PROGRESS_EVERY_S", "Delivery"]
 
@@ -56,16 +58,14 @@ class Delivery:
     ----------
     client
         The connected Discord client.
-    repo, deliveries
-        The generation queue and the delivery bookkeeping.
-    scale
-        The rating emoji seeded under each image.
+    repo
+        The generation queue.
+    publisher
+        Posts each image exactly once, with the rating emoji.
     images_dir
         Where the image store keeps the files.
     interval
         Seconds between delivery passes.
-    seed
-        Add the rating emoji under each image (each costs a reaction call).
     """
 
     def __init__(
@@ -73,33 +73,24 @@ class Delivery:
         client: discord.Client,
         *,
         repo: JobRepository,
-        deliveries: DeliveryRepository,
-        scale: RatingScale,
+        publisher: Publisher,
         images_dir: Path,
         interval: float = 0.5,
-        seed: bool = True,
     ) -> None:
         self.client = client
         self.repo = repo
-        self.deliveries = deliveries
-        self.scale = scale
-        self.seed_emojis = scale.reaction_emojis if seed else ()
+        self.publisher = publisher
+        self.posts: PostRepository = publisher.posts
         self.images_dir = images_dir
         self.interval = interval
         self._last_progress: dict[int, tuple[float, str]] = {}
         self._failures: dict[int, int] = {}  # job -> failed attempts
         self._next_sweep = 0.0
-        self._to_seed: dict[int, asyncio.Queue[tuple[int, int]]] = {}  # channel -> messages
-        self._seeders: dict[int, asyncio.Task[None]] = {}
         self._retry_at: dict[int, float] = {}  # job -> monotonic time of the next attempt
 
     async def run_forever(self) -> None:
         """|coro| Deliver every ``interval`` seconds until the client closes."""
-        try:
-            await every(self.client, self.interval, self.deliver_once, "delivery pass")
-        finally:
-            for seeder in self._seeders.values():
-                seeder.cancel()
+        await every(self.client, self.interval, self.deliver_once, "delivery pass")
 
     async def deliver_once(self) -> None:
         """|coro| Post finished jobs (one message per image) and refresh progress lines.
@@ -110,9 +101,9 @@ class Delivery:
         now = time.monotonic()
         if now >= self._next_sweep:  # expired tokens are secrets nothing can use
             self._next_sweep = now + TOKEN_SWEEP_EVERY_S
-            await self.deliveries.forget_expired_tokens()
+            await self.posts.forget_expired_tokens()
         by_channel: dict[int, list[JobRecord]] = {}
-        for job_id in await self.deliveries.undelivered():
+        for job_id in await self.posts.undelivered():
             if self._retry_at.get(job_id, 0.0) > now:
                 continue
             job = await self.repo.get(job_id)
@@ -149,8 +140,8 @@ class Delivery:
         posted = sum(1 for image in await self.repo.images(job.id) if image.discord_message_id)
         reason = f"could not post its images ({why}); {posted} of {job.num_images} posted"
         logger.error("job %s: %s", job.id, reason)
-        token = await self.deliveries.interaction_token(job.id)  # dropped by fail_delivery
-        await self.deliveries.fail_delivery(job.id, reason)
+        token = await self.posts.interaction_token(job.id)  # dropped by fail_delivery
+        await self.posts.fail_delivery(job.id, reason)
         self._forget(job.id)
         failed = await self.repo.get(job.id)
         if token is not None and failed is not None:
@@ -179,7 +170,7 @@ class Delivery:
         text = job_status_text(job, info)
         if last is not None and last[1] == text:
             return
-        token = await self.deliveries.interaction_token(job.id)
+        token = await self.posts.interaction_token(job.id)
         if token is None:
             return
         self._last_progress[job.id] = (now, text)
@@ -190,13 +181,13 @@ class Delivery:
         # Images first: the status line says "done, below" only once they are.
         if job.status is JobStatus.DONE:
             await self._post_images(job)
-        token = await self.deliveries.interaction_token(job.id)
+        token = await self.posts.interaction_token(job.id)
         if token is not None:
             with contextlib.suppress(discord.HTTPException):
                 await self._webhook(token).edit_message(
                     "@original", content=job_status_text(job), view=job_view(job.id, running=False)
                 )
-        await self.deliveries.mark_delivered(job.id)
+        await self.posts.mark_delivered(job.id)
         self._forget(job.id)
 
     async def _post_images(self, job: JobRecord) -> None:
@@ -213,64 +204,29 @@ class Delivery:
                 or image.discord_message_id is not None
             ):
                 continue
-            # 1. An unfinished post (a crash after sending, before recording) is found, not redone.
-            intent = await pending_post(self.repo.engine, image.id, channel_id, "own")
-            if intent is not None:
-                found = await find_posted(self.client, channel_id, intent.nonce, intent.created_at)
-                if found is not None:
-                    await self.deliveries.mark_posted(
-                        image.id, message_id=found.id, channel_id=channel_id, nonce=intent.nonce
-                    )
-                    if self.seed_emojis:
-                        self._seed(channel_id, found.id, job.id)
-                    continue
-            if intent is not None:
-                nonce = intent.nonce
-                await touch_post(self.repo.engine, nonce)  # searched for from this try on
-            else:
-                nonce = await begin_post(self.repo.engine, image.id, channel_id, "own")
-            # 2. Post, then record the message and clear the intent in one transaction.
-            file = image_file(
-                self.images_dir / image.path, attachment_stem(job.id, image.index, nonce), limit
-            )
-            embed = image_embed(job, image.index, image.seed, requester)
-            token = await self.deliveries.interaction_token(job.id)
-            try:
-                if token is not None:
-                    message = await self._webhook(token).send(file=file, embed=embed, wait=True)
-                else:
-                    message = await channel.send(file=file, embed=embed)  # type: ignore[union-attr]
-            except discord.HTTPException as exc:
-                if exc.status < 500:  # refused outright: nothing was posted, nothing to find
-                    await drop_post(self.repo.engine, nonce)
-                raise
-            await self.deliveries.mark_posted(
-                image.id, message_id=message.id, channel_id=message.channel.id, nonce=nonce
-            )
-            if self.seed_emojis:
-                self._seed(message.channel.id, message.id, job.id)
-
-    def _seed(self, channel_id: int, message_id: int, job_id: int) -> None:
-        """Queue the rating emoji for a posted image. Each channel has one seeder: Discord
-        allows one reaction per 0.25 s per channel, and the seeder keeps that bucket busy
-        while the next images are uploaded (a separate bucket)."""
-        queue = self._to_seed.setdefault(channel_id, asyncio.Queue())
-        queue.put_nowait((message_id, job_id))
-        if channel_id not in self._seeders or self._seeders[channel_id].done():
-            self._seeders[channel_id] = asyncio.create_task(
-                self._seed_forever(channel_id, queue), name=f"seed-{channel_id}"
+            await self.publisher.post_once(
+                channel_id,
+                image.id,
+                OWN,
+                partial(self._send, job, image, channel, limit, requester),
             )
 
-    async def _seed_forever(self, channel_id: int, queue: asyncio.Queue[tuple[int, int]]) -> None:
-        channel = self.client.get_partial_messageable(channel_id)
-        while True:
-            message_id, job_id = await queue.get()
-            partial = channel.get_partial_message(message_id)
-            try:
-                for emoji in self.seed_emojis:
-                    await partial.add_reaction(emoji)
-            except discord.Forbidden as exc:
-                # The image is up; members can still react by hand. Don't knock again.
-                logger.warning("job %s: cannot seed the rating emoji (%s)", job_id, exc.text)
-            except discord.HTTPException as exc:
-                logger.warning("job %s: rating emoji not all seeded (%s)", job_id, exc.status)
+    async def _send(
+        self,
+        job: JobRecord,
+        image: Image,
+        channel: Any,
+        limit: int,
+        requester: str,
+        nonce: str,
+    ) -> discord.Message:
+        """One image's own message: a follow-up while the interaction's token is valid (it
+        is re-read before each image), a plain channel message after it expires."""
+        file = image_file(
+            self.images_dir / image.path, attachment_stem(job.id, image.index, nonce), limit
+        )
+        embed = image_embed(job, image.index, image.seed, requester)
+        token = await self.posts.interaction_token(job.id)
+        if token is not None:
+            return await self._webhook(token).send(file=file, embed=embed, wait=True)
+        return await channel.send(file=file, embed=embed)  # type: ignore[no-any-return]

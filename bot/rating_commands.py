@@ -31,7 +31,8 @@ class RatingCog(commands.Cog):
     requests
         Where a member may ask (the same checks as ``/dream``).
     posts
-        Picks and posts images and pairs (:class:`~dreamrate.bot.feed.RatingPosts`).
+        Posts the images and pairs its rating queue picks (:class:`~dreamrate.bot.feed.
+        RatingPosts`).
     """
 
     def __init__(self, requests: "Requests", posts: "RatingPosts") -> None:
@@ -59,7 +60,7 @@ class RatingCog(commands.Cog):
         self, interaction: discord.Interaction, count: app_commands.Range[int, 1, 10] = 3
     ) -> None:
         guild_id, channel_id = await self._turn(interaction, "/rate")
-        chosen = await self.posts.images_to_rate(count, guild_id)
+        chosen = await self.posts.queue.images_to_rate(count, guild_id)
         if not chosen:
             await interaction.followup.send("No images to rate yet: try /dream!", ephemeral=True)
             return
@@ -82,7 +83,9 @@ class RatingCog(commands.Cog):
         self, interaction: discord.Interaction, count: app_commands.Range[int, 1, 5] = 1
     ) -> None:
         guild_id, channel_id = await self._turn(interaction, "/compare")
-        pairs = await self.posts.pairs_to_compare(count, guild_id, channel_id, interaction.user.id)
+        pairs = await self.posts.queue.pairs_to_compare(
+            count, guild_id, member_discord_id=interaction.user.id, channel_id=channel_id
+        )
         if not pairs:
             await interaction.followup.send(
                 "No pairs to compare yet (you judged them all, or there are fewer than two "

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from dreamrate.bot.loops import every
+from dreamrate.community.posts import PostRepository
 from dreamrate.db.types import utcnow
 from dreamrate.ratings.decisions import ReactionEvent
-from dreamrate.ratings.posts import recent_image_messages
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -114,6 +114,7 @@ class ReactionRecorder:
     ) -> None:
         self.client = client
         self.engine = engine
+        self.posts = PostRepository(engine)
         self.backfill_days = backfill_days
         self.max_queued = max_queued
         self.burst, self.per_second = burst, per_second
@@ -291,7 +292,7 @@ class ReactionRecorder:
         self._baselines_asked |= set(baselines)  # this pass takes them
         complete = True
         checked = added = removed = 0
-        for message_id, channel_id in await recent_image_messages(self.engine, since):
+        for message_id, channel_id in await self.posts.recent_image_messages(since):
             if (messages is not None and message_id not in messages) or (
                 channels is not None and channel_id not in channels
             ):

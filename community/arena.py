@@ -5,7 +5,7 @@ serve, never delivered as ordinary posts), shown side by side with the sides dra
 random and the models' names hidden; members choose with the comparison emoji, and their
 choices land in the choice log like any comparison's. When the round closes its post names
 the models. A member's ``/arena`` and a feed's standing round start here; the adapter
-posts the pair and names the models (:mod:`dreamrate.bot.arena`); the results are
+posts the pair and names the models (:mod:`dreamrate.bot.arena_rounds`); the results are
 :mod:`.arena_results`.
 """
 
@@ -172,20 +172,6 @@ async def feed_arena_channels(engine: AsyncEngine) -> list[tuple[int, int]]:
     )
     async with engine.connect() as conn:
         return [(int(g), int(c)) for g, c in (await conn.execute(query)).all()]
-
-
-async def posted_message(engine: AsyncEngine, left_image: int, right_image: int) -> int | None:
-    """The arena post of this pair, if one was recorded (by a recovery after a crash)."""
-    from dreamrate.db.models import ComparisonPost
-
-    async with engine.connect() as conn:
-        return await conn.scalar(
-            select(ComparisonPost.message_id).where(
-                ComparisonPost.image_a_id == left_image,
-                ComparisonPost.image_b_id == right_image,
-                ComparisonPost.kind == "arena",
-            )
-        )
 
 
 async def open_round(

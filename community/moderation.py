@@ -24,6 +24,7 @@ from dreamrate.community.guild_settings import (
     toggled,
     update_guild_settings,
 )
+from dreamrate.community.posts import WEB_KIND
 from dreamrate.db.models import (
     ComparisonPost,
     Flag,
@@ -36,7 +37,6 @@ from dreamrate.db.models import (
 from dreamrate.db.retry import retry_on_disconnect
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import dialect_insert, ensure_user
-from dreamrate.ratings.posts import WEB_KIND
 
 if TYPE_CHECKING:
     from dreamrate.community.members import Member

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy import func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.db.models import Choice, Image, Job, User
+from dreamrate.db.models import Choice, ComparisonPost, Image, Job, User
 from dreamrate.ratings.policy import counted_member
 from dreamrate.ratings.schema import prompt_group
 from dreamrate.ratings.selection import shown_for_rating
 
-__all__ = ["CANDIDATES", "PairPool", "choose_pairs", "pair_pool"]
+__all__ = ["CANDIDATES", "PairPool", "choose_pairs", "pair_pool", "recent_pairs"]
 
 #: Most images considered per request (those compared least).
 CANDIDATES = 2000
@@ -38,6 +39,19 @@ class PairPool:
     groups: list[str]  #: the prompt group of each
     comparisons: np.ndarray  #: how many counted choices each image is in
     judged: frozenset[frozenset[int]]  #: pairs this member already judged (either order)
+
+
+async def recent_pairs(
+    engine: AsyncEngine, channel_id: int, since: datetime
+) -> set[frozenset[int]]:
+    """The pairs compared in ``channel_id`` since ``since`` (those posts are still open)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(ComparisonPost.image_a_id, ComparisonPost.image_b_id).where(
+                ComparisonPost.channel_id == channel_id, ComparisonPost.posted_at >= since
+            )
+        )
+        return {frozenset((int(a), int(b))) for a, b in rows}
 
 
 async def pair_pool(engine: AsyncEngine, guild_id: int, member_discord_id: int | None) -> PairPool:

@@ -27,6 +27,7 @@ from starlette.templating import Jinja2Templates
 from dreamrate.aesthetic.active import ActivePredictor
 from dreamrate.aesthetic.clip_model import model_spec
 from dreamrate.community.moderation import Moderation
+from dreamrate.community.rating_queue import RatingQueue
 from dreamrate.core.settings import Settings
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
@@ -80,6 +81,9 @@ def create_app(
     scale = RatingScale.from_settings(settings.rating)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.globals["scale_keys"] = list(zip("1234567890", scale.values, strict=False))
+    predictor = ActivePredictor(
+        engine, model_spec(settings.embedding.model, settings.embedding.pretrained)[2]
+    )
     context = WebContext(
         settings=settings,
         engine=engine,
@@ -88,9 +92,8 @@ def create_app(
         service=RatingService(engine, scale),
         moderation=Moderation(engine, max_best_of=settings.generation.max_best_of),
         thumbnails=Thumbnails(settings.data_dir / "thumbnails", settings.web.thumbnail_size),
-        predictor=ActivePredictor(
-            engine, model_spec(settings.embedding.model, settings.embedding.pretrained)[2]
-        ),
+        predictor=predictor,
+        queue=RatingQueue(engine, predictor),
         templates=templates,
         rankings=RankingCache(engine),
         model_names=ModelNames(engine),

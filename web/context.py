@@ -17,6 +17,7 @@ from starlette.templating import Jinja2Templates
 from dreamrate.aesthetic.active import ActivePredictor
 from dreamrate.community.errors import BadValue, NotAllowed, NotFound
 from dreamrate.community.moderation import Moderation
+from dreamrate.community.rating_queue import RatingQueue
 from dreamrate.core.errors import DreamrateError
 from dreamrate.core.settings import Settings
 from dreamrate.ratings.scale import RatingScale
@@ -47,6 +48,7 @@ class WebContext:
     scale: RatingScale
     service: RatingService
     moderation: Moderation
+    queue: RatingQueue
     thumbnails: Thumbnails
     predictor: ActivePredictor
     templates: Jinja2Templates

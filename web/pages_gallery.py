@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from dreamrate.db.users import user_id_of
 from dreamrate.web.context import ROW_ID_MAX, ctx
 from dreamrate.web.model_names import model_label
 from dreamrate.web.queries import (
@@ -17,7 +18,6 @@ from dreamrate.web.queries import (
     gallery_page,
     image_detail,
     image_file,
-    member_user_id,
 )
 from dreamrate.web.thumbs import inside
 
@@ -82,7 +82,7 @@ async def _page(
 ) -> tuple[dict[str, object], GalleryQuery, list[str]]:
     context = ctx(request)
     member = context.guild_member(request, guild_id)
-    user_id = await member_user_id(context.engine, member.discord_id)
+    user_id = await user_id_of(context.engine, member.discord_id)
     models = await _model_choices(request, guild_id)
     query = _query(request, user_id, models)
     predictor = await context.predictor.get() if query.sort == "predicted" else None
@@ -145,7 +145,7 @@ async def image_page(request: Request) -> Response:
     member = context.guild_member(request, guild_id)
     if image_id > ROW_ID_MAX:
         raise HTTPException(404, "No such image here.")
-    user_id = await member_user_id(context.engine, member.discord_id)
+    user_id = await user_id_of(context.engine, member.discord_id)
     detail = await image_detail(context.engine, image_id, member_user_id=user_id)
     if detail is None or detail.guild_id != guild_id:
         raise HTTPException(404, "No such image here.")

@@ -1,5 +1,6 @@
-"""Rating in the browser: one image or one pair at a time, from the same active selection
-as ``/rate`` and ``/compare``; each click is an event in the same log (``source = web``).
+"""Rating in the browser: one image or one pair at a time, from the same rating queue as
+``/rate`` and ``/compare`` (:mod:`dreamrate.community.rating_queue`); each click is an event
+in the same log (``source = web``, :mod:`dreamrate.community.web_ratings`).
 
 The pages load the next image or pair as JSON and post each click as JSON with the
 session's CSRF token in ``X-CSRF-Token``. Answers: 200 with the outcome, 400 for anything
@@ -17,26 +18,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dreamrate.aesthetic.select import select_images_to_rate, select_pairs_to_compare
+from dreamrate.community.errors import NotFound
+from dreamrate.community.web_ratings import choose_on_web, rate_on_web
+from dreamrate.db.users import user_id_of
 from dreamrate.ratings.decisions import Outcome
 from dreamrate.ratings.scale import RatingScale
-from dreamrate.ratings.web_events import (
-    NotShownError,
-    choose_on_web,
-    image_guild,
-    pending_web_pair,
-    rate_on_web,
-    show_pair_on_web,
-)
 from dreamrate.web.bodies import read_json_object
 from dreamrate.web.context import MAX_ID, ROW_ID_MAX, ctx, json_error
-from dreamrate.web.queries import (
-    image_detail,
-    member_user_id,
-    next_unrated,
-    shown_ids,
-    web_pair_images,
-)
+from dreamrate.web.queries import image_detail
 from dreamrate.web.security import LoggedIn, csrf_ok
 
 __all__ = ["choose", "compare_next", "compare_page", "rate", "rate_next", "rate_page"]
@@ -70,12 +59,10 @@ async def rate_next(request: Request) -> Response:
     guild_id = request.path_params["guild_id"]
     context = ctx(request)
     member = context.guild_member(request, guild_id)
-    user_id = await member_user_id(context.engine, member.discord_id)
-    predictor = await context.predictor.get()
-    candidates = await select_images_to_rate(context.engine, 20, predictor, guild_id)
-    image_id = await next_unrated(context.engine, guild_id, candidates, user_id)
+    image_id = await context.queue.next_image(guild_id, member.discord_id)
     if image_id is None:
         return JSONResponse({"image": None})
+    user_id = await user_id_of(context.engine, member.discord_id)
     detail = await image_detail(context.engine, image_id, member_user_id=user_id)
     if detail is None:
         return JSONResponse({"image": None})
@@ -146,16 +133,17 @@ async def rate(request: Request) -> Response:
         return json_error(400, f"A rating is one of {allowed}.")
     if not 0 < image_id <= ROW_ID_MAX:
         return json_error(404, "No such image here.")
-    if not await image_guild(context.engine, image_id, guild_id):
-        return json_error(404, "No such image here.")
-    outcome = await rate_on_web(
-        context.service,
-        discord_id=member.discord_id,
-        name=member.name,
-        guild_id=guild_id,
-        image_id=image_id,
-        value=value,
-    )
+    try:
+        outcome = await rate_on_web(
+            context.service,
+            discord_id=member.discord_id,
+            name=member.name,
+            guild_id=guild_id,
+            image_id=image_id,
+            value=value,
+        )
+    except NotFound as exc:
+        return json_error(404, exc.message)
     if outcome in REFUSED:
         return json_error(403 if outcome is not Outcome.NOT_AN_IMAGE else 404, REFUSED[outcome])
     return JSONResponse({"outcome": str(outcome), "image_id": image_id, "value": value})
@@ -165,20 +153,9 @@ async def compare_next(request: Request) -> Response:
     guild_id = request.path_params["guild_id"]
     context = ctx(request)
     member = context.guild_member(request, guild_id)
-    shown = await pending_web_pair(context.engine, guild_id=guild_id, discord_id=member.discord_id)
+    shown = await context.queue.next_pair(guild_id, member.discord_id)
     if shown is None:
-        predictor = await context.predictor.get()
-        pairs = await select_pairs_to_compare(
-            context.engine, 8, predictor, guild_id, member.discord_id
-        )
-        fit = await shown_ids(context.engine, guild_id, {i for pair in pairs for i in pair})
-        pairs = [(a, b) for a, b in pairs if a in fit and b in fit]
-        if not pairs:
-            return JSONResponse({"pair": None})
-        left, right = pairs[0]
-        shown = await show_pair_on_web(
-            context.engine, guild_id=guild_id, discord_id=member.discord_id, left=left, right=right
-        )
+        return JSONResponse({"pair": None})
     left, right = shown.left, shown.right
     return JSONResponse(
         {
@@ -208,13 +185,6 @@ async def choose(request: Request) -> Response:
         return json_error(400, "pair is the id the page was given.")
     if not -MAX_ID <= message_id <= MAX_ID:
         return json_error(404, "that pair was not shown to you.")
-    # The rule of every page: a pair with an image hidden since it was shown (reported,
-    # removed, its maker banned here) takes no choice.
-    images = await web_pair_images(
-        context.engine, message_id, guild_id=guild_id, discord_id=member.discord_id
-    )
-    if images is not None and await shown_ids(context.engine, guild_id, set(images)) != set(images):
-        return json_error(404, "That pair is no longer shown: choose on the next one.")
     try:
         outcome = await choose_on_web(
             context.service,
@@ -224,8 +194,12 @@ async def choose(request: Request) -> Response:
             message_id=message_id,
             winner=str(winner),
         )
-    except NotShownError as exc:
+    except NotFound as exc:
         return json_error(404, f"{exc.message}.")
+    if outcome is Outcome.NOT_AN_IMAGE:
+        # A pair with an image hidden since it was shown (reported, removed, its maker
+        # banned here) takes no choice: the rule is the recording's.
+        return json_error(404, "That pair is no longer shown: choose on the next one.")
     if outcome in REFUSED:
         return json_error(403, REFUSED[outcome])
     return JSONResponse({"outcome": str(outcome), "winner": winner})

@@ -1,5 +1,5 @@
-"""The web home's reads: a guild's gallery page by page, one image with its ratings, the
-images a member rates next, and the maintainers' figures.
+"""The web home's reads: a guild's gallery page by page, one image with its ratings, and
+the maintainers' figures (what a member rates next is the rating queue's).
 
 Every read of ratings goes through :mod:`dreamrate.ratings.policy` (who counts). The
 gallery shows what may be shown to the community: kept images, not flagged by the safety
@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.aesthetic.predictor import Predictor
 from dreamrate.db.models import (
-    ComparisonPost,
     Flag,
     Image,
     Job,
@@ -34,6 +33,7 @@ from dreamrate.db.models import (
 from dreamrate.db.models import Predictor as PredictorRow
 from dreamrate.db.types import utcnow
 from dreamrate.ratings.policy import counted_ratings, shown_in_guild
+from dreamrate.ratings.selection import not_rated_by
 from dreamrate.web.ranking import RankingCache
 
 __all__ = [
@@ -45,9 +45,7 @@ __all__ = [
     "image_detail",
     "image_file",
     "maintainer_overview",
-    "next_unrated",
     "parse_cursor",
-    "web_pair_images",
 ]
 
 #: Our own rows' ids (images, predictors) are INTEGER, 32-bit on PostgreSQL: a bigger one
@@ -79,25 +77,6 @@ class Card:
     created_at: datetime
     mean: float | None
     ratings: int
-
-
-def shown_in_gallery(guild_id: int) -> ColumnElement[bool]:
-    """On ``Image`` joined to its ``Job``: made in ``guild_id`` and fit to show there."""
-    return shown_in_guild(guild_id)
-
-
-def _stats(guild_id: int) -> Any:
-    return (
-        counted_ratings(
-            Rating.image_id,
-            func.avg(Rating.value).label("mean"),
-            func.count().label("n"),
-            leaving=True,
-            guilds=[guild_id],
-        )
-        .group_by(Rating.image_id)
-        .subquery()
-    )
 
 
 def _like(text: str) -> str:
@@ -136,7 +115,7 @@ def _filtered(guild_id: int, query: GalleryQuery) -> Any:
     statement = (
         select(Image.id, Image.width, Image.height, Job.prompt, Job.model, Image.created_at)
         .join(Job, Job.id == Image.job_id)
-        .where(shown_in_gallery(guild_id))
+        .where(shown_in_guild(guild_id))
     )
     if query.text:
         statement = statement.where(Job.prompt.ilike(_like(query.text), escape="\\"))
@@ -145,9 +124,7 @@ def _filtered(guild_id: int, query: GalleryQuery) -> Any:
     if query.since is not None:
         statement = statement.where(Image.created_at >= query.since)
     if query.unrated_by is not None:
-        statement = statement.where(
-            ~exists().where(Rating.image_id == Image.id, Rating.user_id == query.unrated_by)
-        )
+        statement = statement.where(not_rated_by(query.unrated_by))
     return statement
 
 
@@ -191,7 +168,7 @@ async def gallery_page(
             rows = (await conn.execute(statement.order_by(Image.id.desc()).limit(want))).all()
             scores = {}
         else:
-            shown = shown_in_gallery(guild_id)
+            shown = shown_in_guild(guild_id)
             if query.sort == "predicted" and predictor is not None:
                 ranking = await rankings.predicted(guild_id, shown, predictor)
             else:
@@ -300,7 +277,7 @@ async def image_detail(
         shown = await conn.scalar(
             select(Image.id)
             .join(Job, Job.id == Image.job_id)
-            .where(Image.id == image_id, shown_in_gallery(int(row.guild_id)))
+            .where(Image.id == image_id, shown_in_guild(int(row.guild_id)))
         )
         if shown is None:
             return None
@@ -338,79 +315,6 @@ async def image_detail(
         mean=mean,
         mine=None if mine is None else float(mine),
     )
-
-
-async def shown_ids(engine: AsyncEngine, guild_id: int, ids: set[int]) -> set[int]:
-    """Those of ``ids`` that ``guild_id``'s members may see."""
-    if not ids:
-        return set()
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(Image.id)
-            .join(Job, Job.id == Image.job_id)
-            .where(Image.id.in_(sorted(ids)), shown_in_gallery(guild_id))
-        )
-        return {int(i) for i in rows.scalars()}
-
-
-async def web_pair_images(
-    engine: AsyncEngine, message_id: int, *, guild_id: int, discord_id: int
-) -> tuple[int, int] | None:
-    """The two images of the web pair ``message_id`` shown to this member in ``guild_id``;
-    None for a pair that was not."""
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                select(ComparisonPost.image_a_id, ComparisonPost.image_b_id).where(
-                    ComparisonPost.message_id == message_id,
-                    ComparisonPost.shown_to == discord_id,
-                    ComparisonPost.guild_id == guild_id,
-                )
-            )
-        ).first()
-    return None if row is None else (int(row.image_a_id), int(row.image_b_id))
-
-
-async def member_user_id(engine: AsyncEngine, discord_id: int) -> int | None:
-    async with engine.connect() as conn:
-        return await conn.scalar(select(User.id).where(User.discord_id == discord_id))
-
-
-async def next_unrated(
-    engine: AsyncEngine, guild_id: int, candidates: list[int], member_user_id: int | None
-) -> int | None:
-    """The first of ``candidates`` (the active selection) the member has not rated, else
-    the gallery's image with the fewest ratings they have not rated; None when none is left."""
-    mine = (
-        exists().where(Rating.image_id == Image.id, Rating.user_id == member_user_id)
-        if member_user_id is not None
-        else None
-    )
-    async with engine.connect() as conn:
-        if candidates:
-            statement = (
-                select(Image.id)
-                .join(Job, Job.id == Image.job_id)
-                .where(Image.id.in_(candidates), shown_in_gallery(guild_id))
-            )
-            if mine is not None:
-                statement = statement.where(~mine)
-            left = set((await conn.execute(statement)).scalars())
-            for image_id in candidates:
-                if image_id in left:
-                    return image_id
-        stats = _stats(guild_id)
-        statement = (
-            select(Image.id)
-            .join(Job, Job.id == Image.job_id)
-            .outerjoin(stats, stats.c.image_id == Image.id)
-            .where(shown_in_gallery(guild_id))
-            .order_by(func.coalesce(stats.c.n, 0), Image.id.desc())
-            .limit(1)
-        )
-        if mine is not None:
-            statement = statement.where(~mine)
-        return await conn.scalar(statement)
 
 
 @dataclass(frozen=True, slots=True)

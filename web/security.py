@@ -16,7 +16,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from starlette.requests import Request
 
@@ -140,9 +139,3 @@ class ClickThrottle:
         if len(self._buckets) > 50_000:  # forget the idle ones
             self._buckets = {m: v for m, v in self._buckets.items() if now - v[1] < 60}
         return True
-
-
-def form_or_header_token(request: Request, form: Mapping[str, Any] | None) -> str | None:
-    if form is not None and form.get("csrf"):
-        return str(form["csrf"])
-    return request.headers.get("x-csrf-token")

@@ -141,8 +141,8 @@ async def seed_choices(
     Returns the posts' message ids."""
     from itertools import combinations
 
+    from dreamrate.community.posts import record_comparison
     from dreamrate.ratings.decisions import ReactionEvent
-    from dreamrate.ratings.posts import record_comparison
     from dreamrate.ratings.scale import RatingScale
     from dreamrate.ratings.service import RatingService
 

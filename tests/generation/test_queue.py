@@ -262,8 +262,8 @@ async def test_enqueue_is_idempotent_by_interaction_id(repo, user_factory) -> No
 async def test_interaction_tokens_are_dropped_once_delivered_or_expired(repo, user_factory) -> None:  # type: ignore[no-untyped-def]
     from datetime import timedelta
 
+    from dreamrate.community.posts import PostRepository as DeliveryRepository
     from dreamrate.db.types import utcnow
-    from dreamrate.generation.deliveries import DeliveryRepository
 
     user = await user_factory(1)
     deliveries = DeliveryRepository(repo.engine)

@@ -194,23 +194,23 @@ def copies(server: FakeDiscord, job_id: int, index: int = 0) -> list[int]:
 async def test_a_crash_between_posting_and_recording_posts_once_and_its_ratings_count(
     running: Running, tiny_models, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from dreamrate.generation.deliveries import DeliveryRepository
+    from dreamrate.community.posts import PostRepository
 
     server = running.discord
-    real = DeliveryRepository.mark_posted
+    real = PostRepository.record_own
     sent = asyncio.Event()
 
     async def crash_before_recording(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         sent.set()  # the message is out; the process dies before the row is written
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(DeliveryRepository, "mark_posted", crash_before_recording)
+    monkeypatch.setattr(PostRepository, "record_own", crash_before_recording)
     await server.slash(ADA, "dream", [{"name": "prompt", "type": 3, "value": "one copy only"}])
     await asyncio.wait_for(sent.wait(), timeout=120)
     async with running.engine.connect() as conn:  # type: ignore[attr-defined]
         job_id = int(await conn.scalar(select(Job.id)))
     assert len(copies(server, job_id)) == 1
-    monkeypatch.setattr(DeliveryRepository, "mark_posted", real)
+    monkeypatch.setattr(PostRepository, "record_own", real)
     bot = await restart(running, tiny_models[0])
     try:
 

@@ -795,7 +795,7 @@ async def test_one_pair_shown_twice_is_one_choice_and_erase_unlinks_it(web: Web)
         async with alice.post(url, json={"pair": first["id"], "winner": "a"}, headers=a) as r:
             assert r.status == 200
         # A second web post of the same two images (made by hand) takes no second choice.
-        from dreamrate.ratings.web_events import WEB_CHANNEL
+        from dreamrate.community.web_ratings import WEB_CHANNEL
 
         async with web.engine.begin() as conn:
             await conn.execute(

@@ -1,4 +1,4 @@
-"""Ratings and choices made on the web home, recorded exactly like reactions.
+"""Rating and choosing on the web home: a click recorded exactly like a reaction.
 
 A click on the web is a reaction on a message that exists only in the database: an image's
 web "post" is message ``-image_id`` and a pair shown to one member is a comparison post
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.core.errors import DreamrateError
+from dreamrate.community.errors import NotFound
+from dreamrate.community.posts import WEB_KIND
 from dreamrate.db.models import Choice, ComparisonPost, Image, ImagePost, Job, RatingEvent, User
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import dialect_insert
 from dreamrate.ratings.choice_log import present_choices
 from dreamrate.ratings.decisions import Outcome, ReactionEvent, present_emojis
 from dreamrate.ratings.policy import shown_in_guild
-from dreamrate.ratings.posts import WEB_KIND
 from dreamrate.ratings.scale import WINNERS
 from dreamrate.ratings.service import RatingService
 
@@ -49,7 +49,7 @@ WEB_CHANNEL = 0
 _PAIR_BASE = -(1 << 53)
 
 
-class NotShownError(DreamrateError):
+class NotShownError(NotFound):
     """A choice on a pair that was never shown to this member (or no longer counts)."""
 
 
@@ -103,10 +103,21 @@ async def rate_on_web(
     value: float,
 ) -> Outcome:
     """Record the member's rating ``value`` of ``image_id`` (made in ``guild_id``), as if
-    they had reacted with its emoji; ValueError when ``value`` is not on the scale."""
+    they had reacted with its emoji. An image hidden since (a report, a removal, its maker
+    banned) takes no rating: :attr:`Outcome.NOT_AN_IMAGE`.
+
+    Raises
+    ------
+    ValueError
+        when ``value`` is not on the scale.
+    NotFound
+        for an image the guild's members may not see (or another guild's).
+    """
     scale = service.scale
     if value not in scale.values:
         raise ValueError(f"a rating is one of {', '.join(f'{v:g}' for v in scale.values)}")
+    if not await image_guild(service.engine, image_id, guild_id):
+        raise NotFound("No such image here.")
     emoji = scale.emojis[scale.values.index(value)]
     message_id = await _ensure_web_post(service.engine, image_id)
     async with service.engine.connect() as conn:

@@ -10,21 +10,21 @@ import pytest
 from sqlalchemy import func, select
 
 from dreamrate.community.moderation import remove_image, set_banned
+from dreamrate.community.posts import PostRepository
 from dreamrate.community.privacy import erase, set_opted_out
-from dreamrate.db.models import ChoiceEvent, Image, Rating, RatingEvent
-from dreamrate.db.types import utcnow
-from dreamrate.ratings.decisions import Outcome, ReactionEvent
-from dreamrate.ratings.export import current_ratings
-from dreamrate.ratings.posts import recent_image_messages
-from dreamrate.ratings.scale import RatingScale
-from dreamrate.ratings.service import RatingService
-from dreamrate.ratings.web_events import (
+from dreamrate.community.web_ratings import (
     NotShownError,
     choose_on_web,
     rate_on_web,
     show_pair_on_web,
     web_message_of,
 )
+from dreamrate.db.models import ChoiceEvent, Image, Rating, RatingEvent
+from dreamrate.db.types import utcnow
+from dreamrate.ratings.decisions import Outcome, ReactionEvent
+from dreamrate.ratings.export import current_ratings
+from dreamrate.ratings.scale import RatingScale
+from dreamrate.ratings.service import RatingService
 from tests.web.conftest import seed_images
 
 SCALE = RatingScale(
@@ -145,7 +145,7 @@ async def test_web_posts_stay_off_discord(world, engine) -> None:  # type: ignor
     await _web(service, ids[0], 7)
     await show_pair_on_web(engine, guild_id=GUILD, discord_id=MEMBER, left=ids[0], right=ids[2])
     # Backfill re-reads Discord messages only: the web's posts are not among them.
-    messages = await recent_image_messages(engine, utcnow() - timedelta(days=1))
+    messages = await PostRepository(engine).recent_image_messages(utcnow() - timedelta(days=1))
     assert all(m > 0 for m, _ in messages)
     assert {m for m, _ in messages} == {GUILD + 5000, GUILD + 5001, GUILD + 5002}
     # Removing the image deletes its Discord message only.
@@ -160,6 +160,7 @@ async def test_an_image_hidden_since_the_page_showed_it_takes_no_click(world, en
     """The web's rule, kept where the click is recorded: a member's report waiting for a
     moderator hides an image from the others; a choice or a rating sent from a page shown
     before that counts nowhere, however late the web's own look came."""
+    from dreamrate.community.errors import NotFound
     from dreamrate.db.models import Choice, Flag
     from dreamrate.db.users import ensure_user
 
@@ -167,18 +168,26 @@ async def test_an_image_hidden_since_the_page_showed_it_takes_no_click(world, en
     pair = await show_pair_on_web(
         engine, guild_id=GUILD, discord_id=MEMBER, left=ids[0], right=ids[1]
     )
+    assert await _web(service, ids[1], 2) is Outcome.RATED
     reporter = await ensure_user(engine, OTHER, "reporter")
     async with engine.begin() as conn:
         await conn.execute(Flag.__table__.insert().values(image_id=ids[1], user_id=reporter.id))
     choose = {"name": "x", "guild_id": GUILD, "message_id": pair.message_id, "winner": "a"}
-    try:
-        outcome = await choose_on_web(service, discord_id=MEMBER, **choose)
-    except NotShownError:
-        outcome = Outcome.NOT_AN_IMAGE
-    assert outcome is Outcome.NOT_AN_IMAGE
-    assert await _web(service, ids[1], 4) is Outcome.NOT_AN_IMAGE
+    assert await choose_on_web(service, discord_id=MEMBER, **choose) is Outcome.NOT_AN_IMAGE
+    # A rating whose page was shown before the report, recorded after it.
+    late = ReactionEvent(
+        added=True,
+        discord_user_id=MEMBER,
+        message_id=web_message_of(ids[1]),
+        emoji="5️⃣",
+        guild_id=GUILD,
+        user_name="x",
+    )
+    assert await service.record(late, source="web") is Outcome.NOT_AN_IMAGE
+    with pytest.raises(NotFound):  # asked afresh, it is not there to rate
+        await _web(service, ids[1], 4)
     async with engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(Choice)) == 0
         assert await conn.scalar(select(func.count()).select_from(ChoiceEvent)) == 0
-    assert await _current(engine, ids[1]) == []
+    assert await _current(engine, ids[1]) == [(2.0, "web")]
     assert await _web(service, ids[0], 4) is Outcome.RATED  # the other one still takes it
