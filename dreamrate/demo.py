@@ -285,7 +285,7 @@ async def run_demo(
 
         await asyncio.gather(*(rate(k) for k in plans))
 
-        from dreamrate.ratings.export import current_ratings
+        from dreamrate.exports.rating_export import current_ratings
 
         # Every reaction the server sent is recorded once the bot's inbox has drained.
         await server.wait_for(lambda: bot.reactions.received >= server.session_reactions)
@@ -419,7 +419,7 @@ async def _maintainer_stages(
     from dreamrate.aesthetic.report import write_report
     from dreamrate.aesthetic.train import train_predictor
     from dreamrate.demo_loop import retrain_stages
-    from dreamrate.ratings.dataset_export import export_dataset
+    from dreamrate.exports.dataset import export_dataset
     from dreamrate.ratings.training_data import load_database_data
 
     say("embedding the rated images with CLIP")

@@ -26,7 +26,7 @@ def export_cmd(
 ) -> None:
     """Write one row per counted rating: image_id, rater_id, rating, scale, rated_at, group, job_id, message_id, source."""
     from dreamrate.app import database
-    from dreamrate.ratings.export import export_ratings
+    from dreamrate.exports.rating_export import export_ratings
 
     async def run() -> int:
         async with database(state.settings) as engine:
@@ -50,7 +50,7 @@ def comparisons_export_cmd(
 ) -> None:
     """Write one row per counted choice: image_a, image_b, rater_id, winner, group_a, group_b, timestamp, message_id."""
     from dreamrate.app import database
-    from dreamrate.ratings.choice_export import export_choices
+    from dreamrate.exports.choice_export import export_choices
 
     async def run() -> int:
         async with database(state.settings) as engine:

@@ -292,7 +292,7 @@ def dataset_cmd(
     from dreamrate.aesthetic.clip_model import model_spec
     from dreamrate.app import database
     from dreamrate.cli.context import covered, state
-    from dreamrate.ratings.dataset_export import export_dataset
+    from dreamrate.exports.dataset import export_dataset
 
     settings = state.settings
     model_id = model_spec(settings.embedding.model, settings.embedding.pretrained)[2]

@@ -8,8 +8,8 @@ from sqlalchemy import select, update
 
 from dreamrate.db.models import Choice, ComparisonPost, Image, ImagePost
 from dreamrate.db.types import utcnow
+from dreamrate.exports.choice_export import current_choices
 from dreamrate.fake_discord import BASIC, CHANNEL_ID, GUILD_ID, MANAGE_GUILD, FakeDiscord, Member
-from dreamrate.ratings.choice_export import current_choices
 from tests.bot.conftest import Running, settled
 from tests.bot.test_discord_world_e2e import say
 from tests.bot.test_ratings_e2e import dream, exported

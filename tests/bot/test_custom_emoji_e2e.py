@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from dreamrate.exports.rating_export import current_ratings
 from dreamrate.fake_discord import GUILD_ID, FakeDiscord, Member
 from dreamrate.fake_discord.world import default_world
-from dreamrate.ratings.export import current_ratings
 from tests.bot.conftest import settled, start_bot, stop_bot
 
 ADA, BOB = Member(91, "ada"), Member(92, "bob")

@@ -8,8 +8,8 @@ from sqlalchemy import func, select
 
 from dreamrate.community.audit import audit_log
 from dreamrate.db.models import Job
+from dreamrate.exports.rating_export import current_ratings
 from dreamrate.fake_discord import BASIC, CHANNEL_ID, GUILD_ID, MANAGE_GUILD, FakeDiscord, Member
-from dreamrate.ratings.export import current_ratings
 from tests.bot.conftest import settled
 from tests.bot.test_ratings_e2e import dream
 

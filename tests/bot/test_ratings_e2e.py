@@ -7,8 +7,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from dreamrate.db.models import Job, Rating, User
+from dreamrate.exports.rating_export import current_ratings
 from dreamrate.fake_discord import FakeDiscord, Member
-from dreamrate.ratings.export import current_ratings
 from tests.bot.conftest import settled, start_bot, stop_bot
 
 ADA, BOB, CY = Member(21, "ada"), Member(22, "bob"), Member(23, "cy")

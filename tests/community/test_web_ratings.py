@@ -21,8 +21,8 @@ from dreamrate.community.web_ratings import (
 )
 from dreamrate.db.models import ChoiceEvent, Image, Rating, RatingEvent
 from dreamrate.db.types import utcnow
+from dreamrate.exports.rating_export import current_ratings
 from dreamrate.ratings.decisions import Outcome, ReactionEvent
-from dreamrate.ratings.export import current_ratings
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
 from tests.web.conftest import seed_images

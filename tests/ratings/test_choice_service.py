@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 from dreamrate.community.posts import record_comparison
 from dreamrate.community.privacy import erase, export_mine
 from dreamrate.db.models import Choice, ChoiceEvent, Image
-from dreamrate.ratings.choice_export import current_choices
+from dreamrate.exports.choice_export import current_choices
 from dreamrate.ratings.decisions import Outcome, ReactionEvent
 from dreamrate.ratings.service import RatingService
 from tests.ratings.test_service import MESSAGES, service  # noqa: F401  (the fixture)

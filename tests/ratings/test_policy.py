@@ -10,8 +10,8 @@ from sqlalchemy import insert, update
 
 from dreamrate.aesthetic.train import train_predictor
 from dreamrate.db.models import Embedding, Image
-from dreamrate.ratings.dataset_export import export_dataset
-from dreamrate.ratings.export import EXPORT_COLUMNS, current_ratings, export_ratings
+from dreamrate.exports.dataset import export_dataset
+from dreamrate.exports.rating_export import EXPORT_COLUMNS, current_ratings, export_ratings
 from dreamrate.ratings.schema import RATING_COLUMNS
 from dreamrate.ratings.selection import images_needing_ratings
 from dreamrate.ratings.stats import rating_stats

@@ -14,8 +14,8 @@ from dreamrate.community.privacy import erase, export_mine, set_opted_out
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.engine import create_engine
 from dreamrate.db.models import Flag, Image, Job, Rating, RatingEvent, User
+from dreamrate.exports.rating_export import EXPORT_COLUMNS, export_ratings
 from dreamrate.ratings.decisions import Outcome, ReactionEvent, present_emojis
-from dreamrate.ratings.export import EXPORT_COLUMNS, export_ratings
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
 

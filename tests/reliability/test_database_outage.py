@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from dreamrate.db.models import Job, JobStatus
+from dreamrate.exports.rating_export import current_ratings
 from dreamrate.fake_discord import FakeDiscord, Member
-from dreamrate.ratings.export import current_ratings
 from tests.bot.conftest import start_bot, stop_bot
 from tests.bot.test_ratings_e2e import dream
 from tests.conftest import _pg_execute

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from dreamrate.exports.dataset import export_dataset
+from dreamrate.exports.rating_export import export_ratings
 from dreamrate.fake_discord import FakeDiscord, Member
-from dreamrate.ratings.dataset_export import export_dataset
-from dreamrate.ratings.export import export_ratings
 from tests.bot.conftest import TOKEN, start_bot, stop_bot
 from tests.bot.test_ratings_e2e import dream
 from tests.conftest import SECRET_TOKENS

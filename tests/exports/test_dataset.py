@@ -10,8 +10,8 @@ from sqlalchemy import insert, select, update
 
 from dreamrate.community.moderation import dismiss_reports
 from dreamrate.db.models import Flag, Image, Job, User
-from dreamrate.ratings.dataset_export import DatasetExportError, export_dataset
-from dreamrate.ratings.export import current_ratings
+from dreamrate.exports.dataset import DatasetExportError, export_dataset
+from dreamrate.exports.rating_export import current_ratings
 from tests.aesthetic.community import seed_choices, seed_community
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dreamrate.core.atomic import atomic_folder
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.models import Embedding, Image, Job, JobStatus, Rating, User
-from dreamrate.ratings.choice_export import current_choices
+from dreamrate.exports.choice_export import current_choices
 from dreamrate.ratings.policy import counted_image, counted_job, counted_ratings, in_guilds
 from dreamrate.ratings.schema import choice_schema, on_the_day, prompt_group, rating_schema
 
