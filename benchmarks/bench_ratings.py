@@ -29,9 +29,9 @@ from benchmarks.common import (
     sqlite_database,
 )
 from dreamrate.db.models import Image, Job, RatingEvent, User
+from dreamrate.exports.rating_export import current_ratings
 from dreamrate.fake_discord import CHANNEL_ID, FakeDiscord, Member
 from dreamrate.ratings.decisions import present_emojis
-from dreamrate.exports.rating_export import current_ratings
 
 EMOJIS = ["1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7️⃣", "8️⃣", "9️⃣", "🔟"]
 

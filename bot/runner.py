@@ -41,12 +41,12 @@ async def run_bot(
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
     try:
         await bot.start(token)
-    except discord.LoginFailure:
-        raise DreamrateError("Discord refused the bot token; check DISCORD_TOKEN") from None
-    except discord.PrivilegedIntentsRequired:
+    except discord.LoginFailure as exc:
+        raise DreamrateError("Discord refused the bot token; check DISCORD_TOKEN") from exc
+    except discord.PrivilegedIntentsRequired as exc:
         raise DreamrateError(
             "Discord refused the intents; dreamrate needs none privileged"
-        ) from None
+        ) from exc
     finally:
         if not bot.is_closed():
             await bot.close()

@@ -67,9 +67,7 @@ def _made_before_erase(image: Any) -> ColumnElement[bool]:
 
 def _image_counts(image: Any, *, leaving: bool) -> ColumnElement[bool]:
     # A best-of-N candidate the predictor passed over was never shown to anyone.
-    condition = (
-        image.removed.is_(False) & image.passed_over.is_(False) & ~_made_before_erase(image)
-    )
+    condition = image.removed.is_(False) & image.passed_over.is_(False) & ~_made_before_erase(image)
     if not leaving:
         return condition
     reported = exists().where(Flag.image_id == image.id, Flag.resolved_at.is_(None))

@@ -161,7 +161,7 @@ def _read_table(path: Path, option: str):
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise TrainingError(
             f"{option}: {path} is not a readable Parquet file ({first[:160]})"
-        ) from None
+        ) from exc
 
 
 def _seconds(column: Any) -> np.ndarray | None:
@@ -218,7 +218,7 @@ def load_file_data(
         )
     except (ValueError, TypeError, pa.ArrowException) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise TrainingError(f"--ratings: {first[:200]}") from None
+        raise TrainingError(f"--ratings: {first[:200]}") from exc
 
     image_ids, embeddings = _read_embeddings(
         embeddings_path, embedding_model=embedding_model, dim=dim
@@ -273,7 +273,7 @@ def _comparisons(path: Path) -> tuple[ChoicePanel, dict[int, str]]:
         )
     except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise TrainingError(f"--comparisons: {first[:200]}") from None
+        raise TrainingError(f"--comparisons: {first[:200]}") from exc
     groups: dict[int, str] = {}
     for side in ("a", "b"):
         if f"group_{side}" in names:

@@ -78,7 +78,7 @@ class DiscordAPI:
                     raise DiscordLoginError(f"Discord answered {response.status} ({what})")
                 return body
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise DiscordLoginError(f"cannot reach Discord ({type(exc).__name__})") from None
+            raise DiscordLoginError(f"cannot reach Discord ({type(exc).__name__})") from exc
 
     def _bot_headers(self) -> dict[str, str]:
         if not self._bot_token:

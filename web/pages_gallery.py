@@ -60,8 +60,8 @@ def _query(
     if params.get("since"):
         try:
             since = datetime.fromisoformat(params["since"]).replace(tzinfo=UTC)
-        except ValueError:
-            raise HTTPException(400, "since is a date, YYYY-MM-DD") from None
+        except ValueError as exc:
+            raise HTTPException(400, "since is a date, YYYY-MM-DD") from exc
     text = params.get("q", "").strip()
     if len(text) > 200:
         raise HTTPException(400, "the prompt filter is at most 200 characters")
@@ -92,8 +92,8 @@ async def _page(
         cards, cursor = await gallery_page(
             context.engine, guild_id, query, context.rankings, predictor
         )
-    except ValueError:
-        raise HTTPException(400, "that page does not exist (a bad cursor)") from None
+    except ValueError as exc:
+        raise HTTPException(400, "that page does not exist (a bad cursor)") from exc
     page = {"cards": cards, "cursor": cursor, "guild_id": guild_id, "eager": EAGER}
     return page, query, sorted(models)
 

@@ -88,7 +88,7 @@ def score_cmd(
     try:
         shards, problems = discover_shards(embeddings)
     except FileNotFoundError as exc:
-        raise ScoreError(f"--embeddings: {exc}") from None
+        raise ScoreError(f"--embeddings: {exc}") from exc
     wrong_width = [s for s in shards if s.dim != loaded.dim]
     for shard in wrong_width:
         problems.append(
