@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dreamrate.aesthetic.predictor import META_FILE, Predictor, PredictorError, load_predictor
-from dreamrate.aesthetic.registry import active_predictor_path
+from dreamrate.aesthetic.predictor_registry import active_predictor_path
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine

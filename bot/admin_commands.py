@@ -22,7 +22,7 @@ from dreamrate.community.guild_settings import FEED_COMPARE_PERCENT, FEED_MINUTE
 from dreamrate.community.members import Member
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.retry import retry_on_disconnect
-from dreamrate.generation.registry import list_models
+from dreamrate.generation.served_models import list_models
 
 if TYPE_CHECKING:
     from dreamrate.community.moderation import Moderation

@@ -23,7 +23,7 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import aliased
 
-from dreamrate.community.errors import CommunityError
+from dreamrate.community.refusals import CommunityError
 from dreamrate.community.requests import prepare_request
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.models import ArenaRound, GuildSettings, Job, JobStatus

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.community.errors import BadValue
+from dreamrate.community.refusals import BadValue
 from dreamrate.db.models import GuildSettings
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import dialect_insert

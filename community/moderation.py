@@ -17,7 +17,6 @@ from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.community.audit import AuditRow, audit, audit_log
-from dreamrate.community.errors import BadValue, NotAllowed, NotFound
 from dreamrate.community.guild_settings import (
     check_settings,
     get_guild_settings,
@@ -25,6 +24,7 @@ from dreamrate.community.guild_settings import (
     update_guild_settings,
 )
 from dreamrate.community.posts import WEB_KIND
+from dreamrate.community.refusals import BadValue, NotAllowed, NotFound
 from dreamrate.db.models import (
     ComparisonPost,
     Flag,
@@ -256,7 +256,7 @@ class Moderation:
         self._predictor_active = predictor_active or self._active_in_database
 
     async def _active_in_database(self) -> bool:
-        from dreamrate.aesthetic.registry import active_predictor_path
+        from dreamrate.aesthetic.predictor_registry import active_predictor_path
 
         return await active_predictor_path(self.engine) is not None
 

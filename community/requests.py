@@ -13,15 +13,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from dreamrate.aesthetic.registry import active_predictor_path
-from dreamrate.community.errors import NotAllowed, NotFound
+from dreamrate.aesthetic.predictor_registry import active_predictor_path
 from dreamrate.community.moderation import get_guild_settings, is_banned_in
+from dreamrate.community.refusals import NotAllowed, NotFound
 from dreamrate.db.models import JobStatus
 from dreamrate.db.retry import retry_on_disconnect
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import ensure_user, user_id_of
 from dreamrate.generation.model_info import model_defaults
-from dreamrate.generation.registry import list_models
 from dreamrate.generation.request import (
     MAX_SEED,
     GenerationLimits,
@@ -30,6 +29,7 @@ from dreamrate.generation.request import (
     parse_size,
     validate_request,
 )
+from dreamrate.generation.served_models import list_models
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine

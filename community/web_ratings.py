@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dreamrate.community.errors import NotFound
 from dreamrate.community.posts import WEB_KIND
+from dreamrate.community.refusals import NotFound
 from dreamrate.db.models import Choice, ComparisonPost, Image, ImagePost, Job, RatingEvent, User
 from dreamrate.db.types import utcnow
 from dreamrate.db.users import dialect_insert

@@ -415,7 +415,7 @@ async def _maintainer_stages(
     from dreamrate.aesthetic.clip_model import model_spec
     from dreamrate.aesthetic.embed import embed_rated_images
     from dreamrate.aesthetic.predictor import save_predictor
-    from dreamrate.aesthetic.registry import register_predictor
+    from dreamrate.aesthetic.predictor_registry import register_predictor
     from dreamrate.aesthetic.report import write_report
     from dreamrate.aesthetic.train import train_predictor
     from dreamrate.demo_loop import retrain_stages

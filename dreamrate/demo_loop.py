@@ -125,7 +125,7 @@ async def retrain_stages(
     from dreamrate.aesthetic.filtering.reader import discover_shards
     from dreamrate.generation.model_info import model_defaults
     from dreamrate.generation.pipeline import load_text2image
-    from dreamrate.generation.registry import add_model, spec_for
+    from dreamrate.generation.served_models import add_model, spec_for
     from dreamrate.ratings.arena_stats import paired_gain
     from dreamrate.retraining.finetune import FinetuneOptions, finetune
     from dreamrate.toy_community import tastes_of

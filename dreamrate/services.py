@@ -81,7 +81,7 @@ async def serve_queue(
     """|coro| Serve the generation queue until SIGTERM/SIGINT (``dreamrate worker``, and the
     bot's worker process): the configured model is loaded before the first claim, and a
     stop finishes the current step and hands the batch back."""
-    from dreamrate.app import database
+    from dreamrate.database_setup import database
 
     async with database(settings, migrate=migrate) as engine:
         worker = build_worker(settings, build_repository(settings, engine), worker_id=worker_id)

@@ -23,8 +23,8 @@ from dreamrate.core.errors import ModelError, StorageError
 from dreamrate.generation.best_of import choose_best
 from dreamrate.generation.pipeline import load_text2image, looks_like_path
 from dreamrate.generation.queue import JobRecord, JobRepository, StoredImage
-from dreamrate.generation.registry import NAME, get_model
 from dreamrate.generation.render import ImageSpec, render_images
+from dreamrate.generation.served_models import NAME, get_model
 from dreamrate.generation.store import ImageStore
 
 __all__ = ["CandidatePicker", "GenerationWorker", "PipelineCache", "default_worker_id"]

@@ -15,9 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.templating import Jinja2Templates
 
 from dreamrate.aesthetic.active import ActivePredictor
-from dreamrate.community.errors import BadValue, NotAllowed, NotFound
 from dreamrate.community.moderation import Moderation
 from dreamrate.community.rating_queue import RatingQueue
+from dreamrate.community.refusals import BadValue, NotAllowed, NotFound
 from dreamrate.core.errors import DreamrateError
 from dreamrate.core.settings import Settings
 from dreamrate.ratings.scale import RatingScale

@@ -18,7 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dreamrate.community.errors import NotFound
+from dreamrate.community.refusals import NotFound
 from dreamrate.community.web_ratings import choose_on_web, rate_on_web
 from dreamrate.db.users import user_id_of
 from dreamrate.ratings.decisions import Outcome

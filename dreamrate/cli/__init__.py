@@ -26,7 +26,7 @@ from dreamrate.cli import (
     web_cmd,
 )
 from dreamrate.cli.checks import refuse_blank_values, usage_error_line
-from dreamrate.cli.context import state
+from dreamrate.cli.cli_state import state
 from dreamrate.core.errors import DreamrateError
 
 __all__ = ["app", "main"]

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from dreamrate.cli.checks import folder_problem, input_file, output_file, output_folder
-from dreamrate.cli.context import GuildOption, covered, state
+from dreamrate.cli.cli_state import GuildOption, covered, state
 from dreamrate.core.errors import DreamrateError
 
 __all__ = ["embed_cmd", "predictor_app", "train_cmd"]
@@ -46,7 +46,7 @@ def embed_cmd(
     """Compute CLIP embeddings of rated images that lack them (resumable; stop any time)."""
     from dreamrate.aesthetic.clip_model import load_clip
     from dreamrate.aesthetic.embed import embed_rated_images
-    from dreamrate.app import database
+    from dreamrate.database_setup import database
 
     settings = state.settings
     clip = load_clip(
@@ -153,7 +153,7 @@ def train_cmd(
     from dreamrate.aesthetic.predictor import save_predictor
     from dreamrate.aesthetic.report import write_report
     from dreamrate.aesthetic.train import train_predictor
-    from dreamrate.app import database
+    from dreamrate.database_setup import database
     from dreamrate.ratings.training_data import (
         check_embeddings,
         load_database_data,
@@ -222,7 +222,7 @@ def train_cmd(
     if not files:
 
         async def register() -> None:
-            from dreamrate.aesthetic.registry import register_predictor
+            from dreamrate.aesthetic.predictor_registry import register_predictor
 
             async with database(settings) as engine:
                 await register_predictor(engine, result.predictor, out, activate=activate)
@@ -309,8 +309,8 @@ def show_cmd(predictor: Annotated[Path, typer.Argument(help="Predictor folder.")
 def activate_cmd(predictor: Annotated[Path, typer.Argument(help="Predictor folder.")]) -> None:
     """Use this predictor to choose which images members are asked to rate."""
     from dreamrate.aesthetic.predictor import load_predictor
-    from dreamrate.aesthetic.registry import register_predictor
-    from dreamrate.app import database
+    from dreamrate.aesthetic.predictor_registry import register_predictor
+    from dreamrate.database_setup import database
 
     loaded = load_predictor(predictor, embedding_model=_embedding_model_id())
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.cli.context import GuildOption, state
+from dreamrate.cli.cli_state import GuildOption, state
 
 __all__ = ["app"]
 
@@ -33,9 +33,9 @@ def report_cmd(
     from rich.table import Table
 
     from dreamrate.aesthetic.clip_model import model_spec
-    from dreamrate.aesthetic.registry import active_predictor_path
-    from dreamrate.app import database
+    from dreamrate.aesthetic.predictor_registry import active_predictor_path
     from dreamrate.community.arena_results import ArenaError, arena_report
+    from dreamrate.database_setup import database
 
     pair: tuple[str, str] | None = None
     if models is not None:

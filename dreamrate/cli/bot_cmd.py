@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.cli.context import state
+from dreamrate.cli.cli_state import state
 from dreamrate.core.errors import ConfigError
 
 __all__ = ["bot_cmd"]
@@ -22,9 +22,9 @@ def bot_cmd(
     ] = False,
 ) -> None:
     """Run the Discord bot until SIGTERM/SIGINT."""
-    from dreamrate.app import open_database
     from dreamrate.bot.connection import point_discord_at
-    from dreamrate.bot.runner import run_bot
+    from dreamrate.bot.serving import run_bot
+    from dreamrate.database_setup import open_database
     from dreamrate.services import WorkerProcess, build_repository
 
     settings = state.settings

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from pydantic import BaseModel, SecretStr
 
-from dreamrate.cli.context import state
+from dreamrate.cli.cli_state import state
 from dreamrate.core.settings import ENV_PREFIX, Settings
 
 __all__ = ["app", "effective_settings"]
@@ -30,7 +30,7 @@ def _shown(value: Any) -> Any:
 
 def effective_settings(settings: Settings) -> dict[str, Any]:
     """Every setting by environment name, secrets masked, derived values filled in."""
-    from dreamrate.app import safe_url
+    from dreamrate.database_setup import safe_url
 
     rows: dict[str, Any] = {}
     for name in Settings.model_fields:

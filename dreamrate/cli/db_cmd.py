@@ -6,7 +6,7 @@ import asyncio
 
 import typer
 
-from dreamrate.cli.context import state
+from dreamrate.cli.cli_state import state
 
 __all__ = ["app"]
 
@@ -16,7 +16,7 @@ app = typer.Typer(help="Database schema and status.", no_args_is_help=True)
 @app.command("upgrade")
 def upgrade_cmd() -> None:
     """Create or migrate the database to the newest schema (safe to repeat)."""
-    from dreamrate.app import database, safe_url
+    from dreamrate.database_setup import database, safe_url
     from dreamrate.db.migrate import migration_status
 
     async def run() -> str:
@@ -31,7 +31,7 @@ def upgrade_cmd() -> None:
 @app.command("status")
 def status_cmd() -> None:
     """Print the database's migration and whether it is current; exit 1 when behind."""
-    from dreamrate.app import connect_database, safe_url
+    from dreamrate.database_setup import connect_database, safe_url
     from dreamrate.db.migrate import migration_status
 
     async def run() -> tuple[str, bool]:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from dreamrate.cli.checks import input_file, output_folder
-from dreamrate.cli.context import state
+from dreamrate.cli.cli_state import state
 
 __all__ = ["finetune_cmd"]
 

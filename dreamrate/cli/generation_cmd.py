@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.cli.context import state
+from dreamrate.cli.cli_state import state
 from dreamrate.core.errors import DreamrateError
 
 __all__ = ["generate_cmd", "worker_cmd"]
@@ -76,12 +76,12 @@ def generate_cmd(
     ] = 600.0,
 ) -> None:
     """Enqueue one job with /dream's options and limits, wait, print one image path per line."""
-    from dreamrate.app import database
     from dreamrate.community.requests import prepare_request, server_limits
+    from dreamrate.database_setup import database
     from dreamrate.db.models import JobStatus
     from dreamrate.db.users import ensure_user
-    from dreamrate.generation.registry import list_models
     from dreamrate.generation.request import GenerationLimits, RequestInput
+    from dreamrate.generation.served_models import list_models
     from dreamrate.generation.transitions import JobError
     from dreamrate.services import build_repository, build_worker
 
@@ -93,7 +93,7 @@ def generate_cmd(
             return {s.name: s.loads for s in await list_models(engine)}
 
     async def predictor_active() -> bool:
-        from dreamrate.aesthetic.registry import active_predictor_path
+        from dreamrate.aesthetic.predictor_registry import active_predictor_path
 
         async with database(settings) as engine:
             return await active_predictor_path(engine) is not None

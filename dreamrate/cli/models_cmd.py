@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from dreamrate.cli.checks import output_folder
-from dreamrate.cli.context import state
+from dreamrate.cli.cli_state import state
 from dreamrate.tiny_models import make_tiny_models, make_toy_model
 
 __all__ = ["app"]
@@ -100,8 +100,8 @@ def add_cmd(
     """Register a model the bot can serve by name: a diffusers folder, or a LoRA on a base."""
     import asyncio
 
-    from dreamrate.app import database
-    from dreamrate.generation.registry import add_model, spec_for
+    from dreamrate.database_setup import database
+    from dreamrate.generation.served_models import add_model, spec_for
 
     spec = spec_for(name, path=path, lora=lora, base=base)
 
@@ -119,8 +119,8 @@ def list_cmd() -> None:
     """The registered models, with what each loads."""
     import asyncio
 
-    from dreamrate.app import database
-    from dreamrate.generation.registry import list_models
+    from dreamrate.database_setup import database
+    from dreamrate.generation.served_models import list_models
 
     async def run():  # type: ignore[no-untyped-def]
         async with database(state.settings) as engine:
@@ -139,8 +139,8 @@ def remove_cmd(name: Annotated[str, typer.Argument(help="A registered name.")]) 
     """Stop serving a registered model (its files stay where they are)."""
     import asyncio
 
-    from dreamrate.app import database
-    from dreamrate.generation.registry import remove_model
+    from dreamrate.database_setup import database
+    from dreamrate.generation.served_models import remove_model
 
     async def run() -> None:
         async with database(state.settings) as engine:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from dreamrate.cli.checks import output_file
-from dreamrate.cli.context import GuildOption, covered, state
+from dreamrate.cli.cli_state import GuildOption, covered, state
 
 __all__ = ["app"]
 
@@ -25,7 +25,7 @@ def export_cmd(
     guild: GuildOption = None,
 ) -> None:
     """Write one row per counted rating: image_id, rater_id, rating, scale, rated_at, group, job_id, message_id, source."""
-    from dreamrate.app import database
+    from dreamrate.database_setup import database
     from dreamrate.exports.rating_export import export_ratings
 
     async def run() -> int:
@@ -49,7 +49,7 @@ def comparisons_export_cmd(
     guild: GuildOption = None,
 ) -> None:
     """Write one row per counted choice: image_a, image_b, rater_id, winner, group_a, group_b, timestamp, message_id."""
-    from dreamrate.app import database
+    from dreamrate.database_setup import database
     from dreamrate.exports.choice_export import export_choices
 
     async def run() -> int:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from dreamrate.cli.checks import folder_problem, input_file, output_folder
-from dreamrate.cli.context import GuildOption
+from dreamrate.cli.cli_state import GuildOption
 from dreamrate.core.errors import DreamrateError
 from dreamrate.core.paths import ensure_writable_dir
 
@@ -290,8 +290,8 @@ def dataset_cmd(
 ) -> None:
     """Write the community's images, generations and ratings as a shareable dataset."""
     from dreamrate.aesthetic.clip_model import model_spec
-    from dreamrate.app import database
-    from dreamrate.cli.context import covered, state
+    from dreamrate.cli.cli_state import covered, state
+    from dreamrate.database_setup import database
     from dreamrate.exports.dataset import export_dataset
 
     settings = state.settings

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dreamrate.cli.context import state
+from dreamrate.cli.cli_state import state
 from dreamrate.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ async def serve_web(settings: Settings) -> None:
     """Serve the web home with uvicorn until it is told to stop (SIGINT/SIGTERM)."""
     import uvicorn
 
-    from dreamrate.app import open_database
+    from dreamrate.database_setup import open_database
     from dreamrate.web.app import create_app
 
     engine = await open_database(settings)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from dreamrate.aesthetic.predictor import Predictor, save_predictor
-from dreamrate.aesthetic.registry import register_predictor
+from dreamrate.aesthetic.predictor_registry import register_predictor
 from dreamrate.db.models import Embedding, ImagePost
 from dreamrate.fake_discord import GUILD_ID, FakeDiscord, Member
 from tests.aesthetic.community import seed_community

@@ -14,7 +14,7 @@ from dreamrate.db.engine import create_engine
 from dreamrate.db.migrate import upgrade
 from dreamrate.db.models import ArenaRound, Job
 from dreamrate.fake_discord import Member
-from dreamrate.generation.registry import add_model, spec_for
+from dreamrate.generation.served_models import add_model, spec_for
 from dreamrate.retraining.finetune import FinetuneOptions, finetune
 from tests.bot.conftest import start_bot, stop_bot
 from tests.bot.test_discord_world_e2e import say

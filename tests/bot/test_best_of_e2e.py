@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from dreamrate.aesthetic.predictor import Predictor, save_predictor
-from dreamrate.aesthetic.registry import register_predictor
+from dreamrate.aesthetic.predictor_registry import register_predictor
 from dreamrate.db.models import Image, Job
 from dreamrate.fake_discord import BASIC, MANAGE_GUILD, FakeDiscord, Member
 from tests.bot.conftest import start_bot, stop_bot

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from dreamrate.db.models import Job
 from dreamrate.fake_discord import BASIC, MANAGE_GUILD, Member
-from dreamrate.generation.registry import remove_model
+from dreamrate.generation.served_models import remove_model
 from tests.bot.conftest import start_bot, stop_bot
 from tests.bot.test_arena_e2e import register_a_lora
 from tests.bot.test_discord_world_e2e import say

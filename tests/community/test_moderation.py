@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 
-from dreamrate.community.errors import BadValue, NotAllowed, NotFound
 from dreamrate.community.guild_settings import check_settings, split_terms, toggled
 from dreamrate.community.members import ADMINISTRATOR, MANAGE_GUILD, Member, is_moderator
 from dreamrate.community.moderation import Moderation, is_banned_in
+from dreamrate.community.refusals import BadValue, NotAllowed, NotFound
 from dreamrate.db.models import Flag, Image, ImagePost
 from dreamrate.db.users import ensure_user
 from tests.web.conftest import seed_images

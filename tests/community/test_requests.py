@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import func, select
 
 from dreamrate.community.arena import ArenaError, ArenaRounds
-from dreamrate.community.errors import NotAllowed, NotFound
 from dreamrate.community.guild_settings import update_guild_settings
 from dreamrate.community.members import Member
 from dreamrate.community.moderation import set_banned
+from dreamrate.community.refusals import NotAllowed, NotFound
 from dreamrate.community.requests import Requests, server_limits
 from dreamrate.db.models import GuildSettings, Job
 from dreamrate.generation.queue import JobRepository

@@ -160,7 +160,7 @@ async def test_an_image_hidden_since_the_page_showed_it_takes_no_click(world, en
     """The web's rule, kept where the click is recorded: a member's report waiting for a
     moderator hides an image from the others; a choice or a rating sent from a page shown
     before that counts nowhere, however late the web's own look came."""
-    from dreamrate.community.errors import NotFound
+    from dreamrate.community.refusals import NotFound
     from dreamrate.db.models import Choice, Flag
     from dreamrate.db.users import ensure_user
 

@@ -117,8 +117,8 @@ def test_a_new_sqlite_database_and_its_folders_are_the_owners_only(tmp_path: Pat
 
 
 def test_the_data_folder_the_commands_create_is_the_owners_only(tmp_path: Path) -> None:
-    from dreamrate.app import open_database
     from dreamrate.core.settings import load_settings
+    from dreamrate.database_setup import open_database
 
     settings = load_settings(data_dir=tmp_path / "home" / "data")
 

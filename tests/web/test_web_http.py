@@ -661,7 +661,7 @@ async def test_maintainers_see_the_queue_workers_and_plots(database_url: str, tm
             import numpy as np
 
             from dreamrate.aesthetic.predictor import Predictor, save_predictor
-            from dreamrate.aesthetic.registry import register_predictor
+            from dreamrate.aesthetic.predictor_registry import register_predictor
             from dreamrate.db.models import Predictor as PredictorRow
 
             predictor = Predictor("m", 2, [(np.array([[1.0, 0.0]]), np.array([0.0]))])
@@ -701,7 +701,7 @@ async def test_best_predicted_first_with_the_active_predictor(web: Web, tmp_path
 
     from dreamrate.aesthetic.clip_model import model_spec
     from dreamrate.aesthetic.predictor import Predictor, save_predictor
-    from dreamrate.aesthetic.registry import register_predictor
+    from dreamrate.aesthetic.predictor_registry import register_predictor
     from dreamrate.db.models import Embedding
 
     async with client() as alice:

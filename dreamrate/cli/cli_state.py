@@ -1,0 +1,48 @@
+"""State shared by CLI commands: the settings, read once per process."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+from dreamrate.core.log import configure_logging
+from dreamrate.core.settings import Settings, load_settings
+
+__all__ = ["CliState", "GuildOption", "covered", "state"]
+
+
+@dataclass
+class CliState:
+    _settings: Settings | None = None
+
+    def load(self) -> Settings:
+        """Read settings (raising ConfigError on a bad value) and configure logging."""
+        settings = load_settings()
+        token = settings.discord.resolved_token()
+        configure_logging(settings.log_level, secrets=[token.get_secret_value()] if token else [])
+        self._settings = settings
+        return settings
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings if self._settings is not None else self.load()
+
+
+state = CliState()
+
+
+#: ``--guild ID`` (repeatable): the communities a maintainer command reads; default all.
+GuildOption = Annotated[
+    list[int] | None,
+    typer.Option(
+        "--guild", min=1, help="Only this guild's images and ratings (repeatable; default: all)."
+    ),
+]
+
+
+def covered(guilds: Sequence[int] | None) -> str:
+    """What a command's output says it read."""
+    return f"guild(s) {', '.join(map(str, guilds))}" if guilds else "every guild"
