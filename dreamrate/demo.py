@@ -411,13 +411,10 @@ async def _maintainer_stages(
 ) -> None:
     from scipy.stats import spearmanr
 
-    from dreamrate.aesthetic.card import write_card
     from dreamrate.aesthetic.clip_model import model_spec
     from dreamrate.aesthetic.embed import embed_rated_images
-    from dreamrate.aesthetic.predictor import save_predictor
     from dreamrate.aesthetic.predictor_registry import register_predictor
-    from dreamrate.aesthetic.report import write_report
-    from dreamrate.aesthetic.train import train_predictor
+    from dreamrate.aesthetic.training_run import train_and_save
     from dreamrate.demo_loop import retrain_stages
     from dreamrate.exports.dataset import export_dataset
     from dreamrate.ratings.training_data import load_database_data
@@ -433,17 +430,13 @@ async def _maintainer_stages(
         scale=settings.rating.scale,
         images_dir=settings.images_dir,
     )
-    result = train_predictor(
-        data, name="demo", scale={"scale": "numbers-10", "min": 1.0, "max": 10.0}
-    )
+    # What `dreamrate train` does, through the same function.
     predictor_dir = folder / "predictor"
-    save_predictor(
-        result.predictor,
+    result = train_and_save(
+        data,
         predictor_dir,
-        extras=lambda tmp: (
-            write_report(result, tmp, image_paths=data.image_paths),
-            write_card(result, tmp),
-        ),
+        name="demo",
+        scale={"scale": "numbers-10", "min": 1.0, "max": 10.0},
     )
     await register_predictor(engine, result.predictor, predictor_dir, activate=True)
     summary.metrics = result.metrics

@@ -148,11 +148,8 @@ def train_cmd(
     guild: GuildOption = None,
 ) -> None:
     """Train an aesthetic predictor on the community's ratings (or on Parquet files)."""
-    from dreamrate.aesthetic.card import write_card
     from dreamrate.aesthetic.clip_model import embedding_dim
-    from dreamrate.aesthetic.predictor import save_predictor
-    from dreamrate.aesthetic.report import write_report
-    from dreamrate.aesthetic.train import train_predictor
+    from dreamrate.aesthetic.training_run import train_and_save
     from dreamrate.database_setup import database
     from dreamrate.ratings.training_data import (
         check_embeddings,
@@ -199,9 +196,11 @@ def train_cmd(
         data = asyncio.run(from_database())
         if len(data.image_ids):
             check_embeddings(data.embeddings, dim, model_id)
-    result = train_predictor(
+    result = train_and_save(
         data,
-        model=model,  # type: ignore[arg-type]
+        out,
+        overwrite=force,
+        model=model,
         min_ratings=min_ratings or settings.rating.min_ratings_per_image,
         folds=folds,
         seed=seed,
@@ -209,15 +208,6 @@ def train_cmd(
         scale=scale,
         ratings_weight=ratings_weight,
         progress=lambda msg: typer.echo(f"... {msg}", err=True),
-    )
-    save_predictor(
-        result.predictor,
-        out,
-        overwrite=force,
-        extras=lambda folder: (
-            write_report(result, folder, image_paths=data.image_paths),
-            write_card(result, folder),
-        ),
     )
     if not files:
 
