@@ -16,6 +16,7 @@ from dreamrate.aesthetic.clip_model import ClipModel
 from dreamrate.aesthetic.embed_pipeline import iter_embeddings
 from dreamrate.db.models import Embedding, Image, Rating
 from dreamrate.db.users import dialect_insert
+from dreamrate.generation.store import ImageStore, as_image_store
 from dreamrate.ratings.policy import counted_image
 
 __all__ = ["EmbedSummary", "embed_rated_images", "images_to_embed"]
@@ -48,7 +49,7 @@ async def images_to_embed(engine: AsyncEngine, model_id: str) -> list[tuple[int,
 async def embed_rated_images(
     engine: AsyncEngine,
     clip: ClipModel,
-    images_dir: Path,
+    images: ImageStore | Path,
     *,
     batch_size: int = 32,
     limit: int | None = None,
@@ -57,7 +58,8 @@ async def embed_rated_images(
 ) -> EmbedSummary:
     """Embed every rated image lacking a ``clip.id`` embedding; safe to stop and rerun.
 
-    Images are decoded and preprocessed on ``workers`` threads (default: the cores) a batch
+    The images are read from ``images`` (a store, or the local folder of one). Images are
+    decoded and preprocessed on ``workers`` threads (default: the cores) a batch
     ahead of the forward pass (:mod:`dreamrate.aesthetic.embed_pipeline`)."""
     from rich.progress import (
         BarColumn,
@@ -91,9 +93,8 @@ async def embed_rated_images(
         disable=not show_progress,
         transient=False,
     )
-    batches = iter_embeddings(
-        clip, [(iid, images_dir / rel) for iid, rel in todo], batch_size=batch_size, workers=workers
-    )
+    store = as_image_store(images)
+    batches = iter_embeddings(clip, todo, batch_size=batch_size, workers=workers, read=store.read)
     with progress, contextlib.closing(batches):  # an error stops the decoding threads too
         task = progress.add_task("embed", total=len(todo), rate="-")
         while True:

@@ -9,9 +9,10 @@ the batch size settles at what memory allows.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from dreamrate.aesthetic.clip_model import ClipModel
+from dreamrate.generation.store import ImageUnreadable
 
 __all__ = ["Embedded", "default_workers", "iter_embeddings"]
 
@@ -33,15 +35,18 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _prepare(clip: ClipModel, path: Path) -> Any:
+def _prepare(clip: ClipModel, source: Path | str, read: Callable[[str], bytes] | None) -> Any:
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
     try:
-        with PILImage.open(path) as im:
+        opened = PILImage.open(source) if read is None else PILImage.open(io.BytesIO(read(source)))
+        with opened as im:
             return clip.preprocess(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        logger.warning("cannot read image %s (%s); skipped", path, type(exc).__name__)
+    except (OSError, UnidentifiedImageError, ValueError, ImageUnreadable) as exc:
+        # One image that cannot be read is skipped; a store that cannot be reached at all
+        # (StorageError) stops the run.
+        logger.warning("cannot read image %s (%s); skipped", source, type(exc).__name__)
         return None
 
 
@@ -62,13 +67,17 @@ def _forward(clip: ClipModel, batch: Any) -> np.ndarray:
 
 def iter_embeddings(
     clip: ClipModel,
-    items: Sequence[tuple[int, Path]],
+    items: Sequence[tuple[int, Path]] | Sequence[tuple[int, str]],
     *,
     batch_size: int = 32,
     workers: int | None = None,
+    read: Callable[[str], bytes] | None = None,
 ) -> Iterator[Embedded]:
     """Embed ``(image id, file)`` items in batches, in order; yields ``(ids, vectors,
-    unreadable)`` per batch. Batch k + 1 is decoded and preprocessed while batch k runs."""
+    unreadable)`` per batch. Batch k + 1 is decoded and preprocessed while batch k runs.
+
+    With ``read`` (an image store's), the items name paths in the store, read through it.
+    """
     import torch
 
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
@@ -76,8 +85,8 @@ def iter_embeddings(
         return
     with ThreadPoolExecutor(workers or default_workers()) as pool:
 
-        def submit(batch: Sequence[tuple[int, Path]]) -> list[tuple[int, Future[Any]]]:
-            return [(iid, pool.submit(_prepare, clip, path)) for iid, path in batch]
+        def submit(batch: Sequence[tuple[int, Any]]) -> list[tuple[int, Future[Any]]]:
+            return [(iid, pool.submit(_prepare, clip, source, read)) for iid, source in batch]
 
         ahead = submit(batches[0])
         for k in range(len(batches)):

@@ -27,7 +27,7 @@ from dreamrate.db.models import Job
 from dreamrate.db.users import ensure_user
 from dreamrate.generation.queue import JobRepository, StoredImage
 from dreamrate.generation.request import GenerationRequest
-from dreamrate.generation.store import ImageStore
+from dreamrate.generation.store import FolderStore
 from dreamrate.generation.worker import GenerationWorker, PipelineCache
 
 
@@ -64,7 +64,7 @@ async def batching(
                 with tempfile.TemporaryDirectory() as folder:
                     worker = GenerationWorker(
                         repo=repo,
-                        store=ImageStore(Path(folder)),
+                        store=FolderStore(Path(folder)),
                         pipelines=pipelines,
                         max_batch=max_batch,
                     )

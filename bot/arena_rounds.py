@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable
 from datetime import timedelta
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
     from dreamrate.bot.publisher import Publisher
     from dreamrate.community.arena import ArenaRounds
     from dreamrate.generation.queue import JobRepository
+    from dreamrate.generation.store import ImageStore
 
 __all__ = ["FEED_CHECK_SECONDS", "Arena"]
 
@@ -63,8 +63,8 @@ class Arena:
         The arena's use case (its engine and queue too).
     publisher
         Posts the pair exactly once, with the choice emoji.
-    images_dir
-        Where the image store keeps the files.
+    store
+        The image store the worker wrote the images to.
     hours
         How long a round stays open.
     interval
@@ -77,12 +77,12 @@ class Arena:
         *,
         rounds: ArenaRounds,
         publisher: Publisher,
-        images_dir: Path,
+        store: ImageStore,
         hours: float = 24.0,
         interval: float = 5.0,
     ) -> None:
         self.client, self.rounds, self.publisher = client, rounds, publisher
-        self.images_dir = images_dir
+        self.store = store
         self.engine: AsyncEngine = rounds.engine
         self.repo: JobRepository = rounds.requests.repo
         self.duration = timedelta(hours=hours)
@@ -149,14 +149,15 @@ class Arena:
             )
             return
         channel = self.client.get_partial_messageable(state.channel_id)
+        # Read before the post is begun: a store that is down delays it, nothing more.
+        pair = await asyncio.gather(
+            asyncio.to_thread(self.store.read, left.path),
+            asyncio.to_thread(self.store.read, right.path),
+        )
 
         def send(nonce: str) -> Awaitable[discord.Message]:
             return channel.send(
-                file=pair_file(
-                    self.images_dir / left.path,
-                    self.images_dir / right.path,
-                    f"dreamrate-arena-{state.id}-{nonce}",
-                ),
+                file=pair_file(*pair, f"dreamrate-arena-{state.id}-{nonce}"),
                 embed=arena_embed(self.publisher.scale.choice_emojis, state.prompt),
             )
 

@@ -37,6 +37,7 @@ from dreamrate.community.posts import PostRepository
 from dreamrate.community.rating_queue import RatingQueue
 from dreamrate.community.requests import Requests
 from dreamrate.generation.request import GenerationLimits, prepare_validation
+from dreamrate.generation.store import open_image_store
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
     from dreamrate.core.settings import Settings
     from dreamrate.generation.queue import JobRepository
+    from dreamrate.generation.store import ImageStore
 
 __all__ = ["BackgroundWorker", "DreamrateBot"]
 
@@ -77,6 +79,8 @@ class DreamrateBot(commands.Bot):
     worker
         The worker to run beside the bot (normally in its own process), or None when other
         workers serve the queue.
+    store
+        The image store the images are posted from; default: the one the settings name.
     delivery_interval
         Seconds between delivery passes.
     """
@@ -88,6 +92,7 @@ class DreamrateBot(commands.Bot):
         engine: AsyncEngine,
         repo: JobRepository,
         worker: BackgroundWorker | None = None,
+        store: ImageStore | None = None,
         delivery_interval: float = 0.5,
     ) -> None:
         # Guilds and guild reactions only: no privileged intents needed (no message content:
@@ -108,6 +113,7 @@ class DreamrateBot(commands.Bot):
         self.engine = engine
         self.repo = repo
         self.worker = worker
+        self.store = store or open_image_store(settings)
         self.scale = RatingScale.from_settings(settings.rating)
         emb = settings.embedding
         self.requests = Requests(
@@ -121,7 +127,7 @@ class DreamrateBot(commands.Bot):
             self,
             repo=repo,
             publisher=self.publisher,
-            images_dir=settings.images_dir,
+            store=self.store,
             interval=delivery_interval,
         )
         self.posts = RatingPosts(
@@ -133,7 +139,7 @@ class DreamrateBot(commands.Bot):
             ),
             publisher=self.publisher,
             repo=repo,
-            images_dir=settings.images_dir,
+            store=self.store,
             feed_interval_minutes=settings.discord.feed_interval,
             rate_cooldown=settings.discord.rate_cooldown,
             reuse_within=timedelta(days=settings.discord.backfill_days),
@@ -145,7 +151,7 @@ class DreamrateBot(commands.Bot):
             self,
             rounds=ArenaRounds(self.requests),
             publisher=self.publisher,
-            images_dir=settings.images_dir,
+            store=self.store,
             hours=settings.discord.arena_hours,
             interval=max(delivery_interval, 1.0),
         )

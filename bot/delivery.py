@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -17,14 +16,17 @@ from dreamrate.bot.loops import every
 from dreamrate.bot.publisher import attachment_stem
 from dreamrate.bot.uploads import DEFAULT_UPLOAD_LIMIT, image_file
 from dreamrate.community.posts import OWN
+from dreamrate.core.errors import DreamrateError
 from dreamrate.db.models import JobStatus
 from dreamrate.db.users import user_name
+from dreamrate.generation.store import ImageUnreadable
 
 if TYPE_CHECKING:
     from dreamrate.bot.publisher import Publisher
     from dreamrate.community.posts import PostRepository
     from dreamrate.db.models import Image
     from dreamrate.generation.queue import JobRecord, JobRepository
+    from dreamrate.generation.store import ImageStore
 
 __all__ = ["MAX_DELIVERY_TRIES", "PROGRESS_EVERY_S", "Delivery"]
 
@@ -44,6 +46,8 @@ def _why(exc: Exception) -> str:
         return f"{exc.status} {exc.text or type(exc).__name__}"
     if isinstance(exc, OSError):
         return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    if isinstance(exc, DreamrateError):  # the image store's one-line reasons
+        return exc.message
     return type(exc).__name__
 
 
@@ -62,8 +66,8 @@ class Delivery:
         The generation queue.
     publisher
         Posts each image exactly once, with the rating emoji.
-    images_dir
-        Where the image store keeps the files.
+    store
+        The image store the worker wrote the images to.
     interval
         Seconds between delivery passes.
     """
@@ -74,14 +78,14 @@ class Delivery:
         *,
         repo: JobRepository,
         publisher: Publisher,
-        images_dir: Path,
+        store: ImageStore,
         interval: float = 0.5,
     ) -> None:
         self.client = client
         self.repo = repo
         self.publisher = publisher
         self.posts: PostRepository = publisher.posts
-        self.images_dir = images_dir
+        self.store = store
         self.interval = interval
         self._last_progress: dict[int, tuple[float, str]] = {}
         self._failures: dict[int, int] = {}  # job -> failed attempts
@@ -126,7 +130,8 @@ class Delivery:
         """A delivery attempt failed: wait and try again, or give up when it cannot work."""
         tries = self._failures.get(job.id, 0) + 1
         self._failures[job.id] = tries
-        lasting = isinstance(exc, discord.Forbidden | discord.NotFound | OSError)
+        # A store that is down is waited for; an image missing from it is not coming back.
+        lasting = isinstance(exc, discord.Forbidden | discord.NotFound | OSError | ImageUnreadable)
         if lasting and tries >= MAX_DELIVERY_TRIES:
             await self._give_up(job, _why(exc))
             return
@@ -204,17 +209,20 @@ class Delivery:
                 or image.discord_message_id is not None
             ):
                 continue
+            # Read before the post is begun: a store that is down delays it, nothing more.
+            data = await asyncio.to_thread(self.store.read, image.path)
             await self.publisher.post_once(
                 channel_id,
                 image.id,
                 OWN,
-                partial(self._send, job, image, channel, limit, requester),
+                partial(self._send, job, image, data, channel, limit, requester),
             )
 
     async def _send(
         self,
         job: JobRecord,
         image: Image,
+        data: bytes,
         channel: Any,
         limit: int,
         requester: str,
@@ -222,9 +230,7 @@ class Delivery:
     ) -> discord.Message:
         """One image's own message: a follow-up while the interaction's token is valid (it
         is re-read before each image), a plain channel message after it expires."""
-        file = image_file(
-            self.images_dir / image.path, attachment_stem(job.id, image.index, nonce), limit
-        )
+        file = image_file(data, attachment_stem(job.id, image.index, nonce), limit)
         embed = image_embed(job, image.index, image.seed, requester)
         token = await self.posts.interaction_token(job.id)
         if token is not None:

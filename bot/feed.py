@@ -8,11 +8,11 @@ with the emoji to rate or choose with.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import timedelta
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from dreamrate.bot.publisher import Publisher
     from dreamrate.community.rating_queue import RatingQueue
     from dreamrate.generation.queue import JobRepository
+    from dreamrate.generation.store import ImageStore
 
 __all__ = ["FEED_CHECK_EVERY_S", "RatingPosts"]
 
@@ -66,8 +67,8 @@ class RatingPosts:
         Posts exactly once, with the emoji.
     repo
         Jobs (for the caption).
-    images_dir
-        Where the image store keeps the files.
+    store
+        The image store the worker wrote the images to.
     feed_interval_minutes
         Default minutes between feed posts (a guild's own setting wins).
     rate_cooldown
@@ -83,7 +84,7 @@ class RatingPosts:
         queue: RatingQueue,
         publisher: Publisher,
         repo: JobRepository,
-        images_dir: Path,
+        store: ImageStore,
         feed_interval_minutes: int,
         rate_cooldown: float = 60.0,
         reuse_within: timedelta = timedelta(days=14),
@@ -95,7 +96,7 @@ class RatingPosts:
         self.scale = publisher.scale
         self.engine = queue.engine
         self.repo = repo
-        self.images_dir = images_dir
+        self.store = store
         self.feed_interval = timedelta(minutes=feed_interval_minutes)
         self.rate_cooldown = rate_cooldown
         self.reuse_within = reuse_within
@@ -135,14 +136,15 @@ class RatingPosts:
             if a_shown is None or b_shown is None:
                 continue
             (a, a_job), (b, b_job) = a_shown, b_shown
+            # Read before the post is begun: a store that is down delays it, nothing more.
+            pair = await asyncio.gather(
+                asyncio.to_thread(self.store.read, a.path),
+                asyncio.to_thread(self.store.read, b.path),
+            )
 
-            def send(nonce: str, a=a, b=b, a_job=a_job, b_job=b_job) -> Any:  # type: ignore[no-untyped-def]
+            def send(nonce: str, a=a, b=b, a_job=a_job, b_job=b_job, pair=pair) -> Any:  # type: ignore[no-untyped-def]
                 return channel.send(
-                    file=pair_file(
-                        self.images_dir / a.path,
-                        self.images_dir / b.path,
-                        f"dreamrate-compare-{a.id}-{b.id}-{nonce}",
-                    ),
+                    file=pair_file(*pair, f"dreamrate-compare-{a.id}-{b.id}-{nonce}"),
                     embed=pair_embed(
                         (a_job, a.index, _own_post(a_job.guild_id, a)),
                         (b_job, b.index, _own_post(b_job.guild_id, b)),
@@ -182,11 +184,11 @@ class RatingPosts:
                 or "someone"
             )
 
-            def send(nonce: str, image=image, job=job, requester=requester) -> Any:  # type: ignore[no-untyped-def]
+            data = await asyncio.to_thread(self.store.read, image.path)
+
+            def send(nonce: str, image=image, job=job, requester=requester, data=data) -> Any:  # type: ignore[no-untyped-def]
                 return channel.send(
-                    file=image_file(
-                        self.images_dir / image.path, attachment_stem(job.id, image.index, nonce)
-                    ),
+                    file=image_file(data, attachment_stem(job.id, image.index, nonce)),
                     embed=image_embed(job, image.index, image.seed, requester),
                 )
 

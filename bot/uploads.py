@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import discord
 from PIL import Image
@@ -17,39 +16,39 @@ PAIR_GAP = 16
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 
 
-def fit_for_upload(path: Path, limit: int, stem: str) -> tuple[bytes, str]:
-    """The image's bytes and file name, re-encoded smaller when the PNG exceeds ``limit`` bytes.
+def fit_for_upload(data: bytes, limit: int, stem: str) -> tuple[bytes, str]:
+    """The image's bytes (a PNG from the store) and file name, re-encoded smaller when the
+    PNG exceeds ``limit`` bytes.
 
     Raises
     ------
     ValueError
         when even a low-quality JPEG does not fit.
     """
-    data = path.read_bytes()
     if len(data) <= limit:
         return data, f"{stem}.png"
-    with Image.open(path) as opened:
+    with Image.open(io.BytesIO(data)) as opened:
         image = opened.convert("RGB")
     for fmt, quality in (("WEBP", 90), ("WEBP", 75), ("JPEG", 85), ("JPEG", 60), ("JPEG", 40)):
         buffer = io.BytesIO()
         image.save(buffer, format=fmt, quality=quality)
         if buffer.tell() <= limit:
             return buffer.getvalue(), f"{stem}.{'webp' if fmt == 'WEBP' else 'jpg'}"
-    raise ValueError(f"{path.name} does not fit in {limit} bytes even as a JPEG")
+    raise ValueError(f"{stem} does not fit in {limit} bytes even as a JPEG")
 
 
-def image_file(path: Path, stem: str, limit: int = DEFAULT_UPLOAD_LIMIT) -> discord.File:
-    """``path`` as an attachment named ``stem.<format>`` that fits in ``limit`` bytes."""
-    data, name = fit_for_upload(path, limit, stem)
+def image_file(data: bytes, stem: str, limit: int = DEFAULT_UPLOAD_LIMIT) -> discord.File:
+    """The PNG ``data`` as an attachment named ``stem.<format>`` that fits in ``limit`` bytes."""
+    data, name = fit_for_upload(data, limit, stem)
     return discord.File(io.BytesIO(data), filename=name)
 
 
 def pair_file(
-    left: Path, right: Path, stem: str, limit: int = DEFAULT_UPLOAD_LIMIT
+    left: bytes, right: bytes, stem: str, limit: int = DEFAULT_UPLOAD_LIMIT
 ) -> discord.File:
-    """Two images side by side in one attachment (left, a gap, right), at the height of the
-    taller, named ``stem.<format>`` and fitting in ``limit`` bytes."""
-    with Image.open(left) as a_file, Image.open(right) as b_file:
+    """Two images (PNG bytes) side by side in one attachment (left, a gap, right), at the
+    height of the taller, named ``stem.<format>`` and fitting in ``limit`` bytes."""
+    with Image.open(io.BytesIO(left)) as a_file, Image.open(io.BytesIO(right)) as b_file:
         a, b = a_file.convert("RGB"), b_file.convert("RGB")
     height = max(a.height, b.height)
     a = a.resize((round(a.width * height / a.height), height)) if a.height != height else a

@@ -42,16 +42,22 @@ def build_worker(
     settings: Settings, repo: JobRepository, *, worker_id: str | None = None
 ) -> GenerationWorker:
     """A worker with the configured store, device, batch size, optional safety checker and
-    the active predictor to pick best-of-N candidates with."""
+    the active predictor to pick best-of-N candidates with.
+
+    Raises
+    ------
+    StorageError
+        when the image store cannot be written (checked before anything loads).
+    """
     from dreamrate.aesthetic.picker import CandidatePicker
     from dreamrate.core.devices import pick_device
-    from dreamrate.core.paths import ensure_writable_dir
     from dreamrate.generation.safety import load_safety_checker
-    from dreamrate.generation.store import ImageStore
+    from dreamrate.generation.store import open_image_store
     from dreamrate.generation.worker import GenerationWorker, PipelineCache
 
     g = settings.generation
-    store = ImageStore(ensure_writable_dir(settings.images_dir, "DREAMRATE_STORAGE_IMAGES_DIR"))
+    store = open_image_store(settings)
+    store.check(write=True)  # a store this worker cannot write to stops it here, in one line
     checker = (
         load_safety_checker(g.safety_checker, device=pick_device(g.device))
         if g.safety_checker

@@ -12,11 +12,12 @@ opted-out, erased and banned members, removed and safety-flagged images.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
-import shutil
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from dreamrate.core.atomic import atomic_folder
 from dreamrate.core.errors import DreamrateError
 from dreamrate.db.models import Embedding, Image, Job, JobStatus, Rating, User
 from dreamrate.exports.choice_export import current_choices
+from dreamrate.generation.store import ImageStore, ImageUnreadable, as_image_store
 from dreamrate.ratings.policy import counted_image, counted_job, counted_ratings, in_guilds
 from dreamrate.ratings.schema import choice_schema, on_the_day, prompt_group, rating_schema
 
@@ -38,9 +40,33 @@ class DatasetExportError(DreamrateError):
     """The dataset cannot be written."""
 
 
+#: Images read from the store at once (S3 answers each read after a round trip).
+READ_THREADS = 8
+
+
+def _copy_images(store: ImageStore, images: Sequence[Any], folder: Path) -> list[Any]:
+    """Write each image's PNG to ``folder/<id>.png``; the ones written. An image missing from
+    the store is left out rather than shipped as a dangling row; a store that cannot be
+    reached stops the export (StorageError)."""
+
+    def fetch(image: Any) -> bytes | None:
+        try:
+            return store.read(image.path)
+        except ImageUnreadable:
+            return None
+
+    kept = []
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        for image, data in zip(images, pool.map(fetch, images), strict=True):
+            if data is not None:
+                (folder / f"{image.id}.png").write_bytes(data)
+                kept.append(image)
+    return kept
+
+
 async def export_dataset(
     engine: AsyncEngine,
-    images_dir: Path,
+    store: ImageStore | Path,
     out: Path,
     *,
     embedding_model: str | None = None,
@@ -49,6 +75,7 @@ async def export_dataset(
 ) -> dict[str, int]:
     """Write the dataset folder atomically; return the counts written.
 
+    The image files are read from ``store`` (or the local folder of one).
     ``embedding_model`` (an open_clip id) adds that model's embeddings of the images;
     ``guilds`` limits it to those communities (default: every guild).
     """
@@ -145,13 +172,9 @@ async def export_dataset(
 
     with atomic_folder(out, DatasetExportError, overwrite=force) as tmp:
         (tmp / "images").mkdir()
-        kept_images = []
-        for image in images:
-            source = images_dir / image.path
-            if not source.is_file():
-                continue  # a missing file is left out rather than shipped as a dangling row
-            shutil.copyfile(source, tmp / "images" / f"{image.id}.png")
-            kept_images.append(image)
+        kept_images = await asyncio.to_thread(
+            _copy_images, as_image_store(store), images, tmp / "images"
+        )
         kept_ids = {image.id for image in kept_images}
         generations = pa.table(
             {

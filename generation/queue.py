@@ -605,8 +605,13 @@ class JobRepository:
             )
             return status
 
-    async def release(self, worker_id: str, job_ids: Iterable[int]) -> int:
-        """Hand held jobs back to the queue untouched (graceful shutdown); the attempt is not counted."""
+    async def release(
+        self, worker_id: str, job_ids: Iterable[int], *, reason: str | None = None
+    ) -> int:
+        """Hand held jobs back to the queue untouched (a graceful shutdown, or a store that
+        took no images: the worker's fault, not the job's); the attempt is not counted.
+        ``reason``, when given, is kept as the job's error until it runs again."""
+        extra = {} if reason is None else {"error": reason[:2000]}
         async with self._write() as conn:
             result = await conn.execute(
                 update(Job)
@@ -622,6 +627,7 @@ class JobRepository:
                     progress=0.0,
                     attempts=Job.attempts - 1,
                     updated_at=self._clock(),
+                    **extra,
                 )
             )
             return result.rowcount or 0

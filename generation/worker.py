@@ -151,7 +151,9 @@ class GenerationWorker:
     repo
         The job queue.
     store
-        Where images are written.
+        Where images are written (a local folder, or S3 that every host reaches). When it
+        takes no image, the batch goes back to the queue with the reason, and no batch is
+        claimed until it takes a test write again.
     pipelines
         Warm diffusers pipelines by model.
     worker_id
@@ -195,6 +197,8 @@ class GenerationWorker:
         self.safety_checker = safety_checker
         self.picker = picker
         self._sleep = sleep or self._sleep_unless_stopped
+        #: The last batch could not be stored: prove the store works before claiming again.
+        self._store_down = False
         self.stop = asyncio.Event()
         # All torch work on one thread: each new calling thread gets its own OpenMP
         # pool, and several spinning pools on a few cores slow rendering down ~2x.
@@ -214,7 +218,8 @@ class GenerationWorker:
             logger.error("worker %s: %s", self.worker_id, exc.message)
 
     async def run(self) -> None:
-        """Serve until :attr:`stop` is set; database outages are retried with backoff."""
+        """Serve until :attr:`stop` is set; database and image store outages are retried
+        with backoff."""
         logger.info("worker %s serving the queue", self.worker_id)
         backoff = 1.0
         while not self.stop.is_set():
@@ -227,6 +232,11 @@ class GenerationWorker:
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
+            except StorageError as exc:
+                logger.warning("image store unavailable: %s; retrying in %.0fs", exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
             if made is None:
                 await self._sleep(self.poll_interval)
         logger.info("worker %s stopped", self.worker_id)
@@ -236,7 +246,18 @@ class GenerationWorker:
             await asyncio.wait_for(self.stop.wait(), timeout=seconds)
 
     async def run_once(self) -> int | None:
-        """Claim and process one batch; the number of images made, None when the queue was empty."""
+        """Claim and process one batch; the number of images made, None when the queue was empty.
+
+        Raises
+        ------
+        StorageError
+            when the last batch could not be stored and the store still refuses a test
+            write (nothing is claimed meanwhile).
+        """
+        if self._store_down:
+            await asyncio.to_thread(self.store.check, write=True)
+            self._store_down = False
+            logger.info("image store takes writes again")
         jobs = await self.repo.claim_batch(self.worker_id, max_images=self.max_batch)
         if not jobs:
             return None
@@ -309,9 +330,10 @@ class GenerationWorker:
         if self.safety_checker is not None:
             flags = await self._on_torch_thread(self.safety_checker, images)
 
-        # 4. Persist, job by job
+        # 4. Persist, job by job; once the store refuses, the rest of the batch goes back.
         made = 0
         offset = 0
+        refused: StorageError | None = None
         for job in jobs:
             mine = list(
                 zip(
@@ -326,15 +348,29 @@ class GenerationWorker:
                     self.worker_id, job.id, []
                 )  # ends as cancelled, or is a no-op
                 continue
-            picked, predicted = await self._pick(job, mine)
-            try:
-                stored = await asyncio.to_thread(self._store, job, mine, picked, predicted)
-            except StorageError as exc:
-                status = await self.repo.fail(self.worker_id, job.id, exc.message, retry=True)
-                logger.error("job %s: %s (now %s)", job.id, exc.message, status)
+            if refused is None:
+                picked, predicted = await self._pick(job, mine)
+                try:
+                    stored = await asyncio.to_thread(self._store, job, mine, picked, predicted)
+                except StorageError as exc:
+                    refused = exc
+            if refused is not None:
+                # The store's fault, not the job's: back to the queue, the attempt not
+                # counted. Images already written have no row yet; they are whole (and the
+                # same bytes, under the same name, when the job is rendered again).
+                await self.repo.release(
+                    self.worker_id, [job.id], reason=f"image store: {refused.message}"
+                )
                 continue
             if await self.repo.complete(self.worker_id, job.id, stored):
                 made += len(stored)
+        if refused is not None:
+            self._store_down = True
+            logger.error(
+                "batch %s: %s; its unstored job(s) went back to the queue",
+                [j.id for j in jobs],
+                refused.message,
+            )
         logger.info(
             "batch of %d job(s), %d image(s) %dx%d, %d steps: load %.2fs, render %.2fs, store %.2fs",
             len(jobs),

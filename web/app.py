@@ -29,6 +29,7 @@ from dreamrate.aesthetic.clip_model import model_spec
 from dreamrate.community.moderation import Moderation
 from dreamrate.community.rating_queue import RatingQueue
 from dreamrate.core.settings import Settings
+from dreamrate.generation.store import ImageStore, open_image_store
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
 from dreamrate.web import auth, pages_gallery, pages_maint, pages_me, pages_mod, pages_rate
@@ -71,14 +72,20 @@ async def _not_logged_in(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    settings: Settings, engine: AsyncEngine, *, discord: DiscordAPI | None = None
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    discord: DiscordAPI | None = None,
+    store: ImageStore | None = None,
 ) -> Starlette:
-    """The web home on ``engine`` with ``settings`` (the bot's settings: one configuration)."""
+    """The web home on ``engine`` with ``settings`` (the bot's settings: one configuration),
+    showing the images in ``store`` (default: the one the settings name)."""
     token = settings.discord.resolved_token()
     discord = discord or DiscordAPI(
         settings.discord.api_base, token.get_secret_value() if token else None
     )
     scale = RatingScale.from_settings(settings.rating)
+    store = store or open_image_store(settings)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.globals["scale_keys"] = list(zip("1234567890", scale.values, strict=False))
     predictor = ActivePredictor(
@@ -91,7 +98,8 @@ def create_app(
         scale=scale,
         service=RatingService(engine, scale),
         moderation=Moderation(engine, max_best_of=settings.generation.max_best_of),
-        thumbnails=Thumbnails(settings.data_dir / "thumbnails", settings.web.thumbnail_size),
+        thumbnails=Thumbnails(settings.data_dir / "thumbnails", settings.web.thumbnail_size, store),
+        store=store,
         predictor=predictor,
         queue=RatingQueue(engine, predictor),
         templates=templates,

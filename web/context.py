@@ -20,6 +20,7 @@ from dreamrate.community.rating_queue import RatingQueue
 from dreamrate.community.refusals import BadValue, NotAllowed, NotFound
 from dreamrate.core.errors import DreamrateError
 from dreamrate.core.settings import Settings
+from dreamrate.generation.store import ImageStore
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
 from dreamrate.web.discord_api import DiscordAPI
@@ -50,6 +51,7 @@ class WebContext:
     moderation: Moderation
     queue: RatingQueue
     thumbnails: Thumbnails
+    store: ImageStore
     predictor: ActivePredictor
     templates: Jinja2Templates
     rankings: RankingCache

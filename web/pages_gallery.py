@@ -3,6 +3,8 @@ and thumbnail files (only to members of the guild the image was made in)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -10,7 +12,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from dreamrate.core.errors import StorageError
 from dreamrate.db.users import user_id_of
+from dreamrate.generation.store import ImageUnreadable
 from dreamrate.web.context import ROW_ID_MAX, ctx
 from dreamrate.web.model_names import model_label
 from dreamrate.web.queries import (
@@ -19,9 +23,10 @@ from dreamrate.web.queries import (
     image_detail,
     image_file,
 )
-from dreamrate.web.thumbs import inside
 
 __all__ = ["gallery", "gallery_more", "home", "image_page", "image_png", "thumbnail"]
+
+logger = logging.getLogger(__name__)
 
 PAGE = 24
 #: The first cards load with the page (the first screenful: its load event waits for them);
@@ -172,17 +177,24 @@ async def _file_of(request: Request) -> tuple[str, str]:
 
 async def image_png(request: Request) -> Response:
     relative, _ = await _file_of(request)
-    path = inside(ctx(request).settings.images_dir, relative)
-    if path is None or not path.is_file():
-        raise HTTPException(404, "No such image.")
-    return FileResponse(path, media_type="image/png", headers={"Cache-Control": FILE_CACHE})
+    try:
+        data = await asyncio.to_thread(ctx(request).store.read, relative)
+    except ImageUnreadable:
+        raise HTTPException(404, "No such image.") from None
+    except StorageError as exc:
+        logger.error("image %s: %s", relative, exc.message)
+        raise HTTPException(503, "The images cannot be reached just now.") from None
+    return Response(data, media_type="image/png", headers={"Cache-Control": FILE_CACHE})
 
 
 async def thumbnail(request: Request) -> Response:
     context = ctx(request)
     relative, sha256 = await _file_of(request)
-    source = inside(context.settings.images_dir, relative)
-    if source is None or not source.is_file():
-        raise HTTPException(404, "No such image.")
-    path = await context.thumbnails.get(sha256, source)
+    try:
+        path = await context.thumbnails.get(sha256, relative)
+    except ImageUnreadable:
+        raise HTTPException(404, "No such image.") from None
+    except StorageError as exc:
+        logger.error("thumbnail of %s: %s", relative, exc.message)
+        raise HTTPException(503, "The images cannot be reached just now.") from None
     return FileResponse(path, media_type="image/webp", headers={"Cache-Control": FILE_CACHE})

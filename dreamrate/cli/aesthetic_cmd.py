@@ -47,8 +47,11 @@ def embed_cmd(
     from dreamrate.aesthetic.clip_model import load_clip
     from dreamrate.aesthetic.embed import embed_rated_images
     from dreamrate.database_setup import database
+    from dreamrate.generation.store import open_image_store
 
     settings = state.settings
+    store = open_image_store(settings)
+    store.check()  # before CLIP loads: a store that cannot be read fails in one line
     clip = load_clip(
         settings.embedding.model, settings.embedding.pretrained, device=settings.embedding.device
     )
@@ -58,7 +61,7 @@ def embed_cmd(
             return await embed_rated_images(
                 engine,
                 clip,
-                settings.images_dir,
+                store,
                 batch_size=batch_size or settings.embedding.batch_size,
                 limit=limit,
                 workers=workers,

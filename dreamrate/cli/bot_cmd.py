@@ -25,6 +25,7 @@ def bot_cmd(
     from dreamrate.bot.connection import point_discord_at
     from dreamrate.bot.serving import run_bot
     from dreamrate.database_setup import open_database
+    from dreamrate.generation.store import open_image_store
     from dreamrate.services import WorkerProcess, build_repository
 
     settings = state.settings
@@ -32,6 +33,8 @@ def bot_cmd(
     if token is None:
         raise ConfigError("set DISCORD_TOKEN (or DREAMRATE_DISCORD_TOKEN_FILE) to the bot's token")
     point_discord_at(settings.discord.api_base, settings.discord.gateway_url)
+    # The bot posts from the store; its own worker (unless --no-worker) writes there too.
+    open_image_store(settings).check(write=not no_worker)
 
     async def run() -> None:
         engine = await open_database(settings)

@@ -82,6 +82,7 @@ def generate_cmd(
     from dreamrate.db.users import ensure_user
     from dreamrate.generation.request import GenerationLimits, RequestInput
     from dreamrate.generation.served_models import list_models
+    from dreamrate.generation.store import open_image_store
     from dreamrate.generation.transitions import JobError
     from dreamrate.services import build_repository, build_worker
 
@@ -127,13 +128,14 @@ def generate_cmd(
     async def run() -> list[str]:
         async with database(settings) as engine:
             repo = build_repository(settings, engine)
+            # Before the job is queued: a store this worker cannot write leaves no job behind.
+            worker = None if no_worker else build_worker(settings, repo)
             user = await ensure_user(engine, None, "cli")
             job = await repo.enqueue(request, requester_id=user.id, enforce_caps=False)
             typer.echo(
                 f"job {job.id}: seed {job.seed}, {job.width}x{job.height}, {job.steps} steps",
                 err=True,
             )
-            worker = None if no_worker else build_worker(settings, repo)
             deadline = time.monotonic() + timeout
             while True:
                 current = await repo.get(job.id)
@@ -156,12 +158,10 @@ def generate_cmd(
                     f"job {job.id} {current.status.value}: {current.error or 'no reason given'}"
                 )
             rows = await repo.images(job.id)
-            # A best-of-N job's passed-over candidates stay in the store, unlisted.
-            return [
-                str((settings.images_dir / image.path).resolve())
-                for image in rows
-                if not image.passed_over
-            ]
+            # A best-of-N job's passed-over candidates stay in the store, unlisted. Each line
+            # is a file, or an s3:// URL with DREAMRATE_STORAGE_URL.
+            store = worker.store if worker is not None else open_image_store(settings)
+            return [store.location(image.path) for image in rows if not image.passed_over]
 
     for path in asyncio.run(run()):
         sys.stdout.write(path + "\n")

@@ -293,15 +293,18 @@ def dataset_cmd(
     from dreamrate.cli.cli_state import covered, state
     from dreamrate.database_setup import database
     from dreamrate.exports.dataset import export_dataset
+    from dreamrate.generation.store import open_image_store
 
     settings = state.settings
+    store = open_image_store(settings)
+    store.check()
     model_id = model_spec(settings.embedding.model, settings.embedding.pretrained)[2]
 
     async def run():  # type: ignore[no-untyped-def]
         async with database(settings) as engine:
             return await export_dataset(
                 engine,
-                settings.images_dir,
+                store,
                 out,
                 embedding_model=model_id,
                 guilds=guild,

@@ -49,12 +49,15 @@ async def serve_web(settings: Settings) -> None:
     import uvicorn
 
     from dreamrate.database_setup import open_database
+    from dreamrate.generation.store import open_image_store
     from dreamrate.web.app import create_app
 
+    store = open_image_store(settings)
+    await asyncio.to_thread(store.check)  # one line and exit 2 when the images cannot be read
     engine = await open_database(settings)
     try:
         config = uvicorn.Config(
-            create_app(settings, engine),
+            create_app(settings, engine, store=store),
             host=settings.web.host,
             port=settings.web.port,
             log_level="warning",

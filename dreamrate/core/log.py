@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 
 __all__ = ["SecretFilter", "configure_logging"]
+
+#: Secrets read from the environment by libraries (boto3, for the S3 image store): scrubbed
+#: wherever they are set.
+ENV_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 class SecretFilter(logging.Filter):
@@ -47,7 +52,8 @@ def _drop_bare_library_info(record: logging.LogRecord) -> bool:
 
 
 def configure_logging(level: str = "INFO", *, secrets: Iterable[str] = ()) -> None:
-    """Send logs to stderr through rich, with ``secrets`` scrubbed."""
+    """Send logs to stderr through rich, with ``secrets`` (and the AWS secrets in the
+    environment) scrubbed."""
     from rich.console import Console
     from rich.logging import RichHandler
 
@@ -57,7 +63,7 @@ def configure_logging(level: str = "INFO", *, secrets: Iterable[str] = ()) -> No
         rich_tracebacks=False,
         log_time_format="[%X]",
     )
-    handler.addFilter(SecretFilter(secrets))
+    handler.addFilter(SecretFilter([*secrets, *(os.environ.get(n, "") for n in ENV_SECRETS)]))
     handler.addFilter(_drop_bare_library_info)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -66,5 +72,6 @@ def configure_logging(level: str = "INFO", *, secrets: Iterable[str] = ()) -> No
     root.setLevel(level)
     # Libraries that are chatty at INFO.
     # alembic: its plugin set-up logs at import, which commands now do after this runs.
-    for name in ("discord.gateway", "httpx", "urllib3", "alembic"):
+    # botocore/boto3: which credential source it found, at INFO.
+    for name in ("discord.gateway", "httpx", "urllib3", "alembic", "botocore", "boto3"):
         logging.getLogger(name).setLevel(max(logging.getLevelName(level), logging.WARNING))

@@ -15,6 +15,7 @@ import re
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -46,6 +47,7 @@ __all__ = [
     "StorageSettings",
     "env_name",
     "load_settings",
+    "parse_s3_url",
 ]
 
 logger = logging.getLogger(__name__)
@@ -115,15 +117,55 @@ class DatabaseSettings(_Section):
         return value
 
 
-class StorageSettings(_Section):
-    """Folders under the data directory; each may be moved elsewhere."""
+#: S3's bucket names: 3-63 lowercase letters, digits, dots and hyphens.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``(bucket, prefix)`` of ``s3://bucket/prefix`` (the prefix without its slashes).
+
+    Raises
+    ------
+    ValueError
+        when ``url`` is not of that form or the bucket name is not a valid S3 name.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError("must be s3://bucket or s3://bucket/prefix")
+    if not _BUCKET.match(parts.netloc) or ".." in parts.netloc:
+        raise ValueError(
+            "the bucket must be 3-63 lowercase letters, digits, dots and hyphens "
+            "(credentials go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, not the URL)"
+        )
+    prefix = parts.path.strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise ValueError("the prefix must not hold empty, '.' or '..' parts")
+    return parts.netloc, prefix
+
+
+class StorageSettings(_Section):
+    """Where images go (one store every host reaches), and folders under the data directory."""
+
+    url: str | None = Field(
+        default=None,
+        description="Image store every host reaches: s3://bucket/prefix (endpoint, region, "
+        "credentials: AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); "
+        "default: the local folder IMAGES_DIR.",
+    )
     images_dir: Path | None = Field(
         default=None, description="Generated images; default DATA_DIR/images."
     )
     predictors_dir: Path | None = Field(
         default=None, description="Trained predictors; default DATA_DIR/predictors."
     )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_s3_url(value)
+        return value.strip()
 
 
 class DiscordSettings(_Section):

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dreamrate.db.models import Choice, Image, Job, JobStatus, Rating, User
 from dreamrate.db.types import utcnow
-from dreamrate.generation.store import ImageStore
+from dreamrate.generation.store import FolderStore
 
 #: The guild the seeded community's images are made in.
 GUILD = 7
@@ -39,7 +39,7 @@ async def seed_community(
     guild_id: int = GUILD,
 ) -> Community:
     rng = np.random.default_rng(seed)
-    store = ImageStore(images_dir)
+    store = FolderStore(images_dir)
     image_ids: list[int] = []
     brightness: dict[int, float] = {}
     async with engine.begin() as conn:

@@ -14,7 +14,7 @@ from dreamrate.bot.uploads import fit_for_upload
 def test_small_png_is_sent_as_is(tmp_path: Path) -> None:
     path = tmp_path / "a.png"
     Image.new("RGB", (64, 64), "teal").save(path)
-    data, name = fit_for_upload(path, 10_000, "img")
+    data, name = fit_for_upload(path.read_bytes(), 10_000, "img")
     assert data == path.read_bytes() and name == "img.png"
 
 
@@ -24,7 +24,7 @@ def test_large_png_is_reencoded_under_the_limit(tmp_path: Path) -> None:
         path
     )
     limit = path.stat().st_size // 3
-    data, name = fit_for_upload(path, limit, "img")
+    data, name = fit_for_upload(path.read_bytes(), limit, "img")
     assert len(data) <= limit and name.endswith((".webp", ".jpg"))
     with pytest.raises(ValueError, match="does not fit"):
-        fit_for_upload(path, 1000, "img")
+        fit_for_upload(path.read_bytes(), 1000, "img")

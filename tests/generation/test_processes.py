@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from dreamrate.db.models import Image, JobStatus
 from dreamrate.generation.queue import JobRepository
-from dreamrate.generation.store import ImageStore
+from dreamrate.generation.store import FolderStore
 from dreamrate.generation.worker import GenerationWorker, PipelineCache
 from tests.generation.conftest import enqueue
 
@@ -71,7 +71,7 @@ async def test_kill_9_mid_batch_then_another_worker_finishes_without_duplicates(
             doomed.kill()
     survivor = GenerationWorker(
         repo=repo,
-        store=ImageStore(tmp_path / "images"),
+        store=FolderStore(tmp_path / "images"),
         pipelines=PipelineCache(device="cpu"),
         worker_id="survivor",
         poll_interval=0.2,

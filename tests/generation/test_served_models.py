@@ -12,7 +12,7 @@ from PIL import Image
 
 from dreamrate.db.models import JobStatus
 from dreamrate.generation.served_models import add_model, spec_for
-from dreamrate.generation.store import ImageStore
+from dreamrate.generation.store import FolderStore
 from dreamrate.generation.worker import GenerationWorker, PipelineCache
 from dreamrate.retraining.finetune import FinetuneOptions, finetune
 from tests.generation.conftest import enqueue
@@ -47,7 +47,7 @@ async def test_a_worker_switches_adapters_on_one_loaded_base(
     await add_model(engine, spec_for("plain", path=Path(tiny), lora=None, base=None))
     pipelines = PipelineCache(device="cpu", max_models=2)
     worker = GenerationWorker(
-        repo=repo, store=ImageStore(tmp_path), pipelines=pipelines, worker_id="w1", max_batch=4
+        repo=repo, store=FolderStore(tmp_path), pipelines=pipelines, worker_id="w1", max_batch=4
     )
     user = await user_factory(1)
     jobs, made = [], []

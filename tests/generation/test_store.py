@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from dreamrate.core.errors import StorageError
-from dreamrate.generation.store import ImageStore, encode_png
+from dreamrate.generation.store import FolderStore, encode_png
 
 
 def test_same_pixels_same_file(tmp_path: Path) -> None:
-    store = ImageStore(tmp_path)
+    store = FolderStore(tmp_path)
     image = Image.new("RGB", (16, 16), (10, 200, 30))
     first = store.save(image)
     second = store.save(image.copy())
@@ -27,7 +27,7 @@ def test_same_pixels_same_file(tmp_path: Path) -> None:
 
 
 def test_disk_full_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = ImageStore(tmp_path)
+    store = FolderStore(tmp_path)
 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -41,7 +41,7 @@ def test_disk_full_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Mon
 def test_crash_before_rename_leaves_no_real_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = ImageStore(tmp_path)
+    store = FolderStore(tmp_path)
     image = Image.new("RGB", (8, 8), "blue")
 
     def crash(src: str, dst: str) -> None:
@@ -60,7 +60,7 @@ def test_outputs_get_the_usual_permissions(tmp_path: Path) -> None:
     # Written through private temporary files, but readable like any file the user writes.
     from dreamrate.core.atomic import FILE_MODE, FOLDER_MODE, atomic_folder
 
-    _, relative = ImageStore(tmp_path).save(Image.new("RGB", (8, 8)))
+    _, relative = FolderStore(tmp_path).save(Image.new("RGB", (8, 8)))
     assert (tmp_path / relative).stat().st_mode & 0o777 == FILE_MODE
     with atomic_folder(tmp_path / "folder", StorageError) as tmp:
         (tmp / "a").write_text("a")

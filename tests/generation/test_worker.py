@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dreamrate.core.errors import StorageError
 from dreamrate.db.models import JobStatus
 from dreamrate.generation.queue import JobRepository
 from dreamrate.generation.render import ImageSpec, render_images
-from dreamrate.generation.store import ImageStore
+from dreamrate.generation.store import FolderStore
 from dreamrate.generation.worker import GenerationWorker, PipelineCache
 from tests.generation.conftest import enqueue
 
@@ -36,7 +37,7 @@ def make_worker(
 ) -> GenerationWorker:
     return GenerationWorker(
         repo=repo,
-        store=ImageStore(root),
+        store=FolderStore(root),
         pipelines=pipelines,
         worker_id="w1",
         max_batch=4,
@@ -141,25 +142,32 @@ async def test_a_model_that_fails_to_load_fails_its_jobs_only(
     assert done is not None and done.status is JobStatus.DONE
 
 
-async def test_unwritable_store_retries_then_fails_cleanly(
+async def test_an_unwritable_store_gives_the_batch_back_and_claims_nothing_until_it_works(
     engine, user_factory, pipelines, tiny, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    repo = JobRepository(engine, max_attempts=2)
+    """The store's fault is not the job's: the job goes back to the queue with the reason and
+    its attempt uncounted, and the worker claims no batch (and renders nothing) until the
+    store takes a test write again; then the job is served."""
+    repo = JobRepository(engine, max_attempts=1)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
     job = await enqueue(repo, await user_factory(1), "x", model=tiny)
     worker = make_worker(repo, pipelines, blocker / "images")
-    await worker.run_once()
-    retried = await repo.get(job.id)
-    assert (
-        retried is not None
-        and retried.status is JobStatus.QUEUED
-        and "cannot write" in (retried.error or "")
-    )
-    await worker.run_once()
-    final = await repo.get(job.id)
-    assert final is not None and final.status is JobStatus.FAILED
+    assert await worker.run_once() == 0
+    back = await repo.get(job.id)
+    assert back is not None and back.status is JobStatus.QUEUED and back.attempts == 0
+    assert (back.error or "").startswith("image store: DREAMRATE_STORAGE_IMAGES_DIR: cannot")
     assert await repo.images(job.id) == []
+    for _ in range(3):  # max_attempts=1: a counted attempt would have failed it for good
+        with pytest.raises(StorageError, match="not a writable folder"):
+            await worker.run_once()
+    still = await repo.get(job.id)
+    assert still is not None and still.status is JobStatus.QUEUED and still.lease_owner is None
+    blocker.unlink()  # the store works again
+    assert await worker.run_once() == 1
+    done = await repo.get(job.id)
+    assert done is not None and done.status is JobStatus.DONE
+    assert len(await repo.images(job.id)) == 1
 
 
 def write_safety_checker(folder: Path, unsafe: Image.Image, safe: Image.Image) -> Path:
@@ -334,7 +342,7 @@ async def test_a_hung_render_step_loses_its_lease_and_another_worker_finishes(
     job = await enqueue(stuck_repo, await user_factory(1), "wedged", model=tiny, steps=4)
     stuck = GenerationWorker(
         repo=stuck_repo,
-        store=ImageStore(tmp_path / "stuck"),
+        store=FolderStore(tmp_path / "stuck"),
         pipelines=PipelineCache(device="cpu", loader=hanging),
         worker_id="stuck",
         progress_interval=0.05,

@@ -26,7 +26,7 @@ from sqlalchemy import insert
 from dreamrate.db.models import Image, Job, JobStatus, User
 from dreamrate.db.types import utcnow
 from dreamrate.fake_discord import BASIC, GUILD_B_ID, GUILD_ID, MANAGE_GUILD, FakeDiscord, Member
-from dreamrate.generation.store import ImageStore
+from dreamrate.generation.store import FolderStore
 from tests.bot.conftest import TOKEN
 
 ALICE = Member(2001, "alice")
@@ -70,7 +70,7 @@ async def seed_images(
     engine: Any, images_dir: Path, guild_id: int, prompts: list[str], *, requester: int = 3001
 ) -> list[int]:
     """One job per prompt, one image each (a distinct flat colour), in ``guild_id``."""
-    store = ImageStore(images_dir)
+    store = FolderStore(images_dir)
     ids = []
     rng = np.random.default_rng(guild_id % 1000)
     async with engine.begin() as conn:
