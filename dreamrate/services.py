@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from dreamrate.generation.queue import JobRepository
+    from dreamrate.generation.store import ImageStore
     from dreamrate.generation.worker import GenerationWorker
 
 __all__ = ["WorkerProcess", "build_repository", "build_worker", "serve_queue"]
@@ -39,10 +40,15 @@ def build_repository(settings: Settings, engine: AsyncEngine) -> JobRepository:
 
 
 def build_worker(
-    settings: Settings, repo: JobRepository, *, worker_id: str | None = None
+    settings: Settings,
+    repo: JobRepository,
+    *,
+    worker_id: str | None = None,
+    store: ImageStore | None = None,
 ) -> GenerationWorker:
     """A worker with the configured store, device, batch size, optional safety checker and
-    the active predictor to pick best-of-N candidates with.
+    the active predictor to pick best-of-N candidates with. ``store`` is taken as checked;
+    without it the settings' store is opened and checked here.
 
     Raises
     ------
@@ -56,8 +62,9 @@ def build_worker(
     from dreamrate.generation.worker import GenerationWorker, PipelineCache
 
     g = settings.generation
-    store = open_image_store(settings)
-    store.check(write=True)  # a store this worker cannot write to stops it here, in one line
+    if store is None:
+        store = open_image_store(settings)
+        store.check(write=True)  # a store this worker cannot write to stops it here, in one line
     checker = (
         load_safety_checker(g.safety_checker, device=pick_device(g.device))
         if g.safety_checker
@@ -88,9 +95,14 @@ async def serve_queue(
     bot's worker process): the configured model is loaded before the first claim, and a
     stop finishes the current step and hands the batch back."""
     from dreamrate.database_setup import database
+    from dreamrate.generation.store import open_image_store
 
+    # First: a store this worker cannot write to stops it in one line, before anything else.
+    store = open_image_store(settings)
+    await asyncio.to_thread(store.check, write=True)
     async with database(settings, migrate=migrate) as engine:
-        worker = build_worker(settings, build_repository(settings, engine), worker_id=worker_id)
+        repo = build_repository(settings, engine)
+        worker = build_worker(settings, repo, worker_id=worker_id, store=store)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop.set)

@@ -204,11 +204,11 @@ class S3Store(ImageStore):
                 "AWS_SECRET_ACCESS_KEY"
             )
         try:
-            client.head_bucket(Bucket=self.bucket)
+            # A listing, not HeadBucket: the same permission (s3:ListBucket), but its refusals
+            # come with S3's error code (a HEAD answer has no body to say why).
+            client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
         except (BotoCoreError, ClientError) as exc:
             reason, _ = self._reason(exc)
-            if isinstance(exc, ClientError) and reason == "no such image":  # HEAD has no body
-                reason = f"bucket {self.bucket!r} does not exist at {self._endpoint()}"
             raise StorageError(f"{SETTING}: {self.url} cannot be used ({reason})") from None
         if write:
             probe = self._key(_PROBE)

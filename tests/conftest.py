@@ -19,10 +19,13 @@ from sqlalchemy.engine import make_url
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 DEFAULT_TEST_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-#: Bot tokens the suite uses; none may ever appear in anything a test captured.
+#: The S3 image store's secret key in tests/storage (AWS_SECRET_ACCESS_KEY).
+S3_SECRET_KEY = "dreamrate-s3-secret-key-never-printed"
+#: Bot tokens and keys the suite uses; none may ever appear in anything a test captured.
 SECRET_TOKENS = (
     "MTEwMDAwMDAwMDAwMDAwMDAwMw.fake.bot-token-never-printed",  # tests/bot/conftest.py
     "demo.local.token",  # dreamrate demo
+    S3_SECRET_KEY,
 )
 
 
