@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from dreamrate.aesthetic.train import TrainingResult
+from dreamrate.core.errors import StorageError
 
 __all__ = ["image_grid", "write_report"]
 
@@ -121,19 +123,25 @@ def _plot_learning(result: TrainingResult, path: Path) -> None:
 
 
 def image_grid(
-    paths: Sequence[str], scores: Sequence[float], out: Path, *, thumb: int = 160
+    paths: Sequence[str],
+    scores: Sequence[float],
+    out: Path,
+    *,
+    thumb: int = 160,
+    read: Callable[[str], bytes] | None = None,
 ) -> bool:
-    """A row-major grid of thumbnails with their scores; False when no image can be read."""
+    """A row-major grid of thumbnails with their scores; False when no image can be read.
+    With ``read`` (an image store's), ``paths`` are paths in the store."""
     from PIL import Image, ImageDraw, UnidentifiedImageError
 
     tiles = []
     for path, score in zip(paths, scores, strict=True):
         try:
-            with Image.open(path) as im:
+            with Image.open(path if read is None else io.BytesIO(read(path))) as im:
                 tile = im.convert("RGB")
                 tile.thumbnail((thumb, thumb))
-        except (OSError, UnidentifiedImageError):
-            continue
+        except (OSError, UnidentifiedImageError, StorageError):
+            continue  # the report is written without it: training is not failed for a picture
         canvas = Image.new("RGB", (thumb, thumb + 18), "white")
         canvas.paste(tile, ((thumb - tile.width) // 2, (thumb - tile.height) // 2))
         ImageDraw.Draw(canvas).text((4, thumb + 3), f"{score:.2f}", fill="black")
@@ -202,8 +210,10 @@ def write_report(
     *,
     image_paths: dict[int, str] | None = None,
     grid_size: int = 12,
+    read: Callable[[str], bytes] | None = None,
 ) -> Path:
-    """Write ``folder/report.html`` and its PNGs; return the HTML path."""
+    """Write ``folder/report.html`` and its PNGs; return the HTML path. ``read`` reads
+    ``image_paths`` from an image store (default: they are files)."""
     folder.mkdir(parents=True, exist_ok=True)
     plotters = {
         "ratings": _plot_ratings,
@@ -228,6 +238,7 @@ def write_report(
                     if int(i) in paths
                 ],
                 folder / f"{label}.png",
+                read=read,
             )
             if ok:
                 grids.append(

@@ -7,6 +7,7 @@ the ``PREDICTOR.md`` card, written atomically.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,16 @@ __all__ = ["train_and_save"]
 
 
 def train_and_save(
-    data: TrainingData, out: Path, *, overwrite: bool = False, **options: Any
+    data: TrainingData,
+    out: Path,
+    *,
+    overwrite: bool = False,
+    read: Callable[[str], bytes] | None = None,
+    **options: Any,
 ) -> TrainingResult:
     """Train on ``data`` (``options``: :func:`~dreamrate.aesthetic.train.train_predictor`'s)
-    and write the predictor with its report and card to ``out``.
+    and write the predictor with its report and card to ``out``. ``read`` reads the report's
+    images from the image store (default: ``data.image_paths`` are files).
 
     Raises
     ------
@@ -36,7 +43,7 @@ def train_and_save(
         out,
         overwrite=overwrite,
         extras=lambda folder: (
-            write_report(result, folder, image_paths=data.image_paths),
+            write_report(result, folder, image_paths=data.image_paths, read=read),
             write_card(result, folder),
         ),
     )

@@ -189,7 +189,6 @@ def train_cmd(
                 engine,
                 embedding_model=model_id,
                 scale=settings.rating.scale,
-                images_dir=settings.images_dir,
                 guilds=guild,
             )
 
@@ -199,10 +198,14 @@ def train_cmd(
         data = asyncio.run(from_database())
         if len(data.image_ids):
             check_embeddings(data.embeddings, dim, model_id)
+    from dreamrate.generation.store import open_image_store
+
     result = train_and_save(
         data,
         out,
         overwrite=force,
+        # The report's highest and lowest scored images, read from the store (paths in it).
+        read=open_image_store(settings).read,
         model=model,
         min_ratings=min_ratings or settings.rating.min_ratings_per_image,
         folds=folds,

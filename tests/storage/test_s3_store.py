@@ -256,3 +256,17 @@ def test_readers_take_a_folder_or_a_store(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="is not a folder"):
         (tmp_path / "file").write_text("x")
         FolderStore(tmp_path / "file").check()
+
+
+def test_the_training_report_shows_images_read_from_the_store(s3: S3, tmp_path: Path) -> None:
+    from dreamrate.aesthetic.report import image_grid
+
+    store = S3Store.from_url(s3.url())
+    _, relative = store.save(Image.new("RGB", (32, 32), "teal"))
+    missing = f"ab/{'0' * 64}.png"
+    assert image_grid([relative, missing], [9.0, 1.0], tmp_path / "grid.png", read=store.read)
+    assert Image.open(tmp_path / "grid.png").size == (
+        160,
+        178,
+    )  # one tile: the missing one left out
+    assert not image_grid([missing], [1.0], tmp_path / "none.png", read=store.read)
