@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import signal
 import sys
@@ -12,7 +13,7 @@ from typing import Annotated
 import typer
 
 from dreamrate.cli.cli_state import state
-from dreamrate.core.errors import DreamrateError
+from dreamrate.core.errors import DreamrateError, StorageError
 
 __all__ = ["generate_cmd", "worker_cmd"]
 
@@ -151,7 +152,15 @@ def generate_cmd(
                     raise GenerationFailed(
                         f"job {job.id} still {current.status.value} after {timeout:.0f}s; cancelled"
                     )
-                if worker is None or await worker.run_once() is None:
+                try:
+                    made = None if worker is None else await worker.run_once()
+                except StorageError:
+                    # The store took no image and still refuses: nobody will wait for the
+                    # job, so it must not run later, unseen (one line, exit code 2).
+                    with contextlib.suppress(JobError):
+                        await repo.cancel(job.id, by_user_id=user.id)
+                    raise
+                if made is None:
                     await asyncio.sleep(0.2)
             if current.status != JobStatus.DONE:
                 raise GenerationFailed(

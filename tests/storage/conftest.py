@@ -33,7 +33,7 @@ class S3:
     def url(self, prefix: str = "images") -> str:
         return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
 
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         listed = self.admin.list_objects_v2(Bucket=self.bucket)
         return sorted(item["Key"] for item in listed.get("Contents", []))
 
@@ -41,7 +41,7 @@ class S3:
         return bytes(self.admin.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
     def drop_bucket(self) -> None:
-        for key in self.keys():
+        for key in self.object_keys():
             self.admin.delete_object(Bucket=self.bucket, Key=key)
         self.admin.delete_bucket(Bucket=self.bucket)
 

@@ -32,7 +32,7 @@ def test_images_are_stored_once_under_their_hash_below_the_prefix(s3: S3) -> Non
     assert store.save(image.copy()) == (digest, relative)  # same pixels, same object
     assert relative == f"{digest[:2]}/{digest}.png"
     key = f"com/munity/{relative}"
-    assert s3.keys() == [key]  # the write check left nothing behind either
+    assert s3.object_keys() == [key]  # the write check left nothing behind either
     assert hashlib.sha256(s3.object(key)).hexdigest() == digest
     assert store.read(relative) == encode_png(image)
     assert store.location(relative) == f"s3://{s3.bucket}/{key}"
@@ -270,3 +270,18 @@ def test_the_training_report_shows_images_read_from_the_store(s3: S3, tmp_path: 
         178,
     )  # one tile: the missing one left out
     assert not image_grid([missing], [1.0], tmp_path / "none.png", read=store.read)
+
+
+def test_generate_prints_each_image_s_place_in_the_store(
+    cli, s3: S3, tiny_models, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DREAMRATE_STORAGE_URL", s3.url("gen"))
+    monkeypatch.setenv("DREAMRATE_GENERATION_MODEL", str(tiny_models[0]))
+    monkeypatch.setenv("DREAMRATE_GENERATION_DEVICE", "cpu")
+    result = cli("generate", "a lighthouse", "--images", "2", "--seed", "5", "--steps", "2")
+    assert result.code == 0, result.err
+    urls = result.out.split()
+    assert len(urls) == 2 and sorted(urls) == [
+        f"s3://{s3.bucket}/{key}" for key in s3.object_keys()
+    ]
+    assert not any(path.startswith("data/images") for path in result.changed)

@@ -79,7 +79,7 @@ async def test_bot_worker_and_web_home_on_three_hosts_share_one_database_and_one
         async with engine.connect() as conn:
             image = (await conn.execute(select(Image))).one()
         key = f"community/{image.path}"
-        assert s3.keys() == [key]
+        assert s3.object_keys() == [key]
         (delivered,) = discord.files[message_id]
         assert delivered == s3.object(key)
         assert hashlib.sha256(delivered).hexdigest() == image.sha256
