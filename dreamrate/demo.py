@@ -37,7 +37,7 @@ MARKER = ".dreamrate-demo"
 #: The demo bot's token on its local Discord (a local stand-in, never a real one).
 DEMO_TOKEN = "demo.local.token"
 #: The toy model the demo trains when no generation model is configured.
-TOY_PRESET = "full"
+TOY_PRESET = "small"
 #: How long the demo's arena rounds stay open (a day in a real community).
 ARENA_SECONDS = 10
 #: Arena rounds played at once, one per channel: with the demo's members, 30+ judgements.
@@ -166,7 +166,9 @@ async def run_demo(
     if generation_model is None:
         from dreamrate.tiny_models import make_toy_model
 
-        say("training the toy world's model on the CPU (models make-toy; about a minute)")
+        say(
+            "training the toy world's model on the CPU (models make-toy --preset small; a few minutes)"
+        )
         toy = folder / "models" / "toy"
         record = make_toy_model(toy, seed=seed, preset=TOY_PRESET, show_progress=False)
         say(f"toy model trained in {record['seconds']:.0f} s")

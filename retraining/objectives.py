@@ -76,7 +76,8 @@ def kto_loss(
     reward = beta * (ref.detach() - error)
     z = reward.detach().mean().clamp(min=0)
     utility = torch.where(liked, torch.sigmoid(reward - z), torch.sigmoid(z - reward))
+    seen = reward.detach()
     return (1 - utility).mean(), {
-        "reward_liked": float(reward[liked].mean()) if bool(liked.any()) else float("nan"),
-        "reward_disliked": float(reward[~liked].mean()) if bool((~liked).any()) else float("nan"),
+        "reward_liked": float(seen[liked].mean()) if bool(liked.any()) else float("nan"),
+        "reward_disliked": float(seen[~liked].mean()) if bool((~liked).any()) else float("nan"),
     }

@@ -43,13 +43,16 @@ def make_toy_cmd(
     ],
     seed: Annotated[int, typer.Option(min=0, help="Seed of the world and the weights.")] = 0,
     preset: Annotated[
-        str, typer.Option(help="full (about 3 min on 2 cores) or small (the test suite's).")
+        str,
+        typer.Option(
+            help="full (follows colours better; about 8 min on 2 busy cores) or small (the demo's and the suite's; about half)."
+        ),
     ] = "full",
     force: Annotated[bool, typer.Option(help="Replace a folder that holds anything.")] = False,
 ) -> None:
     """Train, on the CPU and deterministically, a small text-to-image model of the toy world
     (shapes, colours, backgrounds, positions and sizes, with captions) that follows its
-    captions: its own VAE, a frozen tiny text encoder and a UNet, as a diffusers folder."""
+    captions: its own VAE, a tiny text encoder trained with it and a UNet, as a diffusers folder."""
     record = make_toy_model(directory, seed=seed, preset=preset, force=force)
     typer.echo(f"# toy model trained in {record['seconds']:.0f} s; select it with:")
     typer.echo(f"export DREAMRATE_GENERATION_MODEL={directory.resolve()}")

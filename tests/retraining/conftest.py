@@ -60,11 +60,11 @@ def share(images: Sequence[Any], test: Callable[[Any], bool]) -> float:
     return float(np.mean([test(describe(np.asarray(im))) for im in images]))
 
 
-def redness(images: Sequence[Any]) -> float:
-    """How near the renders' foregrounds are to the palette's red (1: all exactly red)."""
-    red = np.array(COLOURS["red"], dtype=np.float32)
+def nearness(images: Sequence[Any], colour: str) -> float:
+    """How near the renders' foregrounds are to the palette's ``colour`` (1: all exactly it)."""
+    target = np.array(COLOURS[colour], dtype=np.float32)
     distances = [
-        np.linalg.norm(np.array(describe(np.asarray(im)).foreground_rgb) - red) / 255
+        np.linalg.norm(np.array(describe(np.asarray(im)).foreground_rgb) - target) / 255
         for im in images
     ]
     return float(1 - np.mean(distances) / np.sqrt(3))
