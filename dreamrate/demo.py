@@ -38,8 +38,9 @@ MARKER = ".dreamrate-demo"
 DEMO_TOKEN = "demo.local.token"
 #: The toy model the demo trains when no generation model is configured.
 TOY_PRESET = "small"
-#: How long the demo's arena rounds stay open (a day in a real community).
-ARENA_SECONDS = 10
+#: How long the demo's arena rounds would stay open (as in a real community); the demo closes
+#: them itself once every member has judged, so a slow machine cannot shut members out.
+ARENA_HOURS = 24.0
 #: Arena rounds played at once, one per channel: with the demo's members, 30+ judgements.
 ARENA_ROUNDS = 5
 #: The members' prompts: the toy world, often leaving colours and places unsaid.
@@ -302,10 +303,11 @@ async def run_demo(
         """Arena rounds of the configured model against ``new_model``, one per channel at
         once, the members choosing blind by their taste; returns the judgements and
         ``new_model``'s win rate with Wilson's 95 % interval."""
-        from sqlalchemy import select
+        from sqlalchemy import select, update
 
-        from dreamrate.community.arena_results import arena_report
+        from dreamrate.community.arena_results import arena_judgements, arena_report
         from dreamrate.db.models import ArenaRound
+        from dreamrate.db.types import utcnow
 
         arena_server = FakeDiscord(bot_token=DEMO_TOKEN)
         await arena_server.start()
@@ -316,7 +318,7 @@ async def run_demo(
             discord={
                 "api_base": arena_server.api_base,
                 "gateway_url": arena_server.gateway_url,
-                "arena_hours": ARENA_SECONDS / 3600,
+                "arena_hours": ARENA_HOURS,
             },
             generation=settings.generation.model_dump(),
             embedding={"model": embedding_model, "device": "cpu"},
@@ -369,6 +371,20 @@ async def run_demo(
                         choice = left if left_taste > right_taste else right
                     await arena_server.react(member, message, choice)
 
+            # A day compressed: once every judgement is in, the rounds are due now.
+            expected = len(messages) * (len(community) - 1)
+            deadline = time.monotonic() + 120
+            while len(await arena_judgements(engine)) < expected:
+                if time.monotonic() > deadline:
+                    break  # the report counts what arrived
+                await asyncio.sleep(0.2)
+            async with engine.begin() as conn:
+                await conn.execute(
+                    update(ArenaRound)
+                    .where(ArenaRound.message_id.in_(messages))
+                    .values(closes_at=utcnow())
+                )
+
             def named() -> bool:
                 return all(
                     any(
@@ -378,7 +394,7 @@ async def run_demo(
                     for m in messages
                 )
 
-            await arena_server.wait_for(named, timeout=ARENA_SECONDS + 60)
+            await arena_server.wait_for(named, timeout=120)
             report = await arena_report(engine, models=(settings.generation.model, new_model))
             if not report.pairs:
                 return 0, float("nan"), (float("nan"), float("nan"))

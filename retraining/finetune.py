@@ -339,8 +339,11 @@ def _step_noise(
     rank: int,
     world: int,
 ) -> tuple[Any, Any, Any]:
-    """The whole step's generator draws, then this process's share of them: a sample's noise
-    does not depend on how many processes split the batch."""
+    """The whole step's generator draws, then this process's share of them: a sample's noise,
+    timestep and VAE sample do not depend on how many processes split the batch.
+
+    Returns ``(noise, timesteps, vae_sample)``; for pairs the VAE sample holds this process's
+    winners, then its losers."""
     import torch
 
     generator = torch.Generator().manual_seed(options.seed * 1_000_003 + step)
@@ -349,20 +352,20 @@ def _step_noise(
     timesteps = torch.randint(
         0, model.noise_scheduler.config.num_train_timesteps, (total,), generator=generator
     )
+    images = 2 if options.method == "dpo" else 1  # a pair's two images
+    vae_sample = torch.randn((images, total, *shape), generator=generator)
     per = total // world
     mine = slice(rank * per, (rank + 1) * per)
-    return noise[mine], timesteps[mine], generator
+    return noise[mine], timesteps[mine], vae_sample[:, mine].reshape(images * per, *shape)
 
 
-def _encode(model: _Model, batch: _Batch, generator: Any, device: Any) -> tuple[Any, Any]:
+def _encode(model: _Model, batch: _Batch, vae_sample: Any, device: Any) -> tuple[Any, Any]:
     import torch
 
     with torch.no_grad():
         pixels = torch.from_numpy(batch.pixels).to(device, dtype=model.vae.dtype)
         posterior = model.vae.encode(pixels).latent_dist
-        sample = torch.randn(posterior.mean.shape, generator=generator).to(
-            device, posterior.mean.dtype
-        )
+        sample = vae_sample.to(device, posterior.mean.dtype)
         latents = (posterior.mean + posterior.std * sample) * model.vae.config.scaling_factor
         tokens = model.tokenizer(
             batch.captions,
@@ -556,10 +559,10 @@ def finetune(
                 )
                 if step < options.steps:
                     upcoming = reader.submit(_read_batch, source, step + 1, options, rank, world)
-                noise, timesteps, generator = _step_noise(
+                noise, timesteps, vae_sample = _step_noise(
                     model, step, options, latent_shape, rank, world
                 )
-                latents, states = _encode(model, batch, generator, accelerator.device)
+                latents, states = _encode(model, batch, vae_sample, accelerator.device)
                 loss, stats = _loss(
                     model, unet, base_unet, options, batch, latents, states, noise, timesteps,
                     accelerator,

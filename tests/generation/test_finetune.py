@@ -1,14 +1,6 @@
-"""dreamrate finetune on the tiny model: it learns the data's look, resumes exactly, and its
-LoRA is plain diffusers.
-
-The look test writes its own tiny model with a VAE trained to keep colours
-(``write_tiny_sd(colour_vae=True)``), so the data's look has a latent of its own: the red
-images' latent, which the VAE decodes back to red (a random VAE's latents of any image are
-all near zero). The look is measured in the latents the UNet produces, not in decoded pixels:
-the random UNet cannot denoise, so a generation's latents keep the sampler's starting noise
-(std ~15), under which even the data's own latent decodes to grey; what a few dozen steps of
-fine-tuning move is the latents' mean.
-"""
+"""``dreamrate finetune`` from the command line: the record, the plot and a LoRA plain
+diffusers loads; Ctrl-C and --resume end with the weights of an uninterrupted run; bad input is
+one line. What each method teaches the model is measured in tests/retraining."""
 
 from __future__ import annotations
 
@@ -43,74 +35,36 @@ def _red_images(folder: Path, count: int = 16) -> Path:
     return folder
 
 
-def _pipeline(tiny_sd: Path):  # type: ignore[no-untyped-def]
+def test_finetune_writes_its_record_its_plot_and_a_lora_plain_diffusers_loads(
+    toy_model: Path, tmp_path: Path
+) -> None:
     from diffusers import StableDiffusionPipeline
 
-    pipeline = StableDiffusionPipeline.from_pretrained(str(tiny_sd), safety_checker=None)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
-
-
-def _latent_means(pipeline, seeds=range(4)) -> np.ndarray:  # type: ignore[no-untyped-def]
-    means = []
-    for seed in seeds:
-        latents = pipeline(
-            PROMPT, num_inference_steps=4, guidance_scale=1.0, output_type="latent",
-            generator=torch.Generator().manual_seed(seed),
-        ).images[0]  # fmt: skip
-        means.append(latents.mean(dim=(1, 2)).numpy())
-    return np.array(means)
-
-
-@pytest.fixture(scope="module")
-def colour_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model with a VAE that keeps colours (trained for ~20 s)."""
-    from dreamrate.generation.tiny_sd import write_tiny_sd
-
-    return write_tiny_sd(tmp_path_factory.mktemp("colour") / "tiny-sd", colour_vae=True)
-
-
-def test_a_lora_moves_generations_toward_the_look_of_its_data(
-    colour_sd: Path, tmp_path: Path
-) -> None:
     data = _red_images(tmp_path / "data")
     out = tmp_path / "lora"
-    args = ["finetune", "--data", str(data), "--base", str(colour_sd), "--out", str(out)]
-    args += ["--steps", "60", "--rank", "4", "--lr", "0.01", "--resolution", "64"]
+    args = ["finetune", "--data", str(data), "--base", str(toy_model), "--out", str(out)]
+    args += ["--steps", "12", "--rank", "4", "--lr", "0.01", "--resolution", "32"]
     trained = run_cli(*args, "--batch-size", "4", "--aesthetic-weighting", timeout=300)
     assert trained.returncode == 0, trained.stderr
-    assert "trained 60 steps (sft) on 16 images (cpu, float32, 1 process(es))" in trained.stdout
+    assert "trained 12 steps (sft) on 16 images (cpu, float32, 1 process(es))" in trained.stdout
     record = json.loads((out / "train.json").read_text())
-    assert record["status"] == "done" and record["base"] == str(colour_sd)
+    assert record["status"] == "done" and record["base"] == str(toy_model)
     assert record["data"]["images"] == 16 and record["options"]["rank"] == 4
-    losses = record["losses"]
-    assert len(losses) == 60 and np.mean(losses[-10:]) < np.mean(losses[:10])
+    assert record["options"]["aesthetic_weighting"] is True and len(record["losses"]) == 12
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "checkpoints").exists()
 
-    base = _pipeline(colour_sd)
-    vae = base.vae
-    # Where the data's look sits: the VAE's latent of its mean colour, which decodes to red.
-    images = [np.asarray(Image.open(p), np.float32) for p in sorted(data.glob("*/*.jpg"))]
-    colour = np.mean([i.reshape(-1, 3).mean(0) for i in images], axis=0) / 127.5 - 1
-    with torch.no_grad():
-        flat = torch.from_numpy(colour.astype(np.float32)).view(1, 3, 1, 1).expand(1, 3, 64, 64)
-        latent = vae.encode(flat).latent_dist.mean
-        decoded = vae.decode(latent).sample.mean(dim=(0, 2, 3)).numpy()
-    assert np.abs(decoded - colour).mean() < 0.2, (decoded, colour)
-    target = (latent * vae.config.scaling_factor).mean(dim=(0, 2, 3)).numpy()
-    before = _latent_means(base)
-    # Plain diffusers: any user loads the adapter the same way.
-    adapted = _pipeline(colour_sd)
-    adapted.load_lora_weights(str(out))
-    after = _latent_means(adapted)
-    assert not np.allclose(before, after)  # the LoRA changes the output...
-    distance_before = np.linalg.norm(before - target, axis=1).mean()
-    distance_after = np.linalg.norm(after - target, axis=1).mean()
-    assert distance_after < 0.8 * distance_before, (
-        distance_before,
-        distance_after,
-    )  # ...toward red
+    def latents(lora: Path | None) -> np.ndarray:
+        pipeline = StableDiffusionPipeline.from_pretrained(str(toy_model), safety_checker=None)
+        pipeline.set_progress_bar_config(disable=True)
+        if lora is not None:  # plain diffusers: any user loads the adapter the same way
+            pipeline.load_lora_weights(str(lora))
+        return pipeline(
+            PROMPT, num_inference_steps=4, output_type="latent",
+            generator=torch.Generator().manual_seed(0),
+        ).images[0].numpy()  # fmt: skip
+
+    assert not np.allclose(latents(None), latents(out))
 
 
 def test_an_interrupted_fine_tune_resumes_to_the_weights_of_an_uninterrupted_one(
