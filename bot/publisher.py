@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from dreamrate.community.posts import Intent
+from dreamrate.community.posts import OWN, Intent
 from dreamrate.db.retry import retry_on_disconnect
 
 if TYPE_CHECKING:
@@ -124,6 +124,12 @@ class Publisher:
             if message is None:
                 await retry_on_disconnect(partial(posts.retry, intent.nonce))
         else:
+            if kind == OWN:
+                # Recovery at start may have found and recorded it since the caller read the
+                # image: an image has one own message.
+                posted = await retry_on_disconnect(partial(posts.own_message, image_id))
+                if posted is not None:
+                    return posted
             # The row is written first: a message is never left whose reactions don't count.
             intent = await retry_on_disconnect(
                 partial(posts.begin, image_id, channel_id, kind, other_image_id=other_image_id)

@@ -146,6 +146,12 @@ class PostRepository:
             return None
         return Intent(row.nonce, image_id, other_image_id, channel_id, kind, row.created_at)
 
+    async def own_message(self, image_id: int) -> int | None:
+        """The message ``image_id`` was posted as, once recorded."""
+        async with self.engine.connect() as conn:
+            found = await conn.scalar(select(Image.discord_message_id).where(Image.id == image_id))
+        return None if found is None else int(found)
+
     async def begin(
         self, image_id: int, channel_id: int, kind: str, *, other_image_id: int | None = None
     ) -> Intent:
