@@ -23,6 +23,7 @@ from tests.bot.conftest import Running, settled, start_bot, stop_bot
 from tests.bot.test_discord_world_e2e import say
 from tests.bot.test_ratings_e2e import dream, exported
 from tests.conftest import _pg_execute
+from tests.web.conftest import sqlite_only
 
 ADA, BOB, CY, DEE = Member(71, "ada"), Member(72, "bob"), Member(73, "cy"), Member(74, "dee")
 MOD = Member(79, "mod", permissions=BASIC | MANAGE_GUILD)
@@ -86,6 +87,9 @@ async def test_erase_stays_erased_across_a_restart_with_the_reactions_still_ther
         running.__dict__.update(bot.__dict__)  # the fixture stops whichever bot runs last
 
 
+# The privacy rule's SQL is tested on both databases in tests/ratings/test_policy.py; this
+# end-to-end run checks the bot's wiring through a restart, on one.
+@sqlite_only
 async def test_opt_out_react_opt_in_restart_counts_only_reactions_after_opt_in(
     running: Running, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]
@@ -112,6 +116,8 @@ async def test_opt_out_react_opt_in_restart_counts_only_reactions_after_opt_in(
         running.__dict__.update(bot.__dict__)
 
 
+# Flagging is arithmetic over the ratings read back (the same on either database).
+@sqlite_only
 async def test_honest_raters_are_not_flagged_after_downtime(running: Running, tiny_models) -> None:  # type: ignore[no-untyped-def]
     server = running.discord
     messages = []
