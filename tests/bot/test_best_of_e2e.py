@@ -3,6 +3,7 @@ the rest are kept back; the guild's default; what is refused."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -96,12 +97,17 @@ async def test_best_of_posts_the_requested_count_and_they_are_the_predictors_bes
                 == 2
             )
         )
-        async with engine.connect() as conn:
-            messages = dict(
-                (await conn.execute(
-                    select(Image.id, Image.discord_message_id).where(Image.job_id == job.id)
-                )).all()
-            )  # fmt: skip
+        # The bot records each message once Discord has answered its send: wait for both.
+        for _ in range(600):
+            async with engine.connect() as conn:
+                messages = dict(
+                    (await conn.execute(
+                        select(Image.id, Image.discord_message_id).where(Image.job_id == job.id)
+                    )).all()
+                )  # fmt: skip
+            if sum(1 for m in messages.values() if m) >= 2:
+                break
+            await asyncio.sleep(0.05)
         assert sorted(m for m in messages.values() if m) == sorted(
             m for m in server.followups[token] if server.messages[m]["attachments"]
         )
