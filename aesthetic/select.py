@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
@@ -83,19 +84,17 @@ def choose_for_rating(
     return picked
 
 
-async def select_images_to_rate(
-    engine: AsyncEngine, count: int, predictor: Predictor | None, guild_id: int
-) -> list[int]:
-    """Image ids of ``guild_id`` for ``/rate`` and the feed: active selection when
-    ``predictor`` exists."""
-    if predictor is None:
-        return await images_needing_ratings(engine, count, guild_id)
+async def _embedded_candidates(
+    engine: AsyncEngine, guild_id: int, embedding_model: str
+) -> list[Any]:
+    """``(id, n ratings, vector)`` of the guild's images that may be shown for rating and have
+    an embedding for ``embedding_model``: fewest ratings first, newest among equals."""
     counts = rating_counts(guild_id)
     query = (
         select(Image.id, func.coalesce(counts.c.n, 0).label("n"), Embedding.vector)
         .join(
             Embedding,
-            (Embedding.image_id == Image.id) & (Embedding.model == predictor.embedding_model),
+            (Embedding.image_id == Image.id) & (Embedding.model == embedding_model),
         )
         .join(Job, Job.id == Image.job_id)
         .outerjoin(counts, counts.c.image_id == Image.id)
@@ -104,7 +103,17 @@ async def select_images_to_rate(
         .limit(CANDIDATE_POOL)
     )
     async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+        return list((await conn.execute(query)).all())
+
+
+async def select_images_to_rate(
+    engine: AsyncEngine, count: int, predictor: Predictor | None, guild_id: int
+) -> list[int]:
+    """Image ids of ``guild_id`` for ``/rate`` and the feed: active selection when
+    ``predictor`` exists."""
+    if predictor is None:
+        return await images_needing_ratings(engine, count, guild_id)
+    rows = await _embedded_candidates(engine, guild_id, predictor.embedding_model)
     if not rows:
         # Nothing embedded yet (run `dreamrate embed`): fewest ratings first.
         return await images_needing_ratings(engine, count, guild_id)
@@ -186,21 +195,7 @@ async def select_what_to_ask(
 
     if predictor is None or count <= 0:
         return []
-    counts = rating_counts(guild_id)
-    query = (
-        select(Image.id, func.coalesce(counts.c.n, 0).label("n"), Embedding.vector)
-        .join(
-            Embedding,
-            (Embedding.image_id == Image.id) & (Embedding.model == predictor.embedding_model),
-        )
-        .join(Job, Job.id == Image.job_id)
-        .outerjoin(counts, counts.c.image_id == Image.id)
-        .where(shown_for_rating(guild_id))
-        .order_by(func.coalesce(counts.c.n, 0), Image.id.desc())
-        .limit(CANDIDATE_POOL)
-    )
-    async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+    rows = await _embedded_candidates(engine, guild_id, predictor.embedding_model)
     if not rows:
         return []
     ids = np.array([row.id for row in rows], dtype=np.int64)
