@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import secrets
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -68,6 +70,30 @@ class WebPair:
 #: Images whose web post this process has made sure of: a post is never deleted but with
 #: its image (cascade), so once there it stays, and the insert (a commit) is saved.
 _POSTED: weakref.WeakKeyDictionary[AsyncEngine, set[int]] = weakref.WeakKeyDictionary()
+
+
+async def _replace_clicks(
+    service: Any,
+    discord_id: int,
+    message_id: int,
+    guild_id: int,
+    name: str,
+    present: Iterable[str],
+    emoji: str,
+) -> Any:
+    """A web click as Discord would see it: the member's present emoji on the page's stand-in
+    message taken off, ``emoji`` put on, recorded together; the new click's outcome."""
+    common = {
+        "discord_user_id": discord_id,
+        "message_id": message_id,
+        "channel_id": WEB_CHANNEL,
+        "guild_id": guild_id,
+        "user_name": name,
+    }
+    now = utcnow()
+    events = [ReactionEvent(added=False, emoji=e, received_at=now, **common) for e in present]
+    events.append(ReactionEvent(added=True, emoji=emoji, received_at=now, **common))
+    return (await service.record_many(events, source=WEB_KIND))[-1]
 
 
 async def _ensure_web_post(engine: AsyncEngine, image_id: int) -> int:
@@ -127,18 +153,7 @@ async def rate_on_web(
             .order_by(RatingEvent.id)
         )
         present = present_emojis((row.kind, row.emoji) for row in rows)
-    common = {
-        "discord_user_id": discord_id,
-        "message_id": message_id,
-        "channel_id": WEB_CHANNEL,
-        "guild_id": guild_id,
-        "user_name": name,
-    }
-    now = utcnow()
-    events = [ReactionEvent(added=False, emoji=e, received_at=now, **common) for e in present]
-    events.append(ReactionEvent(added=True, emoji=emoji, received_at=now, **common))
-    outcomes = await service.record_many(events, source=WEB_KIND)
-    return outcomes[-1]
+    return await _replace_clicks(service, discord_id, message_id, guild_id, name, present, emoji)
 
 
 async def show_pair_on_web(
@@ -304,17 +319,7 @@ async def choose_on_web(
         present = await present_choices(conn, discord_id, message_id)
     scale = service.scale
     emoji = scale.choice_emojis[WINNERS.index(winner)]
-    common = {
-        "discord_user_id": discord_id,
-        "message_id": message_id,
-        "channel_id": WEB_CHANNEL,
-        "guild_id": guild_id,
-        "user_name": name,
-    }
-    now = utcnow()
-    events = [ReactionEvent(added=False, emoji=e, received_at=now, **common) for e in present]
-    events.append(ReactionEvent(added=True, emoji=emoji, received_at=now, **common))
-    return (await service.record_many(events, source=WEB_KIND))[-1]
+    return await _replace_clicks(service, discord_id, message_id, guild_id, name, present, emoji)
 
 
 async def image_guild(engine: AsyncEngine, image_id: int, guild_id: int) -> bool:
