@@ -7,11 +7,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "create_engine", "create_private_sqlite_file", "is_sqlite"]
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "create_engine",
+    "create_private_sqlite_file",
+    "database_down",
+    "is_sqlite",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +47,17 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
+
+
+async def database_down(engine: AsyncEngine) -> str | None:
+    """|coro| None when the database answers ``SELECT 1``, else why not, in a few words (the
+    error's class only: a driver's message can name the host or the user)."""
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:  # whatever the driver raises, the answer is "down"
+        return f"the database does not answer ({type(exc).__name__})"
+    return None
 
 
 def create_private_sqlite_file(database: str) -> None:

@@ -21,8 +21,9 @@ class CliState:
     def load(self) -> Settings:
         """Read settings (raising ConfigError on a bad value) and configure logging."""
         settings = load_settings()
-        token = settings.discord.resolved_token()
-        configure_logging(settings.log_level, secrets=[token.get_secret_value()] if token else [])
+        configure_logging(
+            settings.log_level, secrets=settings.secrets(), log_format=settings.log_format
+        )
         self._settings = settings
         return settings
 

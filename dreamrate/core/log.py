@@ -1,4 +1,5 @@
-"""Logging set-up: rich console output, and secrets scrubbed from every record."""
+"""Logging set-up: rich console output (or one JSON object a line), and secrets scrubbed
+from every record."""
 
 from __future__ import annotations
 
@@ -51,18 +52,43 @@ def _drop_bare_library_info(record: logging.LogRecord) -> bool:
     return record.name != "root" or record.levelno >= logging.WARNING
 
 
-def configure_logging(level: str = "INFO", *, secrets: Iterable[str] = ()) -> None:
-    """Send logs to stderr through rich, with ``secrets`` (and the AWS secrets in the
-    environment) scrubbed."""
+def _json_handler() -> logging.Handler:
+    """One JSON object a line on stderr: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
+    ``process`` (its pid), ``message``, and ``exc_info`` when a traceback is attached."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter(
+            "{asctime}{levelname}{name}{process}{message}",
+            style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            timestamp=False,
+            datefmt="%Y-%m-%dT%H:%M:%S%z",
+            json_ensure_ascii=False,
+        )
+    )
+    return handler
+
+
+def _rich_handler() -> logging.Handler:
     from rich.console import Console
     from rich.logging import RichHandler
 
-    handler = RichHandler(
+    return RichHandler(
         console=Console(stderr=True),
         show_path=False,
         rich_tracebacks=False,
         log_time_format="[%X]",
     )
+
+
+def configure_logging(
+    level: str = "INFO", *, secrets: Iterable[str] = (), log_format: str = "rich"
+) -> None:
+    """Send logs to stderr, through rich or as JSON lines (``log_format="json"``), with
+    ``secrets`` (and the AWS secrets in the environment) scrubbed."""
+    handler = _json_handler() if log_format == "json" else _rich_handler()
     handler.addFilter(SecretFilter([*secrets, *(os.environ.get(n, "") for n in ENV_SECRETS)]))
     handler.addFilter(_drop_bare_library_info)
     root = logging.getLogger()

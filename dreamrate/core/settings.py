@@ -42,6 +42,7 @@ __all__ = [
     "DiscordSettings",
     "EmbeddingSettings",
     "GenerationSettings",
+    "MetricsSettings",
     "RatingSettings",
     "Settings",
     "StorageSettings",
@@ -445,6 +446,29 @@ class WebSettings(_Section):
         return value.rstrip("/")
 
 
+class MetricsSettings(_Section):
+    """Where each long-running process serves /metrics (Prometheus) and /healthz."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address the metrics and health endpoints listen on (0.0.0.0: every "
+        "interface, for a Prometheus on another host).",
+    )
+    bot_port: int | None = Field(
+        default=None, ge=0, le=65535, description="The bot's metrics port; default: off."
+    )
+    worker_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="A worker's metrics port (also the bot's own worker); default: off. "
+        "Several workers on one host: `dreamrate worker --metrics-port` each.",
+    )
+    web_port: int | None = Field(
+        default=None, ge=0, le=65535, description="The web home's metrics port; default: off."
+    )
+
+
 class Settings(BaseSettings):
     """All of dreamrate's settings, read once at start-up."""
 
@@ -462,6 +486,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log verbosity."
     )
+    log_format: Literal["rich", "json"] = Field(
+        default="rich",
+        description="rich: readable lines on a terminal; json: one JSON object a line "
+        "(for a log collector), secrets scrubbed the same way.",
+    )
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
@@ -469,11 +498,17 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     rating: RatingSettings = Field(default_factory=RatingSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     # -- derived values -------------------------------------------------------------
 
@@ -483,6 +518,17 @@ class Settings(BaseSettings):
         if self.database.url:
             return self.database.url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'dreamrate.db').as_posix()}"
+
+    def secrets(self) -> list[str]:
+        """Every secret the settings hold (the logs scrub them): the bot token, the OAuth2
+        secret, the session key and the database password."""
+        from sqlalchemy.engine import make_url
+
+        found = [self.discord.resolved_token(), self.web.client_secret, self.web.secret_key]
+        values = [s.get_secret_value() for s in found if s is not None]
+        if self.database.url:
+            values.append(make_url(self.database.url).password or "")
+        return [v for v in values if v]
 
     @property
     def images_dir(self) -> Path:
@@ -611,4 +657,4 @@ def _is_known_env(name: str) -> bool:
 
 
 _KNOWN = set(known_env_names())
-_SECTIONS = {"database", "storage", "discord", "generation", "embedding", "rating"}
+_SECTIONS = {"database", "storage", "discord", "generation", "embedding", "rating", "metrics"}
