@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from dreamrate.core.settings import Settings
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from dreamrate.generation.queue import JobRepository
     from dreamrate.generation.store import ImageStore
     from dreamrate.generation.worker import GenerationWorker
+    from dreamrate.generation.worker_metrics import WorkerMetrics
 
 __all__ = ["WorkerProcess", "build_repository", "build_worker", "serve_queue"]
 
@@ -45,6 +47,7 @@ def build_worker(
     *,
     worker_id: str | None = None,
     store: ImageStore | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> GenerationWorker:
     """A worker with the configured store, device, batch size, optional safety checker and
     the active predictor to pick best-of-N candidates with. ``store`` is taken as checked;
@@ -78,6 +81,7 @@ def build_worker(
         max_batch=g.max_batch,
         poll_interval=g.poll_interval,
         safety_checker=checker,
+        metrics=metrics,
         # CLIP and the predictor load at the first best-of-N job, not before.
         picker=CandidatePicker(
             repo.engine,
@@ -89,32 +93,66 @@ def build_worker(
 
 
 async def serve_queue(
-    settings: Settings, worker_id: str | None = None, *, migrate: bool = False
+    settings: Settings,
+    worker_id: str | None = None,
+    *,
+    migrate: bool = False,
+    metrics_port: int | None = None,
 ) -> None:
     """|coro| Serve the generation queue until SIGTERM/SIGINT (``dreamrate worker``, and the
     bot's worker process): the configured model is loaded before the first claim, and a
-    stop finishes the current step and hands the batch back."""
+    stop finishes the current step and hands the batch back. With a metrics port
+    (``metrics_port``, else DREAMRATE_METRICS_WORKER_PORT), /metrics and /healthz are served
+    there.
+
+    Raises
+    ------
+    StorageError, ConfigError
+        when the store takes no write or the metrics port is taken: before anything loads.
+    """
+    from dreamrate.core.metrics import MetricsServer
     from dreamrate.database_setup import database
     from dreamrate.generation.store import open_image_store
+    from dreamrate.generation.worker_metrics import WorkerMetrics
 
     # First: a store this worker cannot write to stops it in one line, before anything else.
     store = open_image_store(settings)
     await asyncio.to_thread(store.check, write=True)
-    async with database(settings, migrate=migrate) as engine:
-        repo = build_repository(settings, engine)
-        worker = build_worker(settings, repo, worker_id=worker_id, store=store)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop.set)
-        await worker.warm(settings.generation.model)
-        await worker.run()
+    port = metrics_port if metrics_port is not None else settings.metrics.worker_port
+    metrics = WorkerMetrics()
+    server = MetricsServer(
+        "worker", metrics.registry, checks={"database": _not_yet("the database is opening")}
+    )
+    if port is not None:
+        await server.start(settings.metrics.host, port)
+    try:
+        async with database(settings, migrate=migrate) as engine:
+            repo = build_repository(settings, engine)
+            worker = build_worker(settings, repo, worker_id=worker_id, store=store, metrics=metrics)
+            server.checks = worker.health_checks()
+            server.refreshers.append(worker.refresh_metrics)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, worker.stop.set)
+            await worker.warm(settings.generation.model)
+            await worker.run()
+    finally:
+        await server.stop()
+
+
+def _not_yet(reason: str) -> Callable[[], Awaitable[str | None]]:
+    async def check() -> str | None:
+        return reason
+
+    return check
 
 
 def _serve_in_child(settings: Settings, worker_id: str | None) -> None:
     from dreamrate.core.log import configure_logging
 
-    token = settings.discord.resolved_token()
-    configure_logging(settings.log_level, secrets=[token.get_secret_value()] if token else [])
+    configure_logging(
+        settings.log_level, secrets=settings.secrets(), log_format=settings.log_format
+    )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the bot decides when its worker stops
     asyncio.run(serve_queue(settings, worker_id))
     # Everything is committed and the batch handed back: skip the interpreter's slow teardown

@@ -700,6 +700,17 @@ class JobRepository:
         eta = None if rate is None else (images_ahead + (running or 0) + job.renders) / rate
         return QueueInfo(JobStatus.QUEUED, ahead + 1, eta)
 
+    async def depth(self) -> tuple[int, int]:
+        """``(queued renders, running renders)``: what waits and what is being drawn."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(Job.status, func.coalesce(func.sum(RENDERS), 0))
+                .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+                .group_by(Job.status)
+            )
+            totals = {status: int(total) for status, total in rows}
+        return totals.get(JobStatus.QUEUED, 0), totals.get(JobStatus.RUNNING, 0)
+
     async def _images_per_second(
         self, conn: AsyncConnection, window: timedelta = timedelta(minutes=15)
     ) -> float | None:

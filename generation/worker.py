@@ -20,12 +20,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dreamrate.core.devices import DevicePreference
 from dreamrate.core.errors import ModelError, StorageError
+from dreamrate.db.engine import database_down
 from dreamrate.generation.best_of import choose_best
 from dreamrate.generation.pipeline import load_text2image, looks_like_path
 from dreamrate.generation.queue import JobRecord, JobRepository, StoredImage
 from dreamrate.generation.render import ImageSpec, render_images
 from dreamrate.generation.served_models import NAME, get_model
 from dreamrate.generation.store import ImageStore
+from dreamrate.generation.worker_metrics import WorkerMetrics
 
 __all__ = ["CandidatePicker", "GenerationWorker", "PipelineCache", "default_worker_id"]
 
@@ -167,6 +169,9 @@ class GenerationWorker:
     picker
         Scores candidates for best-of-N jobs (the active predictor); the best
         ``num_images`` of each such job are posted, the rest stored as passed over.
+    metrics
+        Where the worker counts its batches, images and attempts (default: a registry of its
+        own; ``dreamrate worker --metrics-port`` serves it).
     sleep
         How :meth:`run` waits between polls of an empty queue and between retries while the
         database is away (default: that many seconds, cut short by :attr:`stop`). Tests pass
@@ -185,6 +190,7 @@ class GenerationWorker:
         poll_interval: float = 0.5,
         safety_checker: Callable[[list[Any]], list[bool]] | None = None,
         picker: CandidatePicker | None = None,
+        metrics: WorkerMetrics | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.repo = repo
@@ -196,6 +202,7 @@ class GenerationWorker:
         self.poll_interval = poll_interval
         self.safety_checker = safety_checker
         self.picker = picker
+        self.metrics = metrics or WorkerMetrics()
         self._sleep = sleep or self._sleep_unless_stopped
         #: The last batch could not be stored: prove the store works before claiming again.
         self._store_down = False
@@ -241,6 +248,20 @@ class GenerationWorker:
                 await self._sleep(self.poll_interval)
         logger.info("worker %s stopped", self.worker_id)
 
+    async def refresh_metrics(self) -> None:
+        """|coro| Read the queue's depth into the metrics (before each scrape)."""
+        queued, running = await self.repo.depth()
+        self.metrics.queued.set(queued)
+        self.metrics.running.set(running)
+
+    def health_checks(self) -> dict[str, Callable[[], Awaitable[str | None]]]:
+        """What this worker needs to be ready: the database, and a store that takes writes."""
+
+        async def store() -> str | None:
+            return "the image store refuses writes" if self._store_down else None
+
+        return {"database": lambda: database_down(self.repo.engine), "store": store}
+
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), timeout=seconds)
@@ -257,6 +278,7 @@ class GenerationWorker:
         if self._store_down:
             await asyncio.to_thread(self.store.check, write=True)
             self._store_down = False
+            self.metrics.store_down.set(0)
             logger.info("image store takes writes again")
         jobs = await self.repo.claim_batch(self.worker_id, max_images=self.max_batch)
         if not jobs:
@@ -278,6 +300,7 @@ class GenerationWorker:
         except ModelError as exc:
             for job in jobs:
                 await self.repo.fail(self.worker_id, job.id, exc.message, retry=False)
+            self.metrics.attempts.labels("failed").inc(len(jobs))
             logger.error(
                 "model %s failed to load; failed job(s) %s", lead.model, [j.id for j in jobs]
             )
@@ -302,6 +325,7 @@ class GenerationWorker:
             logger.exception("batch %s failed", [j.id for j in jobs])
             for job in jobs:
                 await self.repo.fail(self.worker_id, job.id, reason, retry=True)
+            self.metrics.attempts.labels("failed").inc(len(jobs))
             return 0
         finally:
             state.rendered.set()
@@ -318,12 +342,16 @@ class GenerationWorker:
             reason = "a render step made no progress for a whole lease"
             for job in jobs:
                 await self.repo.fail(self.worker_id, job.id, reason, retry=True)
+            self.metrics.attempts.labels("failed").inc(len(jobs))
             logger.warning("batch %s: gave up a stalled render", [j.id for j in jobs])
             return 0
         if state.stopping:
             released = await self.repo.release(self.worker_id, [j.id for j in jobs])
+            self.metrics.attempts.labels("released").inc(released)
             logger.info("shutting down: released %d job(s) back to the queue", released)
             return 0
+
+        self.metrics.batch(len(images), rendered - loaded)
 
         # 3. Safety check
         flags = [False] * len(images)
@@ -347,6 +375,7 @@ class GenerationWorker:
                 await self.repo.complete(
                     self.worker_id, job.id, []
                 )  # ends as cancelled, or is a no-op
+                self.metrics.attempts.labels("cancelled").inc()
                 continue
             if refused is None:
                 picked, predicted = await self._pick(job, mine)
@@ -361,11 +390,15 @@ class GenerationWorker:
                 await self.repo.release(
                     self.worker_id, [job.id], reason=f"image store: {refused.message}"
                 )
+                self.metrics.attempts.labels("released").inc()
                 continue
             if await self.repo.complete(self.worker_id, job.id, stored):
                 made += len(stored)
+                self.metrics.attempts.labels("done").inc()
+        self.metrics.images.inc(made)
         if refused is not None:
             self._store_down = True
+            self.metrics.store_down.set(1)
             logger.error(
                 "batch %s: %s; its unstored job(s) went back to the queue",
                 [j.id for j in jobs],

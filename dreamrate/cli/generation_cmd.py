@@ -34,11 +34,20 @@ def worker_cmd(
     worker_id: Annotated[
         str | None, typer.Option("--id", help="Worker name (default host:pid:random).")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve /metrics and /healthz here (DREAMRATE_METRICS_WORKER_PORT).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the generation queue until SIGTERM/SIGINT (finishes the step, then releases its batch)."""
     from dreamrate.services import serve_queue
 
-    asyncio.run(serve_queue(state.settings, worker_id, migrate=True))
+    asyncio.run(serve_queue(state.settings, worker_id, migrate=True, metrics_port=metrics_port))
 
 
 def generate_cmd(

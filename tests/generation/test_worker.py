@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from dreamrate.core.errors import StorageError
+from dreamrate.core.metrics import MetricsServer
 from dreamrate.db.models import JobStatus
 from dreamrate.generation.queue import JobRepository
 from dreamrate.generation.render import ImageSpec, render_images
@@ -140,6 +141,9 @@ async def test_a_model_that_fails_to_load_fails_its_jobs_only(
     assert failed is not None and failed.status is JobStatus.FAILED
     assert failed.error is not None and "missing-model does not exist" in failed.error
     assert done is not None and done.status is JobStatus.DONE
+    attempts = worker.metrics.registry.get_sample_value
+    assert attempts("dreamrate_worker_attempts_total", {"outcome": "failed"}) == 1
+    assert attempts("dreamrate_worker_attempts_total", {"outcome": "done"}) == 1
 
 
 async def test_an_unwritable_store_gives_the_batch_back_and_claims_nothing_until_it_works(
@@ -158,6 +162,13 @@ async def test_an_unwritable_store_gives_the_batch_back_and_claims_nothing_until
     assert back is not None and back.status is JobStatus.QUEUED and back.attempts == 0
     assert (back.error or "").startswith("image store: DREAMRATE_STORAGE_IMAGES_DIR: cannot")
     assert await repo.images(job.id) == []
+    sample = worker.metrics.registry.get_sample_value
+    assert sample("dreamrate_worker_attempts_total", {"outcome": "released"}) == 1
+    assert sample("dreamrate_worker_store_down") == 1
+    health = await MetricsServer(
+        "worker", worker.metrics.registry, checks=worker.health_checks()
+    ).health()
+    assert health["checks"] == {"database": "ok", "store": "the image store refuses writes"}
     for _ in range(3):  # max_attempts=1: a counted attempt would have failed it for good
         with pytest.raises(StorageError, match="not a writable folder"):
             await worker.run_once()
@@ -168,6 +179,8 @@ async def test_an_unwritable_store_gives_the_batch_back_and_claims_nothing_until
     done = await repo.get(job.id)
     assert done is not None and done.status is JobStatus.DONE
     assert len(await repo.images(job.id)) == 1
+    assert sample("dreamrate_worker_store_down") == 0
+    assert sample("dreamrate_worker_images_total") == 1
 
 
 def write_safety_checker(folder: Path, unsafe: Image.Image, safe: Image.Image) -> Path:
