@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
@@ -26,6 +27,7 @@ from dreamrate.bot.arena_rounds import Arena
 from dreamrate.bot.delivery import Delivery
 from dreamrate.bot.dream_commands import dream_cog
 from dreamrate.bot.feed import RatingPosts
+from dreamrate.bot.metrics import BotMetrics
 from dreamrate.bot.privacy_commands import PrivacyCog
 from dreamrate.bot.publisher import Publisher
 from dreamrate.bot.rating_commands import RatingCog
@@ -36,6 +38,7 @@ from dreamrate.community.moderation import Moderation
 from dreamrate.community.posts import PostRepository
 from dreamrate.community.rating_queue import RatingQueue
 from dreamrate.community.requests import Requests
+from dreamrate.db.engine import database_down
 from dreamrate.generation.request import GenerationLimits, prepare_validation
 from dreamrate.generation.store import open_image_store
 from dreamrate.ratings.scale import RatingScale
@@ -102,12 +105,14 @@ class DreamrateBot(commands.Bot):
         intents.guild_reactions = True
         # Prompts are members' text: never let one ping @everyone, @here or a role.
         mentions = discord.AllowedMentions(everyone=False, roles=False, users=True)
+        self.metrics = BotMetrics()
         super().__init__(
             command_prefix=commands.when_mentioned,
             help_command=None,
             intents=intents,
             allowed_mentions=mentions,
             tree_cls=DreamrateTree,
+            http_trace=self.metrics.trace_config(),  # counts Discord's answers (429s, 403s)
         )
         self.settings = settings
         self.engine = engine
@@ -210,17 +215,43 @@ class DreamrateBot(commands.Bot):
         self.publisher.close()
         await super().close()
 
+    # -- health and metrics ---------------------------------------------------------------
+
+    async def refresh_metrics(self) -> None:
+        """|coro| Bring the gauges up to date (before each scrape)."""
+        m = self.metrics
+        m.set_latency(self.latency)
+        m.reactions_waiting.set(self.reactions.queued)
+        m.rating_log_lag.set(self.reactions.lag())
+        m.deliveries_waiting.set(len(await self.delivery.posts.undelivered()))
+
+    def health_checks(self) -> dict[str, Callable[[], Awaitable[str | None]]]:
+        """What the bot needs to be ready: a live gateway session and the database."""
+
+        async def gateway() -> str | None:
+            if self.is_closed():
+                return "the bot is closed"
+            return None if self.metrics.connected else "no gateway session"
+
+        return {"gateway": gateway, "database": lambda: database_down(self.engine)}
+
     # -- gateway events -------------------------------------------------------------------
+
+    async def on_socket_event_type(self, event_type: str) -> None:
+        self.metrics.events.labels(event_type).inc()
 
     async def on_ready(self) -> None:
         logger.info("connected as %s to %d guild(s)", self.user, len(self.guilds))
+        self.metrics.connected = True
         self.reactions.replaying = False
         self.reactions.request_backfill()
 
     async def on_disconnect(self) -> None:
+        self.metrics.connected = False
         self.reactions.replaying = True
 
     async def on_resumed(self) -> None:
+        self.metrics.connected = True
         self.reactions.replaying = False
         self.reactions.request_backfill()
 

@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -137,6 +137,7 @@ class ReactionRecorder:
         self._repair: asyncio.TimerHandle | None = None
         self._blocked: dict[int, tuple[float, float]] = {}  # channel -> (until, last pause)
         self._baselines_asked: set[int] = set()  # members a full pass was asked for
+        self._recording_since: datetime | None = None  # oldest arrival in the batch in hand
 
     # -- filling the inbox --------------------------------------------------------------------
 
@@ -234,6 +235,16 @@ class ReactionRecorder:
         """Events waiting in the inbox (back-pressure shows here first)."""
         return len(self._inbox)
 
+    def lag(self) -> float:
+        """Seconds the oldest event not yet recorded has waited (the batch being recorded
+        included; replayed and backfilled events carry no arrival time and are not counted)."""
+        arrivals = [at for at in (self._recording_since,) if at is not None]
+        for item in self._inbox:  # gateway order: the first timed event is the oldest
+            if isinstance(item, ReactionEvent) and item.received_at is not None:
+                arrivals.append(item.received_at)
+                break
+        return max(((utcnow() - at).total_seconds() for at in arrivals), default=0.0)
+
     # -- draining it --------------------------------------------------------------------------
 
     async def _next(self) -> list[ReactionEvent] | _Backfill:
@@ -264,7 +275,12 @@ class ReactionRecorder:
                 )
                 self.backfills += 1
             else:
-                await _retrying(lambda b=step: ratings.record_many(b), "recording reactions")
+                times = [e.received_at for e in step if e.received_at is not None]
+                self._recording_since = min(times, default=None)
+                try:
+                    await _retrying(lambda b=step: ratings.record_many(b), "recording reactions")
+                finally:
+                    self._recording_since = None
             if not self._inbox and not self._to_repair:
                 self._idle.set()
 

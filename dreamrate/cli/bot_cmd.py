@@ -20,10 +20,20 @@ def bot_cmd(
             "--no-worker", help="Do not render here; `dreamrate worker` processes serve the queue."
         ),
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve /metrics and /healthz here (DREAMRATE_METRICS_BOT_PORT).",
+        ),
+    ] = None,
 ) -> None:
     """Run the Discord bot until SIGTERM/SIGINT."""
     from dreamrate.bot.connection import point_discord_at
     from dreamrate.bot.serving import run_bot
+    from dreamrate.core.metrics import ensure_port_free
     from dreamrate.database_setup import open_database
     from dreamrate.generation.store import open_image_store
     from dreamrate.services import WorkerProcess, build_repository
@@ -35,13 +45,18 @@ def bot_cmd(
     point_discord_at(settings.discord.api_base, settings.discord.gateway_url)
     # The bot posts from the store; its own worker (unless --no-worker) writes there too.
     open_image_store(settings).check(write=not no_worker)
+    if not no_worker and settings.metrics.worker_port:
+        # The worker child binds it later, where a taken port could only be logged.
+        ensure_port_free(settings.metrics.host, settings.metrics.worker_port, "worker")
 
     async def run() -> None:
         engine = await open_database(settings)
         try:
             repo = build_repository(settings, engine)
             worker = None if no_worker else WorkerProcess(settings)
-            await run_bot(settings, engine, repo, worker, token.get_secret_value())
+            await run_bot(
+                settings, engine, repo, worker, token.get_secret_value(), metrics_port=metrics_port
+            )
         finally:
             await engine.dispose()
 

@@ -32,6 +32,7 @@ async def start_bot(
     with_worker: bool = True,
     discord: dict[str, object] | None = None,
     embedding: dict[str, object] | None = None,
+    metrics: dict[str, object] | None = None,
     **env: object,
 ) -> Running:
     """The bot as `dreamrate bot` runs it: commands synced globally (the default), and the
@@ -61,6 +62,7 @@ async def start_bot(
             **env,
         },
         **({"embedding": embedding} if embedding else {}),
+        **({"metrics": metrics} if metrics else {}),
     )
     point_discord_at(settings.discord.api_base, settings.discord.gateway_url)
     engine = create_engine(database_url)
