@@ -29,6 +29,7 @@ from dreamrate.aesthetic.clip_model import model_spec
 from dreamrate.community.moderation import Moderation
 from dreamrate.community.rating_queue import RatingQueue
 from dreamrate.core.settings import Settings
+from dreamrate.db.engine import database_down
 from dreamrate.generation.store import ImageStore, open_image_store
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
@@ -36,6 +37,7 @@ from dreamrate.web import auth, pages_gallery, pages_maint, pages_me, pages_mod,
 from dreamrate.web.context import TEMPLATES, NotLoggedIn, WebContext
 from dreamrate.web.discord_api import DiscordAPI
 from dreamrate.web.guard import Guard
+from dreamrate.web.metrics import RequestMetrics, WebMetrics
 from dreamrate.web.model_names import ModelNames
 from dreamrate.web.ranking import RankingCache
 from dreamrate.web.security import load_secret_key
@@ -64,6 +66,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return context.render(request, "error.html", {"message": exc.detail}, exc.status_code)
 
 
+async def _health(request: Request) -> Response:
+    """``/healthz`` for a load balancer: 200 while the database answers, else 503 (no login
+    needed, nothing private in it)."""
+    context: WebContext = request.app.state.ctx
+    reason = await database_down(context.engine)
+    checks = {"database": reason or "ok"}
+    return JSONResponse(
+        {"process": "web", "ready": reason is None, "checks": checks},
+        status_code=200 if reason is None else 503,
+    )
+
+
 async def _not_logged_in(request: Request, exc: Exception) -> Response:
     if _wants_json(request):
         return JSONResponse({"error": "Log in first."}, status_code=401)
@@ -77,9 +91,11 @@ def create_app(
     *,
     discord: DiscordAPI | None = None,
     store: ImageStore | None = None,
+    metrics: WebMetrics | None = None,
 ) -> Starlette:
     """The web home on ``engine`` with ``settings`` (the bot's settings: one configuration),
-    showing the images in ``store`` (default: the one the settings name)."""
+    showing the images in ``store`` (default: the one the settings name), counting requests
+    into ``metrics`` (default: a registry of its own, at ``app.state.metrics``)."""
     token = settings.discord.resolved_token()
     discord = discord or DiscordAPI(
         settings.discord.api_base, token.get_secret_value() if token else None
@@ -111,6 +127,7 @@ def create_app(
     guild = "{guild_id:int}"
     routes = [
         Route("/", pages_gallery.home),
+        Route("/healthz", _health),
         Route("/login", auth.login),
         Route("/callback", auth.callback),
         Route("/logout", auth.logout, methods=["POST"]),
@@ -143,9 +160,11 @@ def create_app(
         await discord.close()
 
     origin = discord.authorize_url.rsplit("/oauth2", 1)[0]
+    metrics = metrics or WebMetrics()
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(RequestMetrics, metrics=metrics),
             Middleware(Guard, authorize_origin=origin),
             Middleware(
                 SessionMiddleware,
@@ -161,4 +180,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ctx = context
+    app.state.metrics = metrics
     return app

@@ -28,13 +28,25 @@ def web_cmd(
         int | None,
         typer.Option("--port", min=1, max=65535, help="Port to listen on (DREAMRATE_WEB_PORT)."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve /metrics and /healthz here (DREAMRATE_METRICS_WEB_PORT).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the web home until SIGTERM/SIGINT: members log in with Discord."""
     settings = state.settings
     web = settings.web.model_copy(
         update={"host": host or settings.web.host, "port": port or settings.web.port}
     )
-    settings = settings.model_copy(update={"web": web})
+    update: dict[str, object] = {"web": web}
+    if metrics_port is not None:
+        update["metrics"] = settings.metrics.model_copy(update={"web_port": metrics_port})
+    settings = settings.model_copy(update=update)
     if web.client_secret is None:
         raise ConfigError("set DREAMRATE_WEB_CLIENT_SECRET to the Discord application's secret")
     if settings.discord.resolved_token() is None:
@@ -45,19 +57,25 @@ def web_cmd(
 
 
 async def serve_web(settings: Settings) -> None:
-    """Serve the web home with uvicorn until it is told to stop (SIGINT/SIGTERM)."""
+    """Serve the web home with uvicorn until it is told to stop (SIGINT/SIGTERM), and its
+    metrics on DREAMRATE_METRICS_WEB_PORT when set."""
     import uvicorn
 
     from dreamrate.database_setup import open_database
     from dreamrate.generation.store import open_image_store
     from dreamrate.web.app import create_app
+    from dreamrate.web.metrics import WebMetrics, serve_metrics
 
     store = open_image_store(settings)
     await asyncio.to_thread(store.check)  # one line and exit 2 when the images cannot be read
     engine = await open_database(settings)
+    metrics = WebMetrics()
+    server = serve_metrics(metrics, engine)
     try:
+        if settings.metrics.web_port is not None:
+            await server.start(settings.metrics.host, settings.metrics.web_port)
         config = uvicorn.Config(
-            create_app(settings, engine, store=store),
+            create_app(settings, engine, store=store, metrics=metrics),
             host=settings.web.host,
             port=settings.web.port,
             log_level="warning",
@@ -68,4 +86,5 @@ async def serve_web(settings: Settings) -> None:
         logger.info("web home on http://%s:%s", settings.web.host, settings.web.port)
         await uvicorn.Server(config).serve()
     finally:
+        await server.stop()
         await engine.dispose()
