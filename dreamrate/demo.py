@@ -178,8 +178,9 @@ async def run_demo(
         from dreamrate.aesthetic.tiny_clip import write_tiny_clip
 
         embedding_model = str(write_tiny_clip(folder / "models" / "tiny-clip", seed=seed))
-    if os.environ.get("DREAMRATE_DATABASE_URL"):
-        say(f"the demo keeps its own database in {data} (DREAMRATE_DATABASE_URL is not used)")
+    for name, what in (("DATABASE_URL", "database"), ("STORAGE_URL", "images")):
+        if os.environ.get(f"DREAMRATE_{name}"):
+            say(f"the demo keeps its own {what} in {data} (DREAMRATE_{name} is not used)")
 
     from dreamrate.aesthetic.clip_model import load_clip
 
@@ -191,7 +192,7 @@ async def run_demo(
         # Its own database and images, whatever the environment says: a demo never writes
         # its fake members into a real community's database.
         database={"url": f"sqlite+aiosqlite:///{(data / 'dreamrate.db').as_posix()}"},
-        storage={"images_dir": data / "images"},
+        storage={"images_dir": data / "images", "url": None},
         # Commands sync globally (the default): the bot serves every guild it is in.
         discord={"api_base": server.api_base, "gateway_url": server.gateway_url},
         generation={

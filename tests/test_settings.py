@@ -195,3 +195,15 @@ def test_a_bad_database_url_is_one_line_with_the_password_masked(
     assert message.startswith(f"DREAMRATE_DATABASE_URL: {reason}")
     assert "s3cret-pw" not in message and "dream:***@" in message
     assert "\n" not in message
+
+
+def test_a_folder_and_a_bucket_are_two_stores_not_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DREAMRATE_STORAGE_URL", "s3://community-images/x")
+    monkeypatch.setenv("DREAMRATE_STORAGE_IMAGES_DIR", "/srv/images")
+    with pytest.raises(
+        ConfigError, match=r"^DREAMRATE_STORAGE_IMAGES_DIR and DREAMRATE_STORAGE_URL"
+    ):
+        load_settings()
+    # What passes a whole section (the demo: its own folder) replaces the environment's bucket.
+    settings = load_settings(storage={"images_dir": "/tmp/demo-images", "url": None})
+    assert settings.storage.url is None and str(settings.images_dir) == "/tmp/demo-images"

@@ -176,7 +176,12 @@ async def _file_of(request: Request) -> tuple[str, str]:
 
 
 async def image_png(request: Request) -> Response:
-    relative, _ = await _file_of(request)
+    relative, sha256 = await _file_of(request)
+    # The file is named by its content: its hash is its version, from any store.
+    etag = f'"{sha256}"'
+    headers = {"Cache-Control": FILE_CACHE, "ETag": etag}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
     try:
         data = await asyncio.to_thread(ctx(request).store.read, relative)
     except ImageUnreadable:
@@ -184,7 +189,7 @@ async def image_png(request: Request) -> Response:
     except StorageError as exc:
         logger.error("image %s: %s", relative, exc.message)
         raise HTTPException(503, "The images cannot be reached just now.") from None
-    return Response(data, media_type="image/png", headers={"Cache-Control": FILE_CACHE})
+    return Response(data, media_type="image/png", headers=headers)
 
 
 async def thumbnail(request: Request) -> Response:

@@ -168,6 +168,15 @@ class StorageSettings(_Section):
         parse_s3_url(value)
         return value.strip()
 
+    @model_validator(mode="after")
+    def _one_store(self) -> StorageSettings:
+        if self.url is not None and self.images_dir is not None:
+            raise ValueError(
+                "DREAMRATE_STORAGE_IMAGES_DIR and DREAMRATE_STORAGE_URL name two image stores; "
+                "set one (with s3:// the images are in the bucket, not in a folder)"
+            )
+        return self
+
 
 class DiscordSettings(_Section):
     """How the bot reaches Discord (or a Discord-compatible server)."""
