@@ -248,6 +248,14 @@ class GenerationWorker:
                 await self._sleep(self.poll_interval)
         logger.info("worker %s stopped", self.worker_id)
 
+    async def _store_works(self) -> bool:
+        """|coro| Whether the store takes a test write now (after it refused an image)."""
+        try:
+            await asyncio.to_thread(self.store.check, write=True)
+        except StorageError:
+            return False
+        return True
+
     async def refresh_metrics(self) -> None:
         """|coro| Read the queue's depth into the metrics (before each scrape)."""
         queued, running = await self.repo.depth()
@@ -382,6 +390,15 @@ class GenerationWorker:
                 try:
                     stored = await asyncio.to_thread(self._store, job, mine, picked, predicted)
                 except StorageError as exc:
+                    if await self._store_works():
+                        # The store takes writes but not this job's images: the job's fault,
+                        # so the attempt counts (it fails for good after max_attempts instead
+                        # of going round forever) and the rest of the batch is stored.
+                        reason = f"image store refused its image: {exc.message}"
+                        await self.repo.fail(self.worker_id, job.id, reason, retry=True)
+                        self.metrics.attempts.labels("failed").inc()
+                        logger.error("job %s: %s", job.id, reason)
+                        continue
                     refused = exc
             if refused is not None:
                 # The store's fault, not the job's: back to the queue, the attempt not

@@ -183,6 +183,43 @@ async def test_an_unwritable_store_gives_the_batch_back_and_claims_nothing_until
     assert sample("dreamrate_worker_images_total") == 1
 
 
+async def test_an_image_the_store_always_refuses_fails_its_job_and_not_the_batch(
+    engine, user_factory, pipelines, tiny, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """A store that takes test writes but never this job's image (here: a file stands where
+    its hash's folder would go) is the job's fault: each try counts, the job fails for good
+    after max_attempts with the reason instead of going round forever, and the other job of
+    the same batch is stored."""
+    repo = JobRepository(engine, max_attempts=2)
+    root = tmp_path / "images"
+    probe = make_worker(repo, pipelines, root)
+    first = await enqueue(repo, await user_factory(1), "doomed", model=tiny, seed=3)
+    assert await probe.run_once() == 1
+    (stored,) = await repo.images(first.id)
+    folder = root / stored.path.split("/")[0]
+    for leftover in folder.iterdir():
+        leftover.unlink()
+    folder.rmdir()
+    folder.write_text("not a folder")  # every image whose hash starts so is refused
+
+    doomed = await enqueue(repo, await user_factory(2), "doomed", model=tiny, seed=3)
+    fine = await enqueue(repo, await user_factory(3), "fine", model=tiny, seed=4)
+    worker = make_worker(repo, pipelines, root)
+    assert await worker.run_once() == 1  # one batch: the fine job's image is stored
+    served = await repo.get(fine.id)
+    assert served is not None and served.status is JobStatus.DONE
+    again = await repo.get(doomed.id)
+    assert again is not None and again.status is JobStatus.QUEUED and again.attempts == 1
+    assert await worker.run_once() == 0
+    failed = await repo.get(doomed.id)
+    assert failed is not None and failed.status is JobStatus.FAILED and failed.attempts == 2
+    assert (failed.error or "").startswith("image store refused its image: ")
+    assert await worker.run_once() is None  # nothing left going round
+    sample = worker.metrics.registry.get_sample_value
+    assert sample("dreamrate_worker_attempts_total", {"outcome": "failed"}) == 2
+    assert sample("dreamrate_worker_store_down") == 0
+
+
 def write_safety_checker(folder: Path, unsafe: Image.Image, safe: Image.Image) -> Path:
     """A tiny diffusers safety checker (random CLIP weights) whose one unsafe concept is
     ``unsafe``: images like it are flagged, images like ``safe`` are not, the threshold
