@@ -80,6 +80,7 @@ async def test_dreamrate_bot_process_logs_in_and_keeps_the_token_secret(
 ) -> None:  # type: ignore[no-untyped-def]
     """`dreamrate bot` as operators run it: connects, syncs commands, stops on SIGTERM; the token never prints."""
     import asyncio
+    import json
     import os
     import signal
     import sys
@@ -97,6 +98,8 @@ async def test_dreamrate_bot_process_logs_in_and_keeps_the_token_secret(
         DREAMRATE_DISCORD_GUILDS=str(GUILD_ID),
         DREAMRATE_GENERATION_MODEL=str(tiny_models[0]),
         DREAMRATE_LOG_LEVEL="DEBUG",
+        # As a log collector reads it: one JSON object a line, the token scrubbed there too.
+        DREAMRATE_LOG_FORMAT="json",
     )
     process = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "dreamrate"),
@@ -130,8 +133,12 @@ async def test_dreamrate_bot_process_logs_in_and_keeps_the_token_secret(
     output = "".join(seen)
     assert process.returncode == 0, output
     assert TOKEN not in output
-    flat = " ".join(output.split())
-    assert "connected as dreamrate" in flat and "backfill: 0 message(s) checked" in flat
+    records = [json.loads(line) for line in seen]  # every line is one JSON object
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("connected as dreamrate") for m in messages)
+    assert any(m.startswith("backfill: 0 message(s) checked") for m in messages)
+    assert {r["level"] for r in records} >= {"INFO", "DEBUG"}
+    assert any(r["logger"].startswith("discord.") for r in records)  # libraries' records too
 
 
 def test_bot_without_token_is_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
