@@ -176,5 +176,8 @@ def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(
     np.testing.assert_allclose(record["losses"], reference["losses"], rtol=1e-4)
     mine, theirs = _lora_weights(tmp_path / "two"), _lora_weights(tmp_path / "one")
     assert mine.keys() == theirs.keys()
+    # Two processes sum their gradients in another order than one does: float32 rounding
+    # leaves differences of a few 1e-6 on weights of about 1e-2 after all the steps (seen:
+    # 3.2e-6 once in a run). A wrong global batch or unsynchronised weights differ by 1e-3.
     for key in mine:
-        np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-3, atol=2e-5)
