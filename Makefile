@@ -39,10 +39,12 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# PYTEST_WORKERS=0 runs the suite in one process.
+# PYTEST_WORKERS=0 runs the suite in one process. worksteal: each process starts with half
+# of the tests (the toy model's first, see tests/conftest.py) and takes from the other's
+# queue when it runs out.
 PYTEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 # The whole loop offline in a few minutes: a local Discord-compatible server, the real bot,
 # tiny models unless real ones are configured; everything lands in ./demo.

@@ -18,6 +18,7 @@ from dreamrate.generation.served_models import add_model, spec_for
 from dreamrate.retraining.finetune import FinetuneOptions, finetune
 from tests.bot.conftest import start_bot, stop_bot
 from tests.bot.test_discord_world_e2e import say
+from tests.databases import sqlite_only
 
 pytestmark = pytest.mark.slow
 ADA, BOB, CY = Member(71, "ada"), Member(72, "bob"), Member(73, "cy")
@@ -38,6 +39,7 @@ async def register_a_lora(tmp_path, database_url, tiny, name: str = "community-v
     await engine.dispose()
 
 
+@sqlite_only
 async def test_an_arena_round_is_blind_until_it_closes_and_its_judgements_count(
     discord_server, database_url, tmp_path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]
@@ -102,11 +104,13 @@ async def test_an_arena_round_is_blind_until_it_closes_and_its_judgements_count(
         await stop_bot(running)
 
 
+@sqlite_only
 async def test_arena_needs_two_models(running) -> None:  # type: ignore[no-untyped-def]
     answer = await say(running.discord, ADA, "arena")
     assert "needs two models" in answer and "dreamrate models add" in answer
 
 
+@sqlite_only
 async def test_the_feed_keeps_an_arena_round_going_once_a_moderator_turns_it_on(
     discord_server, database_url, tmp_path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]

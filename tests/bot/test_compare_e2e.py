@@ -13,6 +13,7 @@ from dreamrate.fake_discord import BASIC, CHANNEL_ID, GUILD_ID, MANAGE_GUILD, Fa
 from tests.bot.conftest import Running, settled
 from tests.bot.test_discord_world_e2e import say
 from tests.bot.test_ratings_e2e import dream, exported
+from tests.databases import sqlite_only
 from tests.reliability.test_promises_e2e import restart
 
 ADA, BOB, CY, DEE = Member(81, "ada"), Member(82, "bob"), Member(83, "cy"), Member(84, "dee")
@@ -64,6 +65,7 @@ async def choices(running: Running) -> set[tuple[int, str, str]]:
     }
 
 
+@sqlite_only
 async def test_choose_change_remove_and_wrong_emoji(running: Running) -> None:
     server = running.discord
     singles = await dream(server, ADA, "a red fox in snow", images=2)
@@ -148,6 +150,7 @@ async def test_choices_made_while_down_opt_out_and_erase_across_restarts(
         running.__dict__.update(bot.__dict__)  # the fixture stops whichever bot runs last
 
 
+@sqlite_only
 async def test_compare_never_repeats_a_pair_the_member_judged(running: Running) -> None:
     server = running.discord
     await dream(server, ADA, "three pears on a table", images=3)
@@ -168,6 +171,7 @@ async def test_compare_never_repeats_a_pair_the_member_judged(running: Running) 
     assert frozenset((await pairs(running))[pair]) in seen
 
 
+@sqlite_only
 async def test_the_feed_alternates_ratings_and_comparisons(running: Running) -> None:
     server, bot = running.discord, running.bot
     await dream(server, ADA, "four plums", images=4)

@@ -28,6 +28,7 @@ from dreamrate.fake_discord import (
 from tests.bot.conftest import settled, start_bot, stop_bot
 from tests.bot.test_moderation_e2e import reply
 from tests.bot.test_ratings_e2e import dream, exported
+from tests.databases import sqlite_only
 
 EVE, FAY, GUS = Member(32, "eve"), Member(33, "fay"), Member(34, "gus")
 #: A moderator of guild B only.
@@ -61,6 +62,7 @@ async def say(server: FakeDiscord, member: Member, name: str, options=None, **kw
     return first["data"]["content"]
 
 
+@sqlite_only
 async def test_a_guild_moderator_has_no_power_in_another_guild(running) -> None:  # type: ignore[no-untyped-def]
     server = running.discord
     server.set_member_permissions(GUILD_B_ID, MODB, BASIC | MANAGE_GUILD)
@@ -101,6 +103,7 @@ async def test_a_guild_moderator_has_no_power_in_another_guild(running) -> None:
     assert again in server.messages
 
 
+@sqlite_only
 async def test_rate_job_and_stats_stay_inside_their_guild(running) -> None:  # type: ignore[no-untyped-def]
     server = running.discord
     (message,) = await dream(server, EVE, "only for guild A")
@@ -119,6 +122,7 @@ async def test_rate_job_and_stats_stay_inside_their_guild(running) -> None:  # t
     assert "You have rated 1 image(s): 8×1." in await say(server, FAY, "stats")
 
 
+@sqlite_only
 async def test_generation_and_rating_are_guild_only_and_privacy_works_in_dms(running) -> None:  # type: ignore[no-untyped-def]
     server = running.discord
     for name in ("dream", "rate", "stats", "job", "admin"):
@@ -129,6 +133,7 @@ async def test_generation_and_rating_are_guild_only_and_privacy_works_in_dms(run
     assert answer["data"]["content"] == "Your data:" and answer["data"]["flags"] & 64
 
 
+@sqlite_only
 async def test_dream_where_the_bot_cannot_post_is_refused_then_a_normal_dream_is_delivered(
     running,
 ) -> None:  # type: ignore[no-untyped-def]
@@ -147,6 +152,7 @@ async def test_dream_where_the_bot_cannot_post_is_refused_then_a_normal_dream_is
     assert len(await dream(server, EVE, "over here then")) == 1
 
 
+@sqlite_only
 async def test_a_deleted_channel_fails_its_job_and_blocks_nobody(
     discord_server, database_url: str, tmp_path: Path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]
@@ -192,6 +198,7 @@ async def _wait_job_status(engine, prompt: str, status: JobStatus, timeout: floa
         await asyncio.sleep(0.1)
 
 
+@sqlite_only
 async def test_losing_a_channel_never_stops_recording_elsewhere(
     discord_server, database_url: str, tmp_path: Path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]
@@ -222,6 +229,7 @@ async def test_losing_a_channel_never_stops_recording_elsewhere(
         await stop_bot(bot)
 
 
+@sqlite_only
 async def test_a_member_toggling_one_emoji_500_times_is_throttled(running) -> None:  # type: ignore[no-untyped-def]
     server = running.discord
     (message,) = await dream(server, EVE, "a toggle target")
@@ -243,6 +251,7 @@ async def test_a_member_toggling_one_emoji_500_times_is_throttled(running) -> No
     }
 
 
+@sqlite_only
 async def test_a_full_inbox_reconciles_instead_of_growing(running) -> None:  # type: ignore[no-untyped-def]
     server = running.discord
     (message,) = await dream(server, EVE, "a busy image")
@@ -256,6 +265,7 @@ async def test_a_full_inbox_reconciles_instead_of_growing(running) -> None:  # t
     assert await exported(running.engine) == expected  # nothing lost to the full inbox
 
 
+@sqlite_only
 async def test_a_burst_under_the_real_buckets_delivers_everything(running) -> None:  # type: ignore[no-untyped-def]
     server = running.discord
     members = [Member(700 + k, f"burst{k}") for k in range(3)]
@@ -349,6 +359,7 @@ async def test_acknowledged_first_while_a_render_runs_and_a_writer_holds_the_dat
         await stop_bot(running)
 
 
+@sqlite_only
 async def test_rate_obeys_bans_the_allow_list_and_a_cooldown_and_reuses_reposts(
     discord_server, database_url: str, tmp_path: Path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]

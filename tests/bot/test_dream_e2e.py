@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dreamrate.fake_discord import Member
+from tests.databases import sqlite_only
 
 
 def image_messages(server, token: str) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
@@ -152,6 +153,7 @@ def test_bot_without_token_is_one_line(tmp_path) -> None:  # type: ignore[no-unt
     )
 
 
+@sqlite_only
 async def test_reroll_and_cancel_buttons(
     discord_server, database_url, tmp_path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]
@@ -210,6 +212,7 @@ async def test_reroll_and_cancel_buttons(
         await stop_bot(running)
 
 
+@sqlite_only
 async def test_after_the_interaction_token_expires_images_go_to_the_channel(
     discord_server, database_url, tmp_path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]

@@ -17,12 +17,14 @@ from tests.bot.conftest import start_bot, stop_bot
 from tests.bot.test_arena_e2e import register_a_lora
 from tests.bot.test_discord_world_e2e import say
 from tests.bot.test_dream_e2e import image_messages
+from tests.databases import sqlite_only
 
 pytestmark = pytest.mark.slow
 MOD = Member(61, "mod", permissions=BASIC | MANAGE_GUILD)
 ADA = Member(62, "ada")
 
 
+@sqlite_only
 async def test_dream_offers_and_renders_a_registered_lora(
     discord_server, database_url, tmp_path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]

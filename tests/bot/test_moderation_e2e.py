@@ -12,6 +12,7 @@ from dreamrate.exports.rating_export import current_ratings
 from dreamrate.fake_discord import BASIC, CHANNEL_ID, GUILD_ID, MANAGE_GUILD, FakeDiscord, Member
 from tests.bot.conftest import settled
 from tests.bot.test_ratings_e2e import dream
+from tests.databases import sqlite_only
 
 MOD = Member(31, "mod", permissions=BASIC | MANAGE_GUILD)
 EVE, FAY = Member(32, "eve"), Member(33, "fay")
@@ -22,6 +23,7 @@ async def reply(server: FakeDiscord, interaction_id: str) -> dict:  # type: igno
     return callbacks[0]
 
 
+@sqlite_only
 async def test_non_moderators_cannot_use_any_admin_command(running) -> None:  # type: ignore[no-untyped-def]
     server = running.discord
     calls = [
@@ -40,6 +42,7 @@ async def test_non_moderators_cannot_use_any_admin_command(running) -> None:  # 
         assert answer["data"]["content"] == "Only moderators (Manage Server) can use /admin.", sub
 
 
+@sqlite_only
 async def test_a_banned_member_can_neither_generate_nor_rate(running) -> None:  # type: ignore[no-untyped-def]
     server = running.discord
     (message,) = await dream(server, EVE, "a windmill")
@@ -75,6 +78,7 @@ async def test_a_banned_member_can_neither_generate_nor_rate(running) -> None:  
         assert await conn.scalar(select(func.count()).select_from(Job)) == 1
 
 
+@sqlite_only
 async def test_moderator_removes_an_image_and_reviews_flags(running) -> None:  # type: ignore[no-untyped-def]
     server = running.discord
     first, second = await dream(server, EVE, "two boats", images=2)
@@ -95,6 +99,7 @@ async def test_moderator_removes_an_image_and_reviews_flags(running) -> None:  #
     assert {r["message_id"] for r in await current_ratings(running.engine)} == {str(second)}
 
 
+@sqlite_only
 async def test_allowed_channels_and_stats(running) -> None:  # type: ignore[no-untyped-def]
     server = running.discord
     (message,) = await dream(server, EVE, "a meadow")
@@ -125,6 +130,7 @@ async def test_allowed_channels_and_stats(running) -> None:  # type: ignore[no-u
     )
 
 
+@sqlite_only
 async def test_rate_and_feed_repost_images_and_their_reactions_count(running) -> None:  # type: ignore[no-untyped-def]
     server, bot = running.discord, running.bot
     first, second = await dream(server, EVE, "twin peaks", images=2)
@@ -164,6 +170,7 @@ async def test_rate_and_feed_repost_images_and_their_reactions_count(running) ->
     assert await bot.posts.feed_once() == 0  # not again before the interval
 
 
+@sqlite_only
 async def test_a_servers_own_blocked_terms_hold_there_only(running) -> None:  # type: ignore[no-untyped-def]
     from dreamrate.community.guild_settings import update_guild_settings
     from dreamrate.fake_discord import GUILD_B_ID
@@ -190,6 +197,7 @@ async def test_a_servers_own_blocked_terms_hold_there_only(running) -> None:  # 
     assert answer["type"] == 5  # deferred: accepted and queued
 
 
+@sqlite_only
 async def test_a_servers_blocked_terms_hold_on_reroll_and_arena_too(
     discord_server, database_url, tmp_path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]
@@ -232,6 +240,7 @@ async def test_a_servers_blocked_terms_hold_on_reroll_and_arena_too(
         await stop_bot(running)
 
 
+@sqlite_only
 async def test_a_moderator_cannot_ban_themselves_on_discord_either(
     discord_server, database_url, tmp_path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]

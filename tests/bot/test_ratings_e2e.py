@@ -10,6 +10,7 @@ from dreamrate.db.models import Job, Rating, User
 from dreamrate.exports.rating_export import current_ratings
 from dreamrate.fake_discord import FakeDiscord, Member
 from tests.bot.conftest import settled, start_bot, stop_bot
+from tests.databases import sqlite_only
 
 ADA, BOB, CY = Member(21, "ada"), Member(22, "bob"), Member(23, "cy")
 
@@ -60,6 +61,7 @@ def on_server(server: FakeDiscord, messages: list[int]) -> set[tuple[str, str, f
     return result
 
 
+@sqlite_only
 async def test_add_change_remove_gives_exact_export(running) -> None:  # type: ignore[no-untyped-def]
     server = running.discord
     first, second = await dream(server, ADA, "a red fox", images=2)
@@ -112,6 +114,7 @@ async def test_backfill_after_downtime_matches_the_server(
         await stop_bot(bot)
 
 
+@sqlite_only
 async def test_opt_out_and_erase(running) -> None:  # type: ignore[no-untyped-def]
     server = running.discord
     (message,) = await dream(server, ADA, "a quiet harbour")
@@ -155,6 +158,7 @@ async def test_opt_out_and_erase(running) -> None:  # type: ignore[no-untyped-de
     assert await exported(running.engine) == {(str(message), "22", 6.0)}
 
 
+@sqlite_only
 async def test_bad_input_is_refused_ephemerally_and_enqueues_nothing(
     discord_server, database_url: str, tmp_path: Path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]

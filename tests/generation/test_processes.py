@@ -18,6 +18,7 @@ from dreamrate.db.models import Image, JobStatus
 from dreamrate.generation.queue import JobRepository
 from dreamrate.generation.store import FolderStore
 from dreamrate.generation.worker import GenerationWorker, PipelineCache
+from tests.databases import sqlite_only
 from tests.generation.conftest import enqueue
 
 DREAMRATE = Path(sys.executable).parent / "dreamrate"
@@ -50,6 +51,9 @@ async def wait_until_rendering(
     raise AssertionError("the worker never started rendering")
 
 
+# On PostgreSQL the same kill, with the second worker already running, is
+# tests/reliability/test_worker_crash.py.
+@sqlite_only
 async def test_kill_9_mid_batch_then_another_worker_finishes_without_duplicates(
     database_url: str, engine, user_factory, tiny_models, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -160,6 +160,7 @@ async def test_honest_raters_are_not_flagged_after_downtime(running: Running, ti
         running.__dict__.update(bot.__dict__)
 
 
+@sqlite_only
 async def test_reroll_is_the_requesters_and_obeys_todays_blocked_terms(
     running: Running, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]

@@ -28,16 +28,13 @@ from dreamrate.db.types import utcnow
 from dreamrate.fake_discord import BASIC, GUILD_B_ID, GUILD_ID, MANAGE_GUILD, FakeDiscord, Member
 from dreamrate.generation.store import FolderStore
 from tests.bot.conftest import TOKEN
+from tests.databases import sqlite_only  # noqa: F401 - the web tests import it from here
 
 ALICE = Member(2001, "alice")
 BOB = Member(2002, "bob")
 MOD = Member(2003, "moddy")
 #: In no guild the bot is in.
 STRANGER = Member(2004, "stranger")
-
-#: For a test whose behaviour does not depend on the database: it runs on SQLite only
-#: (what reads or writes rows the two databases treat differently runs on both).
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from dreamrate.db.models import User
 from dreamrate.fake_discord import FakeDiscord
 from tests.bot.conftest import settled, start_bot, stop_bot
+from tests.databases import sqlite_only
 from tests.web.conftest import ALICE, Web, client, login, register_accounts, serve
 
 
@@ -18,6 +19,7 @@ async def _baseline_pending(engine, discord_id: int) -> bool | None:  # type: ig
         return await conn.scalar(select(User.baseline_pending).where(User.discord_id == discord_id))
 
 
+@sqlite_only
 async def test_an_opt_in_or_erase_on_the_web_takes_a_new_baseline_on_discord(
     database_url: str, tmp_path: Path, tiny_models
 ) -> None:  # type: ignore[no-untyped-def]
