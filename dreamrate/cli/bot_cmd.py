@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.cli.cli_state import state
+from dreamrate.cli.cli_state import BotMetricsPort, state
 from dreamrate.core.errors import ConfigError
 
 __all__ = ["bot_cmd"]
@@ -20,15 +20,7 @@ def bot_cmd(
             "--no-worker", help="Do not render here; `dreamrate worker` processes serve the queue."
         ),
     ] = False,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            "--metrics-port",
-            min=0,
-            max=65535,
-            help="Serve /metrics and /healthz here (DREAMRATE_METRICS_BOT_PORT).",
-        ),
-    ] = None,
+    metrics_port: BotMetricsPort = None,
 ) -> None:
     """Run the Discord bot until SIGTERM/SIGINT."""
     from dreamrate.bot.connection import point_discord_at

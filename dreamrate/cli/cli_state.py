@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from dreamrate.core.log import configure_logging
 from dreamrate.core.settings import Settings, load_settings
 
-__all__ = ["CliState", "GuildOption", "covered", "state"]
+__all__ = [
+    "BotMetricsPort",
+    "CliState",
+    "GuildOption",
+    "WebMetricsPort",
+    "WorkerMetricsPort",
+    "covered",
+    "state",
+]
 
 
 @dataclass
@@ -42,6 +50,24 @@ GuildOption = Annotated[
         "--guild", min=1, help="Only this guild's images and ratings (repeatable; default: all)."
     ),
 ]
+
+
+def _metrics_port(setting: str) -> Any:
+    return Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help=f"Serve /metrics and /healthz on this port ({setting}).",
+        ),
+    ]
+
+
+#: ``--metrics-port P`` of each long-running process.
+BotMetricsPort = _metrics_port("DREAMRATE_METRICS_BOT_PORT")
+WorkerMetricsPort = _metrics_port("DREAMRATE_METRICS_WORKER_PORT")
+WebMetricsPort = _metrics_port("DREAMRATE_METRICS_WEB_PORT")
 
 
 def covered(guilds: Sequence[int] | None) -> str:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from dreamrate.cli.cli_state import state
+from dreamrate.cli.cli_state import WorkerMetricsPort, state
 from dreamrate.core.errors import DreamrateError, StorageError
 
 __all__ = ["generate_cmd", "worker_cmd"]
@@ -34,15 +34,7 @@ def worker_cmd(
     worker_id: Annotated[
         str | None, typer.Option("--id", help="Worker name (default host:pid:random).")
     ] = None,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            "--metrics-port",
-            min=0,
-            max=65535,
-            help="Serve /metrics and /healthz here (DREAMRATE_METRICS_WORKER_PORT).",
-        ),
-    ] = None,
+    metrics_port: WorkerMetricsPort = None,
 ) -> None:
     """Serve the generation queue until SIGTERM/SIGINT (finishes the step, then releases its batch)."""
     from dreamrate.services import serve_queue

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dreamrate.cli.cli_state import state
+from dreamrate.cli.cli_state import WebMetricsPort, state
 from dreamrate.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -28,15 +28,7 @@ def web_cmd(
         int | None,
         typer.Option("--port", min=1, max=65535, help="Port to listen on (DREAMRATE_WEB_PORT)."),
     ] = None,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            "--metrics-port",
-            min=0,
-            max=65535,
-            help="Serve /metrics and /healthz here (DREAMRATE_METRICS_WEB_PORT).",
-        ),
-    ] = None,
+    metrics_port: WebMetricsPort = None,
 ) -> None:
     """Serve the web home until SIGTERM/SIGINT: members log in with Discord."""
     settings = state.settings
