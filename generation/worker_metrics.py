@@ -15,9 +15,15 @@ RENDER_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 def _gpu_memory_bytes() -> float:
     """Memory torch holds on the GPU (0 without one, or before anything ran there)."""
     torch = sys.modules.get("torch")  # never import torch just to be scraped
-    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+    try:
+        cuda = torch.cuda  # type: ignore[union-attr]
+        if not cuda.is_available() or not cuda.is_initialized():
+            return 0.0
+        return float(cuda.memory_allocated())
+    except AttributeError:
+        # No torch yet, or the render thread is importing it right now (a half-made module:
+        # seen when a scrape came while the worker loaded its first model).
         return 0.0
-    return float(torch.cuda.memory_allocated())
 
 
 class WorkerMetrics:

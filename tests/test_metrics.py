@@ -215,3 +215,16 @@ def test_settings_name_every_secret_for_the_logs(tmp_path: Path) -> None:
     assert sorted(settings.secrets()) == sorted(
         ["bot-token-1234567890", "oauth-secret-123", "cookie-key-12345678", "pg-password-123"]
     )
+
+
+def test_a_scrape_during_torchs_import_reads_no_gpu_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker imports torch on its render thread while a scrape may come: a module that
+    is half made (no ``cuda`` yet) reads as 0, not as a failed scrape."""
+    import sys
+    import types
+
+    from dreamrate.generation.worker_metrics import WorkerMetrics
+
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
+    sample = WorkerMetrics().registry.get_sample_value
+    assert sample("dreamrate_worker_gpu_memory_bytes") == 0
