@@ -5,6 +5,7 @@ Discord's REST API answered (Discord restricts an IP that makes 10,000 invalid r
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -86,7 +87,7 @@ class BotMetrics:
             "429 answers (rate limited), whatever their scope.",
             registry=r,
         )
-        window = SlidingCount(INVALID_WINDOW_S, clock) if clock else SlidingCount(INVALID_WINDOW_S)
+        window = SlidingCount(INVALID_WINDOW_S, clock or time.monotonic)
         self._invalid_window = window
         self.invalid = Gauge(
             "dreamrate_bot_discord_invalid_requests_10m",

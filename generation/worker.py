@@ -206,6 +206,7 @@ class GenerationWorker:
         self._sleep = sleep or self._sleep_unless_stopped
         #: The last batch could not be stored: prove the store works before claiming again.
         self._store_down = False
+        self.metrics.store_down.set_function(lambda: float(self._store_down))
         self.stop = asyncio.Event()
         # All torch work on one thread: each new calling thread gets its own OpenMP
         # pool, and several spinning pools on a few cores slow rendering down ~2x.
@@ -286,7 +287,6 @@ class GenerationWorker:
         if self._store_down:
             await asyncio.to_thread(self.store.check, write=True)
             self._store_down = False
-            self.metrics.store_down.set(0)
             logger.info("image store takes writes again")
         jobs = await self.repo.claim_batch(self.worker_id, max_images=self.max_batch)
         if not jobs:
@@ -415,7 +415,6 @@ class GenerationWorker:
         self.metrics.images.inc(made)
         if refused is not None:
             self._store_down = True
-            self.metrics.store_down.set(1)
             logger.error(
                 "batch %s: %s; its unstored job(s) went back to the queue",
                 [j.id for j in jobs],

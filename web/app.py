@@ -28,8 +28,8 @@ from dreamrate.aesthetic.active import ActivePredictor
 from dreamrate.aesthetic.clip_model import model_spec
 from dreamrate.community.moderation import Moderation
 from dreamrate.community.rating_queue import RatingQueue
+from dreamrate.core.metrics import MetricsServer
 from dreamrate.core.settings import Settings
-from dreamrate.db.engine import database_down
 from dreamrate.generation.store import ImageStore, open_image_store
 from dreamrate.ratings.scale import RatingScale
 from dreamrate.ratings.service import RatingService
@@ -37,7 +37,7 @@ from dreamrate.web import auth, pages_gallery, pages_maint, pages_me, pages_mod,
 from dreamrate.web.context import TEMPLATES, NotLoggedIn, WebContext
 from dreamrate.web.discord_api import DiscordAPI
 from dreamrate.web.guard import Guard
-from dreamrate.web.metrics import RequestMetrics, WebMetrics
+from dreamrate.web.metrics import RequestMetrics, WebMetrics, serve_metrics
 from dreamrate.web.model_names import ModelNames
 from dreamrate.web.ranking import RankingCache
 from dreamrate.web.security import load_secret_key
@@ -67,15 +67,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _health(request: Request) -> Response:
-    """``/healthz`` for a load balancer: 200 while the database answers, else 503 (no login
-    needed, nothing private in it)."""
-    context: WebContext = request.app.state.ctx
-    reason = await database_down(context.engine)
-    checks = {"database": reason or "ok"}
-    return JSONResponse(
-        {"process": "web", "ready": reason is None, "checks": checks},
-        status_code=200 if reason is None else 503,
-    )
+    """``/healthz`` for a load balancer, the metrics port's answer: 200 while the database
+    answers, else 503 (no login needed, nothing private in it)."""
+    server: MetricsServer = request.app.state.metrics_server
+    answer = await server.health()
+    return JSONResponse(answer, status_code=200 if answer["ready"] else 503)
 
 
 async def _not_logged_in(request: Request, exc: Exception) -> Response:
@@ -95,7 +91,8 @@ def create_app(
 ) -> Starlette:
     """The web home on ``engine`` with ``settings`` (the bot's settings: one configuration),
     showing the images in ``store`` (default: the one the settings name), counting requests
-    into ``metrics`` (default: a registry of its own, at ``app.state.metrics``)."""
+    into ``metrics`` (default: a registry of its own). ``app.state.metrics_server`` serves
+    them and the health checks on a port of their own once started."""
     token = settings.discord.resolved_token()
     discord = discord or DiscordAPI(
         settings.discord.api_base, token.get_secret_value() if token else None
@@ -181,4 +178,5 @@ def create_app(
     )
     app.state.ctx = context
     app.state.metrics = metrics
+    app.state.metrics_server = serve_metrics(metrics, engine)
     return app

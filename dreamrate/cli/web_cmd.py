@@ -56,18 +56,17 @@ async def serve_web(settings: Settings) -> None:
     from dreamrate.database_setup import open_database
     from dreamrate.generation.store import open_image_store
     from dreamrate.web.app import create_app
-    from dreamrate.web.metrics import WebMetrics, serve_metrics
 
     store = open_image_store(settings)
     await asyncio.to_thread(store.check)  # one line and exit 2 when the images cannot be read
     engine = await open_database(settings)
-    metrics = WebMetrics()
-    server = serve_metrics(metrics, engine)
+    app = create_app(settings, engine, store=store)
+    server = app.state.metrics_server
     try:
         if settings.metrics.web_port is not None:
             await server.start(settings.metrics.host, settings.metrics.web_port)
         config = uvicorn.Config(
-            create_app(settings, engine, store=store, metrics=metrics),
+            app,
             host=settings.web.host,
             port=settings.web.port,
             log_level="warning",

@@ -16,7 +16,6 @@ import aiohttp
 
 from dreamrate.bot.serving import serve_metrics as bot_metrics_server
 from dreamrate.fake_discord import FakeDiscord, Member
-from dreamrate.web.metrics import serve_metrics as web_metrics_server
 from tests.bot.conftest import settled, start_bot, stop_bot
 from tests.bot.test_dream_e2e import image_messages
 from tests.metrics_helpers import Samples, scrape, value
@@ -49,7 +48,7 @@ async def test_bot_worker_and_web_report_what_happened(
     _, engine, app, web_base, web_task, web_server = await serve(
         discord, sqlite_url, tmp_path / "w"
     )
-    web_metrics = web_metrics_server(app.state.metrics, engine)
+    web_metrics = app.state.metrics_server  # what `dreamrate web --metrics-port` starts
     await web_metrics.start("127.0.0.1", 0)
     running = await start_bot(
         discord,

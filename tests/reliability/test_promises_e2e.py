@@ -23,7 +23,7 @@ from tests.bot.conftest import Running, settled, start_bot, stop_bot
 from tests.bot.test_discord_world_e2e import say
 from tests.bot.test_ratings_e2e import dream, exported
 from tests.conftest import _pg_execute
-from tests.web.conftest import sqlite_only
+from tests.databases import sqlite_only
 
 ADA, BOB, CY, DEE = Member(71, "ada"), Member(72, "bob"), Member(73, "cy"), Member(74, "dee")
 MOD = Member(79, "mod", permissions=BASIC | MANAGE_GUILD)

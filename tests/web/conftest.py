@@ -28,7 +28,6 @@ from dreamrate.db.types import utcnow
 from dreamrate.fake_discord import BASIC, GUILD_B_ID, GUILD_ID, MANAGE_GUILD, FakeDiscord, Member
 from dreamrate.generation.store import FolderStore
 from tests.bot.conftest import TOKEN
-from tests.databases import sqlite_only  # noqa: F401 - the web tests import it from here
 
 ALICE = Member(2001, "alice")
 BOB = Member(2002, "bob")

@@ -28,7 +28,8 @@ from dreamrate.db.models import (
 )
 from dreamrate.db.types import utcnow
 from dreamrate.fake_discord import GUILD_ID
-from tests.web.conftest import ALICE, BOB, MOD, Web, client, login, serve, sqlite_only
+from tests.databases import sqlite_only
+from tests.web.conftest import ALICE, BOB, MOD, Web, client, login, serve
 
 #: Far more than any form or click; an endless body stops here (the server never answered).
 STREAM_CAP = 32 * 1024 * 1024

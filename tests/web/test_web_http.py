@@ -30,6 +30,7 @@ from dreamrate.db.models import (
 )
 from dreamrate.fake_discord import GUILD_B_ID, GUILD_ID
 from tests.bot.conftest import TOKEN
+from tests.databases import sqlite_only
 from tests.web.conftest import (
     ALICE,
     BOB,
@@ -40,7 +41,6 @@ from tests.web.conftest import (
     csrf_of,
     login,
     signed_session,
-    sqlite_only,
 )
 
 
