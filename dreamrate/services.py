@@ -147,7 +147,16 @@ def _not_yet(reason: str) -> Callable[[], Awaitable[str | None]]:
     return check
 
 
-def _serve_in_child(settings: Settings, worker_id: str | None) -> None:
+def _serve_in_child(settings: Settings, worker_id: str | None, environ: dict[str, str]) -> None:
+    # The forkserver's environment is the one it started with; this child runs with the bot's
+    # environment of now, as a spawned one would (the image store's credentials, say).
+    os.environ.clear()
+    os.environ.update(environ)
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        import torch  # already imported by the forkserver, which read the variable at start
+
+        torch.set_num_threads(int(threads))
     from dreamrate.core.log import configure_logging
 
     configure_logging(
@@ -159,6 +168,10 @@ def _serve_in_child(settings: Settings, worker_id: str | None) -> None:
     # of torch's thread pools.
     logging.shutdown()
     os._exit(0)
+
+
+#: Imported once by the forkserver the worker children are forked from (see WorkerProcess).
+CHILD_PRELOAD = ["dreamrate.generation.child_imports", "dreamrate.services"]
 
 
 class WorkerProcess:
@@ -187,12 +200,16 @@ class WorkerProcess:
 
     async def run(self) -> None:
         """|coro| Keep a worker child running until :attr:`stop` is set (or cancelled)."""
-        context = multiprocessing.get_context("spawn")  # a clean interpreter, no inherited loop
+        # A forkserver: a clean interpreter (no inherited loop or threads, as with spawn) that
+        # imports torch and diffusers once; each child is a fork of it, so a restarted worker
+        # is rendering in about a second instead of importing them again.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(CHILD_PRELOAD)
         try:
             while not self.stop.is_set():
                 self.process = context.Process(
                     target=_serve_in_child,
-                    args=(self.settings, self.worker_id),
+                    args=(self.settings, self.worker_id, dict(os.environ)),
                     name="dreamrate-worker",
                     daemon=True,
                 )

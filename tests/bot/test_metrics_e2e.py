@@ -94,6 +94,20 @@ async def test_bot_worker_and_web_report_what_happened(
         await discord.react(ada, first, "7️⃣")
         await settled(running)
 
+        def served_2xx() -> int:
+            return sum(n for s, n in discord.statuses.items() if 200 <= s < 300)
+
+        async def delivered() -> bool:
+            # The job's last edit and the bot's own rating emoji may follow its images: until
+            # nothing waits and every answer the server sent has reached the bot.
+            now = await scrape(bot_base)
+            return (
+                value(now, "dreamrate_bot_deliveries_waiting") == 0
+                and value(now, "dreamrate_bot_discord_responses_total", status="2xx")
+                == served_2xx()
+            )
+
+        await _until(delivered)
         bot_after, worker_after = await scrape(bot_base), await scrape(worker_base)
 
         def moved(name: str, before: Samples, after: Samples, **labels: str) -> float:
@@ -108,14 +122,13 @@ async def test_bot_worker_and_web_report_what_happened(
             for s in ("2xx", "429")
         }
         # Every REST call of this run was the bot's: its count is the server's.
-        assert answered["2xx"] == sum(n for s, n in discord.statuses.items() if 200 <= s < 300)
+        assert answered["2xx"] == served_2xx()
         assert answered["429"] == discord.rate_limited
         assert value(bot_after, "dreamrate_bot_discord_invalid_requests_10m") == (
             discord.invalid_requests
         )
         assert value(bot_after, "dreamrate_bot_reactions_waiting") == 0
         assert value(bot_after, "dreamrate_bot_rating_log_lag_seconds") == 0
-        assert value(bot_after, "dreamrate_bot_deliveries_waiting") == 0
         latency = value(bot_after, "dreamrate_bot_gateway_latency_seconds")
         assert 0 <= latency < 60  # a number once a heartbeat was acknowledged
 
