@@ -174,6 +174,14 @@ def _serve_in_child(settings: Settings, worker_id: str | None, environ: dict[str
 CHILD_PRELOAD = ["dreamrate.generation.child_imports", "dreamrate.services"]
 
 
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The multiprocessing context worker children start in: a forkserver that preloads
+    :data:`CHILD_PRELOAD` (the preload takes effect when the forkserver first starts)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(CHILD_PRELOAD)
+    return context
+
+
 class WorkerProcess:
     """The bot's generation worker in a process of its own.
 
@@ -203,8 +211,7 @@ class WorkerProcess:
         # A forkserver: a clean interpreter (no inherited loop or threads, as with spawn) that
         # imports torch and diffusers once; each child is a fork of it, so a restarted worker
         # is rendering in about a second instead of importing them again.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(CHILD_PRELOAD)
+        context = worker_context()
         try:
             while not self.stop.is_set():
                 self.process = context.Process(

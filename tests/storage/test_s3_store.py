@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,3 +286,54 @@ def test_generate_prints_each_image_s_place_in_the_store(
         f"s3://{s3.bucket}/{key}" for key in s3.object_keys()
     ]
     assert not any(path.startswith("data/images") for path in result.changed)
+
+
+async def test_the_bots_worker_child_reaches_the_store_with_the_environment_it_starts_in(
+    s3: S3, sqlite_url: str, tmp_path: Path, tiny_models, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The bot's worker children are forks of a forkserver that started with an older
+    environment: each must run with the bot's environment of when it starts (here the
+    store's credentials, set after the forkserver started), as a spawned process would."""
+    import asyncio
+    import time
+    from multiprocessing import forkserver
+
+    from dreamrate.db.engine import create_engine
+    from dreamrate.db.migrate import upgrade
+    from dreamrate.db.models import JobStatus
+    from dreamrate.db.users import ensure_user
+    from dreamrate.services import WorkerProcess, build_repository, worker_context
+    from tests.generation.conftest import enqueue
+
+    credentials = {n: v for n, v in os.environ.items() if n.startswith("AWS_")}
+    for name in credentials:
+        monkeypatch.delenv(name)
+    worker_context()
+    forkserver.ensure_running()  # with no credentials in its environment
+    for name, value in credentials.items():
+        monkeypatch.setenv(name, value)
+
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        database={"url": sqlite_url},
+        storage={"url": s3.url()},
+        generation={"model": str(tiny_models[0]), "device": "cpu", "poll_interval": 0.1},
+    )
+    engine = create_engine(sqlite_url)
+    await upgrade(engine)
+    repo = build_repository(settings, engine)
+    user = await ensure_user(engine, 1, "ada")
+    job = await enqueue(repo, user.id, "a lighthouse", model=str(tiny_models[0]))
+    worker = WorkerProcess(settings)
+    running = asyncio.create_task(worker.run())
+    try:
+        deadline = time.monotonic() + 60
+        while (await repo.get(job.id)).status is not JobStatus.DONE:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the worker child rendered nothing"
+            await asyncio.sleep(0.1)
+    finally:
+        worker.stop.set()
+        await running
+        await engine.dispose()
+    (image,) = await repo.images(job.id)
+    assert hashlib.sha256(s3.object(f"images/{image.path}")).hexdigest() == image.sha256
