@@ -58,6 +58,9 @@ class AdminCog(
     offered_models
         The models ``/dream`` offers now (``/admin models`` tells which registered ones
         wait for a restart).
+    arena_feed_on
+        Called when a moderator turns a feed's arena on, so its first round starts now
+        rather than at the arena's next look at the feeds.
     """
 
     def __init__(
@@ -67,11 +70,13 @@ class AdminCog(
         *,
         moderator_role: str | None,
         offered_models: Callable[[], list[str]],
+        arena_feed_on: Callable[[], None] = lambda: None,
     ) -> None:
         self.client = client
         self.moderation = moderation
         self.moderator_role = moderator_role
         self.offered_models = offered_models
+        self.arena_feed_on = arena_feed_on
         super().__init__()
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
@@ -141,6 +146,7 @@ class AdminCog(
         mix = f", {share}% of posts comparisons" if share else ""
         if arena:
             mix += ", an arena round always going"
+            self.arena_feed_on()
         await interaction.response.send_message(
             f"Rating feed: {channel.mention} every {minutes} min{mix}.", ephemeral=True
         )

@@ -89,6 +89,11 @@ class Arena:
         self.interval = interval
         self._feed_checked = -math.inf
 
+    def look_at_feeds_soon(self) -> None:
+        """Start the feeds' missing rounds at the next step, not after FEED_CHECK_SECONDS
+        (a moderator who turns a feed's arena on sees its first round at once)."""
+        self._feed_checked = -math.inf
+
     async def run_forever(self) -> None:
         while True:
             try:

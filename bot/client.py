@@ -176,7 +176,11 @@ class DreamrateBot(commands.Bot):
             RatingCog(self.requests, self.posts),
             ArenaCog(self.arena.rounds),
             AdminCog(
-                self, self.moderation, moderator_role=role, offered_models=dream.offered_models
+                self,
+                self.moderation,
+                moderator_role=role,
+                offered_models=dream.offered_models,
+                arena_feed_on=self.arena.look_at_feeds_soon,
             ),
         ]
         for cog in cogs:

@@ -112,10 +112,14 @@ async def test_arena_needs_two_models(running) -> None:  # type: ignore[no-untyp
 
 @sqlite_only
 async def test_the_feed_keeps_an_arena_round_going_once_a_moderator_turns_it_on(
-    discord_server, database_url, tmp_path, tiny_models
+    discord_server, database_url, tmp_path, tiny_models, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
+    from dreamrate.bot import arena_rounds
     from dreamrate.fake_discord import BASIC, CHANNEL_ID, MANAGE_GUILD
 
+    # The arena's own look at the feeds comes an hour apart here: the round below starts
+    # because the moderator turned the arena on, not at the next periodic look.
+    monkeypatch.setattr(arena_rounds, "FEED_CHECK_SECONDS", 3600.0)
     tiny = tiny_models[0]
     await register_a_lora(tmp_path, database_url, tiny)
     running = await start_bot(discord_server, database_url, tmp_path / "data", tiny)
