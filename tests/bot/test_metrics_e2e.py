@@ -97,9 +97,17 @@ async def test_bot_worker_and_web_report_what_happened(
         def served_2xx() -> int:
             return sum(n for s, n in discord.statuses.items() if 200 <= s < 300)
 
+        def finished() -> bool:  # the job's last edit and the bot's own emoji on each image
+            scale = running.settings.rating.emojis  # type: ignore[attr-defined]
+            return "done" in discord.originals[token].get("content", "") and all(
+                len(discord.reactions.get(int(m["id"]), {})) >= len(scale)
+                for m in image_messages(discord, token)
+            )
+
+        await discord.wait_for(finished)
+
         async def delivered() -> bool:
-            # The job's last edit and the bot's own rating emoji may follow its images: until
-            # nothing waits and every answer the server sent has reached the bot.
+            # Nothing waits, and every answer the server sent has reached the bot.
             now = await scrape(bot_base)
             return (
                 value(now, "dreamrate_bot_deliveries_waiting") == 0
