@@ -19,9 +19,9 @@ from sqlalchemy.engine import make_url
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 # Test processes side by side share the cores: each torch (and every process it starts: bot
-# workers, CLI runs, inherit it) gets its share of threads. Two processes of two threads each
-# on two cores spin against each other: the toy model's training took 402 s in the suite so,
-# 224 s with one thread each (159 s alone on an idle machine with two).
+# workers, CLI runs, inherit it) gets its share of threads, at least one. Two processes of two
+# threads each on two cores spin against each other: the toy model's training took 402 s in
+# the suite so, 224 s with one thread each (159 s alone on an idle machine with two).
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -114,10 +114,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The tests of the toy model first, in their order, then the rest in theirs.
 
-    `make test` runs ``--dist worksteal``: each test process starts with one contiguous half
-    of this list and takes work from the other when it runs out. So the first process trains
+    `make test` runs ``--dist worksteal``: each test process starts with one contiguous share
+    of this list and takes work from the others when it runs out. So the first process trains
     the toy model (minutes, shared through a file lock) and then runs every test that needs
-    it, while the second runs other tests instead of waiting on that lock.
+    it, while the others run other tests instead of waiting on that lock.
     """
     toy = [item for item in items if "toy_model" in getattr(item, "fixturenames", ())]
     if toy:
@@ -277,12 +277,29 @@ async def engine(database_url: str) -> AsyncIterator[object]:
         await eng.dispose()
 
 
+def _run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder the test processes of this run share (read-only things made once)."""
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's base is a folder of the run's own; alone, the base is the run's.
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """``(tiny-sd, tiny-clip)`` written once per test session by ``make-tiny``'s own code."""
+    """``(tiny-sd, tiny-clip)`` written once per test run by ``make-tiny``'s own code: the
+    first test process writes them under a file lock, the others read the same copy."""
+    from filelock import FileLock
+
     from dreamrate.tiny_models import make_tiny_models
 
-    return make_tiny_models(tmp_path_factory.mktemp("models"))
+    shared = _run_folder(tmp_path_factory)
+    target = shared / "tiny-models"
+    done = target / "written"
+    with FileLock(str(shared / "tiny-models.lock")):
+        if not done.is_file():
+            make_tiny_models(target)
+            done.touch()
+    return target / "tiny-sd", target / "tiny-clip"
 
 
 @pytest.fixture(scope="session")
@@ -293,9 +310,7 @@ def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from dreamrate.tiny_models import make_toy_model
 
-    base = tmp_path_factory.getbasetemp()
-    # Under xdist each worker's base is a folder of the run's own; alone, the base is the run's.
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    shared = _run_folder(tmp_path_factory)
     target = shared / "toy-model"
     with FileLock(str(shared / "toy-model.lock")):
         if not (target / "model_index.json").is_file():
