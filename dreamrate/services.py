@@ -176,7 +176,10 @@ CHILD_PRELOAD = ["dreamrate.generation.child_imports", "dreamrate.services"]
 
 def worker_context() -> multiprocessing.context.BaseContext:
     """The multiprocessing context worker children start in: a forkserver that preloads
-    :data:`CHILD_PRELOAD` (the preload takes effect when the forkserver first starts)."""
+    :data:`CHILD_PRELOAD` (the preload takes effect when the forkserver first starts), or
+    spawn where there is no forkserver (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(CHILD_PRELOAD)
     return context
